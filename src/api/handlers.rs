@@ -1,0 +1,249 @@
+//! The seven endpoints of the original API, plus late events and dead letters.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::{Params, city};
+use crate::model::{CityEvent, EventTime, EventType, Span, WindowAggregate};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn path_city(path: Result<Path<String>, PathRejection>) -> Result<crate::model::City, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    city(&raw)
+}
+
+fn alert_json(e: &CityEvent) -> Value {
+    json!({
+        "city": e.city,
+        "timestamp": e.timestamp,
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "severity": e.severity,
+        "description": e.description,
+    })
+}
+
+fn window_json(w: &WindowAggregate) -> Value {
+    json!({
+        "partition_key": w.partition_key(),
+        "city": w.city,
+        "event_type": w.event_type,
+        "window_start": w.window_start,
+        "window_end": w.window_end,
+        "event_count": w.event_count,
+        "severities": w.severities,
+        "severity_counts": w.severity_counts,
+    })
+}
+
+/// `GET /api/v1/health`
+pub async fn health(State(state): State<AppState>) -> Response {
+    let now = EventTime::now();
+    let store = state.store.ping().await;
+    let partitions = match &store {
+        Ok(()) => state.store.pipeline_status().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let up = store.is_ok();
+    let body = json!({
+        "status": if up { "UP" } else { "DOWN" },
+        "timestamp": now,
+        "service": "CityStream API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "store": {
+            "backend": state.store.backend(),
+            "status": if up { "UP" } else { "DOWN" },
+        },
+        "pipeline": {
+            "partitions": partitions.iter().map(|p| json!({
+                "source": p.checkpoint.source,
+                "partition": p.checkpoint.partition,
+                "next_offset": p.checkpoint.next_offset,
+                "watermark": p.checkpoint.max_event_time
+                    .map(|t| t.saturating_sub(state.watermark_delay)),
+                "updated_at": p.updated_at,
+            })).collect::<Vec<_>>(),
+            "last_checkpoint_at": partitions.iter().map(|p| p.updated_at).max(),
+        },
+    });
+    let status = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /api/v1/events/{city}?limit=20`
+pub async fn events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Params,
+) -> ApiResult {
+    let city = path_city(path)?;
+    let limit = params.int("limit", 20, 1..=1000)?;
+    let events = state
+        .store
+        .recent_events(city.as_str(), limit as usize, EventTime::now())
+        .await?;
+    Ok(Json(
+        json!({ "city": city, "count": events.len(), "events": events }),
+    ))
+}
+
+/// `GET /api/v1/summary/{city}`
+pub async fn summary(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let city = path_city(path)?;
+    let now = EventTime::now();
+    let s = state.store.city_summary(city.as_str(), now).await?;
+    let by_type: BTreeMap<&str, u64> = EventType::ALL
+        .iter()
+        .map(|t| (t.as_str(), s.by_type.get(t).copied().unwrap_or(0)))
+        .collect();
+    Ok(Json(json!({
+        "city": city,
+        "total_events": s.total_events,
+        "event_type_breakdown": by_type,
+        "severity_breakdown": s.by_severity,
+        "late_events": s.late_events,
+        "generated_at": now,
+    })))
+}
+
+/// `GET /api/v1/alerts?city=&hours=24&limit=100`
+pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult {
+    let city = params.city("city")?;
+    let hours = params.int("hours", 24, 1..=720)?;
+    let limit = params.int("limit", 100, 1..=1000)?;
+    let since = EventTime::now().saturating_sub(Span::from_mins(i64::from(hours) * 60));
+    let alerts = state
+        .store
+        .alerts(city.as_ref().map(|c| c.as_str()), since, limit as usize)
+        .await?;
+    let mut body = json!({
+        "count": alerts.len(),
+        "time_range_hours": hours,
+        "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(),
+    });
+    if let Some(city) = city {
+        body["city"] = json!(city);
+    }
+    Ok(Json(body))
+}
+
+/// `GET /api/v1/cities`
+pub async fn cities(State(state): State<AppState>) -> ApiResult {
+    let cities = state.store.cities(EventTime::now()).await?;
+    Ok(Json(json!({ "count": cities.len(), "cities": cities })))
+}
+
+/// `GET /api/v1/aggregations?city=&event_type=&limit=10` (`eventType` accepted too)
+pub async fn aggregations(State(state): State<AppState>, params: Params) -> ApiResult {
+    let city = params.required_city("city")?;
+    let event_type = params.event_type(&["event_type", "eventType"])?;
+    let limit = params.int("limit", 10, 1..=1000)?;
+    let windows = state
+        .store
+        .aggregations(city.as_str(), event_type, limit as usize)
+        .await?;
+    Ok(Json(json!({
+        "city": city,
+        "event_type": event_type,
+        "count": windows.len(),
+        "aggregations": windows.iter().map(window_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/v1/stats`
+pub async fn stats(State(state): State<AppState>) -> ApiResult {
+    let now = EventTime::now();
+    let s = state.store.stats(now).await?;
+    Ok(Json(json!({
+        "total_events_processed": s.total_events,
+        "high_severity_alerts": s.alerts.get(crate::model::Severity::High),
+        "critical_alerts": s.alerts.get(crate::model::Severity::Critical),
+        "late_events": s.late_events,
+        "late_events_by_city_type": s.late_by_city_type,
+        "dead_letters": s.dead_letters,
+        "dead_letters_by_kind": s.dead_letters_by_kind,
+        "generated_at": now,
+    })))
+}
+
+/// `GET /api/v1/late-events?city=&limit=100`
+pub async fn late_events(State(state): State<AppState>, params: Params) -> ApiResult {
+    let city = params.city("city")?;
+    let limit = params.int("limit", 100, 1..=1000)?;
+    let late = state
+        .store
+        .late_events(city.as_ref().map(|c| c.as_str()), limit as usize)
+        .await?;
+    let items: Vec<Value> = late
+        .iter()
+        .map(|l| {
+            let mut v = alert_json(&l.event);
+            v["watermark"] = json!(l.watermark);
+            v["window_start"] = json!(l.event.timestamp.window_start(state.window));
+            v["partition"] = json!(l.partition);
+            v["offset"] = json!(l.offset);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "count": items.len(), "late_events": items })))
+}
+
+/// `GET /api/v1/dead-letters?limit=100`
+pub async fn dead_letters(State(state): State<AppState>, params: Params) -> ApiResult {
+    let limit = params.int("limit", 100, 1..=1000)?;
+    let dead = state.store.dead_letters(limit as usize).await?;
+    let items: Vec<Value> = dead
+        .iter()
+        .map(|d| {
+            json!({
+                "source": d.source,
+                "partition": d.partition,
+                "offset": d.offset,
+                "kind": d.kind,
+                "reason": d.reason,
+                "payload_prefix": String::from_utf8_lossy(&d.payload_prefix),
+                "payload_len": d.payload_len,
+                "received_at": d.received_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "count": items.len(), "dead_letters": items })))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => handle.render().into_response(),
+        None => ApiError::NotFound("/metrics (no metrics recorder in this process)".into())
+            .into_response(),
+    }
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+pub async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "error": "method_not_allowed", "message": "only GET is served", "status": 405 })),
+    )
+        .into_response()
+}

@@ -1,0 +1,275 @@
+//! Wiring: config → build the stages → spawn → wait. Each role is one function here.
+//!
+//! Shutdown runs from the source end: on SIGINT/SIGTERM the generator stops, the queue
+//! drains through the processor, every changed window is written, and only then does the
+//! API stop. A second signal exits at once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::broker::file::{LineSource, LineWriter};
+use crate::broker::{Message, Producer, Source, embedded};
+use crate::config::{ApiArgs, EngineArgs, ProcessArgs, ProduceArgs, ServeArgs, StoreArgs, UpArgs};
+use crate::generator::Generator;
+use crate::model::EventTime;
+use crate::processor::{Engine, Processor};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Most events the generator hands the broker at once.
+const GENERATOR_BATCH: usize = 4096;
+
+/// A token cancelled by the first SIGINT/SIGTERM; a second one exits the process.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: stopping the generator and draining the pipeline");
+        trigger.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Feeds generated events to a producer, paced at the configured rate (or as fast as the
+/// producer takes them with `burst`), until the count is reached or `stop` fires.
+pub async fn run_generator(
+    mut generator: Generator,
+    producer: &dyn Producer,
+    burst: bool,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    let config = generator.config().clone();
+    tracing::info!(seed = config.seed, rate = config.rate, count = ?config.count,
+        start = %config.start, burst, "generator started");
+    let started = Instant::now();
+    let exhausted = |g: &Generator| g.config().count.is_some_and(|c| g.emitted() >= c);
+    while !stop.is_cancelled() && !exhausted(&generator) {
+        if !burst {
+            let due = started + generator.due_after(generator.emitted());
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        while batch.len() < GENERATOR_BATCH
+            && (burst || started + generator.due_after(generator.emitted()) <= now)
+        {
+            let Some(event) = generator.next() else { break };
+            batch.push(Message {
+                key: Bytes::copy_from_slice(event.city.as_str().as_bytes()),
+                payload: Bytes::from(event.to_json()),
+            });
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            producer
+                .send(batch)
+                .await
+                .context("sending generated events")?;
+            metrics::counter!("citystream_generated_total").increment(n);
+        }
+    }
+    tracing::info!(events = generator.emitted(), "generator stopped");
+    Ok(generator.emitted())
+}
+
+async fn purge_expired(store: Arc<dyn Store>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.purge_expired(EventTime::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(purged = n, "expired raw events purged");
+                metrics::counter!("citystream_raw_purged_total").increment(n);
+            }
+            Err(error) => tracing::warn!(%error, "purging expired raw events failed"),
+        }
+    }
+}
+
+fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(&args.data_dir)
+        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    tracing::info!(path = %store.path().display(), "sqlite store open");
+    Ok(Arc::new(store))
+}
+
+async fn bind(args: &ApiArgs) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "api listening on http://{addr}");
+    Ok(listener)
+}
+
+fn app_state(
+    store: Arc<dyn Store>,
+    engine: &EngineArgs,
+    metrics: Option<PrometheusHandle>,
+) -> AppState {
+    let rules = engine.config();
+    AppState {
+        metrics,
+        watermark_delay: rules.watermark_delay,
+        window: rules.window,
+        ..AppState::new(store)
+    }
+}
+
+/// `citystream up`
+pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+    let store = open_store(&args.store)?;
+    let broker = args.broker.embedded();
+    let checkpoints = store.checkpoints(&broker.topic).await?;
+    let (producer, source) = embedded::open(
+        &broker,
+        checkpoints.iter().map(|c| (c.partition, c.next_offset)),
+    );
+    let engine = Engine::new(source.name(), args.engine.config());
+    let processor = Processor::restore(
+        Box::new(source),
+        engine,
+        store.clone(),
+        args.runtime.config(),
+    )
+    .await?;
+    let listener = bind(&args.api).await?;
+
+    let shutdown = shutdown_on_signal();
+    let generator = Generator::new(args.generator.config());
+    let burst = args.generator.burst;
+    let gen_stop = shutdown.clone();
+    let generator = tokio::spawn(async move {
+        // The producer is dropped when the generator ends: that closes the queue.
+        run_generator(generator, &producer, burst, gen_stop).await
+    });
+    let mut processor = tokio::spawn(processor.run(CancellationToken::new()));
+    let background = CancellationToken::new();
+    let purge = tokio::spawn(purge_expired(
+        store.clone(),
+        args.store.purge_interval,
+        background.clone(),
+    ));
+    let api_stop = background.clone();
+    let api = tokio::spawn(api::serve(
+        listener,
+        app_state(store, &args.engine, metrics),
+        async move { api_stop.cancelled().await },
+    ));
+
+    let early_end = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut processor => Some(ended),
+    };
+    let generated = generator.await.context("generator task")??;
+    let summary = match early_end {
+        Some(ended) => ended,
+        None => processor.await,
+    }
+    .context("processor task")??;
+    background.cancel();
+    purge.await.ok();
+    api.await.context("api task")??;
+    tracing::info!(
+        generated,
+        processed = summary.records,
+        "citystream stopped cleanly"
+    );
+    Ok(())
+}
+
+/// `citystream produce`: generated events as JSON lines on standard output.
+pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let out = LineWriter::new(tokio::io::stdout());
+    let generator = Generator::new(args.generator.config());
+    run_generator(generator, &out, args.generator.burst, shutdown).await?;
+    Ok(())
+}
+
+/// `citystream process --input FILE|-`
+pub async fn process(args: ProcessArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.store)?;
+    let source: Box<dyn Source> = if args.input == Path::new("-") {
+        let checkpoints = store.checkpoints(crate::broker::file::STDIN_SOURCE).await?;
+        let next = checkpoints.first().map_or(0, |c| c.next_offset);
+        Box::new(LineSource::stdin(next))
+    } else {
+        Box::new(LineSource::open(&args.input).await?)
+    };
+    let engine = Engine::new(source.name(), args.engine.config());
+    let processor = Processor::restore(source, engine, store, args.runtime.config()).await?;
+    let summary = processor.run(shutdown_on_signal()).await?;
+    tracing::info!(
+        records = summary.records,
+        events = summary.events,
+        late = summary.late,
+        dead_letters = summary.dead_letters,
+        "input processed"
+    );
+    Ok(())
+}
+
+/// `citystream serve`
+pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+    let store = open_store(&args.store)?;
+    let listener = bind(&args.api).await?;
+    let shutdown = shutdown_on_signal();
+    let background = CancellationToken::new();
+    let purge = tokio::spawn(purge_expired(
+        store.clone(),
+        args.store.purge_interval,
+        background.clone(),
+    ));
+    api::serve(
+        listener,
+        app_state(store, &args.engine, metrics),
+        async move { shutdown.cancelled().await },
+    )
+    .await?;
+    background.cancel();
+    purge.await.ok();
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Where events travel between the generator and the processor.
+//!
+//! A broker is a set of partitioned logs. Producers append [`Message`]s keyed by city, so
+//! all events of one city share a partition (and so a watermark); a [`Source`] hands the
+//! processor [`Record`]s in log order and is told which positions are safely stored.
+//!
+//! - [`embedded`]: an in-process, bounded queue (the default): a full queue makes producers
+//!   wait, it never drops.
+//! - [`file`]: JSON lines from a file or standard input, for replays and pipes.
+
+pub mod embedded;
+pub mod file;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::model::{Checkpoint, Record};
+
+/// One message for a broker: the partitioning key (the city) and the wire-format payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub key: Bytes,
+    pub payload: Bytes,
+}
+
+/// What a source yields on a poll.
+#[derive(Debug)]
+pub enum Polled {
+    /// Records in log order within each partition.
+    Records(Vec<Record>),
+    /// The source is finished: every record was handed out.
+    End,
+}
+
+/// Errors at the broker boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the broker is closed")]
+    Closed,
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Appends messages to the `city-events` log.
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Appends a batch, waiting while the broker is full. Returns once every message is
+    /// accepted.
+    async fn send(&self, batch: Vec<Message>) -> Result<(), BrokerError>;
+}
+
+/// Hands the processor records, partition by partition in log order.
+#[async_trait]
+pub trait Source: Send {
+    /// The log's name (topic or file): it scopes checkpoints and derived event ids.
+    fn name(&self) -> &str;
+
+    /// The partition that holds a city's events.
+    fn partition_of(&self, city: &str) -> u32;
+
+    /// Waits for records and returns up to `max` of them. Cancel-safe: dropping the future
+    /// loses nothing.
+    async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError>;
+
+    /// Everything before these positions is durable in the store.
+    async fn commit(&mut self, _positions: &[Checkpoint]) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// The partition of a key: CRC-32 of the key modulo the partition count, as librdkafka's
+/// `consistent` partitioner does.
+pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
+    crc32fast::hash(key) % partitions.max(1)
+}

@@ -1,0 +1,270 @@
+//! Typed configuration: every flag has a `CITYSTREAM_*` environment fallback and a default.
+//! Precedence: flag > environment > default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::broker::embedded::EmbeddedConfig;
+use crate::generator::GeneratorConfig;
+use crate::model::{EventTime, Span};
+use crate::processor::{EngineConfig, RuntimeConfig};
+
+/// CityStream: city events → broker → stream processor → store → REST API, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "citystream", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `citystream=debug`).
+    #[arg(long, env = "CITYSTREAM_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: generator, embedded broker, processor, SQLite store and API.
+    Up(UpArgs),
+    /// Generate events and write them to standard output as JSON lines.
+    Produce(ProduceArgs),
+    /// Process JSON-lines events from a file or standard input into the store.
+    Process(ProcessArgs),
+    /// Serve the REST API over an existing store.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// JSON-lines file to read, or `-` for standard input.
+    #[arg(long, env = "CITYSTREAM_INPUT")]
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// The synthetic event stream (the seed's producer).
+#[derive(Debug, Clone, Args)]
+pub struct GeneratorArgs {
+    /// Events per second; fractions allowed (0.2 = one every 5 s, as the original).
+    #[arg(long, env = "CITYSTREAM_RATE", default_value_t = 0.2, value_parser = positive_rate)]
+    pub rate: f64,
+    /// Stop after this many events (default: run until stopped).
+    #[arg(long, env = "CITYSTREAM_COUNT")]
+    pub count: Option<u64>,
+    /// Seed of the random stream (default: random, and logged so a run can be repeated).
+    #[arg(long, env = "CITYSTREAM_SEED")]
+    pub seed: Option<u64>,
+    /// Event time of the first event, RFC 3339 (default: now).
+    #[arg(long, env = "CITYSTREAM_START_TIME", value_parser = rfc3339)]
+    pub start_time: Option<EventTime>,
+    /// Emit as fast as the broker takes events; event times still advance by 1/rate.
+    #[arg(long, env = "CITYSTREAM_BURST")]
+    pub burst: bool,
+    /// Share of events up to 4 minutes behind the stream clock (on time, out of order).
+    #[arg(long, env = "CITYSTREAM_OUT_OF_ORDER", default_value_t = 0.0, value_parser = ratio)]
+    pub out_of_order: f64,
+    /// Share of events 16 to 30 minutes behind the stream clock (late for a 10-minute watermark).
+    #[arg(long, env = "CITYSTREAM_LATE", default_value_t = 0.0, value_parser = ratio)]
+    pub late: f64,
+}
+
+impl GeneratorArgs {
+    pub fn config(&self) -> GeneratorConfig {
+        GeneratorConfig {
+            seed: self.seed.unwrap_or_else(rand::random),
+            rate: self.rate,
+            count: self.count,
+            start: self.start_time.unwrap_or_else(EventTime::now),
+            out_of_order: self.out_of_order,
+            late: self.late,
+        }
+    }
+}
+
+/// The embedded broker.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Topic name: scopes checkpoints and derived event ids.
+    #[arg(long, env = "CITYSTREAM_TOPIC", default_value = "city-events")]
+    pub topic: String,
+    /// Partitions of the embedded broker (events are partitioned by city).
+    #[arg(long, env = "CITYSTREAM_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// Records the embedded queue holds before producers wait.
+    #[arg(long, env = "CITYSTREAM_QUEUE_CAPACITY", default_value_t = 65_536)]
+    pub queue_capacity: usize,
+}
+
+impl BrokerArgs {
+    pub fn embedded(&self) -> EmbeddedConfig {
+        EmbeddedConfig {
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            capacity: self.queue_capacity.max(1),
+        }
+    }
+}
+
+/// Event-time rules.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Size of the tumbling windows.
+    #[arg(long, env = "CITYSTREAM_WINDOW", default_value = "5m", value_parser = span)]
+    pub window: Span,
+    /// How far the watermark trails the largest event time of a partition.
+    #[arg(long, env = "CITYSTREAM_WATERMARK_DELAY", default_value = "10m", value_parser = span)]
+    pub watermark_delay: Span,
+    /// How long raw events are kept after their event time.
+    #[arg(long, env = "CITYSTREAM_RAW_TTL", default_value = "30days", value_parser = span)]
+    pub raw_ttl: Span,
+    /// How far ahead of its arrival an event may be stamped before it is a dead letter.
+    #[arg(long, env = "CITYSTREAM_MAX_AHEAD", default_value = "5m", value_parser = span)]
+    pub max_ahead: Span,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            window: self.window,
+            watermark_delay: self.watermark_delay,
+            raw_ttl: self.raw_ttl,
+            max_ahead: self.max_ahead,
+        }
+    }
+}
+
+/// Batching and the console query.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Most records per store transaction.
+    #[arg(long, env = "CITYSTREAM_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch: u64,
+    /// Longest wait for more records once a batch has begun.
+    #[arg(long, env = "CITYSTREAM_LINGER", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub linger: Duration,
+    /// Print a live table of counts by city × type × severity (query 4).
+    #[arg(long, env = "CITYSTREAM_CONSOLE")]
+    pub console: bool,
+    /// How often the console table is printed.
+    #[arg(long, env = "CITYSTREAM_CONSOLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub console_interval: Duration,
+}
+
+impl RuntimeArgs {
+    pub fn config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            max_batch: usize::try_from(self.max_batch).unwrap_or(usize::MAX),
+            linger: self.linger,
+            console: self.console.then_some(self.console_interval),
+        }
+    }
+}
+
+/// Where results are kept.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite store.
+    #[arg(long, env = "CITYSTREAM_DATA_DIR", default_value = "./citystream-data")]
+    pub data_dir: PathBuf,
+    /// How often expired raw events are purged.
+    #[arg(long, env = "CITYSTREAM_PURGE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub purge_interval: Duration,
+}
+
+/// The REST API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address the API listens on (port 0 picks a free port).
+    #[arg(long, env = "CITYSTREAM_LISTEN", default_value = "0.0.0.0:8082")]
+    pub listen: SocketAddr,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a positive number of events per second"
+        )),
+    }
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
+}
+
+fn span(s: &str) -> Result<Span, String> {
+    humantime::parse_duration(s)
+        .map(Span::from)
+        .map_err(|e| format!("`{s}`: {e} (e.g. 5m, 10m, 30days)"))
+}
+
+fn rfc3339(s: &str) -> Result<EventTime, String> {
+    EventTime::parse_rfc3339(s).map_err(|e| format!("`{s}`: {e} (e.g. 2026-11-25T08:00:00Z)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let cli = Cli::try_parse_from(["citystream", "up"]).unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("up expected")
+        };
+        assert_eq!(up.engine.config(), EngineConfig::default());
+        assert_eq!(up.generator.rate, 0.2);
+        assert_eq!(up.api.listen.port(), 8082);
+        assert!(Cli::try_parse_from(["citystream", "up", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["citystream", "up", "--late", "2"]).is_err());
+    }
+}

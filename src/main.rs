@@ -1,0 +1,27 @@
+//! The `citystream` binary: parse the configuration, set up logs and metrics, run one role.
+
+use citystream::app;
+use citystream::config::{Cli, Command};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+        .ok();
+
+    match cli.command {
+        Command::Up(args) => app::up(args, metrics).await,
+        Command::Produce(args) => app::produce(args).await,
+        Command::Process(args) => app::process(args).await,
+        Command::Serve(args) => app::serve(args, metrics).await,
+    }
+}

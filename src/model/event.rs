@@ -1,0 +1,191 @@
+//! A city event and the values it is made of. Once a [`CityEvent`] exists it is valid.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::EventTime;
+
+/// Longest city name accepted, in bytes.
+pub const MAX_CITY_BYTES: usize = 64;
+/// Longest description accepted, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Longest event id accepted, in bytes.
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+
+/// The seed's cities; any other valid name is accepted too.
+pub const SEED_CITIES: [&str; 6] = ["NYC", "LA", "Chicago", "SF", "Boston", "Seattle"];
+
+macro_rules! closed_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal, [$($variant:ident = $text:literal),+ $(,)?]) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Position in [`Self::ALL`]; handy for dense per-value counters.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownValue { what: $what, value: s.to_owned(), expected: &[$($text),+] }),
+                }
+            }
+        }
+    };
+}
+
+closed_enum!(
+    /// What happened.
+    EventType, "event_type",
+    [Traffic = "traffic", Weather = "weather", Incident = "incident", Construction = "construction"]
+);
+
+closed_enum!(
+    /// How bad it is, in increasing order.
+    Severity, "severity",
+    [Low = "low", Medium = "medium", High = "high", Critical = "critical"]
+);
+
+impl Severity {
+    /// High and critical events are alerts.
+    pub fn is_alert(self) -> bool {
+        self >= Severity::High
+    }
+}
+
+/// A value outside a closed set, such as `event_type=parade`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`, expected one of: {}", expected.join(", "))]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+/// Why a name is not a city.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidCity {
+    #[error("city is empty")]
+    Empty,
+    #[error("city is {0} bytes long, at most {MAX_CITY_BYTES} are allowed")]
+    TooLong(usize),
+    #[error("city contains a control character")]
+    ControlCharacter,
+}
+
+/// A city name: non-empty, at most 64 bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct City(String);
+
+impl City {
+    pub fn parse(s: impl Into<String>) -> Result<City, InvalidCity> {
+        let s = s.into();
+        if s.is_empty() {
+            Err(InvalidCity::Empty)
+        } else if s.len() > MAX_CITY_BYTES {
+            Err(InvalidCity::TooLong(s.len()))
+        } else if s.chars().any(char::is_control) {
+            Err(InvalidCity::ControlCharacter)
+        } else {
+            Ok(City(s))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for City {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for City {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One valid city event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CityEvent {
+    pub event_id: String,
+    pub city: City,
+    pub event_type: EventType,
+    pub severity: Severity,
+    pub timestamp: EventTime,
+    pub description: String,
+}
+
+impl CityEvent {
+    /// The event as one line of the JSON wire format.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings, enums and a timestamp string cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The description the original producer writes for this type and severity.
+    pub fn seed_description(event_type: EventType, severity: Severity) -> String {
+        match event_type {
+            EventType::Traffic => format!("{severity} traffic congestion detected"),
+            EventType::Weather => format!("{severity} weather condition reported"),
+            EventType::Incident => {
+                format!("{severity} incident reported, emergency services notified")
+            }
+            EventType::Construction => format!("{severity} construction work in progress"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cities_are_validated() {
+        assert!(City::parse("SF").is_ok());
+        assert!(City::parse("São Paulo").is_ok());
+        assert_eq!(City::parse(""), Err(InvalidCity::Empty));
+        assert_eq!(City::parse("a".repeat(65)), Err(InvalidCity::TooLong(65)));
+        assert_eq!(City::parse("S\nF"), Err(InvalidCity::ControlCharacter));
+    }
+
+    #[test]
+    fn enums_round_trip_and_explain_unknowns() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
+        }
+        let err = "parade".parse::<EventType>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown event_type `parade`, expected one of: traffic, weather, incident, construction"
+        );
+        assert!(Severity::Critical.is_alert() && Severity::High.is_alert());
+        assert!(!Severity::Medium.is_alert());
+    }
+}

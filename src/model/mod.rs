@@ -1,0 +1,18 @@
+//! What an event, a window, an alert, a late event and a dead letter are; parsing and
+//! validation at the edge. No I/O.
+
+mod event;
+mod record;
+mod results;
+mod time;
+
+pub use event::{
+    City, CityEvent, EventType, InvalidCity, MAX_CITY_BYTES, MAX_DESCRIPTION_BYTES,
+    MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue,
+};
+pub use record::{
+    DEAD_LETTER_PREFIX_BYTES, DeadLetter, DecodeError, MAX_RECORD_BYTES, Record, decode,
+    derived_event_id,
+};
+pub use results::{Checkpoint, LateEvent, RawEvent, SeverityCounts, WindowAggregate, WriteBatch};
+pub use time::{EventTime, Span};

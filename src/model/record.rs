@@ -1,0 +1,258 @@
+//! Records as they travel through a broker, and how one becomes a [`CityEvent`] or a
+//! [`DeadLetter`].
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::EventTime;
+use super::event::{
+    City, CityEvent, EventType, InvalidCity, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES, Severity,
+};
+
+/// Largest record accepted, in bytes; anything larger is a dead letter.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// How much of a dead letter's payload is kept.
+pub const DEAD_LETTER_PREFIX_BYTES: usize = 1024;
+
+/// Namespace of the ids derived for events that arrive without one.
+const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c4e_8d2a_4f57_9a3e_c1d5_e7f9_a2b4);
+
+/// One record of a partitioned log: where it sits, when the broker took it, and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition: u32,
+    pub offset: u64,
+    /// When the record entered the log (Kafka's record timestamp); `None` for plain files.
+    pub timestamp: Option<EventTime>,
+    pub payload: Bytes,
+}
+
+/// Why a record is not a valid event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record is {0} bytes, larger than the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("record is not valid UTF-8: {0}")]
+    InvalidUtf8(String),
+    #[error("record is not a valid event: {0}")]
+    Json(String),
+    #[error("invalid city: {0}")]
+    City(#[from] InvalidCity),
+    #[error("invalid timestamp `{value}`: {reason} (expected RFC 3339, e.g. 2026-11-25T10:00:05Z)")]
+    Timestamp { value: String, reason: String },
+    #[error("description is {0} bytes, at most {MAX_DESCRIPTION_BYTES} are allowed")]
+    DescriptionTooLong(usize),
+    #[error("invalid event_id: {0}")]
+    EventId(&'static str),
+    #[error(
+        "timestamp {event} is more than {max_ahead_secs} s ahead of the record's arrival at {arrival}"
+    )]
+    FromTheFuture {
+        event: EventTime,
+        arrival: EventTime,
+        max_ahead_secs: i64,
+    },
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics and filtering.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge(_) => "too_large",
+            DecodeError::InvalidUtf8(_) => "invalid_utf8",
+            DecodeError::Json(_) => "malformed",
+            DecodeError::City(_) => "invalid_city",
+            DecodeError::Timestamp { .. } => "invalid_timestamp",
+            DecodeError::DescriptionTooLong(_) => "description_too_long",
+            DecodeError::EventId(_) => "invalid_event_id",
+            DecodeError::FromTheFuture { .. } => "future_timestamp",
+        }
+    }
+}
+
+/// The wire format, borrowed from the record where possible. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    city: Cow<'a, str>,
+    event_type: EventType,
+    severity: Severity,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    description: Cow<'a, str>,
+}
+
+/// Decodes one record of the wire format. `source` names the log (a topic, a file) so that an
+/// event without an `event_id` gets one derived from its position: the same record always
+/// yields the same id.
+pub fn decode(source: &str, record: &Record) -> Result<CityEvent, DecodeError> {
+    let bytes = &record.payload[..];
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?;
+    let wire: Wire<'_> =
+        serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+
+    let timestamp =
+        EventTime::parse_rfc3339(&wire.timestamp).map_err(|e| DecodeError::Timestamp {
+            value: wire.timestamp.chars().take(64).collect(),
+            reason: e.to_string(),
+        })?;
+    if wire.description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(DecodeError::DescriptionTooLong(wire.description.len()));
+    }
+    let event_id = match wire.event_id {
+        Some(id) if id.is_empty() => return Err(DecodeError::EventId("empty")),
+        Some(id) if id.len() > MAX_EVENT_ID_BYTES => {
+            return Err(DecodeError::EventId("longer than 128 bytes"));
+        }
+        Some(id) if id.chars().any(char::is_control) => {
+            return Err(DecodeError::EventId("contains a control character"));
+        }
+        Some(id) => id.into_owned(),
+        None => derived_event_id(source, record.partition, record.offset),
+    };
+    Ok(CityEvent {
+        event_id,
+        city: City::parse(wire.city)?,
+        event_type: wire.event_type,
+        severity: wire.severity,
+        timestamp,
+        description: wire.description.into_owned(),
+    })
+}
+
+/// The id of an event that arrived without one: a UUID (v5) of its position in its log.
+pub fn derived_event_id(source: &str, partition: u32, offset: u64) -> String {
+    let name = format!("{source}/{partition}/{offset}");
+    Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// A record that could not be used, kept with its reason and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub source: String,
+    pub partition: u32,
+    pub offset: u64,
+    /// [`DecodeError::kind`] of the reason.
+    pub kind: String,
+    pub reason: String,
+    /// The first [`DEAD_LETTER_PREFIX_BYTES`] bytes of the record.
+    pub payload_prefix: Vec<u8>,
+    /// The record's full length in bytes.
+    pub payload_len: usize,
+    pub received_at: EventTime,
+}
+
+impl DeadLetter {
+    pub fn new(source: &str, record: &Record, error: &DecodeError, received_at: EventTime) -> Self {
+        let keep = record.payload.len().min(DEAD_LETTER_PREFIX_BYTES);
+        DeadLetter {
+            source: source.to_owned(),
+            partition: record.partition,
+            offset: record.offset,
+            kind: error.kind().to_owned(),
+            reason: error.to_string(),
+            payload_prefix: record.payload[..keep].to_vec(),
+            payload_len: record.payload.len(),
+            received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &[u8]) -> Record {
+        Record {
+            partition: 2,
+            offset: 41,
+            timestamp: None,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    const GOOD: &str = r#"{"event_id":"e-1","city":"SF","event_type":"traffic","severity":"high","timestamp":"2026-11-25T10:00:05Z","description":"high traffic congestion detected","extra":[1,2]}"#;
+
+    #[test]
+    fn decodes_the_wire_format_and_ignores_unknown_fields() {
+        let ev = decode("city-events", &record(GOOD.as_bytes())).unwrap();
+        assert_eq!(ev.event_id, "e-1");
+        assert_eq!(ev.city.as_str(), "SF");
+        assert_eq!(ev.event_type, EventType::Traffic);
+        assert_eq!(ev.severity, Severity::High);
+        assert_eq!(ev.timestamp.to_rfc3339(), "2026-11-25T10:00:05Z");
+    }
+
+    #[test]
+    fn a_missing_event_id_is_derived_from_the_position() {
+        let original = r#"{"city":"LA","event_type":"weather","severity":"low","timestamp":"2026-11-25T10:00:05+02:00","description":"x"}"#;
+        let a = decode("city-events", &record(original.as_bytes())).unwrap();
+        let b = decode("city-events", &record(original.as_bytes())).unwrap();
+        assert_eq!(a.event_id, b.event_id);
+        assert_eq!(a.event_id, derived_event_id("city-events", 2, 41));
+        assert_ne!(a.event_id, derived_event_id("city-events", 2, 42));
+        assert_eq!(a.timestamp.to_rfc3339(), "2026-11-25T08:00:05Z");
+    }
+
+    #[test]
+    fn every_kind_of_bad_record_has_a_reason() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json".to_vec(), "malformed"),
+            (vec![b'"', 0xff, 0xfe, b'"'], "invalid_utf8"),
+            (
+                GOOD.replace("traffic\"", "parade\"").into_bytes(),
+                "malformed",
+            ),
+            (
+                GOOD.replace("\"high\"", "\"extreme\"").into_bytes(),
+                "malformed",
+            ),
+            (GOOD.replace("\"SF\"", "\"\"").into_bytes(), "invalid_city"),
+            (GOOD.replace("\"SF\"", "17").into_bytes(), "malformed"),
+            (
+                GOOD.replace("2026-11-25T10:00:05Z", "yesterday")
+                    .into_bytes(),
+                "invalid_timestamp",
+            ),
+            (
+                GOOD.replace(",\"city\":\"SF\"", "").into_bytes(),
+                "malformed",
+            ),
+            (
+                GOOD.replace("\"e-1\"", "\"\"").into_bytes(),
+                "invalid_event_id",
+            ),
+            (
+                GOOD.replace("high traffic congestion detected", &"d".repeat(1025))
+                    .into_bytes(),
+                "description_too_long",
+            ),
+            (vec![b' '; MAX_RECORD_BYTES + 1], "too_large"),
+        ];
+        for (payload, kind) in cases {
+            let err = decode("t", &record(&payload)).unwrap_err();
+            assert_eq!(err.kind(), kind, "{err}");
+            let dl = DeadLetter::new("t", &record(&payload), &err, EventTime::from_millis(0));
+            assert!(dl.payload_prefix.len() <= DEAD_LETTER_PREFIX_BYTES);
+            assert_eq!(dl.payload_len, payload.len());
+        }
+        let err = decode(
+            "t",
+            &record(GOOD.replace("traffic\"", "parade\"").as_bytes()),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `parade`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The processor's run loop: poll a source, run the engine, write each batch to the store,
+//! then tell the source what is durable.
+//!
+//! A batch gathers what the source has ready (up to `max_batch` records, waiting at most
+//! `linger` for more), so one store transaction covers many events at high rates and latency
+//! stays low at low rates. A store that fails is retried with backoff until it takes the
+//! batch; meanwhile nothing is polled, so the broker's bound pushes back on producers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::console::ConsoleTable;
+use super::engine::Engine;
+use crate::broker::{BrokerError, Polled, Source};
+use crate::model::{EventTime, WriteBatch};
+use crate::store::{Store, StoreError};
+
+/// How the run loop batches and reports.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Most records in one store batch.
+    pub max_batch: usize,
+    /// Longest wait for more records once a batch has begun.
+    pub linger: Duration,
+    /// Print the console table this often; `None` disables query 4.
+    pub console: Option<Duration>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_batch: 10_000,
+            linger: Duration::from_millis(5),
+            console: None,
+        }
+    }
+}
+
+/// Errors that stop the processor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("source: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("restoring state: {0}")]
+    Restore(#[from] StoreError),
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub records: u64,
+    pub events: u64,
+    pub late: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+}
+
+/// A source, an engine and a store, wired.
+pub struct Processor {
+    source: Box<dyn Source>,
+    engine: Engine,
+    store: Arc<dyn Store>,
+    config: RuntimeConfig,
+}
+
+impl Processor {
+    /// Builds a processor for `source`, continuing from what the store holds for it.
+    pub async fn restore(
+        source: Box<dyn Source>,
+        mut engine: Engine,
+        store: Arc<dyn Store>,
+        config: RuntimeConfig,
+    ) -> Result<Self, ProcessorError> {
+        let checkpoints = store.checkpoints(source.name()).await?;
+        let earliest_watermark = checkpoints
+            .iter()
+            .filter_map(|c| c.max_event_time)
+            .min()
+            .map(|t| t.saturating_sub(engine.config().watermark_delay));
+        // Only a partition that has seen events can have open windows.
+        let windows = match earliest_watermark {
+            Some(wm) => store.windows_ending_after(wm).await?,
+            None => Vec::new(),
+        };
+        let reopened = windows.len();
+        engine.restore(&checkpoints, windows, |city| source.partition_of(city));
+        tracing::info!(
+            source = source.name(),
+            partitions = checkpoints.len(),
+            reopened_windows = engine.open_windows(),
+            candidate_windows = reopened,
+            "processor state restored"
+        );
+        Ok(Processor {
+            source,
+            engine,
+            store,
+            config,
+        })
+    }
+
+    /// Runs until the source ends or `shutdown` fires, then writes what it holds and returns.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<RunSummary, ProcessorError> {
+        let mut summary = RunSummary::default();
+        let mut console = self
+            .config
+            .console
+            .map(|every| (ConsoleTable::default(), every, Instant::now() + every));
+        let mut ended = false;
+        while !ended {
+            let mut batch = WriteBatch::default();
+            let mut taken = 0usize;
+            let mut deadline: Option<Instant> = None;
+            while taken < self.config.max_batch {
+                let want = self.config.max_batch - taken;
+                let polled = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => { ended = true; break; }
+                    _ = sleep_until(deadline) => break,
+                    polled = self.source.poll(want) => polled?,
+                };
+                match polled {
+                    Polled::End => {
+                        ended = true;
+                        break;
+                    }
+                    Polled::Records(records) => {
+                        taken += records.len();
+                        self.engine.process(&records, EventTime::now(), &mut batch);
+                        deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
+                    }
+                }
+            }
+            summary.records += taken as u64;
+            self.engine.flush(&mut batch);
+            if batch.is_empty() {
+                continue;
+            }
+            summary.events += batch.raw.len() as u64;
+            summary.late += batch.late.len() as u64;
+            summary.dead_letters += batch.dead_letters.len() as u64;
+            summary.batches += 1;
+            self.record_metrics(&batch, taken);
+            if let Some((table, every, next)) = console.as_mut() {
+                table.observe(&batch.raw);
+                if Instant::now() >= *next {
+                    println!("{}", table.render());
+                    *next = Instant::now() + *every;
+                }
+            }
+            let batch = Arc::new(batch);
+            write_until_stored(self.store.as_ref(), &batch).await;
+            self.source.commit(&batch.checkpoints).await?;
+        }
+        if let Some((table, _, _)) = console {
+            println!("{}", table.render());
+        }
+        tracing::info!(
+            records = summary.records,
+            events = summary.events,
+            late = summary.late,
+            dead_letters = summary.dead_letters,
+            batches = summary.batches,
+            "processor stopped"
+        );
+        Ok(summary)
+    }
+
+    fn record_metrics(&self, batch: &WriteBatch, records: usize) {
+        counter!("citystream_records_total").increment(records as u64);
+        counter!("citystream_events_total").increment(batch.raw.len() as u64);
+        counter!("citystream_alerts_total").increment(batch.alerts.len() as u64);
+        counter!("citystream_window_updates_total").increment(batch.windows.len() as u64);
+        for late in &batch.late {
+            counter!("citystream_late_events_total", "city" => late.event.city.as_str().to_owned(),
+                "event_type" => late.event.event_type.as_str())
+            .increment(1);
+        }
+        for dead in &batch.dead_letters {
+            counter!("citystream_dead_letters_total", "kind" => dead.kind.clone()).increment(1);
+        }
+        histogram!("citystream_batch_records").record(records as f64);
+        gauge!("citystream_open_windows").set(self.engine.open_windows() as f64);
+        for (partition, next_offset, watermark) in self.engine.positions() {
+            let p = partition.to_string();
+            gauge!("citystream_committed_offset", "partition" => p.clone()).set(next_offset as f64);
+            if let Some(wm) = watermark {
+                gauge!("citystream_watermark_ms", "partition" => p).set(wm.as_millis() as f64);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes a batch, retrying with exponential backoff and jitter until the store takes it.
+/// Nothing is dropped: while this waits, the processor polls nothing.
+pub async fn write_until_stored(store: &dyn Store, batch: &Arc<WriteBatch>) {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 1u32;
+    loop {
+        match store.write(batch.clone()).await {
+            Ok(()) => {
+                histogram!("citystream_store_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                if attempt > 1 {
+                    tracing::info!(attempt, rows = batch.len(), "store write went through");
+                    gauge!("citystream_store_backpressure").set(0.0);
+                }
+                return;
+            }
+            Err(error) => {
+                counter!("citystream_store_write_errors_total").increment(1);
+                gauge!("citystream_store_backpressure").set(1.0);
+                let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
+                let wait = backoff + Duration::from_millis(jitter);
+                tracing::warn!(%error, attempt, retry_in_ms = wait.as_millis() as u64,
+                    rows = batch.len(), "store write failed; holding the batch and retrying");
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+-- CityStream's embedded store. Times are integer milliseconds since the Unix epoch (UTC).
+PRAGMA journal_mode = WAL;
+
+-- Query 1: every valid event; the seed's citystream-raw-events (event_id, timestamp).
+CREATE TABLE IF NOT EXISTS raw_events (
+    event_id    TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    city        TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    severity    TEXT    NOT NULL,
+    description TEXT    NOT NULL,
+    ttl         INTEGER NOT NULL,
+    PRIMARY KEY (event_id, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS raw_by_city_time ON raw_events (city, ts, event_id);
+CREATE INDEX IF NOT EXISTS raw_by_city_type ON raw_events (city, event_type, severity, ttl);
+CREATE INDEX IF NOT EXISTS raw_by_ttl ON raw_events (ttl);
+
+-- Query 2: window values; the seed's citystream-aggregations keyed city#event_type#window_start.
+CREATE TABLE IF NOT EXISTS aggregations (
+    partition_key TEXT    NOT NULL PRIMARY KEY,
+    city          TEXT    NOT NULL,
+    event_type    TEXT    NOT NULL,
+    window_start  INTEGER NOT NULL,
+    window_end    INTEGER NOT NULL,
+    event_count   INTEGER NOT NULL,
+    severities    TEXT    NOT NULL, -- JSON array, arrival order
+    low           INTEGER NOT NULL,
+    medium        INTEGER NOT NULL,
+    high          INTEGER NOT NULL,
+    critical      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS agg_by_city ON aggregations (city, window_start, event_type);
+CREATE INDEX IF NOT EXISTS agg_by_city_type ON aggregations (city, event_type, window_start);
+CREATE INDEX IF NOT EXISTS agg_by_end ON aggregations (window_end);
+
+-- Query 3: high and critical events; the seed's citystream-alerts (city, timestamp), with the
+-- event id in the key so two alerts of one city in the same instant are both kept.
+CREATE TABLE IF NOT EXISTS alerts (
+    city        TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    event_id    TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    severity    TEXT    NOT NULL,
+    description TEXT    NOT NULL,
+    PRIMARY KEY (city, ts, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (ts, event_id);
+CREATE INDEX IF NOT EXISTS alerts_by_severity ON alerts (severity);
+
+-- Events whose window had closed when they arrived: stored raw, not aggregated.
+CREATE TABLE IF NOT EXISTS late_events (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    city        TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    severity    TEXT    NOT NULL,
+    description TEXT    NOT NULL,
+    watermark   INTEGER NOT NULL,
+    partition   INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    UNIQUE (event_id, ts)
+);
+CREATE INDEX IF NOT EXISTS late_by_city ON late_events (city, event_type);
+
+-- Records that are not valid events, with the reason and where they came from.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id             INTEGER PRIMARY KEY,
+    source         TEXT    NOT NULL,
+    partition      INTEGER NOT NULL,
+    offset         INTEGER NOT NULL,
+    kind           TEXT    NOT NULL,
+    reason         TEXT    NOT NULL,
+    payload_prefix BLOB    NOT NULL,
+    payload_len    INTEGER NOT NULL,
+    received_at    INTEGER NOT NULL,
+    UNIQUE (source, partition, offset)
+);
+CREATE INDEX IF NOT EXISTS dead_by_kind ON dead_letters (kind);
+
+-- Processor positions and watermark state, written in the same transaction as the results.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    source         TEXT    NOT NULL,
+    partition      INTEGER NOT NULL,
+    next_offset    INTEGER NOT NULL,
+    max_event_time INTEGER,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (source, partition)
+) WITHOUT ROWID;

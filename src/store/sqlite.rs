@@ -1,0 +1,595 @@
+//! The embedded store: one SQLite file in WAL mode under the data directory.
+//!
+//! One writer connection writes each [`WriteBatch`] in a single transaction, checkpoints
+//! included, so what is stored and how far the processor got never disagree. Readers use a
+//! small pool of read-only connections and never block the writer; a separate `serve`
+//! process can read the same file while `process` writes it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    CityCount, CitySummary, LateCount, PartitionStatus, Stats, Store, StoreError, StoredEvent,
+};
+use crate::model::{
+    Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity,
+    SeverityCounts, WindowAggregate, WriteBatch,
+};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "citystream.db";
+const SCHEMA: &str = include_str!("schema.sql");
+const CONNECTION_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
+const PURGE_CHUNK: i64 = 10_000;
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+}
+
+impl SqliteStore {
+    /// Opens (creating when needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let writer = Connection::open(&path)?;
+        writer.execute_batch(CONNECTION_PRAGMAS)?;
+        writer.execute_batch(SCHEMA)?;
+        let manager = SqliteConnectionManager::file(&path).with_init(|c| {
+            c.execute_batch(CONNECTION_PRAGMAS)?;
+            c.execute_batch("PRAGMA query_only = ON;")
+        });
+        let readers = r2d2::Pool::builder()
+            .max_size(4)
+            .min_idle(Some(1))
+            .build(manager)?;
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || f(&*pool.get()?))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::Task("writer connection poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut raw = tx.prepare_cached(
+            "INSERT INTO raw_events (event_id, ts, city, event_type, severity, description, ttl)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )?;
+        for r in &batch.raw {
+            let e = &r.event;
+            raw.execute(params![
+                e.event_id,
+                e.timestamp.as_millis(),
+                e.city.as_str(),
+                e.event_type.as_str(),
+                e.severity.as_str(),
+                e.description,
+                r.ttl.as_millis(),
+            ])?;
+        }
+
+        let mut alert = tx.prepare_cached(
+            "INSERT INTO alerts (city, ts, event_id, event_type, severity, description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?;
+        for e in &batch.alerts {
+            alert.execute(params![
+                e.city.as_str(),
+                e.timestamp.as_millis(),
+                e.event_id,
+                e.event_type.as_str(),
+                e.severity.as_str(),
+                e.description,
+            ])?;
+        }
+
+        let mut window = tx.prepare_cached(
+            "INSERT INTO aggregations (partition_key, city, event_type, window_start, window_end,
+                 event_count, severities, low, medium, high, critical)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (partition_key) DO UPDATE SET
+                 event_count = excluded.event_count, severities = excluded.severities,
+                 low = excluded.low, medium = excluded.medium, high = excluded.high,
+                 critical = excluded.critical",
+        )?;
+        for w in &batch.windows {
+            let c = w.severity_counts;
+            window.execute(params![
+                w.partition_key(),
+                w.city.as_str(),
+                w.event_type.as_str(),
+                w.window_start.as_millis(),
+                w.window_end.as_millis(),
+                w.event_count as i64,
+                severities_json(&w.severities),
+                c.get(Severity::Low) as i64,
+                c.get(Severity::Medium) as i64,
+                c.get(Severity::High) as i64,
+                c.get(Severity::Critical) as i64,
+            ])?;
+        }
+
+        let mut late = tx.prepare_cached(
+            "INSERT INTO late_events (event_id, ts, city, event_type, severity, description,
+                 watermark, partition, offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+        )?;
+        for l in &batch.late {
+            let e = &l.event;
+            late.execute(params![
+                e.event_id,
+                e.timestamp.as_millis(),
+                e.city.as_str(),
+                e.event_type.as_str(),
+                e.severity.as_str(),
+                e.description,
+                l.watermark.as_millis(),
+                l.partition,
+                l.offset as i64,
+            ])?;
+        }
+
+        let mut dead = tx.prepare_cached(
+            "INSERT INTO dead_letters (source, partition, offset, kind, reason, payload_prefix,
+                 payload_len, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+        )?;
+        for d in &batch.dead_letters {
+            dead.execute(params![
+                d.source,
+                d.partition,
+                d.offset as i64,
+                d.kind,
+                d.reason,
+                d.payload_prefix,
+                d.payload_len as i64,
+                d.received_at.as_millis(),
+            ])?;
+        }
+
+        let mut checkpoint = tx.prepare_cached(
+            "INSERT INTO checkpoints (source, partition, next_offset, max_event_time, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source, partition) DO UPDATE SET next_offset = excluded.next_offset,
+                 max_event_time = excluded.max_event_time, updated_at = excluded.updated_at",
+        )?;
+        let now = EventTime::now().as_millis();
+        for c in &batch.checkpoints {
+            checkpoint.execute(params![
+                c.source,
+                c.partition,
+                c.next_offset as i64,
+                c.max_event_time.map(EventTime::as_millis),
+                now,
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn severities_json(severities: &[Severity]) -> String {
+    serde_json::to_string(severities).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn city(s: String) -> Result<City, StoreError> {
+    City::parse(s).map_err(corrupt)
+}
+
+fn event_type(s: &str) -> Result<EventType, StoreError> {
+    s.parse().map_err(corrupt)
+}
+
+fn severity(s: &str) -> Result<Severity, StoreError> {
+    s.parse().map_err(corrupt)
+}
+
+/// Columns: event_id, ts, city, event_type, severity, description.
+fn event_from_row(row: &Row<'_>) -> Result<CityEvent, StoreError> {
+    Ok(CityEvent {
+        event_id: row.get(0)?,
+        timestamp: EventTime::from_millis(row.get(1)?),
+        city: city(row.get(2)?)?,
+        event_type: event_type(&row.get::<_, String>(3)?)?,
+        severity: severity(&row.get::<_, String>(4)?)?,
+        description: row.get(5)?,
+    })
+}
+
+const WINDOW_COLUMNS: &str = "city, event_type, window_start, window_end, event_count, severities, low, medium, high, critical";
+
+fn window_from_row(row: &Row<'_>) -> Result<WindowAggregate, StoreError> {
+    let severities: String = row.get(5)?;
+    let severities: Vec<Severity> = serde_json::from_str(&severities).map_err(corrupt)?;
+    let mut counts = SeverityCounts::default();
+    for (i, s) in Severity::ALL.iter().enumerate() {
+        counts.0[s.index()] = row.get::<_, i64>(6 + i)? as u64;
+    }
+    Ok(WindowAggregate {
+        city: city(row.get(0)?)?,
+        event_type: event_type(&row.get::<_, String>(1)?)?,
+        window_start: EventTime::from_millis(row.get(2)?),
+        window_end: EventTime::from_millis(row.get(3)?),
+        event_count: row.get::<_, i64>(4)? as u64,
+        severities,
+        severity_counts: counts,
+    })
+}
+
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    f: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(f(row)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(move |conn| write_batch(conn, &batch))
+            .await
+    }
+
+    async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let source = source.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT source, partition, next_offset, max_event_time FROM checkpoints
+                 WHERE source = ?1 ORDER BY partition",
+            )?;
+            collect(&mut stmt, params![source], |r| {
+                Ok(Checkpoint {
+                    source: r.get(0)?,
+                    partition: r.get(1)?,
+                    next_offset: r.get::<_, i64>(2)? as u64,
+                    max_event_time: r.get::<_, Option<i64>>(3)?.map(EventTime::from_millis),
+                })
+            })
+        })
+        .await
+    }
+
+    async fn pipeline_status(&self) -> Result<Vec<PartitionStatus>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT source, partition, next_offset, max_event_time, updated_at
+                 FROM checkpoints ORDER BY source, partition",
+            )?;
+            collect(&mut stmt, [], |r| {
+                Ok(PartitionStatus {
+                    checkpoint: Checkpoint {
+                        source: r.get(0)?,
+                        partition: r.get(1)?,
+                        next_offset: r.get::<_, i64>(2)? as u64,
+                        max_event_time: r.get::<_, Option<i64>>(3)?.map(EventTime::from_millis),
+                    },
+                    updated_at: EventTime::from_millis(r.get(4)?),
+                })
+            })
+        })
+        .await
+    }
+
+    async fn windows_ending_after(&self, t: EventTime) -> Result<Vec<WindowAggregate>, StoreError> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {WINDOW_COLUMNS} FROM aggregations WHERE window_end > ?1 ORDER BY window_start"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            collect(&mut stmt, params![t.as_millis()], window_from_row)
+        })
+        .await
+    }
+
+    async fn recent_events(
+        &self,
+        city: &str,
+        limit: usize,
+        now: EventTime,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let city = city.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT event_id, ts, city, event_type, severity, description, ttl FROM raw_events
+                 WHERE city = ?1 AND ttl > ?2 ORDER BY ts DESC, event_id DESC LIMIT ?3",
+            )?;
+            collect(
+                &mut stmt,
+                params![city, now.as_millis(), limit as i64],
+                |r| {
+                    Ok(StoredEvent {
+                        event: event_from_row(r)?,
+                        ttl: r.get::<_, i64>(6)?.div_euclid(1000),
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError> {
+        let city = city.to_owned();
+        self.read(move |c| {
+            let mut summary = CitySummary::default();
+            let mut stmt = c.prepare_cached(
+                "SELECT event_type, severity, count(*) FROM raw_events
+                 WHERE city = ?1 AND ttl > ?2 GROUP BY event_type, severity",
+            )?;
+            let mut rows = stmt.query(params![city, now.as_millis()])?;
+            while let Some(row) = rows.next()? {
+                let n = row.get::<_, i64>(2)? as u64;
+                let t = event_type(&row.get::<_, String>(0)?)?;
+                let s = severity(&row.get::<_, String>(1)?)?;
+                summary.total_events += n;
+                *summary.by_type.entry(t).or_default() += n;
+                summary.by_severity.0[s.index()] += n;
+            }
+            summary.late_events =
+                c.prepare_cached("SELECT count(*) FROM late_events WHERE city = ?1")?
+                    .query_row(params![city], |r| r.get::<_, i64>(0))? as u64;
+            Ok(summary)
+        })
+        .await
+    }
+
+    async fn alerts(
+        &self,
+        city: Option<&str>,
+        since: EventTime,
+        limit: usize,
+    ) -> Result<Vec<CityEvent>, StoreError> {
+        let city = city.map(str::to_owned);
+        self.read(move |c| {
+            const COLUMNS: &str = "event_id, ts, city, event_type, severity, description";
+            match city {
+                Some(city) => {
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM alerts WHERE city = ?1 AND ts >= ?2
+                         ORDER BY ts DESC, event_id DESC LIMIT ?3"
+                    ))?;
+                    collect(
+                        &mut stmt,
+                        params![city, since.as_millis(), limit as i64],
+                        event_from_row,
+                    )
+                }
+                None => {
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM alerts WHERE ts >= ?1
+                         ORDER BY ts DESC, event_id DESC LIMIT ?2"
+                    ))?;
+                    collect(
+                        &mut stmt,
+                        params![since.as_millis(), limit as i64],
+                        event_from_row,
+                    )
+                }
+            }
+        })
+        .await
+    }
+
+    async fn cities(&self, now: EventTime) -> Result<Vec<CityCount>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT city, count(*) AS n FROM raw_events WHERE ttl > ?1
+                 GROUP BY city ORDER BY n DESC, city ASC",
+            )?;
+            collect(&mut stmt, params![now.as_millis()], |r| {
+                Ok(CityCount {
+                    city: r.get(0)?,
+                    total_events: r.get::<_, i64>(1)? as u64,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn aggregations(
+        &self,
+        city: &str,
+        event_type: Option<EventType>,
+        limit: usize,
+    ) -> Result<Vec<WindowAggregate>, StoreError> {
+        let city = city.to_owned();
+        self.read(move |c| match event_type {
+            Some(t) => {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {WINDOW_COLUMNS} FROM aggregations WHERE city = ?1 AND event_type = ?2
+                     ORDER BY window_start DESC LIMIT ?3"
+                ))?;
+                collect(
+                    &mut stmt,
+                    params![city, t.as_str(), limit as i64],
+                    window_from_row,
+                )
+            }
+            None => {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {WINDOW_COLUMNS} FROM aggregations WHERE city = ?1
+                     ORDER BY window_start DESC, event_type ASC LIMIT ?2"
+                ))?;
+                collect(&mut stmt, params![city, limit as i64], window_from_row)
+            }
+        })
+        .await
+    }
+
+    async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {
+        self.read(move |c| {
+            let mut stats = Stats {
+                total_events: c
+                    .prepare_cached("SELECT count(*) FROM raw_events WHERE ttl > ?1")?
+                    .query_row(params![now.as_millis()], |r| r.get::<_, i64>(0))?
+                    as u64,
+                ..Stats::default()
+            };
+            let mut stmt =
+                c.prepare_cached("SELECT severity, count(*) FROM alerts GROUP BY severity")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let s = severity(&row.get::<_, String>(0)?)?;
+                stats.alerts.0[s.index()] = row.get::<_, i64>(1)? as u64;
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT city, event_type, count(*) FROM late_events
+                 GROUP BY city, event_type ORDER BY city, event_type",
+            )?;
+            stats.late_by_city_type = collect(&mut stmt, [], |r| {
+                Ok(LateCount {
+                    city: r.get(0)?,
+                    event_type: event_type(&r.get::<_, String>(1)?)?,
+                    late_events: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            stats.late_events = stats.late_by_city_type.iter().map(|l| l.late_events).sum();
+            let mut stmt =
+                c.prepare_cached("SELECT kind, count(*) FROM dead_letters GROUP BY kind")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let n = row.get::<_, i64>(1)? as u64;
+                stats.dead_letters += n;
+                stats.dead_letters_by_kind.insert(row.get(0)?, n);
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn late_events(
+        &self,
+        city: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LateEvent>, StoreError> {
+        let city = city.map(str::to_owned);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT event_id, ts, city, event_type, severity, description, watermark,
+                     partition, offset
+                 FROM late_events WHERE ?1 IS NULL OR city = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            collect(&mut stmt, params![city, limit as i64], |r| {
+                Ok(LateEvent {
+                    event: event_from_row(r)?,
+                    watermark: EventTime::from_millis(r.get(6)?),
+                    partition: r.get(7)?,
+                    offset: r.get::<_, i64>(8)? as u64,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT source, partition, offset, kind, reason, payload_prefix, payload_len,
+                     received_at
+                 FROM dead_letters ORDER BY id DESC LIMIT ?1",
+            )?;
+            collect(&mut stmt, params![limit as i64], |r| {
+                Ok(DeadLetter {
+                    source: r.get(0)?,
+                    partition: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    kind: r.get(3)?,
+                    reason: r.get(4)?,
+                    payload_prefix: r.get(5)?,
+                    payload_len: r.get::<_, i64>(6)? as usize,
+                    received_at: EventTime::from_millis(r.get(7)?),
+                })
+            })
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: EventTime) -> Result<u64, StoreError> {
+        self.with_writer(move |c| {
+            let mut total = 0u64;
+            loop {
+                let n = c
+                    .prepare_cached(
+                        "DELETE FROM raw_events WHERE (event_id, ts) IN
+                         (SELECT event_id, ts FROM raw_events WHERE ttl <= ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![now.as_millis(), PURGE_CHUNK])?;
+                total += n as u64;
+                if (n as i64) < PURGE_CHUNK {
+                    return Ok(total);
+                }
+            }
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .optional()?;
+            Ok(())
+        })
+        .await
+    }
+}
