@@ -203,12 +203,13 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         _ = shutdown.cancelled() => None,
         ended = &mut processor => Some(ended),
     };
-    let generated = generator.await.context("generator task")??;
+    // The processor's own error, if any, says more than the generator's "broker closed".
     let summary = match early_end {
         Some(ended) => ended,
         None => processor.await,
     }
     .context("processor task")??;
+    let generated = generator.await.context("generator task")??;
     background.cancel();
     purge.await.ok();
     api.await.context("api task")??;

@@ -148,7 +148,7 @@ impl BrokerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Size of the tumbling windows.
-    #[arg(long, env = "CITYSTREAM_WINDOW", default_value = "5m", value_parser = span)]
+    #[arg(long, env = "CITYSTREAM_WINDOW", default_value = "5m", value_parser = positive_span)]
     pub window: Span,
     /// How far the watermark trails the largest event time of a partition.
     #[arg(long, env = "CITYSTREAM_WATERMARK_DELAY", default_value = "10m", value_parser = span)]
@@ -218,11 +218,16 @@ pub struct ApiArgs {
     pub listen: SocketAddr,
 }
 
+/// One event a day, at the slowest.
+const MIN_RATE: f64 = 1.0 / 86_400.0;
+/// Ten million events a second, at the fastest.
+const MAX_RATE: f64 = 10_000_000.0;
+
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(r) if (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
         _ => Err(format!(
-            "`{s}` is not a positive number of events per second"
+            "`{s}` is not a rate from {MIN_RATE} to {MAX_RATE} events per second"
         )),
     }
 }
@@ -231,6 +236,13 @@ fn ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
+}
+
+fn positive_span(s: &str) -> Result<Span, String> {
+    match span(s)? {
+        d if d.as_millis() >= 1 => Ok(d),
+        _ => Err(format!("`{s}` must be at least 1ms")),
     }
 }
 
@@ -266,5 +278,7 @@ mod tests {
         assert_eq!(up.api.listen.port(), 8082);
         assert!(Cli::try_parse_from(["citystream", "up", "--rate", "0"]).is_err());
         assert!(Cli::try_parse_from(["citystream", "up", "--late", "2"]).is_err());
+        assert!(Cli::try_parse_from(["citystream", "up", "--window", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["citystream", "up", "--rate", "1e-20"]).is_err());
     }
 }

@@ -97,6 +97,10 @@ pub fn decode(source: &str, record: &Record) -> Result<CityEvent, DecodeError> {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?;
+    // serde would also take a struct from a JSON array; the wire format is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(DecodeError::Json("expected a JSON object".to_owned()));
+    }
     let wire: Wire<'_> =
         serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
 
@@ -207,6 +211,10 @@ mod tests {
     fn every_kind_of_bad_record_has_a_reason() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"not json".to_vec(), "malformed"),
+            (
+                br#"["e","SF","traffic","high","2026-11-25T10:00:05Z","d"]"#.to_vec(),
+                "malformed",
+            ),
             (vec![b'"', 0xff, 0xfe, b'"'], "invalid_utf8"),
             (
                 GOOD.replace("traffic\"", "parade\"").into_bytes(),

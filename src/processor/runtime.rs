@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::console::ConsoleTable;
 use super::engine::Engine;
 use crate::broker::{BrokerError, Polled, Source};
-use crate::model::{EventTime, WriteBatch};
+use crate::model::{Checkpoint, EventTime, WriteBatch};
 use crate::store::{Store, StoreError};
 
 /// How the run loop batches and reports.
@@ -156,6 +156,7 @@ impl Processor {
             let batch = Arc::new(batch);
             write_until_stored(self.store.as_ref(), &batch).await;
             self.source.commit(&batch.checkpoints).await?;
+            self.record_committed(&batch.checkpoints);
         }
         if let Some((table, _, _)) = console {
             println!("{}", table.render());
@@ -186,11 +187,18 @@ impl Processor {
         }
         histogram!("citystream_batch_records").record(records as f64);
         gauge!("citystream_open_windows").set(self.engine.open_windows() as f64);
-        for (partition, next_offset, watermark) in self.engine.positions() {
-            let p = partition.to_string();
-            gauge!("citystream_committed_offset", "partition" => p.clone()).set(next_offset as f64);
-            if let Some(wm) = watermark {
-                gauge!("citystream_watermark_ms", "partition" => p).set(wm.as_millis() as f64);
+    }
+
+    /// Positions and watermarks that are now durable.
+    fn record_committed(&self, checkpoints: &[Checkpoint]) {
+        let delay = self.engine.config().watermark_delay;
+        for c in checkpoints {
+            let p = c.partition.to_string();
+            gauge!("citystream_committed_offset", "partition" => p.clone())
+                .set(c.next_offset as f64);
+            if let Some(t) = c.max_event_time {
+                gauge!("citystream_watermark_ms", "partition" => p)
+                    .set(t.saturating_sub(delay).as_millis() as f64);
             }
         }
     }

@@ -1,0 +1,20 @@
+//! Shared test helpers: the batch oracle and small builders.
+
+pub mod oracle;
+
+use bytes::Bytes;
+use citystream::model::{CityEvent, EventTime, Record};
+
+/// A record holding `event` in the wire format.
+pub fn record(partition: u32, offset: u64, arrival: EventTime, event: &CityEvent) -> Record {
+    Record {
+        partition,
+        offset,
+        timestamp: Some(arrival),
+        payload: Bytes::from(event.to_json()),
+    }
+}
+
+pub fn time(s: &str) -> EventTime {
+    EventTime::parse_rfc3339(s).expect("valid test timestamp")
+}

@@ -1,0 +1,13 @@
+//! CityStream's integration tests, one binary. Each module is one tier:
+//!
+//! - `engine_props`: property tests of the engine against a plain batch oracle;
+//! - `store`: the SQLite store's contract (idempotence, ordering, TTL, concurrent readers);
+//! - `api`: every endpoint through `app().oneshot()`, good and bad requests;
+//! - `e2e`: the real binary on free ports, checked against the oracle over HTTP.
+
+mod support;
+
+mod api;
+mod e2e;
+mod engine_props;
+mod store;
