@@ -199,16 +199,26 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         async move { api_stop.cancelled().await },
     ));
 
+    // A finished stream (`--count`) leaves the API serving until a signal; a failed
+    // processor stops everything.
     let early_end = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = &mut processor => Some(ended),
     };
-    // The processor's own error, if any, says more than the generator's "broker closed".
     let summary = match early_end {
-        Some(ended) => ended,
-        None => processor.await,
-    }
-    .context("processor task")??;
+        Some(Ok(Ok(summary))) => {
+            tracing::info!(
+                records = summary.records,
+                "stream finished and fully processed; the API keeps serving until Ctrl-C"
+            );
+            shutdown.cancelled().await;
+            Ok(summary)
+        }
+        Some(ended) => ended.context("processor task")?,
+        None => processor.await.context("processor task")?,
+    };
+    // The processor's own error, if any, says more than the generator's "broker closed".
+    let summary = summary?;
     let generated = generator.await.context("generator task")??;
     background.cancel();
     purge.await.ok();

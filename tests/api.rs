@@ -1,1 +1,235 @@
+//! Every endpoint through `app().oneshot()` over a real SQLite store: shapes of good answers,
+//! and a JSON 4xx for every client mistake.
 
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use citystream::api::{AppState, app};
+use citystream::model::{EventTime, Span, WriteBatch};
+use citystream::processor::{Engine, EngineConfig};
+use citystream::store::Store;
+use citystream::store::sqlite::SqliteStore;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::support::record;
+
+/// A store holding a little processed traffic: six cities, alerts, one late event and one
+/// dead letter.
+async fn fixture() -> (tempfile::TempDir, AppState) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let now = EventTime::now();
+    let generator = citystream::generator::Generator::new(citystream::generator::GeneratorConfig {
+        seed: 3,
+        rate: 1.0,
+        count: Some(600),
+        start: now.saturating_sub(Span::from_mins(30)),
+        out_of_order: 0.1,
+        late: 0.05,
+    });
+    let mut records: Vec<_> = generator
+        .enumerate()
+        .map(|(i, e)| record(0, i as u64, now, &e))
+        .collect();
+    let bad = records.len() as u64;
+    records.push(citystream::model::Record {
+        partition: 0,
+        offset: bad,
+        timestamp: Some(now),
+        payload: bytes::Bytes::from_static(b"definitely not json"),
+    });
+    let mut engine = Engine::new("city-events", EngineConfig::default());
+    let mut batch = WriteBatch::default();
+    engine.process(&records, now, &mut batch);
+    engine.flush(&mut batch);
+    assert!(!batch.late.is_empty(), "fixture has late events");
+    store.write(Arc::new(batch)).await.expect("write");
+    (dir, AppState::new(store))
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    let response = app(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{uri}: body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, json)
+}
+
+#[tokio::test]
+async fn the_seven_endpoints_answer_in_the_original_shapes() {
+    let (_dir, state) = fixture().await;
+
+    let (s, health) = get(&state, "/api/v1/health").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(health["status"], "UP");
+    assert_eq!(health["service"], "CityStream API");
+    assert_eq!(health["store"]["backend"], "sqlite");
+    assert!(health["timestamp"].is_string());
+    assert_eq!(health["pipeline"]["partitions"][0]["next_offset"], 601);
+
+    let (s, events) = get(&state, "/api/v1/events/SF?limit=3").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(events["city"], "SF");
+    assert_eq!(events["count"], 3);
+    let list = events["events"].as_array().expect("events");
+    for key in [
+        "event_id",
+        "city",
+        "event_type",
+        "severity",
+        "timestamp",
+        "description",
+        "ttl",
+    ] {
+        assert!(list[0].get(key).is_some(), "event has {key}");
+    }
+    let times: Vec<EventTime> = list
+        .iter()
+        .map(|e| EventTime::parse_rfc3339(e["timestamp"].as_str().expect("ts")).expect("rfc3339"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let (_, summary) = get(&state, "/api/v1/summary/LA").await;
+    let breakdown = summary["event_type_breakdown"]
+        .as_object()
+        .expect("breakdown");
+    let sum: u64 = breakdown.values().map(|v| v.as_u64().expect("n")).sum();
+    assert_eq!(summary["total_events"].as_u64(), Some(sum));
+    assert!(summary["generated_at"].is_string());
+
+    let (_, alerts) = get(&state, "/api/v1/alerts?city=Chicago&hours=2").await;
+    assert_eq!(alerts["city"], "Chicago");
+    assert_eq!(alerts["time_range_hours"], 2);
+    let list = alerts["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts["count"].as_u64(), Some(list.len() as u64));
+    assert!(!list.is_empty());
+    assert!(list.iter().all(
+        |a| a["city"] == "Chicago" && (a["severity"] == "high" || a["severity"] == "critical")
+    ));
+    let (_, all) = get(&state, "/api/v1/alerts").await;
+    assert_eq!(all["time_range_hours"], 24);
+    assert!(all.get("city").is_none());
+
+    let (_, cities) = get(&state, "/api/v1/cities").await;
+    assert_eq!(cities["count"], 6);
+    let totals: Vec<u64> = cities["cities"]
+        .as_array()
+        .expect("cities")
+        .iter()
+        .map(|c| c["total_events"].as_u64().expect("n"))
+        .collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "most first");
+
+    let (_, aggs) = get(
+        &state,
+        "/api/v1/aggregations?city=NYC&event_type=traffic&limit=2",
+    )
+    .await;
+    assert_eq!(aggs["city"], "NYC");
+    assert_eq!(aggs["event_type"], "traffic");
+    let list = aggs["aggregations"].as_array().expect("aggregations");
+    assert_eq!(list.len(), 2);
+    assert!(
+        list[0]["window_start"].as_str() > list[1]["window_start"].as_str(),
+        "newest first"
+    );
+    let w = &list[0];
+    assert_eq!(
+        w["partition_key"],
+        format!("NYC#traffic#{}", w["window_start"].as_str().expect("start"))
+    );
+    assert_eq!(
+        w["severities"].as_array().expect("list").len() as u64,
+        w["event_count"].as_u64().expect("n")
+    );
+    let (_, camel) = get(
+        &state,
+        "/api/v1/aggregations?city=NYC&eventType=traffic&limit=2",
+    )
+    .await;
+    assert_eq!(
+        camel, aggs,
+        "eventType is accepted as the original's spelling"
+    );
+
+    let (_, stats) = get(&state, "/api/v1/stats").await;
+    assert_eq!(stats["total_events_processed"], 600);
+    assert!(stats["high_severity_alerts"].as_u64() > Some(0));
+    assert!(stats["critical_alerts"].as_u64() > Some(0));
+    assert!(stats["late_events"].as_u64() > Some(0));
+    assert_eq!(stats["dead_letters"], 1);
+
+    let (_, dead) = get(&state, "/api/v1/dead-letters").await;
+    assert_eq!(dead["dead_letters"][0]["kind"], "malformed");
+    assert_eq!(
+        dead["dead_letters"][0]["payload_prefix"],
+        "definitely not json"
+    );
+    let (_, late) = get(&state, "/api/v1/late-events?city=SF&limit=5").await;
+    assert!(
+        late["late_events"]
+            .as_array()
+            .expect("late")
+            .iter()
+            .all(|l| l["city"] == "SF")
+    );
+}
+
+#[tokio::test]
+async fn client_mistakes_get_a_json_4xx() {
+    let (_dir, state) = fixture().await;
+    let bad = [
+        "/api/v1/events/SF?limit=0",
+        "/api/v1/events/SF?limit=1001",
+        "/api/v1/events/SF?limit=ten",
+        "/api/v1/events/SF?limit=-1",
+        "/api/v1/alerts?hours=0",
+        "/api/v1/alerts?hours=721",
+        "/api/v1/alerts?city=",
+        "/api/v1/aggregations",
+        "/api/v1/aggregations?city=NYC&event_type=parade",
+        "/api/v1/aggregations?city=NYC&event_type=traffic&eventType=weather",
+        "/api/v1/aggregations?city=NYC&limit=100000000000000000000",
+        "/api/v1/dead-letters?limit=0",
+        &format!("/api/v1/events/{}", "x".repeat(65)),
+        "/api/v1/events/S%0AF",
+    ];
+    for uri in bad {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(body["error"], "bad_request", "{uri}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{uri}"
+        );
+    }
+    let (status, body) = get(&state, "/api/v1/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+
+    let response = app(state.clone())
+        .oneshot(
+            Request::post("/api/v1/stats")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let (status, body) = get(&state, "/api/v1/events/Gotham").await;
+    assert_eq!(status, StatusCode::OK, "an unknown city is simply empty");
+    assert_eq!(body["count"], 0);
+}

@@ -118,30 +118,6 @@ impl Source for LineSource {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn lines_become_records_with_line_offsets() {
-        let input: &[u8] = b"{\"a\":1}\r\n\n   \nnot json\nlast-without-newline";
-        let mut source = LineSource::from_reader("t".into(), input, 0);
-        let mut records = Vec::new();
-        while let Polled::Records(batch) = source.poll(2).await.unwrap() {
-            records.extend(batch);
-        }
-        let got: Vec<(u64, &[u8])> = records.iter().map(|r| (r.offset, &r.payload[..])).collect();
-        assert_eq!(
-            got,
-            vec![
-                (0, &b"{\"a\":1}"[..]),
-                (3, &b"not json"[..]),
-                (4, &b"last-without-newline"[..])
-            ]
-        );
-    }
-}
-
 /// Writes each message's payload as one line: the `produce` role without a broker.
 pub struct LineWriter<W> {
     out: tokio::sync::Mutex<W>,
@@ -171,5 +147,29 @@ impl<W: tokio::io::AsyncWrite + Send + Unpin> super::Producer for LineWriter<W> 
         };
         out.write_all(&buf).await.map_err(io)?;
         out.flush().await.map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_become_records_with_line_offsets() {
+        let input: &[u8] = b"{\"a\":1}\r\n\n   \nnot json\nlast-without-newline";
+        let mut source = LineSource::from_reader("t".into(), input, 0);
+        let mut records = Vec::new();
+        while let Polled::Records(batch) = source.poll(2).await.unwrap() {
+            records.extend(batch);
+        }
+        let got: Vec<(u64, &[u8])> = records.iter().map(|r| (r.offset, &r.payload[..])).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, &b"{\"a\":1}"[..]),
+                (3, &b"not json"[..]),
+                (4, &b"last-without-newline"[..])
+            ]
+        );
     }
 }

@@ -113,7 +113,7 @@ impl Engine {
         for window in windows {
             let partition = partition_of(window.city.as_str());
             let watermark = self.watermark(partition);
-            if !watermark.is_some_and(|wm| window.window_end <= wm) {
+            if watermark.is_none_or(|wm| window.window_end > wm) {
                 self.partition(partition).windows.restore(window);
             }
         }
