@@ -243,7 +243,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 /// `citystream process --input FILE|-`
 pub async fn process(args: ProcessArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
-    let source: Box<dyn Source> = if args.input == Path::new("-") {
+    let stdin = args.input == Path::new("-");
+    let source: Box<dyn Source> = if stdin {
         let checkpoints = store.checkpoints(crate::broker::file::STDIN_SOURCE).await?;
         let next = checkpoints.first().map_or(0, |c| c.next_offset);
         Box::new(LineSource::stdin(next))
@@ -252,7 +253,16 @@ pub async fn process(args: ProcessArgs) -> anyhow::Result<()> {
     };
     let engine = Engine::new(source.name(), args.engine.config());
     let processor = Processor::restore(source, engine, store, args.runtime.config()).await?;
-    let summary = processor.run(shutdown_on_signal()).await?;
+    // A file stops at the first signal and resumes from its checkpoint next time. Lines on a
+    // pipe would be lost that way, so standard input is read to its end: the signal stops the
+    // producer too, which closes the pipe.
+    let signalled = shutdown_on_signal();
+    let stop = if stdin {
+        CancellationToken::new()
+    } else {
+        signalled
+    };
+    let summary = processor.run(stop).await?;
     tracing::info!(
         records = summary.records,
         events = summary.events,
