@@ -1,7 +1,10 @@
 //! The engine against the batch oracle: random streams (out of order, late, equal
 //! timestamps, missing ids, malformed and future records, several partitions), cut into
-//! random batches, with random crashes that lose unflushed work and restart from what the
-//! store holds. Whatever the cuts and crashes, the stored results equal the oracle's.
+//! random batches, with random crashes that lose unflushed work and restart either from what
+//! the store holds (the embedded broker) or by replaying the log from a checkpoint's replay
+//! point (Kafka; from the latest checkpoint or, as after a crash between the store write and
+//! the offset commit, the one before). Whatever the cuts and crashes, the stored results equal
+//! the oracle's.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -112,6 +115,19 @@ struct MemStore {
     results: Results,
     windows: BTreeMap<String, WindowAggregate>,
     checkpoints: BTreeMap<u32, Checkpoint>,
+    /// What the broker holds as committed, per partition: the replay point of the latest
+    /// write whose commit went through.
+    committed: BTreeMap<u32, Checkpoint>,
+    /// What it held before the latest write's commit.
+    committed_before: BTreeMap<u32, Option<Checkpoint>>,
+}
+
+/// How a simulated crash restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    FromStore,
+    ReplayLatest,
+    ReplayPrevious,
 }
 
 impl MemStore {
@@ -122,7 +138,29 @@ impl MemStore {
         }
         for c in &batch.checkpoints {
             self.checkpoints.insert(c.partition, c.clone());
+            // The store write is followed by the offset commit.
+            let before = self.committed.insert(c.partition, c.clone());
+            self.committed_before.insert(c.partition, before);
         }
+    }
+
+    /// A fresh engine that resumes every partition by replaying its log from the committed
+    /// replay point, as a Kafka consumer does. With `commit_lost`, the crash came between the
+    /// latest store write and its offset commit: the broker still holds the one before.
+    fn replay(&mut self, config: EngineConfig, commit_lost: bool) -> Engine {
+        if commit_lost {
+            for (p, before) in std::mem::take(&mut self.committed_before) {
+                match before {
+                    Some(cp) => self.committed.insert(p, cp),
+                    None => self.committed.remove(&p),
+                };
+            }
+        }
+        let mut engine = Engine::new(SOURCE, config);
+        for (p, cp) in &self.committed {
+            engine.resume_by_replay(*p, Some(cp));
+        }
+        engine
     }
 
     /// A fresh engine continuing from what is stored, as `Processor::restore` builds it.
@@ -151,7 +189,8 @@ impl MemStore {
 fn run(
     specs: &[Spec],
     partitions: u32,
-    cuts: &[(usize, bool, bool)],
+    cuts: &[(usize, bool, Option<Restart>)],
+    mode: Restart,
     config: EngineConfig,
 ) -> (Results, Results) {
     let (logs, order) = build(specs, partitions);
@@ -174,12 +213,23 @@ fn run(
         let end = (at + len).min(order.len());
         engine.process(&order[at..end], now, &mut pending);
         at = end;
-        if crash && crashes < 3 {
+        if let Some(restart) = crash.filter(|_| crashes < 3) {
             crashes += 1;
+            // A deployment restarts one way: from the store (embedded broker) or by replay
+            // (Kafka), never both.
+            let restart = match (mode, restart) {
+                (Restart::FromStore, _) => Restart::FromStore,
+                (_, Restart::FromStore) => mode,
+                (_, r) => r,
+            };
             // Unflushed output is lost; the source redelivers everything and the new engine
             // skips what its checkpoints cover.
             pending = WriteBatch::default();
-            engine = store.restart(config, &partition_of);
+            engine = match restart {
+                Restart::FromStore => store.restart(config, &partition_of),
+                Restart::ReplayLatest => store.replay(config, false),
+                Restart::ReplayPrevious => store.replay(config, true),
+            };
             at = 0;
             continue;
         }
@@ -191,15 +241,20 @@ fn run(
     (store.results, expected)
 }
 
-fn cuts() -> impl Strategy<Value = Vec<(usize, bool, bool)>> {
-    prop::collection::vec(
-        (
-            1..40usize,
-            prop::bool::weighted(0.6),
-            prop::bool::weighted(0.04),
-        ),
-        1..12,
-    )
+fn mode() -> impl Strategy<Value = Restart> {
+    prop_oneof![Just(Restart::FromStore), Just(Restart::ReplayLatest)]
+}
+
+fn cuts() -> impl Strategy<Value = Vec<(usize, bool, Option<Restart>)>> {
+    let restart = prop::option::weighted(
+        0.08,
+        prop_oneof![
+            Just(Restart::FromStore),
+            Just(Restart::ReplayLatest),
+            Just(Restart::ReplayPrevious)
+        ],
+    );
+    prop::collection::vec((1..40usize, prop::bool::weighted(0.6), restart), 1..12)
 }
 
 proptest! {
@@ -210,8 +265,9 @@ proptest! {
         specs in prop::collection::vec(spec(), 1..300),
         partitions in 1..4u32,
         cuts in cuts(),
+        mode in mode(),
     ) {
-        let (got, expected) = run(&specs, partitions, &cuts, EngineConfig::default());
+        let (got, expected) = run(&specs, partitions, &cuts, mode, EngineConfig::default());
         prop_assert_eq!(got, expected);
     }
 
@@ -220,6 +276,7 @@ proptest! {
         specs in prop::collection::vec(spec(), 1..200),
         partitions in 1..4u32,
         cuts in cuts(),
+        mode in mode(),
         window_secs in 10..600i64,
         delay_secs in 0..900i64,
     ) {
@@ -228,7 +285,7 @@ proptest! {
             watermark_delay: Span::from_secs(delay_secs),
             ..EngineConfig::default()
         };
-        let (got, expected) = run(&specs, partitions, &cuts, config);
+        let (got, expected) = run(&specs, partitions, &cuts, mode, config);
         prop_assert_eq!(got, expected);
     }
 }
@@ -247,15 +304,21 @@ fn crashes_never_double_count_a_window() {
             shape: 5,
         })
         .collect();
-    let cuts = [
-        (7, true, false),
-        (5, false, false),
-        (9, true, true),
-        (13, true, false),
-    ];
-    let (got, expected) = run(&specs, 2, &cuts, EngineConfig::default());
-    assert!(!expected.late.is_empty() && !expected.windows.is_empty());
-    assert_eq!(got, expected);
+    for restart in [
+        Restart::FromStore,
+        Restart::ReplayLatest,
+        Restart::ReplayPrevious,
+    ] {
+        let cuts = [
+            (7, true, None),
+            (5, false, None),
+            (9, true, Some(restart)),
+            (13, true, None),
+        ];
+        let (got, expected) = run(&specs, 2, &cuts, restart, EngineConfig::default());
+        assert!(!expected.late.is_empty() && !expected.windows.is_empty());
+        assert_eq!(got, expected, "{restart:?}");
+    }
 }
 
 #[test]

@@ -86,6 +86,9 @@ async fn writing_a_batch_twice_changes_nothing() {
         partition: 3,
         next_offset: 50,
         max_event_time: Some(now),
+        replay_offset: 40,
+        replay_max_event_time: Some(now.saturating_sub(Span::from_mins(1))),
+        final_watermark: Some(now.saturating_sub(Span::from_mins(10))),
     });
     let batch = Arc::new(batch);
     store.write(batch.clone()).await.expect("first write");
@@ -101,6 +104,9 @@ async fn writing_a_batch_twice_changes_nothing() {
     let cps = store.checkpoints("t").await.expect("checkpoints");
     assert_eq!(cps.len(), 1);
     assert_eq!(cps[0].next_offset, 50);
+    let at = store.checkpoint_at("t", 3, 40).await.expect("lookup");
+    assert_eq!(at.as_ref(), Some(&cps[0]));
+    assert_eq!(store.checkpoint_at("t", 3, 41).await.expect("lookup"), None);
     assert_eq!(
         store
             .aggregations("SF", None, 10)

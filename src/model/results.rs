@@ -77,6 +77,11 @@ pub struct LateEvent {
 
 /// How far a processor got in one partition of one source, and the watermark state that
 /// goes with that position. Written in the same batch as the results it covers.
+///
+/// Two positions: `next_offset` is where processing stands; `replay_offset` is where a
+/// consumer without the window state must restart to rebuild every open window (the first
+/// record of the earliest open window, or `next_offset` when none is open). A log-based
+/// broker commits `replay_offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub source: String,
@@ -85,6 +90,13 @@ pub struct Checkpoint {
     pub next_offset: u64,
     /// Largest event time seen in the partition; the watermark derives from it.
     pub max_event_time: Option<EventTime>,
+    /// Where a replay restarts; never after `next_offset`.
+    pub replay_offset: u64,
+    /// Largest event time seen before `replay_offset`.
+    pub replay_max_event_time: Option<EventTime>,
+    /// Windows ending at or before this are final and fully stored. It never goes back, also
+    /// across replays, which pass again over records of windows that were final already.
+    pub final_watermark: Option<EventTime>,
 }
 
 /// A raw event with the instant after which it is no longer served.

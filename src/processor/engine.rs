@@ -119,6 +119,34 @@ impl Engine {
         }
     }
 
+    /// Whether the engine holds state for a partition.
+    pub fn knows(&self, partition: u32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// Starts a partition at a checkpoint's replay point: records from `replay_offset` on are
+    /// processed again and rebuild the open windows; windows that were already final at the
+    /// checkpoint are not written again. `None` starts the partition fresh.
+    pub fn resume_by_replay(&mut self, partition: u32, checkpoint: Option<&Checkpoint>) {
+        let state = PartitionState {
+            next_offset: checkpoint.map_or(0, |c| c.replay_offset),
+            max_event_time: checkpoint.and_then(|c| c.replay_max_event_time),
+            windows: WindowOperator::replaying_after(
+                self.config.window,
+                checkpoint.and_then(|c| c.final_watermark),
+            ),
+            touched: false,
+        };
+        self.partitions.insert(partition, state);
+    }
+
+    /// Drops the state of partitions this engine no longer owns.
+    pub fn forget(&mut self, partitions: &[u32]) {
+        for p in partitions {
+            self.partitions.remove(p);
+        }
+    }
+
     /// The watermark of a partition: largest event time seen − delay.
     pub fn watermark(&self, partition: u32) -> Option<EventTime> {
         self.partitions
@@ -203,6 +231,7 @@ impl Engine {
         let ctx = EventContext {
             partition: record.partition,
             offset: record.offset,
+            max_seen: state.max_event_time,
             watermark: state.max_event_time.map(|t| t.saturating_sub(delay)),
         };
         raw.process(event, &ctx, out);
@@ -219,11 +248,18 @@ impl Engine {
             let watermark = state.max_event_time.map(|t| t.saturating_sub(delay));
             state.windows.flush(watermark, out);
             if std::mem::take(&mut state.touched) {
+                let (replay_offset, replay_max_event_time) = match state.windows.replay_point() {
+                    Some((offset, max)) if offset < state.next_offset => (offset, max),
+                    _ => (state.next_offset, state.max_event_time),
+                };
                 out.checkpoints.push(Checkpoint {
                     source: self.source.clone(),
                     partition: *partition,
                     next_offset: state.next_offset,
                     max_event_time: state.max_event_time,
+                    replay_offset,
+                    replay_max_event_time,
+                    final_watermark: state.windows.final_watermark(watermark),
                 });
             }
         }

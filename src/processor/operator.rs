@@ -8,6 +8,8 @@ use crate::model::{CityEvent, EventTime, RawEvent, Span, WriteBatch};
 pub struct EventContext {
     pub partition: u32,
     pub offset: u64,
+    /// The largest event time seen in the partition before this event.
+    pub max_seen: Option<EventTime>,
     /// The partition's watermark before this event: max event time seen − delay.
     pub watermark: Option<EventTime>,
 }

@@ -4,6 +4,12 @@
 //! partition's watermark reaches `end`; an event whose window has closed is late: it is not
 //! aggregated but recorded as a [`LateEvent`]. Each flush emits the full value of every
 //! window that changed since the last one (update mode).
+//!
+//! Each open window remembers the offset of its first record and the partition's largest
+//! event time just before it. The smallest such offset is the partition's *replay point*: a
+//! consumer that restarts there, with that largest event time, rebuilds every open window
+//! exactly. Windows that had closed before the restart (end ≤ the *final watermark*) are
+//! rebuilt only in part by such a replay, so they are never emitted again.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +25,10 @@ struct Agg {
     severities: Vec<Severity>,
     counts: SeverityCounts,
     dirty: bool,
+    /// Offset of the first record in this window (`u64::MAX` when restored from a store).
+    first_offset: u64,
+    /// The partition's largest event time before that record.
+    max_before: Option<EventTime>,
 }
 
 type Slots = [Option<Agg>; EventType::ALL.len()];
@@ -28,6 +38,8 @@ type Slots = [Option<Agg>; EventType::ALL.len()];
 pub struct WindowOperator {
     size: Span,
     open: BTreeMap<EventTime, HashMap<City, Slots>>,
+    /// Windows ending at or before this were final before a replay began: never re-emitted.
+    final_watermark: Option<EventTime>,
 }
 
 impl WindowOperator {
@@ -35,7 +47,32 @@ impl WindowOperator {
         WindowOperator {
             size,
             open: BTreeMap::new(),
+            final_watermark: None,
         }
+    }
+
+    /// A replay begins: windows ending at or before `watermark` are already final.
+    pub fn replaying_after(size: Span, watermark: Option<EventTime>) -> Self {
+        WindowOperator {
+            final_watermark: watermark,
+            ..WindowOperator::new(size)
+        }
+    }
+
+    /// Windows ending at or before this are final: the larger of the replay's starting
+    /// final watermark and `watermark`.
+    pub fn final_watermark(&self, watermark: Option<EventTime>) -> Option<EventTime> {
+        self.final_watermark.max(watermark)
+    }
+
+    /// The earliest open window's first offset and the largest event time before it.
+    pub fn replay_point(&self) -> Option<(u64, Option<EventTime>)> {
+        self.open
+            .values()
+            .flat_map(|cities| cities.values())
+            .flat_map(|slots| slots.iter().flatten())
+            .map(|agg| (agg.first_offset, agg.max_before))
+            .min_by_key(|(offset, _)| *offset)
     }
 
     /// Whether an event at `t` falls in a window the watermark has closed.
@@ -65,17 +102,25 @@ impl WindowOperator {
             severities: window.severities,
             counts: window.severity_counts,
             dirty: false,
+            first_offset: u64::MAX,
+            max_before: None,
         });
     }
 
-    fn slot(&mut self, start: EventTime, city: &City, event_type: EventType) -> &mut Agg {
+    fn slot(&mut self, start: EventTime, event: &CityEvent, ctx: &EventContext) -> &mut Agg {
         let cities = self.open.entry(start).or_default();
-        if !cities.contains_key(city.as_str()) {
-            cities.insert(city.clone(), Slots::default());
+        if !cities.contains_key(event.city.as_str()) {
+            cities.insert(event.city.clone(), Slots::default());
         }
         // The entry was just ensured.
-        let slots = cities.get_mut(city.as_str()).expect("city slots exist");
-        slots[event_type.index()].get_or_insert_with(Agg::default)
+        let slots = cities
+            .get_mut(event.city.as_str())
+            .expect("city slots exist");
+        slots[event.event_type.index()].get_or_insert_with(|| Agg {
+            first_offset: ctx.offset,
+            max_before: ctx.max_seen,
+            ..Agg::default()
+        })
     }
 }
 
@@ -91,20 +136,29 @@ impl Operator for WindowOperator {
             return;
         }
         let start = event.timestamp.window_start(self.size);
-        let agg = self.slot(start, &event.city, event.event_type);
+        let agg = self.slot(start, event, ctx);
         agg.severities.push(event.severity);
         agg.counts.add(event.severity);
         agg.dirty = true;
     }
 
     fn flush(&mut self, watermark: Option<EventTime>, out: &mut WriteBatch) {
+        let size = self.size;
+        let is_final = |start: EventTime| {
+            self.final_watermark
+                .is_some_and(|fw| start.saturating_add(size) <= fw)
+        };
         for (start, cities) in &mut self.open {
+            let suppress = is_final(*start);
             for (city, slots) in cities.iter_mut() {
                 for (i, slot) in slots.iter_mut().enumerate() {
                     let Some(agg) = slot.as_mut().filter(|a| a.dirty) else {
                         continue;
                     };
                     agg.dirty = false;
+                    if suppress {
+                        continue;
+                    }
                     out.windows.push(WindowAggregate {
                         city: city.clone(),
                         event_type: EventType::ALL[i],
@@ -146,6 +200,7 @@ mod tests {
         EventContext {
             partition: 0,
             offset: 0,
+            max_seen: None,
             watermark: watermark_minute.map(|m| EventTime::from_millis(m * 60_000)),
         }
     }

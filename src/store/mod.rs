@@ -101,8 +101,17 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a batch: every row and the checkpoints that cover them.
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError>;
 
-    /// The checkpoints of a source.
+    /// The latest checkpoint of every partition of a source.
     async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// The checkpoint of a partition whose replay point is `replay_offset`: what a consumer
+    /// that a log broker starts there needs to classify every record as the first pass did.
+    async fn checkpoint_at(
+        &self,
+        source: &str,
+        partition: u32,
+        replay_offset: u64,
+    ) -> Result<Option<Checkpoint>, StoreError>;
 
     /// Every partition's checkpoint, for health.
     async fn pipeline_status(&self) -> Result<Vec<PartitionStatus>, StoreError>;

@@ -80,11 +80,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_by_kind ON dead_letters (kind);
 
 -- Processor positions and watermark state, written in the same transaction as the results.
+-- One row per replay offset (the offset a log broker commits), the latest few per partition,
+-- so whichever of them the broker holds can be looked up after a crash or a rebalance.
 CREATE TABLE IF NOT EXISTS checkpoints (
-    source         TEXT    NOT NULL,
-    partition      INTEGER NOT NULL,
-    next_offset    INTEGER NOT NULL,
-    max_event_time INTEGER,
-    updated_at     INTEGER NOT NULL,
-    PRIMARY KEY (source, partition)
+    source                TEXT    NOT NULL,
+    partition             INTEGER NOT NULL,
+    replay_offset         INTEGER NOT NULL,
+    replay_max_event_time INTEGER,
+    next_offset           INTEGER NOT NULL,
+    max_event_time        INTEGER,
+    final_watermark       INTEGER,
+    updated_at            INTEGER NOT NULL,
+    PRIMARY KEY (source, partition, replay_offset)
 ) WITHOUT ROWID;

@@ -26,6 +26,13 @@ const SCHEMA: &str = include_str!("schema.sql");
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
 const PURGE_CHUNK: i64 = 10_000;
+/// Checkpoint rows kept per partition: the broker's committed offset is one of the latest.
+const CHECKPOINTS_KEPT: i64 = 16;
+/// The latest checkpoint of every partition.
+const LATEST_CHECKPOINTS: &str = "SELECT source, partition, next_offset, max_event_time,
+        replay_offset, replay_max_event_time, final_watermark, updated_at
+    FROM checkpoints c WHERE next_offset =
+        (SELECT max(next_offset) FROM checkpoints WHERE source = c.source AND partition = c.partition)";
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -193,20 +200,31 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
         }
 
         let mut checkpoint = tx.prepare_cached(
-            "INSERT INTO checkpoints (source, partition, next_offset, max_event_time, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (source, partition) DO UPDATE SET next_offset = excluded.next_offset,
-                 max_event_time = excluded.max_event_time, updated_at = excluded.updated_at",
+            "INSERT INTO checkpoints (source, partition, replay_offset, replay_max_event_time,
+                 next_offset, max_event_time, final_watermark, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (source, partition, replay_offset) DO UPDATE SET
+                 next_offset = excluded.next_offset, max_event_time = excluded.max_event_time,
+                 final_watermark = excluded.final_watermark, updated_at = excluded.updated_at",
+        )?;
+        let mut prune = tx.prepare_cached(
+            "DELETE FROM checkpoints WHERE source = ?1 AND partition = ?2 AND replay_offset <
+                 (SELECT replay_offset FROM checkpoints WHERE source = ?1 AND partition = ?2
+                  ORDER BY replay_offset DESC LIMIT 1 OFFSET ?3)",
         )?;
         let now = EventTime::now().as_millis();
         for c in &batch.checkpoints {
             checkpoint.execute(params![
                 c.source,
                 c.partition,
+                c.replay_offset as i64,
+                c.replay_max_event_time.map(EventTime::as_millis),
                 c.next_offset as i64,
                 c.max_event_time.map(EventTime::as_millis),
+                c.final_watermark.map(EventTime::as_millis),
                 now,
             ])?;
+            prune.execute(params![c.source, c.partition, CHECKPOINTS_KEPT - 1])?;
         }
     }
     tx.commit()?;
@@ -242,6 +260,20 @@ fn event_from_row(row: &Row<'_>) -> Result<CityEvent, StoreError> {
         event_type: event_type(&row.get::<_, String>(3)?)?,
         severity: severity(&row.get::<_, String>(4)?)?,
         description: row.get(5)?,
+    })
+}
+
+/// Columns: source, partition, next_offset, max_event_time, replay_offset,
+/// replay_max_event_time, final_watermark.
+fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        source: r.get(0)?,
+        partition: r.get(1)?,
+        next_offset: r.get::<_, i64>(2)? as u64,
+        max_event_time: r.get::<_, Option<i64>>(3)?.map(EventTime::from_millis),
+        replay_offset: r.get::<_, i64>(4)? as u64,
+        replay_max_event_time: r.get::<_, Option<i64>>(5)?.map(EventTime::from_millis),
+        final_watermark: r.get::<_, Option<i64>>(6)?.map(EventTime::from_millis),
     })
 }
 
@@ -295,37 +327,44 @@ impl Store for SqliteStore {
     async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError> {
         let source = source.to_owned();
         self.read(move |c| {
+            let sql = format!("{LATEST_CHECKPOINTS} AND source = ?1 ORDER BY partition");
+            let mut stmt = c.prepare_cached(&sql)?;
+            collect(&mut stmt, params![source], checkpoint_from_row)
+        })
+        .await
+    }
+
+    async fn checkpoint_at(
+        &self,
+        source: &str,
+        partition: u32,
+        replay_offset: u64,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let source = source.to_owned();
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT source, partition, next_offset, max_event_time FROM checkpoints
-                 WHERE source = ?1 ORDER BY partition",
+                "SELECT source, partition, next_offset, max_event_time, replay_offset,
+                     replay_max_event_time, final_watermark
+                 FROM checkpoints WHERE source = ?1 AND partition = ?2 AND replay_offset = ?3",
             )?;
-            collect(&mut stmt, params![source], |r| {
-                Ok(Checkpoint {
-                    source: r.get(0)?,
-                    partition: r.get(1)?,
-                    next_offset: r.get::<_, i64>(2)? as u64,
-                    max_event_time: r.get::<_, Option<i64>>(3)?.map(EventTime::from_millis),
-                })
-            })
+            let mut rows = collect(
+                &mut stmt,
+                params![source, partition, replay_offset as i64],
+                checkpoint_from_row,
+            )?;
+            Ok(rows.pop())
         })
         .await
     }
 
     async fn pipeline_status(&self) -> Result<Vec<PartitionStatus>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT source, partition, next_offset, max_event_time, updated_at
-                 FROM checkpoints ORDER BY source, partition",
-            )?;
+            let sql = format!("{LATEST_CHECKPOINTS} ORDER BY source, partition");
+            let mut stmt = c.prepare_cached(&sql)?;
             collect(&mut stmt, [], |r| {
                 Ok(PartitionStatus {
-                    checkpoint: Checkpoint {
-                        source: r.get(0)?,
-                        partition: r.get(1)?,
-                        next_offset: r.get::<_, i64>(2)? as u64,
-                        max_event_time: r.get::<_, Option<i64>>(3)?.map(EventTime::from_millis),
-                    },
-                    updated_at: EventTime::from_millis(r.get(4)?),
+                    checkpoint: checkpoint_from_row(r)?,
+                    updated_at: EventTime::from_millis(r.get(7)?),
                 })
             })
         })
