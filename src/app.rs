@@ -4,6 +4,7 @@
 //! drains through the processor, every changed window is written, and only then does the
 //! API stop. A second signal exits at once.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::broker::file::{LineSource, LineWriter};
+use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Message, Producer, Source, embedded};
-use crate::config::{ApiArgs, EngineArgs, ProcessArgs, ProduceArgs, ServeArgs, StoreArgs, UpArgs};
+use crate::config::{
+    ApiArgs, BrokerArgs, EngineArgs, ProcessArgs, ProduceArgs, ServeArgs, StoreArgs, UpArgs,
+};
 use crate::generator::Generator;
 use crate::model::EventTime;
 use crate::processor::{Engine, Processor};
@@ -158,23 +162,37 @@ fn app_state(
     }
 }
 
+/// The broker side of `up`: a producer for the generator and a source for the processor.
+async fn connect(
+    broker: &BrokerArgs,
+    store: &dyn Store,
+) -> anyhow::Result<(Arc<dyn Producer>, Box<dyn Source>)> {
+    match broker.kafka() {
+        Some(kafka) => {
+            ensure_topics(&kafka).await?;
+            let producer = KafkaProducer::new(&kafka)?;
+            let source = KafkaSource::subscribe(&kafka).await?;
+            Ok((Arc::new(producer), Box::new(source)))
+        }
+        None => {
+            let embedded = broker.embedded();
+            let checkpoints = store.checkpoints(&embedded.topic).await?;
+            let (producer, source) = embedded::open(
+                &embedded,
+                checkpoints.iter().map(|c| (c.partition, c.next_offset)),
+            );
+            Ok((Arc::new(producer), Box::new(source)))
+        }
+    }
+}
+
 /// `citystream up`
 pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
-    let broker = args.broker.embedded();
-    let checkpoints = store.checkpoints(&broker.topic).await?;
-    let (producer, source) = embedded::open(
-        &broker,
-        checkpoints.iter().map(|c| (c.partition, c.next_offset)),
-    );
+    let (producer, source) = connect(&args.broker, store.as_ref()).await?;
     let engine = Engine::new(source.name(), args.engine.config());
-    let processor = Processor::restore(
-        Box::new(source),
-        engine,
-        store.clone(),
-        args.runtime.config(),
-    )
-    .await?;
+    let processor =
+        Processor::restore(source, engine, store.clone(), args.runtime.config()).await?;
     let listener = bind(&args.api).await?;
 
     let shutdown = shutdown_on_signal();
@@ -182,10 +200,17 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let burst = args.generator.burst;
     let gen_stop = shutdown.clone();
     let generator = tokio::spawn(async move {
-        // The producer is dropped when the generator ends: that closes the queue.
-        run_generator(generator, &producer, burst, gen_stop).await
+        // The producer is dropped when the generator ends: for the embedded broker that
+        // closes the queue, and the processor ends once it has drained it.
+        run_generator(generator, producer.as_ref(), burst, gen_stop).await
     });
-    let mut processor = tokio::spawn(processor.run(CancellationToken::new()));
+    // Kafka keeps what is not consumed yet, so there the processor stops at the signal; the
+    // embedded queue is drained instead.
+    let processor_stop = match args.broker.brokers {
+        Some(_) => shutdown.clone(),
+        None => CancellationToken::new(),
+    };
+    let mut processor = tokio::spawn(processor.run(processor_stop));
     let background = CancellationToken::new();
     let purge = tokio::spawn(purge_expired(
         store.clone(),
@@ -231,44 +256,88 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     Ok(())
 }
 
-/// `citystream produce`: generated events as JSON lines on standard output.
-pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+/// Serves `/health` and `/metrics` for a role without the REST API.
+async fn serve_ops(
+    addr: SocketAddr,
+    service: &'static str,
+    metrics: Option<PrometheusHandle>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {service} health to {addr}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "{service} health and metrics listening on http://{addr}");
+    let app = api::ops_app(service, metrics);
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    }))
+}
+
+/// `citystream produce`: generated events to Kafka, or as JSON lines on standard output.
+pub async fn produce(args: ProduceArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    let out = LineWriter::new(tokio::io::stdout());
     let generator = Generator::new(args.generator.config());
-    run_generator(generator, &out, args.generator.burst, shutdown).await?;
+    let burst = args.generator.burst;
+    let Some(kafka) = args.broker.kafka() else {
+        let out = LineWriter::new(tokio::io::stdout());
+        run_generator(generator, &out, burst, shutdown).await?;
+        return Ok(());
+    };
+    let ops_stop = CancellationToken::new();
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let ops = serve_ops(listen, "CityStream Producer", metrics, ops_stop.clone()).await?;
+    ensure_topics(&kafka).await?;
+    let producer = KafkaProducer::new(&kafka)?;
+    let sent = run_generator(generator, &producer, burst, shutdown).await;
+    ops_stop.cancel();
+    ops.await.ok();
+    tracing::info!(events = sent?, topic = %kafka.topic, "producer stopped");
     Ok(())
 }
 
-/// `citystream process --input FILE|-`
-pub async fn process(args: ProcessArgs) -> anyhow::Result<()> {
+/// `citystream process --input FILE|-` or `citystream process --brokers …`
+pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
-    let stdin = args.input == Path::new("-");
-    let source: Box<dyn Source> = if stdin {
-        let checkpoints = store.checkpoints(crate::broker::file::STDIN_SOURCE).await?;
-        let next = checkpoints.first().map_or(0, |c| c.next_offset);
-        Box::new(LineSource::stdin(next))
-    } else {
-        Box::new(LineSource::open(&args.input).await?)
+    let signalled = shutdown_on_signal();
+    let ops_stop = CancellationToken::new();
+    let ops = match args.listen {
+        Some(addr) => {
+            Some(serve_ops(addr, "CityStream Processor", metrics, ops_stop.clone()).await?)
+        }
+        None => None,
     };
+    // A file stops at the first signal and resumes from its checkpoint next time, and so does
+    // Kafka. Lines on a pipe would be lost that way, so standard input is read to its end:
+    // the signal stops the producer too, which closes the pipe.
+    let (source, stop): (Box<dyn Source>, CancellationToken) =
+        match (&args.input, args.broker.kafka()) {
+            (Some(input), _) if input == Path::new("-") => {
+                let checkpoints = store.checkpoints(crate::broker::file::STDIN_SOURCE).await?;
+                let next = checkpoints.first().map_or(0, |c| c.next_offset);
+                (Box::new(LineSource::stdin(next)), CancellationToken::new())
+            }
+            (Some(input), _) => (Box::new(LineSource::open(input).await?), signalled),
+            (None, Some(kafka)) => (Box::new(KafkaSource::subscribe(&kafka).await?), signalled),
+            (None, None) => anyhow::bail!("give --input FILE|- or --brokers HOST:PORT"),
+        };
     let engine = Engine::new(source.name(), args.engine.config());
     let processor = Processor::restore(source, engine, store, args.runtime.config()).await?;
-    // A file stops at the first signal and resumes from its checkpoint next time. Lines on a
-    // pipe would be lost that way, so standard input is read to its end: the signal stops the
-    // producer too, which closes the pipe.
-    let signalled = shutdown_on_signal();
-    let stop = if stdin {
-        CancellationToken::new()
-    } else {
-        signalled
-    };
     let summary = processor.run(stop).await?;
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        ops.await.ok();
+    }
     tracing::info!(
         records = summary.records,
         events = summary.events,
         late = summary.late,
         dead_letters = summary.dead_letters,
-        "input processed"
+        "processor finished"
     );
     Ok(())
 }

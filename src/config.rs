@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::broker::embedded::EmbeddedConfig;
+use crate::broker::kafka::KafkaConfig;
 use crate::generator::GeneratorConfig;
 use crate::model::{EventTime, Span};
 use crate::processor::{EngineConfig, RuntimeConfig};
@@ -56,13 +57,24 @@ pub struct UpArgs {
 pub struct ProduceArgs {
     #[command(flatten)]
     pub generator: GeneratorArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Address for `/health` and `/metrics` (default with `--brokers`: 0.0.0.0:8080).
+    #[arg(long, env = "CITYSTREAM_PRODUCER_LISTEN")]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["input", "brokers"]))]
 pub struct ProcessArgs {
     /// JSON-lines file to read, or `-` for standard input.
     #[arg(long, env = "CITYSTREAM_INPUT")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Address for `/health` and `/metrics` of this processor (off by default).
+    #[arg(long, env = "CITYSTREAM_PROCESSOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -120,18 +132,36 @@ impl GeneratorArgs {
     }
 }
 
-/// The embedded broker.
+/// The broker: embedded by default, Kafka with `--brokers`.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
+    /// Kafka bootstrap servers (`host:port,…`); without it the embedded broker is used.
+    #[arg(long, env = "CITYSTREAM_BROKERS")]
+    pub brokers: Option<String>,
     /// Topic name: scopes checkpoints and derived event ids.
     #[arg(long, env = "CITYSTREAM_TOPIC", default_value = "city-events")]
     pub topic: String,
-    /// Partitions of the embedded broker (events are partitioned by city).
+    /// Partitions of the embedded broker, or of the Kafka topics when they are created.
     #[arg(long, env = "CITYSTREAM_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
     /// Records the embedded queue holds before producers wait.
     #[arg(long, env = "CITYSTREAM_QUEUE_CAPACITY", default_value_t = 65_536)]
     pub queue_capacity: usize,
+    /// Kafka consumer group shared by all processors.
+    #[arg(long, env = "CITYSTREAM_GROUP", default_value = "citystream-processor")]
+    pub group: String,
+    /// Kafka topic for records that are not valid events (reason in a header).
+    #[arg(long, env = "CITYSTREAM_DLQ_TOPIC", default_value = "city-events-dlq")]
+    pub dlq_topic: String,
+    /// Replication factor of the Kafka topics when they are created.
+    #[arg(long, env = "CITYSTREAM_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// Retention of the Kafka topic when it is created.
+    #[arg(long, env = "CITYSTREAM_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// How long the group waits for a silent processor before moving its partitions.
+    #[arg(long, env = "CITYSTREAM_SESSION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub session_timeout: Duration,
 }
 
 impl BrokerArgs {
@@ -141,6 +171,21 @@ impl BrokerArgs {
             partitions: self.partitions,
             capacity: self.queue_capacity.max(1),
         }
+    }
+
+    /// The Kafka settings, when `--brokers` is given.
+    pub fn kafka(&self) -> Option<KafkaConfig> {
+        let brokers = self.brokers.clone()?;
+        Some(KafkaConfig {
+            brokers,
+            topic: self.topic.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            group: self.group.clone(),
+            partitions: i32::try_from(self.partitions).unwrap_or(6),
+            replication_factor: self.replication_factor,
+            retention: self.retention,
+            session_timeout: self.session_timeout,
+        })
     }
 }
 

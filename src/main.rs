@@ -20,8 +20,8 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command {
         Command::Up(args) => app::up(args, metrics).await,
-        Command::Produce(args) => app::produce(args).await,
-        Command::Process(args) => app::process(args).await,
+        Command::Produce(args) => app::produce(args, metrics).await,
+        Command::Process(args) => app::process(args, metrics).await,
         Command::Serve(args) => app::serve(args, metrics).await,
     }
 }

@@ -248,7 +248,7 @@ async fn late_events_and_dead_letters_are_kept_with_their_reasons() {
     assert_eq!(stats.dead_letters, 1);
     assert_eq!(stats.dead_letters_by_kind["malformed"], 1);
     let dead = store.dead_letters(10).await.expect("dead letters");
-    assert_eq!(dead[0].payload_prefix, b"{oops");
+    assert_eq!(dead[0].payload_prefix(), b"{oops");
     assert_eq!(dead[0].offset, 7);
     assert_eq!(
         store.late_events(Some("NYC"), 10).await.expect("late")[0].offset,

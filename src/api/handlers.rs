@@ -218,7 +218,7 @@ pub async fn dead_letters(State(state): State<AppState>, params: Params) -> ApiR
                 "offset": d.offset,
                 "kind": d.kind,
                 "reason": d.reason,
-                "payload_prefix": String::from_utf8_lossy(&d.payload_prefix),
+                "payload_prefix": String::from_utf8_lossy(d.payload_prefix()),
                 "payload_len": d.payload_len,
                 "received_at": d.received_at,
             })

@@ -65,6 +65,28 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `/health` and `/metrics` alone, for the roles that do not serve the REST API.
+pub fn ops_app(service: &'static str, metrics: Option<PrometheusHandle>) -> Router {
+    let started = Instant::now();
+    Router::new()
+        .route(
+            "/health",
+            get(move || async move {
+                axum::Json(serde_json::json!({
+                    "status": "UP",
+                    "service": service,
+                    "timestamp": crate::model::EventTime::now(),
+                    "uptime_seconds": started.elapsed().as_secs(),
+                }))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move { metrics.as_ref().map(|m| m.render()).unwrap_or_default() }),
+        )
+        .fallback(handlers::not_found)
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then finishes open requests.
 pub async fn serve(
     listener: TcpListener,

@@ -7,14 +7,17 @@
 //! - [`embedded`]: an in-process, bounded queue (the default): a full queue makes producers
 //!   wait, it never drops.
 //! - [`file`]: JSON lines from a file or standard input, for replays and pipes.
+//! - [`kafka`]: Apache Kafka (or any Kafka-protocol broker) through librdkafka, one consumer
+//!   group shared by any number of processors.
 
 pub mod embedded;
 pub mod file;
+pub mod kafka;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::model::{Checkpoint, Record};
+use crate::model::{Checkpoint, DeadLetter, Record};
 
 /// One message for a broker: the partitioning key (the city) and the wire-format payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,20 @@ pub enum Polled {
     Records(Vec<Record>),
     /// The source is finished: every record was handed out.
     End,
+    /// These partitions are no longer this processor's: write what was taken from them,
+    /// then forget their state.
+    Revoked(Vec<u32>),
+}
+
+/// How a processor picks up a partition where an earlier one left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The source continues after the checkpoint's `next_offset`; the open windows are read
+    /// back from the store (the embedded broker and files).
+    FromStore,
+    /// The source restarts at the checkpoint's `replay_offset` (the committed offset) and the
+    /// replay rebuilds the open windows (Kafka).
+    ByReplay,
 }
 
 /// Errors at the broker boundary.
@@ -42,6 +59,12 @@ pub enum BrokerError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
     },
 }
 
@@ -66,7 +89,18 @@ pub trait Source: Send {
     /// loses nothing.
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError>;
 
-    /// Everything before these positions is durable in the store.
+    /// How a restarted processor resumes this source's partitions.
+    fn resume(&self) -> Resume {
+        Resume::FromStore
+    }
+
+    /// Hands dead letters to the source's dead-letter destination, if it has one. Called after
+    /// they are stored and before the positions that cover them are committed.
+    async fn dead_letters(&mut self, _letters: &[DeadLetter]) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// Everything these checkpoints cover is durable in the store.
     async fn commit(&mut self, _positions: &[Checkpoint]) -> Result<(), BrokerError> {
         Ok(())
     }

@@ -148,23 +148,28 @@ pub struct DeadLetter {
     /// [`DecodeError::kind`] of the reason.
     pub kind: String,
     pub reason: String,
-    /// The first [`DEAD_LETTER_PREFIX_BYTES`] bytes of the record.
-    pub payload_prefix: Vec<u8>,
+    /// The record's bytes: all of them on the way to a dead-letter topic, the first
+    /// [`DEAD_LETTER_PREFIX_BYTES`] once read back from a store.
+    pub payload: Bytes,
     /// The record's full length in bytes.
     pub payload_len: usize,
     pub received_at: EventTime,
 }
 
 impl DeadLetter {
+    /// The part of the payload a store keeps.
+    pub fn payload_prefix(&self) -> &[u8] {
+        &self.payload[..self.payload.len().min(DEAD_LETTER_PREFIX_BYTES)]
+    }
+
     pub fn new(source: &str, record: &Record, error: &DecodeError, received_at: EventTime) -> Self {
-        let keep = record.payload.len().min(DEAD_LETTER_PREFIX_BYTES);
         DeadLetter {
             source: source.to_owned(),
             partition: record.partition,
             offset: record.offset,
             kind: error.kind().to_owned(),
             reason: error.to_string(),
-            payload_prefix: record.payload[..keep].to_vec(),
+            payload: record.payload.clone(),
             payload_len: record.payload.len(),
             received_at,
         }
@@ -250,7 +255,7 @@ mod tests {
             let err = decode("t", &record(&payload)).unwrap_err();
             assert_eq!(err.kind(), kind, "{err}");
             let dl = DeadLetter::new("t", &record(&payload), &err, EventTime::from_millis(0));
-            assert!(dl.payload_prefix.len() <= DEAD_LETTER_PREFIX_BYTES);
+            assert!(dl.payload_prefix().len() <= DEAD_LETTER_PREFIX_BYTES);
             assert_eq!(dl.payload_len, payload.len());
         }
         let err = decode(

@@ -49,6 +49,9 @@ struct PartitionState {
     windows: WindowOperator,
     /// Advanced since the last flush: its checkpoint must be written.
     touched: bool,
+    /// A replay is under way up to here (the checkpoint's `next_offset`): until it gets there,
+    /// what it rebuilds is older than what is stored, so nothing is written.
+    replay_until: u64,
 }
 
 /// Counters of what the engine has seen since it started.
@@ -136,6 +139,7 @@ impl Engine {
                 checkpoint.and_then(|c| c.final_watermark),
             ),
             touched: false,
+            replay_until: checkpoint.map_or(0, |c| c.next_offset),
         };
         self.partitions.insert(partition, state);
     }
@@ -179,6 +183,7 @@ impl Engine {
                 max_event_time: None,
                 windows: WindowOperator::new(window),
                 touched: false,
+                replay_until: 0,
             })
     }
 
@@ -246,6 +251,10 @@ impl Engine {
         let delay = self.config.watermark_delay;
         for (partition, state) in &mut self.partitions {
             let watermark = state.max_event_time.map(|t| t.saturating_sub(delay));
+            if state.next_offset < state.replay_until {
+                state.windows.close(watermark);
+                continue;
+            }
             state.windows.flush(watermark, out);
             if std::mem::take(&mut state.touched) {
                 let (replay_offset, replay_max_event_time) = match state.windows.replay_point() {

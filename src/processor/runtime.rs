@@ -6,6 +6,7 @@
 //! stays low at low rates. A store that fails is retried with backoff until it takes the
 //! batch; meanwhile nothing is polled, so the broker's bound pushes back on producers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::console::ConsoleTable;
 use super::engine::Engine;
-use crate::broker::{BrokerError, Polled, Source};
-use crate::model::{Checkpoint, EventTime, WriteBatch};
+use crate::broker::{BrokerError, Polled, Resume, Source};
+use crate::model::{Checkpoint, EventTime, Record, WriteBatch};
 use crate::store::{Store, StoreError};
 
 /// How the run loop batches and reports.
@@ -76,6 +77,15 @@ impl Processor {
         store: Arc<dyn Store>,
         config: RuntimeConfig,
     ) -> Result<Self, ProcessorError> {
+        if source.resume() == Resume::ByReplay {
+            // Partitions resume one by one as they are assigned; see `resume_new_partitions`.
+            return Ok(Processor {
+                source,
+                engine,
+                store,
+                config,
+            });
+        }
         let checkpoints = store.checkpoints(source.name()).await?;
         let earliest_watermark = checkpoints
             .iter()
@@ -116,6 +126,7 @@ impl Processor {
             let mut batch = WriteBatch::default();
             let mut taken = 0usize;
             let mut deadline: Option<Instant> = None;
+            let mut revoked = Vec::new();
             while taken < self.config.max_batch {
                 let want = self.config.max_batch - taken;
                 let polled = tokio::select! {
@@ -131,32 +142,26 @@ impl Processor {
                     }
                     Polled::Records(records) => {
                         taken += records.len();
+                        self.resume_new_partitions(&records).await;
                         self.engine.process(&records, EventTime::now(), &mut batch);
                         deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
+                    }
+                    Polled::Revoked(partitions) => {
+                        // Write what was taken from them before letting go.
+                        revoked = partitions;
+                        break;
                     }
                 }
             }
             summary.records += taken as u64;
             self.engine.flush(&mut batch);
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                self.write(batch, taken, &mut summary, console.as_mut())
+                    .await?;
             }
-            summary.events += batch.raw.len() as u64;
-            summary.late += batch.late.len() as u64;
-            summary.dead_letters += batch.dead_letters.len() as u64;
-            summary.batches += 1;
-            self.record_metrics(&batch, taken);
-            if let Some((table, every, next)) = console.as_mut() {
-                table.observe(&batch.raw);
-                if Instant::now() >= *next {
-                    println!("{}", table.render());
-                    *next = Instant::now() + *every;
-                }
+            if !revoked.is_empty() {
+                self.engine.forget(&revoked);
             }
-            let batch = Arc::new(batch);
-            write_until_stored(self.store.as_ref(), &batch).await;
-            self.source.commit(&batch.checkpoints).await?;
-            self.record_committed(&batch.checkpoints);
         }
         if let Some((table, _, _)) = console {
             println!("{}", table.render());
@@ -170,6 +175,77 @@ impl Processor {
             "processor stopped"
         );
         Ok(summary)
+    }
+
+    /// Stores a batch (retrying until it is in), hands its dead letters to the source, then
+    /// commits the positions it covers.
+    async fn write(
+        &mut self,
+        batch: WriteBatch,
+        taken: usize,
+        summary: &mut RunSummary,
+        console: Option<&mut (ConsoleTable, Duration, Instant)>,
+    ) -> Result<(), ProcessorError> {
+        summary.events += batch.raw.len() as u64;
+        summary.late += batch.late.len() as u64;
+        summary.dead_letters += batch.dead_letters.len() as u64;
+        summary.batches += 1;
+        self.record_metrics(&batch, taken);
+        if let Some((table, every, next)) = console {
+            table.observe(&batch.raw);
+            if Instant::now() >= *next {
+                println!("{}", table.render());
+                *next = Instant::now() + *every;
+            }
+        }
+        let batch = Arc::new(batch);
+        write_until_stored(self.store.as_ref(), &batch).await;
+        if !batch.dead_letters.is_empty() {
+            self.source.dead_letters(&batch.dead_letters).await?;
+        }
+        self.source.commit(&batch.checkpoints).await?;
+        self.record_committed(&batch.checkpoints);
+        Ok(())
+    }
+
+    /// A partition seen for the first time resumes at the checkpoint stored for the offset
+    /// it starts at: for a log broker that is the committed replay offset.
+    async fn resume_new_partitions(&mut self, records: &[Record]) {
+        let mut firsts: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in records.iter().filter(|r| !self.engine.knows(r.partition)) {
+            firsts.entry(r.partition).or_insert(r.offset);
+        }
+        for (partition, offset) in firsts {
+            let mut backoff = Duration::from_millis(50);
+            let checkpoint = loop {
+                match self
+                    .store
+                    .checkpoint_at(self.source.name(), partition, offset)
+                    .await
+                {
+                    Ok(found) => break found,
+                    Err(error) => {
+                        tracing::warn!(%error, partition, "reading a checkpoint failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            };
+            if checkpoint.is_none() && offset > 0 {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    "no checkpoint for this starting offset; its watermark starts afresh"
+                );
+            }
+            tracing::info!(
+                partition,
+                offset,
+                found = checkpoint.is_some(),
+                "partition resumed"
+            );
+            self.engine.resume_by_replay(partition, checkpoint.as_ref());
+        }
     }
 
     fn record_metrics(&self, batch: &WriteBatch, records: usize) {

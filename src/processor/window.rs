@@ -81,6 +81,17 @@ impl WindowOperator {
         watermark.is_some_and(|wm| end <= wm)
     }
 
+    /// Drops the windows `watermark` has closed.
+    pub fn close(&mut self, watermark: Option<EventTime>) {
+        if let Some(wm) = watermark {
+            // Windows starting at or before wm − size have ended by wm: they are closed.
+            let first_open = wm
+                .saturating_sub(self.size)
+                .saturating_add(Span::from_millis(1));
+            self.open = self.open.split_off(&first_open);
+        }
+    }
+
     /// Number of open (city, type, window) aggregates.
     pub fn open_windows(&self) -> usize {
         self.open
@@ -171,13 +182,7 @@ impl Operator for WindowOperator {
                 }
             }
         }
-        if let Some(wm) = watermark {
-            // Windows starting at or before wm − size have ended by wm: they are closed.
-            let first_open = wm
-                .saturating_sub(self.size)
-                .saturating_add(Span::from_millis(1));
-            self.open = self.open.split_off(&first_open);
-        }
+        self.close(watermark);
     }
 }
 

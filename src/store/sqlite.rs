@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -193,7 +194,7 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
                 d.offset as i64,
                 d.kind,
                 d.reason,
-                d.payload_prefix,
+                d.payload_prefix(),
                 d.payload_len as i64,
                 d.received_at.as_millis(),
             ])?;
@@ -595,7 +596,7 @@ impl Store for SqliteStore {
                     offset: r.get::<_, i64>(2)? as u64,
                     kind: r.get(3)?,
                     reason: r.get(4)?,
-                    payload_prefix: r.get(5)?,
+                    payload: Bytes::from(r.get::<_, Vec<u8>>(5)?),
                     payload_len: r.get::<_, i64>(6)? as usize,
                     received_at: EventTime::from_millis(r.get(7)?),
                 })

@@ -1,6 +1,8 @@
 //! Shared test helpers: the batch oracle and small builders.
 
+pub mod binary;
 pub mod oracle;
+pub mod tansu;
 
 use bytes::Bytes;
 use citystream::model::{CityEvent, EventTime, Record};
