@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # CityStream's whole test suite, as CI runs it: formatting, lints, then every test tier
-# (unit, property, store, API and end-to-end tests against the real binary).
+# (unit, property, store, API, end-to-end against the real binary, and Kafka against a real
+# Kafka-protocol broker). The broker is installed here when missing; the tests start it on
+# 127.0.0.1 and stop it themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/install-test-services.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

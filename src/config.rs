@@ -109,8 +109,12 @@ pub struct GeneratorArgs {
     #[arg(long, env = "CITYSTREAM_START_TIME", value_parser = rfc3339)]
     pub start_time: Option<EventTime>,
     /// Emit as fast as the broker takes events; event times still advance by 1/rate.
-    #[arg(long, env = "CITYSTREAM_BURST")]
+    #[arg(long, env = "CITYSTREAM_BURST", conflicts_with = "pace")]
     pub burst: bool,
+    /// Emit this many events per wall-clock second instead of `--rate` (replay a day of
+    /// event time in minutes); event times still advance by 1/rate.
+    #[arg(long, env = "CITYSTREAM_PACE", value_parser = positive_rate)]
+    pub pace: Option<f64>,
     /// Share of events up to 4 minutes behind the stream clock (on time, out of order).
     #[arg(long, env = "CITYSTREAM_OUT_OF_ORDER", default_value_t = 0.0, value_parser = ratio)]
     pub out_of_order: f64,
@@ -124,6 +128,7 @@ impl GeneratorArgs {
         GeneratorConfig {
             seed: self.seed.unwrap_or_else(rand::random),
             rate: self.rate,
+            pace: self.pace,
             count: self.count,
             start: self.start_time.unwrap_or_else(EventTime::now),
             out_of_order: self.out_of_order,
@@ -159,6 +164,10 @@ pub struct BrokerArgs {
     /// Retention of the Kafka topic when it is created.
     #[arg(long, env = "CITYSTREAM_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// Extra librdkafka property, `KEY=VALUE`, repeatable (e.g. `security.protocol=SSL` for
+    /// Amazon MSK); applied after CityStream's own settings.
+    #[arg(long = "kafka-option", env = "CITYSTREAM_KAFKA_OPTIONS", value_delimiter = ',', value_parser = key_value)]
+    pub kafka_options: Vec<(String, String)>,
     /// How long the group waits for a silent processor before moving its partitions.
     #[arg(long, env = "CITYSTREAM_SESSION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub session_timeout: Duration,
@@ -185,6 +194,7 @@ impl BrokerArgs {
             replication_factor: self.replication_factor,
             retention: self.retention,
             session_timeout: self.session_timeout,
+            options: self.kafka_options.clone(),
         })
     }
 }
@@ -281,6 +291,13 @@ fn ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }
 

@@ -24,6 +24,7 @@ async fn fixture() -> (tempfile::TempDir, AppState) {
     let generator = citystream::generator::Generator::new(citystream::generator::GeneratorConfig {
         seed: 3,
         rate: 1.0,
+        pace: None,
         count: Some(600),
         start: now.saturating_sub(Span::from_mins(30)),
         out_of_order: 0.1,

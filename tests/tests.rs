@@ -3,11 +3,13 @@
 //! - `engine_props`: property tests of the engine against a plain batch oracle;
 //! - `store`: the SQLite store's contract (idempotence, ordering, TTL, concurrent readers);
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests;
-//! - `e2e`: the real binary on free ports, checked against the oracle over HTTP.
+//! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
+//! - `kafka`: the same against a real Kafka-protocol broker, with processors killed.
 
 mod support;
 
 mod api;
 mod e2e;
 mod engine_props;
+mod kafka;
 mod store;

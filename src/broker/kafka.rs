@@ -46,6 +46,8 @@ pub struct KafkaConfig {
     pub retention: Duration,
     /// How long the group waits for a silent processor before it moves its partitions.
     pub session_timeout: Duration,
+    /// Further librdkafka properties (`security.protocol`, `sasl.mechanism`, …), applied last.
+    pub options: Vec<(String, String)>,
 }
 
 impl KafkaConfig {
@@ -54,6 +56,9 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "citystream");
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
         config
     }
 }
@@ -318,6 +323,12 @@ impl KafkaSource {
                 config.session_timeout.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", "1000")
+            // Also the rebalance timeout: how long a rebalance waits for a member that died
+            // without leaving the group.
+            .set(
+                "max.poll.interval.ms",
+                (config.session_timeout.as_millis() * 2).max(10_000).to_string(),
+            )
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)
             .map_err(kafka("creating the consumer"))?;
@@ -387,19 +398,16 @@ impl Source for KafkaSource {
                         for p in &partitions {
                             self.assigned.remove(p);
                         }
-                        if self
-                            .held
-                            .as_ref()
-                            .is_some_and(|r| !self.assigned.contains(&r.partition))
-                        {
-                            self.held = None;
-                        }
+                        // A held record came after every change queued so far: it is judged
+                        // against the assignment once they are all applied, next poll.
                         return Ok(Polled::Revoked(partitions));
                     }
                 }
             }
             if let Some(record) = self.held.take() {
-                records.push(record);
+                if self.assigned.contains(&record.partition) {
+                    records.push(record);
+                }
             }
             while records.len() < max.max(1) {
                 let received = if records.is_empty() {

@@ -18,8 +18,10 @@ use crate::model::{City, CityEvent, EventTime, EventType, SEED_CITIES, Severity,
 pub struct GeneratorConfig {
     /// Seed of the random stream.
     pub seed: u64,
-    /// Events per second of event time (and of wall time when paced).
+    /// Events per second of event time (and of wall time, unless `pace` says otherwise).
     pub rate: f64,
+    /// Events per second of wall time, when it differs from `rate`.
+    pub pace: Option<f64>,
     /// Stop after this many events; `None` runs until stopped.
     pub count: Option<u64>,
     /// Event time of the first event.
@@ -36,6 +38,7 @@ impl Default for GeneratorConfig {
         GeneratorConfig {
             seed: 0,
             rate: 0.2,
+            pace: None,
             count: None,
             start: EventTime::now(),
             out_of_order: 0.0,
@@ -76,9 +79,9 @@ impl Generator {
         self.emitted
     }
 
-    /// Wall time after the start at which event `n` is due, when paced at `rate`.
+    /// Wall time after the start at which event `n` is due.
     pub fn due_after(&self, n: u64) -> Duration {
-        Duration::from_secs_f64(n as f64 / self.config.rate)
+        Duration::from_secs_f64(n as f64 / self.config.pace.unwrap_or(self.config.rate))
     }
 
     /// The stream clock for event `n`: start + n / rate.
@@ -133,6 +136,7 @@ mod tests {
         GeneratorConfig {
             seed,
             rate: 10.0,
+            pace: None,
             count: Some(500),
             start: EventTime::parse_rfc3339("2026-11-25T08:00:00Z").unwrap(),
             out_of_order: 0.1,

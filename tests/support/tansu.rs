@@ -44,7 +44,13 @@ impl Tansu {
         let log = std::env::temp_dir().join(format!("citystream-tansu-{port}.log"));
         let out = std::fs::File::create(&log).expect("tansu log file");
         let child = Command::new(binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))

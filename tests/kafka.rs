@@ -1,0 +1,251 @@
+//! Against a real Kafka-protocol broker (tansu on 127.0.0.1): the producer, one processor, a
+//! group of three with one killed, a processor killed again and again, the dead-letter topic,
+//! and a plain librdkafka client on both sides of `city-events`. Every run is checked against
+//! the batch oracle over the same partition logs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use citystream::generator::{Generator, GeneratorConfig};
+use citystream::model::EventTime;
+use citystream::processor::EngineConfig;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::support::binary::{Running, append, check_against, generator, start_time};
+use crate::support::oracle::{self, Results};
+use crate::support::tansu::Tansu;
+
+const EVENTS: u64 = 20_000;
+
+fn stream(seed: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        rate: 20.0,
+        ..generator(seed, EVENTS, start_time())
+    }
+}
+
+fn expected(config: &GeneratorConfig) -> Results {
+    let mut logs = BTreeMap::new();
+    append(&mut logs, Generator::new(config.clone()));
+    oracle::compute(
+        "city-events",
+        &logs,
+        &EngineConfig::default(),
+        EventTime::now(),
+    )
+}
+
+/// `citystream produce --brokers …` for the whole stream, `pace` events per wall-clock second
+/// (None: as fast as the broker takes them).
+fn produce(kafka: &Tansu, config: &GeneratorConfig, pace: Option<u32>) -> Running {
+    let seed = config.seed.to_string();
+    let count = config.count.unwrap_or_default().to_string();
+    let start = config.start.to_rfc3339();
+    let mut args = vec![
+        "produce".to_owned(),
+        "--brokers".into(),
+        kafka.addr.clone(),
+        "--seed".into(),
+        seed,
+        "--count".into(),
+        count,
+        "--start-time".into(),
+        start,
+        "--out-of-order".into(),
+        config.out_of_order.to_string(),
+        "--late".into(),
+        config.late.to_string(),
+    ];
+    args.extend(["--rate".into(), config.rate.to_string()]);
+    match pace {
+        Some(p) => args.extend(["--pace".into(), p.to_string()]),
+        None => args.push("--burst".into()),
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Running::start(&refs)
+}
+
+fn processor(kafka: &Tansu, data: &str, group: &str) -> Running {
+    Running::start(&[
+        "process",
+        "--brokers",
+        &kafka.addr,
+        "--data-dir",
+        data,
+        "--group",
+        group,
+        "--session-timeout",
+        "6s",
+    ])
+}
+
+async fn wait_until_complete(api: &Running, expected: &Results) {
+    let total = expected.raw.len() as u64;
+    let late = expected.late.len() as u64;
+    api.wait_for("every event processed", |s| {
+        s["total_events_processed"].as_u64() == Some(total)
+            && s["late_events"].as_u64() == Some(late)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_processor_matches_the_oracle() {
+    let kafka = Tansu::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let config = stream(21);
+    assert!(
+        produce(&kafka, &config, None)
+            .wait(Duration::from_secs(120))
+            .success()
+    );
+    let api = Running::start(&["serve", "--data-dir", data]);
+    let _processor = processor(&kafka, data, "one");
+    let expected = expected(&config);
+    wait_until_complete(&api, &expected).await;
+    check_against(&api, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_processors_one_killed_and_restarted_give_the_same_results() {
+    let kafka = Tansu::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let config = stream(22);
+    let api = Running::start(&["serve", "--data-dir", data]);
+    let first = processor(&kafka, data, "three");
+    let second = processor(&kafka, data, "three");
+    let _third = processor(&kafka, data, "three");
+    let producing = produce(&kafka, &config, Some(4000));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = second.stop("-KILL");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _again = processor(&kafka, data, "three");
+    assert!(producing.wait(Duration::from_secs(120)).success());
+    let expected = expected(&config);
+    wait_until_complete(&api, &expected).await;
+    check_against(&api, &expected).await;
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processor_killed_at_five_random_moments_gives_the_same_results() {
+    let kafka = Tansu::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let config = stream(23);
+    let api = Running::start(&["serve", "--data-dir", data]);
+    let producing = produce(&kafka, &config, Some(4000));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let mut current = processor(&kafka, data, "kills");
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
+        let _ = current.stop("-KILL");
+        current = processor(&kafka, data, "kills");
+    }
+    assert!(producing.wait(Duration::from_secs(120)).success());
+    let expected = expected(&config);
+    wait_until_complete(&api, &expected).await;
+    check_against(&api, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_kafka_client_reads_and_writes_city_events_and_bad_records_reach_the_dlq() {
+    let kafka = Tansu::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let config = GeneratorConfig {
+        count: Some(50),
+        ..stream(24)
+    };
+    assert!(
+        produce(&kafka, &config, None)
+            .wait(Duration::from_secs(60))
+            .success()
+    );
+
+    // A librdkafka consumer reads what `citystream produce` wrote: the wire format, keyed by city.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.addr)
+        .set("group.id", "plain-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    reader.subscribe(&["city-events"]).expect("subscribe");
+    let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+        .await
+        .expect("a message within 30 s")
+        .expect("message");
+    let event: serde_json::Value =
+        serde_json::from_slice(message.payload().expect("payload")).expect("JSON event");
+    assert_eq!(message.key(), event["city"].as_str().map(str::as_bytes));
+
+    // A librdkafka producer writes the original producer's format (no event_id) and garbage.
+    let writer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.addr)
+        .create()
+        .expect("producer");
+    let original = format!(
+        r#"{{"city":"Boston","event_type":"weather","severity":"critical","timestamp":"{}","description":"critical weather condition reported"}}"#,
+        EventTime::now().to_rfc3339()
+    );
+    for (key, payload) in [
+        ("Boston", original.as_str()),
+        ("Boston", "this is not an event"),
+    ] {
+        writer
+            .send(
+                FutureRecord::to("city-events").key(key).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+
+    let api = Running::start(&["serve", "--data-dir", data]);
+    let _processor = processor(&kafka, data, "dlq");
+    let stats = api
+        .wait_for("51 events and one dead letter", |s| {
+            s["total_events_processed"] == 51 && s["dead_letters"] == 1
+        })
+        .await;
+    assert_eq!(stats["dead_letters_by_kind"]["malformed"], 1);
+    let alerts = api.get("/api/v1/alerts?city=Boston&hours=1").await;
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .any(|a| {
+                a["description"] == "critical weather condition reported"
+                    && a["event_id"].as_str().is_some_and(|id| id.len() == 36)
+            })
+    );
+
+    // The bad record is on the dead-letter topic with its reason in a header.
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.addr)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    dlq.subscribe(&["city-events-dlq"]).expect("subscribe");
+    let dead = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
+        .await
+        .expect("a dead letter within 30 s")
+        .expect("message");
+    assert_eq!(dead.payload(), Some(&b"this is not an event"[..]));
+    let headers = dead.headers().expect("headers");
+    let reason = headers
+        .iter()
+        .find(|h| h.key == "citystream-reason")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("a reason header");
+    assert!(reason.contains("not a valid event"), "{reason}");
+}
