@@ -327,7 +327,9 @@ impl KafkaSource {
             // without leaving the group.
             .set(
                 "max.poll.interval.ms",
-                (config.session_timeout.as_millis() * 2).max(10_000).to_string(),
+                (config.session_timeout.as_millis() * 2)
+                    .max(10_000)
+                    .to_string(),
             )
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)
