@@ -80,6 +80,7 @@ async fn writing_a_batch_twice_changes_nothing() {
         event_count: 1,
         severities: vec![Severity::High],
         severity_counts: counts,
+        partition: 3,
     });
     batch.checkpoints.push(Checkpoint {
         source: "t".into(),

@@ -50,6 +50,9 @@ pub struct WindowAggregate {
     /// Severities in arrival order (the seed's `collect_list`).
     pub severities: Vec<Severity>,
     pub severity_counts: SeverityCounts,
+    /// The log partition whose processor computed it (not part of the API's answer).
+    #[serde(skip)]
+    pub partition: u32,
 }
 
 impl WindowAggregate {

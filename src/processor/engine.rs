@@ -136,6 +136,7 @@ impl Engine {
             max_event_time: checkpoint.and_then(|c| c.replay_max_event_time),
             windows: WindowOperator::replaying_after(
                 self.config.window,
+                partition,
                 checkpoint.and_then(|c| c.final_watermark),
             ),
             touched: false,
@@ -181,7 +182,7 @@ impl Engine {
             .or_insert_with(|| PartitionState {
                 next_offset: 0,
                 max_event_time: None,
-                windows: WindowOperator::new(window),
+                windows: WindowOperator::new(window, partition),
                 touched: false,
                 replay_until: 0,
             })

@@ -37,25 +37,27 @@ type Slots = [Option<Agg>; EventType::ALL.len()];
 #[derive(Debug, Clone)]
 pub struct WindowOperator {
     size: Span,
+    partition: u32,
     open: BTreeMap<EventTime, HashMap<City, Slots>>,
     /// Windows ending at or before this were final before a replay began: never re-emitted.
     final_watermark: Option<EventTime>,
 }
 
 impl WindowOperator {
-    pub fn new(size: Span) -> Self {
+    pub fn new(size: Span, partition: u32) -> Self {
         WindowOperator {
             size,
+            partition,
             open: BTreeMap::new(),
             final_watermark: None,
         }
     }
 
     /// A replay begins: windows ending at or before `watermark` are already final.
-    pub fn replaying_after(size: Span, watermark: Option<EventTime>) -> Self {
+    pub fn replaying_after(size: Span, partition: u32, watermark: Option<EventTime>) -> Self {
         WindowOperator {
             final_watermark: watermark,
-            ..WindowOperator::new(size)
+            ..WindowOperator::new(size, partition)
         }
     }
 
@@ -178,6 +180,7 @@ impl Operator for WindowOperator {
                         event_count: agg.severities.len() as u64,
                         severities: agg.severities.clone(),
                         severity_counts: agg.counts,
+                        partition: self.partition,
                     });
                 }
             }
@@ -212,7 +215,7 @@ mod tests {
 
     #[test]
     fn aggregates_per_window_and_emits_only_what_changed() {
-        let mut op = WindowOperator::new(Span::from_mins(5));
+        let mut op = WindowOperator::new(Span::from_mins(5), 0);
         let mut out = WriteBatch::default();
         op.process(&event("SF", 1, Severity::Low), &ctx(None), &mut out);
         op.process(&event("SF", 4, Severity::High), &ctx(None), &mut out);
@@ -237,7 +240,7 @@ mod tests {
 
     #[test]
     fn the_watermark_closes_windows_and_later_events_are_late() {
-        let mut op = WindowOperator::new(Span::from_mins(5));
+        let mut op = WindowOperator::new(Span::from_mins(5), 0);
         let mut out = WriteBatch::default();
         op.process(&event("LA", 1, Severity::Low), &ctx(None), &mut out);
         // Watermark at exactly the window end closes [0, 5).

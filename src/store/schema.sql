@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS aggregations (
     low           INTEGER NOT NULL,
     medium        INTEGER NOT NULL,
     high          INTEGER NOT NULL,
-    critical      INTEGER NOT NULL
+    critical      INTEGER NOT NULL,
+    partition     INTEGER NOT NULL  -- the log partition whose processor wrote it
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS agg_by_city ON aggregations (city, window_start, event_type);
 CREATE INDEX IF NOT EXISTS agg_by_city_type ON aggregations (city, event_type, window_start);

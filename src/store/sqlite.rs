@@ -104,6 +104,25 @@ impl SqliteStore {
 fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
+        // Window values of a partition only move forward: a writer whose position is behind
+        // the stored one (a processor that lost its partition and has not noticed yet) keeps
+        // its inserts, which are idempotent, but not its windows or checkpoint.
+        let mut position = tx.prepare_cached(
+            "SELECT max(next_offset) FROM checkpoints WHERE source = ?1 AND partition = ?2",
+        )?;
+        let mut behind = Vec::new();
+        for c in &batch.checkpoints {
+            let stored: Option<i64> =
+                position.query_row(params![c.source, c.partition], |r| r.get(0))?;
+            if stored.is_some_and(|s| s > c.next_offset as i64) {
+                tracing::warn!(source = %c.source, partition = c.partition, stored,
+                    ours = c.next_offset,
+                    "a newer writer owns this partition; its window values stay");
+                metrics::counter!("citystream_stale_writes_fenced_total").increment(1);
+                behind.push(c.partition);
+            }
+        }
+
         let mut raw = tx.prepare_cached(
             "INSERT INTO raw_events (event_id, ts, city, event_type, severity, description, ttl)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
@@ -138,14 +157,18 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
 
         let mut window = tx.prepare_cached(
             "INSERT INTO aggregations (partition_key, city, event_type, window_start, window_end,
-                 event_count, severities, low, medium, high, critical)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 event_count, severities, low, medium, high, critical, partition)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (partition_key) DO UPDATE SET
                  event_count = excluded.event_count, severities = excluded.severities,
                  low = excluded.low, medium = excluded.medium, high = excluded.high,
-                 critical = excluded.critical",
+                 critical = excluded.critical, partition = excluded.partition",
         )?;
-        for w in &batch.windows {
+        for w in batch
+            .windows
+            .iter()
+            .filter(|w| !behind.contains(&w.partition))
+        {
             let c = w.severity_counts;
             window.execute(params![
                 w.partition_key(),
@@ -159,6 +182,7 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
                 c.get(Severity::Medium) as i64,
                 c.get(Severity::High) as i64,
                 c.get(Severity::Critical) as i64,
+                w.partition,
             ])?;
         }
 
@@ -214,7 +238,11 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
                   ORDER BY replay_offset DESC LIMIT 1 OFFSET ?3)",
         )?;
         let now = EventTime::now().as_millis();
-        for c in &batch.checkpoints {
+        for c in batch
+            .checkpoints
+            .iter()
+            .filter(|c| !behind.contains(&c.partition))
+        {
             checkpoint.execute(params![
                 c.source,
                 c.partition,
@@ -278,7 +306,8 @@ fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint, StoreError> {
     })
 }
 
-const WINDOW_COLUMNS: &str = "city, event_type, window_start, window_end, event_count, severities, low, medium, high, critical";
+const WINDOW_COLUMNS: &str = "city, event_type, window_start, window_end, event_count, severities,
+    low, medium, high, critical, partition";
 
 fn window_from_row(row: &Row<'_>) -> Result<WindowAggregate, StoreError> {
     let severities: String = row.get(5)?;
@@ -295,6 +324,7 @@ fn window_from_row(row: &Row<'_>) -> Result<WindowAggregate, StoreError> {
         event_count: row.get::<_, i64>(4)? as u64,
         severities,
         severity_counts: counts,
+        partition: row.get::<_, i64>(10)? as u32,
     })
 }
 

@@ -37,8 +37,17 @@ impl Running {
             .expect("start citystream");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        // With CITYSTREAM_TEST_LOGS=DIR, each process's log is kept in DIR/<pid>.log.
+        let mut keep = std::env::var_os("CITYSTREAM_TEST_LOGS").and_then(|dir| {
+            let path = std::path::Path::new(&dir).join(format!("{}.log", child.id()));
+            std::fs::File::create(path).ok()
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{line}");
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest
                         .split_whitespace()
