@@ -322,7 +322,11 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
                 (Box::new(LineSource::stdin(next)), CancellationToken::new())
             }
             (Some(input), _) => (Box::new(LineSource::open(input).await?), signalled),
-            (None, Some(kafka)) => (Box::new(KafkaSource::subscribe(&kafka).await?), signalled),
+            (None, Some(kafka)) => {
+                // The dead-letter topic must exist before a bad record needs it.
+                ensure_topics(&kafka).await?;
+                (Box::new(KafkaSource::subscribe(&kafka).await?), signalled)
+            }
             (None, None) => anyhow::bail!("give --input FILE|- or --brokers HOST:PORT"),
         };
     let engine = Engine::new(source.name(), args.engine.config());

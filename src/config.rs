@@ -27,11 +27,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: generator, embedded broker, processor, SQLite store and API.
+    /// Run everything in one process: generator, broker (embedded, or Kafka with --brokers),
+    /// processor, SQLite store and API.
     Up(UpArgs),
-    /// Generate events and write them to standard output as JSON lines.
+    /// Generate events: to Kafka with --brokers, else as JSON lines on standard output.
     Produce(ProduceArgs),
-    /// Process JSON-lines events from a file or standard input into the store.
+    /// Process events from Kafka (--brokers) or JSON lines (--input FILE|-) into the store.
     Process(ProcessArgs),
     /// Serve the REST API over an existing store.
     Serve(ServeArgs),
@@ -166,7 +167,7 @@ pub struct BrokerArgs {
     pub retention: Duration,
     /// Extra librdkafka property, `KEY=VALUE`, repeatable (e.g. `security.protocol=SSL` for
     /// Amazon MSK); applied after CityStream's own settings.
-    #[arg(long = "kafka-option", env = "CITYSTREAM_KAFKA_OPTIONS", value_delimiter = ',', value_parser = key_value)]
+    #[arg(long = "kafka-option", env = "CITYSTREAM_KAFKA_OPTION", value_parser = key_value)]
     pub kafka_options: Vec<(String, String)>,
     /// How long the group waits for a silent processor before moving its partitions.
     #[arg(long, env = "CITYSTREAM_SESSION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

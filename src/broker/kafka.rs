@@ -9,7 +9,7 @@
 //! Rebalances arrive in-band ([`Polled::Revoked`]), so the processor writes what it took from
 //! a partition before it forgets it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,11 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "citystream");
+        config
+    }
+
+    /// The user's `--kafka-option`s, applied last so that they win.
+    fn with_options<'a>(&self, config: &'a mut ClientConfig) -> &'a mut ClientConfig {
         for (key, value) in &self.options {
             config.set(key, value);
         }
@@ -71,7 +76,7 @@ fn kafka(context: &'static str) -> impl FnOnce(KafkaError) -> BrokerError {
 /// auto-creates topics). Existing topics are left as they are.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BrokerError> {
     let admin: AdminClient<DefaultClientContext> = config
-        .client()
+        .with_options(&mut config.client())
         .create()
         .map_err(kafka("creating the admin client"))?;
     let retention = config.retention.as_millis().to_string();
@@ -108,13 +113,15 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), BrokerError> {
 }
 
 fn producer(config: &KafkaConfig) -> Result<FutureProducer, BrokerError> {
-    config
-        .client()
+    let mut client = config.client();
+    client
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
-        .set("partitioner", "consistent_random")
+        .set("partitioner", "consistent_random");
+    config
+        .with_options(&mut client)
         .create()
         .map_err(kafka("creating the producer"))
 }
@@ -230,6 +237,8 @@ enum Change {
 struct SourceContext {
     topic: String,
     changes: Arc<Mutex<VecDeque<Change>>>,
+    /// The latest offset the group coordinator confirmed, per partition.
+    confirmed: Arc<Mutex<BTreeMap<u32, u64>>>,
 }
 
 impl SourceContext {
@@ -282,10 +291,22 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(error) = result {
             metrics::counter!("citystream_kafka_commit_failures_total").increment(1);
             tracing::warn!(%error, "offset commit failed; the next one covers it");
+            return;
+        }
+        let Ok(mut confirmed) = self.confirmed.lock() else {
+            return;
+        };
+        for e in offsets.elements_for_topic(&self.topic) {
+            if let (Ok(p), Offset::Offset(o)) = (u32::try_from(e.partition()), e.offset()) {
+                if let Ok(o) = u64::try_from(o) {
+                    let slot = confirmed.entry(p).or_insert(o);
+                    *slot = (*slot).max(o);
+                }
+            }
         }
     }
 }
@@ -294,6 +315,7 @@ impl ConsumerContext for SourceContext {
 pub struct KafkaSource {
     consumer: StreamConsumer<SourceContext>,
     changes: Arc<Mutex<VecDeque<Change>>>,
+    confirmed: Arc<Mutex<BTreeMap<u32, u64>>>,
     topic: String,
     partitions: u32,
     assigned: BTreeSet<u32>,
@@ -307,12 +329,14 @@ impl KafkaSource {
     /// Joins the group and subscribes to the topic.
     pub async fn subscribe(config: &KafkaConfig) -> Result<Self, BrokerError> {
         let changes = Arc::new(Mutex::new(VecDeque::new()));
+        let confirmed = Arc::new(Mutex::new(BTreeMap::new()));
         let context = SourceContext {
             topic: config.topic.clone(),
             changes: changes.clone(),
+            confirmed: confirmed.clone(),
         };
-        let consumer: StreamConsumer<SourceContext> = config
-            .client()
+        let mut client = config.client();
+        client
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -331,7 +355,9 @@ impl KafkaSource {
                     .max(10_000)
                     .to_string(),
             )
-            .set("statistics.interval.ms", "5000")
+            .set("statistics.interval.ms", "5000");
+        let consumer: StreamConsumer<SourceContext> = config
+            .with_options(&mut client)
             .create_with_context(context)
             .map_err(kafka("creating the consumer"))?;
         consumer
@@ -349,6 +375,7 @@ impl KafkaSource {
         Ok(KafkaSource {
             consumer,
             changes,
+            confirmed,
             topic: config.topic.clone(),
             partitions: partitions.max(1),
             assigned: BTreeSet::new(),
@@ -388,6 +415,10 @@ impl Source for KafkaSource {
 
     fn resume(&self) -> Resume {
         Resume::ByReplay
+    }
+
+    fn confirmed(&self) -> Option<BTreeMap<u32, u64>> {
+        self.confirmed.lock().ok().map(|c| c.clone())
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {

@@ -14,6 +14,8 @@ pub mod embedded;
 pub mod file;
 pub mod kafka;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -98,6 +100,12 @@ pub trait Source: Send {
     /// they are stored and before the positions that cover them are committed.
     async fn dead_letters(&mut self, _letters: &[DeadLetter]) -> Result<(), BrokerError> {
         Ok(())
+    }
+
+    /// Offsets the broker has confirmed as committed, per partition. `None` when storing a
+    /// checkpoint is itself the commit (the embedded broker, files).
+    fn confirmed(&self) -> Option<BTreeMap<u32, u64>> {
+        None
     }
 
     /// Everything these checkpoints cover is durable in the store.

@@ -118,6 +118,9 @@ pub struct WriteBatch {
     pub late: Vec<LateEvent>,
     pub dead_letters: Vec<DeadLetter>,
     pub checkpoints: Vec<Checkpoint>,
+    /// Checkpoint rows of a partition below this replay offset can no longer be asked for:
+    /// the broker holds a later committed offset. (partition → replay offset)
+    pub checkpoint_floor: BTreeMap<u32, u64>,
 }
 
 impl WriteBatch {

@@ -19,7 +19,7 @@ use super::console::ConsoleTable;
 use super::engine::Engine;
 use crate::broker::{BrokerError, Polled, Resume, Source};
 use crate::model::{Checkpoint, EventTime, Record, WriteBatch};
-use crate::store::{Store, StoreError};
+use crate::store::{Fenced, Store, StoreError};
 
 /// How the run loop batches and reports.
 #[derive(Debug, Clone)]
@@ -198,13 +198,31 @@ impl Processor {
                 *next = Instant::now() + *every;
             }
         }
+        let mut batch = batch;
+        batch.checkpoint_floor = match self.source.confirmed() {
+            Some(confirmed) => confirmed,
+            // Storing a checkpoint is the commit: only the newest row is needed.
+            None => batch
+                .checkpoints
+                .iter()
+                .map(|c| (c.partition, c.replay_offset))
+                .collect(),
+        };
         let batch = Arc::new(batch);
-        write_until_stored(self.store.as_ref(), &batch).await;
+        let fenced = write_until_stored(self.store.as_ref(), &batch).await;
         if !batch.dead_letters.is_empty() {
             self.source.dead_letters(&batch.dead_letters).await?;
         }
-        self.source.commit(&batch.checkpoints).await?;
-        self.record_committed(&batch.checkpoints);
+        // A fenced partition's checkpoint was not stored: committing it would point the next
+        // owner at an offset it cannot resume from.
+        let stored: Vec<Checkpoint> = batch
+            .checkpoints
+            .iter()
+            .filter(|c| !fenced.contains(&c.partition))
+            .cloned()
+            .collect();
+        self.source.commit(&stored).await?;
+        self.record_committed(&stored);
         Ok(())
     }
 
@@ -270,8 +288,11 @@ impl Processor {
         let delay = self.engine.config().watermark_delay;
         for c in checkpoints {
             let p = c.partition.to_string();
-            gauge!("citystream_committed_offset", "partition" => p.clone())
+            gauge!("citystream_processed_offset", "partition" => p.clone())
                 .set(c.next_offset as f64);
+            // What a log broker holds as committed: where a successor would replay from.
+            gauge!("citystream_committed_offset", "partition" => p.clone())
+                .set(c.replay_offset as f64);
             if let Some(t) = c.max_event_time {
                 gauge!("citystream_watermark_ms", "partition" => p)
                     .set(t.saturating_sub(delay).as_millis() as f64);
@@ -289,20 +310,20 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Writes a batch, retrying with exponential backoff and jitter until the store takes it.
 /// Nothing is dropped: while this waits, the processor polls nothing.
-pub async fn write_until_stored(store: &dyn Store, batch: &Arc<WriteBatch>) {
+pub async fn write_until_stored(store: &dyn Store, batch: &Arc<WriteBatch>) -> Fenced {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 1u32;
     loop {
         match store.write(batch.clone()).await {
-            Ok(()) => {
+            Ok(fenced) => {
                 histogram!("citystream_store_write_seconds")
                     .record(started.elapsed().as_secs_f64());
                 if attempt > 1 {
                     tracing::info!(attempt, rows = batch.len(), "store write went through");
                     gauge!("citystream_store_backpressure").set(0.0);
                 }
-                return;
+                return fenced;
             }
             Err(error) => {
                 counter!("citystream_store_write_errors_total").increment(1);

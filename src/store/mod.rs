@@ -40,6 +40,10 @@ pub enum StoreError {
     Task(String),
 }
 
+/// Partitions whose windows and checkpoint a write left alone because the store holds a
+/// later position for them.
+pub type Fenced = Vec<u32>;
+
 /// A raw event as served, with its expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredEvent {
@@ -98,8 +102,11 @@ pub trait Store: Send + Sync + 'static {
     /// Short name of the backend, for health and logs.
     fn backend(&self) -> &'static str;
 
-    /// Writes a batch: every row and the checkpoints that cover them.
-    async fn write(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError>;
+    /// Writes a batch: every row and the checkpoints that cover them. A partition whose
+    /// stored position is ahead of the batch's (another processor owns it now) keeps its
+    /// window values and checkpoint; those partitions are returned, and must not be
+    /// committed.
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<Fenced, StoreError>;
 
     /// The latest checkpoint of every partition of a source.
     async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError>;

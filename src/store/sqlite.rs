@@ -14,7 +14,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    CityCount, CitySummary, LateCount, PartitionStatus, Stats, Store, StoreError, StoredEvent,
+    CityCount, CitySummary, Fenced, LateCount, PartitionStatus, Stats, Store, StoreError,
+    StoredEvent,
 };
 use crate::model::{
     Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity,
@@ -27,8 +28,6 @@ const SCHEMA: &str = include_str!("schema.sql");
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
 const PURGE_CHUNK: i64 = 10_000;
-/// Checkpoint rows kept per partition: the broker's committed offset is one of the latest.
-const CHECKPOINTS_KEPT: i64 = 16;
 /// The latest checkpoint of every partition.
 const LATEST_CHECKPOINTS: &str = "SELECT source, partition, next_offset, max_event_time,
         replay_offset, replay_max_event_time, final_watermark, updated_at
@@ -101,8 +100,9 @@ impl SqliteStore {
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
+fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut behind = Vec::new();
     {
         // Window values of a partition only move forward: a writer whose position is behind
         // the stored one (a processor that lost its partition and has not noticed yet) keeps
@@ -110,7 +110,6 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
         let mut position = tx.prepare_cached(
             "SELECT max(next_offset) FROM checkpoints WHERE source = ?1 AND partition = ?2",
         )?;
-        let mut behind = Vec::new();
         for c in &batch.checkpoints {
             let stored: Option<i64> =
                 position.query_row(params![c.source, c.partition], |r| r.get(0))?;
@@ -233,9 +232,7 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
                  final_watermark = excluded.final_watermark, updated_at = excluded.updated_at",
         )?;
         let mut prune = tx.prepare_cached(
-            "DELETE FROM checkpoints WHERE source = ?1 AND partition = ?2 AND replay_offset <
-                 (SELECT replay_offset FROM checkpoints WHERE source = ?1 AND partition = ?2
-                  ORDER BY replay_offset DESC LIMIT 1 OFFSET ?3)",
+            "DELETE FROM checkpoints WHERE source = ?1 AND partition = ?2 AND replay_offset < ?3",
         )?;
         let now = EventTime::now().as_millis();
         for c in batch
@@ -253,11 +250,14 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreErr
                 c.final_watermark.map(EventTime::as_millis),
                 now,
             ])?;
-            prune.execute(params![c.source, c.partition, CHECKPOINTS_KEPT - 1])?;
+            if let Some(floor) = batch.checkpoint_floor.get(&c.partition) {
+                let floor = (*floor).min(c.replay_offset) as i64;
+                prune.execute(params![c.source, c.partition, floor])?;
+            }
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(behind)
 }
 
 fn severities_json(severities: &[Severity]) -> String {
@@ -347,9 +347,9 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn write(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError> {
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<Fenced, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Fenced::new());
         }
         self.with_writer(move |conn| write_batch(conn, &batch))
             .await
