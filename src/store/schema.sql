@@ -81,8 +81,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_by_kind ON dead_letters (kind);
 
 -- Processor positions and watermark state, written in the same transaction as the results.
--- One row per replay offset (the offset a log broker commits), the latest few per partition,
--- so whichever of them the broker holds can be looked up after a crash or a rebalance.
+-- One row per replay offset (the offset a log broker commits); rows below the offset the broker
+-- has confirmed are pruned, so whichever offset the broker holds can be looked up after a crash
+-- or a rebalance.
 CREATE TABLE IF NOT EXISTS checkpoints (
     source                TEXT    NOT NULL,
     partition             INTEGER NOT NULL,

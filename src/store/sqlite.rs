@@ -28,6 +28,10 @@ const SCHEMA: &str = include_str!("schema.sql");
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
 const PURGE_CHUNK: i64 = 10_000;
+/// Checkpoint rows below the confirmed offset are kept this long anyway: a processor that lost
+/// its partition may still get an older commit through (not every broker fences it), and the
+/// offset it commits must keep its row.
+const CHECKPOINT_GRACE_MS: i64 = 10 * 60 * 1000;
 /// The latest checkpoint of every partition.
 const LATEST_CHECKPOINTS: &str = "SELECT source, partition, next_offset, max_event_time,
         replay_offset, replay_max_event_time, final_watermark, updated_at
@@ -232,7 +236,8 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                  final_watermark = excluded.final_watermark, updated_at = excluded.updated_at",
         )?;
         let mut prune = tx.prepare_cached(
-            "DELETE FROM checkpoints WHERE source = ?1 AND partition = ?2 AND replay_offset < ?3",
+            "DELETE FROM checkpoints
+             WHERE source = ?1 AND partition = ?2 AND replay_offset < ?3 AND updated_at < ?4",
         )?;
         let now = EventTime::now().as_millis();
         for c in batch
@@ -252,7 +257,12 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
             ])?;
             if let Some(floor) = batch.checkpoint_floor.get(&c.partition) {
                 let floor = (*floor).min(c.replay_offset) as i64;
-                prune.execute(params![c.source, c.partition, floor])?;
+                prune.execute(params![
+                    c.source,
+                    c.partition,
+                    floor,
+                    now - CHECKPOINT_GRACE_MS
+                ])?;
             }
         }
     }
