@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use citystream::generator::Generator;
 use citystream::model::{CityEvent, EventTime, Span};
-use citystream::processor::EngineConfig;
 use serde_json::Value;
 
-use crate::support::binary::{BIN, Running, append, check_against, generator, start_time, up_args};
-use crate::support::oracle;
+use crate::support::binary::{
+    BIN, Running, append, check_against, expected_of, generator, start_time, up_args,
+};
 
 #[tokio::test]
 async fn up_matches_the_oracle_and_a_restart_continues_exactly() {
@@ -28,12 +28,7 @@ async fn up_matches_the_oracle_and_a_restart_continues_exactly() {
         .await;
     let mut logs = BTreeMap::new();
     append(&mut logs, Generator::new(first.clone()));
-    let expected = oracle::compute(
-        "city-events",
-        &logs,
-        &EngineConfig::default(),
-        EventTime::now(),
-    );
+    let expected = expected_of(&logs);
     check_against(&run, &expected).await;
     let health = run.get("/api/v1/health").await;
     assert_eq!(health["status"], "UP");
@@ -44,12 +39,7 @@ async fn up_matches_the_oracle_and_a_restart_continues_exactly() {
     run.wait_for("5000 events", |s| s["total_events_processed"] == 5000)
         .await;
     append(&mut logs, Generator::new(second.clone()));
-    let expected = oracle::compute(
-        "city-events",
-        &logs,
-        &EngineConfig::default(),
-        EventTime::now(),
-    );
+    let expected = expected_of(&logs);
     check_against(&run, &expected).await;
     assert!(run.stop("-INT").success(), "clean exit on SIGINT");
 

@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use citystream::generator::{Generator, GeneratorConfig};
 use citystream::model::EventTime;
-use citystream::processor::EngineConfig;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::support::binary::{Running, append, check_against, generator, start_time};
-use crate::support::oracle::{self, Results};
+use crate::support::binary::{Running, append, check_against, expected_of, generator, start_time};
+use crate::support::oracle::Results;
 use crate::support::tansu::Tansu;
 
 const EVENTS: u64 = 20_000;
@@ -31,12 +30,7 @@ fn stream(seed: u64) -> GeneratorConfig {
 fn expected(config: &GeneratorConfig) -> Results {
     let mut logs = BTreeMap::new();
     append(&mut logs, Generator::new(config.clone()));
-    oracle::compute(
-        "city-events",
-        &logs,
-        &EngineConfig::default(),
-        EventTime::now(),
-    )
+    expected_of(&logs)
 }
 
 /// `citystream produce --brokers …` for the whole stream, `pace` events per wall-clock second

@@ -115,24 +115,14 @@ impl Running {
     }
 
     /// Sends a signal and waits for the exit, which must come within five seconds.
-    pub fn stop(mut self, signal: &str) -> ExitStatus {
+    pub fn stop(self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args([signal, &pid])
             .status()
             .expect("kill");
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "citystream did not exit within 5 s of {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait(Duration::from_secs(5))
     }
 }
 
@@ -184,6 +174,16 @@ pub fn up_args<'a>(
         args.push(value);
     }
     args
+}
+
+/// The oracle's results for the embedded broker's or Kafka's `city-events` logs.
+pub fn expected_of(logs: &BTreeMap<u32, Vec<Record>>) -> Results {
+    super::oracle::compute(
+        "city-events",
+        logs,
+        &citystream::processor::EngineConfig::default(),
+        EventTime::now(),
+    )
 }
 
 /// Appends generated events to per-partition logs the way the embedded broker partitions them.
