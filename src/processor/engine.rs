@@ -160,13 +160,6 @@ impl Engine {
             .map(|t| t.saturating_sub(self.config.watermark_delay))
     }
 
-    /// Partitions seen, with their next offset and watermark.
-    pub fn positions(&self) -> impl Iterator<Item = (u32, u64, Option<EventTime>)> + '_ {
-        self.partitions
-            .iter()
-            .map(|(p, s)| (*p, s.next_offset, self.watermark(*p)))
-    }
-
     /// Open window aggregates over all partitions.
     pub fn open_windows(&self) -> usize {
         self.partitions
