@@ -1,5 +1,6 @@
-//! The SQLite store's contract: idempotent writes, API orderings and limits, TTL filtering
-//! and purge, checkpoints, and a second process reading while one writes.
+//! The store contract, one conformance suite run against every backend: idempotent writes,
+//! API orderings and limits, TTL filtering and purge, checkpoints, the stale-writer fence;
+//! plus SQLite's own promise that a second process reads while one writes.
 
 use std::sync::Arc;
 
@@ -45,15 +46,39 @@ fn batch_of(events: &[CityEvent], ttl: Span) -> WriteBatch {
     }
 }
 
+/// Runs every conformance case against a backend; `$open` gives (guard, store).
+macro_rules! conformance {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            conformance!(@cases $open, [
+                writing_a_batch_twice_changes_nothing,
+                reads_are_ordered_limited_and_keep_same_second_alerts,
+                expired_raw_events_are_invisible_and_purged,
+                late_events_and_dead_letters_are_kept_with_their_reasons,
+                a_writer_behind_the_stored_position_is_fenced,
+            ]);
+        }
+    };
+    (@cases $open:expr, [$($case:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (_guard, store) = $open;
+                super::$case(&store).await;
+            }
+        )+
+    };
+}
+
+conformance!(sqlite, super::open());
+
 fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path()).expect("open store");
     (dir, store)
 }
 
-#[tokio::test]
-async fn writing_a_batch_twice_changes_nothing() {
-    let (_dir, store) = open();
+async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
     let now = EventTime::now();
     let events: Vec<CityEvent> = (0..50)
         .map(|i| {
@@ -118,9 +143,7 @@ async fn writing_a_batch_twice_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn reads_are_ordered_limited_and_keep_same_second_alerts() {
-    let (_dir, store) = open();
+async fn reads_are_ordered_limited_and_keep_same_second_alerts(store: &dyn Store) {
     let now = EventTime::now();
     let same = now.saturating_sub(Span::from_mins(1));
     let events = vec![
@@ -182,9 +205,7 @@ async fn reads_are_ordered_limited_and_keep_same_second_alerts() {
     assert_eq!(summary.by_type[&EventType::Traffic], 2);
 }
 
-#[tokio::test]
-async fn expired_raw_events_are_invisible_and_purged() {
-    let (_dir, store) = open();
+async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
     let now = EventTime::now();
     let old = event(
         "old",
@@ -219,9 +240,7 @@ async fn expired_raw_events_are_invisible_and_purged() {
     assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
 }
 
-#[tokio::test]
-async fn late_events_and_dead_letters_are_kept_with_their_reasons() {
-    let (_dir, store) = open();
+async fn late_events_and_dead_letters_are_kept_with_their_reasons(store: &dyn Store) {
     let now = EventTime::now();
     let e = event("late-1", "NYC", now, EventType::Incident, Severity::Medium);
     let record = Record {
@@ -262,6 +281,77 @@ async fn late_events_and_dead_letters_are_kept_with_their_reasons() {
             .expect("summary")
             .late_events,
         1
+    );
+}
+
+async fn a_writer_behind_the_stored_position_is_fenced(store: &dyn Store) {
+    let now = EventTime::now();
+    let window = |count: u64| {
+        let mut counts = SeverityCounts::default();
+        for _ in 0..count {
+            counts.add(Severity::Low);
+        }
+        WindowAggregate {
+            city: City::parse("LA").expect("city"),
+            event_type: EventType::Weather,
+            window_start: now.window_start(Span::from_mins(5)),
+            window_end: now
+                .window_start(Span::from_mins(5))
+                .saturating_add(Span::from_mins(5)),
+            event_count: count,
+            severities: vec![Severity::Low; count as usize],
+            severity_counts: counts,
+            partition: 4,
+        }
+    };
+    let checkpoint = |next_offset: u64| Checkpoint {
+        source: "t".into(),
+        partition: 4,
+        next_offset,
+        max_event_time: Some(now),
+        replay_offset: 10,
+        replay_max_event_time: None,
+        final_watermark: None,
+    };
+    let ahead = WriteBatch {
+        windows: vec![window(7)],
+        checkpoints: vec![checkpoint(70)],
+        ..WriteBatch::default()
+    };
+    let behind = WriteBatch {
+        windows: vec![window(3)],
+        checkpoints: vec![checkpoint(30)],
+        raw: vec![raw(
+            &event("late-writer", "LA", now, EventType::Weather, Severity::Low),
+            now.saturating_add(Span::from_mins(60)),
+        )],
+        ..WriteBatch::default()
+    };
+    assert!(
+        store
+            .write(Arc::new(ahead))
+            .await
+            .expect("write")
+            .is_empty()
+    );
+    let fenced = store.write(Arc::new(behind)).await.expect("write");
+    assert_eq!(fenced, vec![4], "the writer behind is told so");
+    let stored = store
+        .aggregations("LA", Some(EventType::Weather), 10)
+        .await
+        .expect("aggregations");
+    assert_eq!(
+        stored[0].event_count, 7,
+        "window values never move backwards"
+    );
+    assert_eq!(
+        store.checkpoints("t").await.expect("checkpoints")[0].next_offset,
+        70
+    );
+    assert_eq!(
+        store.stats(now).await.expect("stats").total_events,
+        1,
+        "idempotent rows still land"
     );
 }
 
