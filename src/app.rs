@@ -1,8 +1,9 @@
 //! Wiring: config → build the stages → spawn → wait. Each role is one function here.
 //!
-//! Shutdown runs from the source end: on SIGINT/SIGTERM the generator stops, the queue
-//! drains through the processor, every changed window is written, and only then does the
-//! API stop. A second signal exits at once.
+//! Shutdown runs from the source end: on SIGINT/SIGTERM the generator stops, the embedded queue
+//! drains through the processor (Kafka keeps what is not consumed yet, so there the processor
+//! stops at once), every changed window is written, and only then does the API stop. A second
+//! signal exits at once.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,7 +39,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
     let trigger = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested: stopping the generator and draining the pipeline");
+        tracing::info!("shutdown requested: stopping the sources and writing what is in flight");
         trigger.cancel();
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");

@@ -5,7 +5,8 @@
 //! - [`model`]: what an event, a window, an alert, a late event and a dead letter are;
 //!   parsing and validation of the JSON wire format. No I/O.
 //! - [`generator`]: synthetic city traffic (the seed's producer), deterministic with a seed.
-//! - [`broker`]: where events travel: the embedded in-process queue (default) or JSON lines.
+//! - [`broker`]: where events travel: the embedded in-process queue (default), Kafka, or JSON
+//!   lines.
 //! - [`processor`]: the engine (decode, per-partition watermarks, the seed's four queries) and
 //!   the run loop that batches records into store writes.
 //! - [`store`]: where results live, behind one trait: SQLite (default).
