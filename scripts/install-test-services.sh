@@ -16,3 +16,15 @@ else
   echo "== installing tansu 0.6.0 (first time only; about 15 minutes)"
   cargo install tansu --version 0.6.0 --features dynostore,libsql --locked
 fi
+
+# - dynoxide 1.2.1, a DynamoDB-compatible server (Rust + SQLite), one static binary from the npm
+#   registry, installed under .test-services/ (git-ignored). The tests find it there, on PATH,
+#   or at $CITYSTREAM_DYNOXIDE.
+here="$(cd "$(dirname "$0")/.." && pwd)"
+dynoxide="${CITYSTREAM_DYNOXIDE:-$here/.test-services/node_modules/@dynoxide/linux-x64/dynoxide}"
+if [ -x "$dynoxide" ]; then
+  echo "== dynoxide: $("$dynoxide" --version 2>/dev/null || echo installed)"
+else
+  echo "== installing dynoxide 1.2.1"
+  npm install --silent --no-audit --no-fund --prefix "$here/.test-services" @dynoxide/linux-x64@1.2.1
+fi

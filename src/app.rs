@@ -22,12 +22,14 @@ use crate::broker::file::{LineSource, LineWriter};
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Message, Producer, Source, embedded};
 use crate::config::{
-    ApiArgs, BrokerArgs, EngineArgs, ProcessArgs, ProduceArgs, ServeArgs, StoreArgs, UpArgs,
+    ApiArgs, BrokerArgs, DestroyArgs, DynamoArgs, EngineArgs, ProcessArgs, ProduceArgs, ServeArgs,
+    StoreArgs, UpArgs,
 };
 use crate::generator::Generator;
 use crate::model::EventTime;
 use crate::processor::{Engine, Processor};
 use crate::store::Store;
+use crate::store::dynamodb::{self, TableOutcome};
 use crate::store::sqlite::SqliteStore;
 
 /// Most events the generator hands the broker at once.
@@ -366,5 +368,35 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
     .await?;
     background.cancel();
     purge.await.ok();
+    Ok(())
+}
+
+/// `citystream init`
+pub async fn init(args: DynamoArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    let client = dynamodb::client(&config).await;
+    for outcome in dynamodb::init(&client, &config).await? {
+        match outcome {
+            TableOutcome::Created(table) => println!("created  {table}"),
+            TableOutcome::Exists(table) => println!("exists   {table}"),
+            TableOutcome::Completed(table, added) => {
+                println!("updated  {table}: added {}", added.join(", "))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `citystream destroy --yes`
+pub async fn destroy(args: DestroyArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.yes,
+        "destroy deletes every CityStream table and its data; add --yes to confirm"
+    );
+    let config = args.dynamo.config();
+    let client = dynamodb::client(&config).await;
+    for table in dynamodb::destroy(&client, &config).await? {
+        println!("deleted  {table}");
+    }
     Ok(())
 }

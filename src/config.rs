@@ -12,6 +12,7 @@ use crate::broker::kafka::KafkaConfig;
 use crate::generator::GeneratorConfig;
 use crate::model::{EventTime, Span};
 use crate::processor::{EngineConfig, RuntimeConfig};
+use crate::store::dynamodb::DynamoConfig;
 
 /// CityStream: city events → broker → stream processor → store → REST API, in one binary.
 #[derive(Debug, Parser)]
@@ -36,6 +37,44 @@ pub enum Command {
     Process(ProcessArgs),
     /// Serve the REST API over an existing store.
     Serve(ServeArgs),
+    /// Create the DynamoDB tables, indexes and TTL setting that are missing (safe to repeat).
+    Init(DynamoArgs),
+    /// Delete the DynamoDB tables (the seed's cleanup script).
+    Destroy(DestroyArgs),
+}
+
+/// Where the DynamoDB tables are. Credentials come from the standard AWS provider chain
+/// (environment, profile, instance role), never from CityStream's own flags or files.
+#[derive(Debug, Clone, Args)]
+pub struct DynamoArgs {
+    /// AWS region (the seed's us-east-2, Ohio).
+    #[arg(long, env = "CITYSTREAM_REGION", default_value = "us-east-2")]
+    pub region: String,
+    /// Endpoint of a DynamoDB-compatible server, e.g. `http://127.0.0.1:8000`.
+    #[arg(long, env = "CITYSTREAM_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+    /// Prefix of every table name.
+    #[arg(long, env = "CITYSTREAM_TABLE_PREFIX", default_value = "citystream-")]
+    pub table_prefix: String,
+}
+
+impl DynamoArgs {
+    pub fn config(&self) -> DynamoConfig {
+        DynamoConfig {
+            region: self.region.clone(),
+            endpoint: self.dynamodb_endpoint.clone(),
+            table_prefix: self.table_prefix.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub dynamo: DynamoArgs,
+    /// Confirms that the tables and all their data are to be deleted.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

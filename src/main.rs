@@ -23,5 +23,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Produce(args) => app::produce(args, metrics).await,
         Command::Process(args) => app::process(args, metrics).await,
         Command::Serve(args) => app::serve(args, metrics).await,
+        Command::Init(args) => app::init(args).await,
+        Command::Destroy(args) => app::destroy(args).await,
     }
 }

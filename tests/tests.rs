@@ -4,11 +4,13 @@
 //! - `store`: the SQLite store's contract (idempotence, ordering, TTL, concurrent readers);
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests;
 //! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
-//! - `kafka`: the same against a real Kafka-protocol broker, with processors killed.
+//! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;
+//! - `dynamodb`: the DynamoDB tables against a DynamoDB-compatible server.
 
 mod support;
 
 mod api;
+mod dynamodb;
 mod e2e;
 mod engine_props;
 mod kafka;

@@ -7,7 +7,9 @@
 //! batch twice changes nothing.
 //!
 //! - [`sqlite`]: one file under the data directory (the default).
+//! - [`dynamodb`]: the production store's tables (`citystream init`); the `Store` comes next.
 
+pub mod dynamodb;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("dynamodb {op}: {message}")]
+    Dynamo { op: &'static str, message: String },
+    #[error("table {table} exists with a different schema: {}", differences.join("; "))]
+    Schema {
+        table: String,
+        differences: Vec<String>,
+    },
 }
 
 /// Partitions whose windows and checkpoint a write left alone because the store holds a

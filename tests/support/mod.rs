@@ -1,6 +1,7 @@
 //! Shared test helpers: the batch oracle and small builders.
 
 pub mod binary;
+pub mod dynoxide;
 pub mod oracle;
 pub mod tansu;
 

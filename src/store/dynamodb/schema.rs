@@ -1,0 +1,278 @@
+//! The tables `init` creates, as data, and how an existing table is compared with them.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType, TableDescription,
+};
+
+use super::{build, is_hash};
+use crate::store::StoreError;
+
+/// A key attribute: name and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    S,
+    N,
+}
+
+impl Kind {
+    fn scalar(self) -> ScalarAttributeType {
+        match self {
+            Kind::S => ScalarAttributeType::S,
+            Kind::N => ScalarAttributeType::N,
+        }
+    }
+}
+
+const fn s(name: &'static str) -> Key {
+    Key {
+        name,
+        kind: Kind::S,
+    }
+}
+
+const fn n(name: &'static str) -> Key {
+    Key {
+        name,
+        kind: Kind::N,
+    }
+}
+
+/// A global secondary index (projection: all attributes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub name: &'static str,
+    pub hash: Key,
+    pub range: Option<Key>,
+}
+
+/// One table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub name: String,
+    pub hash: Key,
+    pub range: Option<Key>,
+    pub indexes: Vec<IndexSpec>,
+    /// The attribute DynamoDB's TTL deletes on.
+    pub ttl: Option<&'static str>,
+}
+
+/// The seed's three tables, exactly keyed as the seed says, plus `state`.
+pub fn tables(prefix: &str) -> Vec<TableSpec> {
+    vec![
+        TableSpec {
+            name: format!("{prefix}raw-events"),
+            hash: s("event_id"),
+            range: Some(s("timestamp")),
+            indexes: vec![IndexSpec {
+                // A city's events, newest first: `/api/v1/events/{city}`.
+                name: "by-city-time",
+                hash: s("city"),
+                range: Some(s("time_key")),
+            }],
+            ttl: Some("ttl"),
+        },
+        TableSpec {
+            name: format!("{prefix}aggregations"),
+            hash: s("partition_key"),
+            range: None,
+            indexes: vec![
+                IndexSpec {
+                    // A city's windows, newest first: `/api/v1/aggregations?city=`.
+                    name: "by-city-window",
+                    hash: s("city"),
+                    range: Some(s("window_key")),
+                },
+                IndexSpec {
+                    // One city and type: `/api/v1/aggregations?city=&event_type=`.
+                    name: "by-city-type-window",
+                    hash: s("city_type"),
+                    range: Some(n("window_start_ms")),
+                },
+                IndexSpec {
+                    // Windows still open after a restart, by end.
+                    name: "by-window-end",
+                    hash: s("shard"),
+                    range: Some(n("window_end_ms")),
+                },
+            ],
+            ttl: None,
+        },
+        TableSpec {
+            name: format!("{prefix}alerts"),
+            hash: s("city"),
+            range: Some(s("timestamp")),
+            indexes: Vec::new(),
+            ttl: None,
+        },
+        TableSpec {
+            // Checkpoints, counters, late events and dead letters, under prefixed keys.
+            name: format!("{prefix}state"),
+            hash: s("pk"),
+            range: Some(s("sk")),
+            indexes: Vec::new(),
+            ttl: None,
+        },
+    ]
+}
+
+pub(super) fn key_schema(
+    hash: Key,
+    range: Option<Key>,
+) -> Result<Vec<KeySchemaElement>, StoreError> {
+    let mut keys = vec![
+        KeySchemaElement::builder()
+            .attribute_name(hash.name)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(build("KeySchemaElement"))?,
+    ];
+    if let Some(range) = range {
+        keys.push(
+            KeySchemaElement::builder()
+                .attribute_name(range.name)
+                .key_type(KeyType::Range)
+                .build()
+                .map_err(build("KeySchemaElement"))?,
+        );
+    }
+    Ok(keys)
+}
+
+fn describe(hash: Option<&str>, range: Option<&str>) -> String {
+    match range {
+        Some(r) => format!("{} HASH + {r} RANGE", hash.unwrap_or("?")),
+        None => format!("{} HASH", hash.unwrap_or("?")),
+    }
+}
+
+fn split(keys: &[KeySchemaElement]) -> (Option<&str>, Option<&str>) {
+    let hash = keys
+        .iter()
+        .find(|k| is_hash(&k.key_type))
+        .map(|k| k.attribute_name.as_str());
+    let range = keys
+        .iter()
+        .find(|k| !is_hash(&k.key_type))
+        .map(|k| k.attribute_name.as_str());
+    (hash, range)
+}
+
+impl TableSpec {
+    fn keys(&self) -> Vec<Key> {
+        let mut keys = vec![self.hash];
+        keys.extend(self.range);
+        for index in &self.indexes {
+            keys.push(index.hash);
+            keys.extend(index.range);
+        }
+        keys.sort_by_key(|k| k.name);
+        keys.dedup();
+        keys
+    }
+
+    pub(super) fn attribute_definitions(&self) -> Result<Vec<AttributeDefinition>, StoreError> {
+        self.keys()
+            .into_iter()
+            .map(|k| {
+                AttributeDefinition::builder()
+                    .attribute_name(k.name)
+                    .attribute_type(k.kind.scalar())
+                    .build()
+                    .map_err(build("AttributeDefinition"))
+            })
+            .collect()
+    }
+
+    /// Every way `table` differs from this spec in what cannot be added later: the table's key
+    /// schema, key attribute types, and the keys of indexes both have.
+    pub fn differences(&self, table: &TableDescription) -> Vec<String> {
+        let mut out = Vec::new();
+        let (hash, range) = split(table.key_schema());
+        let want = describe(Some(self.hash.name), self.range.map(|r| r.name));
+        let have = describe(hash, range);
+        if want != have {
+            out.push(format!("key schema is {have}, expected {want}"));
+        }
+        for definition in table.attribute_definitions() {
+            let expected = self
+                .keys()
+                .into_iter()
+                .find(|k| k.name == definition.attribute_name);
+            if let Some(k) = expected {
+                if definition.attribute_type != k.kind.scalar() {
+                    out.push(format!(
+                        "attribute {} is {}, expected {}",
+                        k.name,
+                        definition.attribute_type.as_str(),
+                        k.kind.scalar().as_str()
+                    ));
+                }
+            }
+        }
+        for existing in table.global_secondary_indexes() {
+            let Some(name) = existing.index_name.as_deref() else {
+                continue;
+            };
+            let Some(index) = self.indexes.iter().find(|i| i.name == name) else {
+                continue;
+            };
+            let (hash, range) = split(existing.key_schema());
+            let have = describe(hash, range);
+            let want = describe(Some(index.hash.name), index.range.map(|r| r.name));
+            if have != want {
+                out.push(format!("index {name} is keyed {have}, expected {want}"));
+            }
+        }
+        out
+    }
+
+    /// Indexes of this spec the table does not have yet.
+    pub fn missing_indexes(&self, table: &TableDescription) -> Vec<String> {
+        self.indexes
+            .iter()
+            .filter(|i| {
+                !table
+                    .global_secondary_indexes()
+                    .iter()
+                    .any(|g| g.index_name.as_deref() == Some(i.name))
+            })
+            .map(|i| i.name.to_owned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_tables_keep_the_seed_key_schemas() {
+        let t = tables("citystream-");
+        let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "citystream-raw-events",
+                "citystream-aggregations",
+                "citystream-alerts",
+                "citystream-state"
+            ]
+        );
+        assert_eq!(
+            (t[0].hash.name, t[0].range.map(|k| k.name)),
+            ("event_id", Some("timestamp"))
+        );
+        assert_eq!(t[0].ttl, Some("ttl"));
+        assert_eq!((t[1].hash.name, t[1].range), ("partition_key", None));
+        assert_eq!(
+            (t[2].hash.name, t[2].range.map(|k| k.name)),
+            ("city", Some("timestamp"))
+        );
+    }
+}
