@@ -549,7 +549,7 @@ impl Store for SqliteStore {
             None => {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {WINDOW_COLUMNS} FROM aggregations WHERE city = ?1
-                     ORDER BY window_start DESC, event_type ASC LIMIT ?2"
+                     ORDER BY window_start DESC, event_type DESC LIMIT ?2"
                 ))?;
                 collect(&mut stmt, params![city, limit as i64], window_from_row)
             }
@@ -608,7 +608,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT event_id, ts, city, event_type, severity, description, watermark,
                      partition, offset
-                 FROM late_events WHERE ?1 IS NULL OR city = ?1 ORDER BY id DESC LIMIT ?2",
+                 FROM late_events WHERE ?1 IS NULL OR city = ?1
+                 ORDER BY ts DESC, event_id DESC LIMIT ?2",
             )?;
             collect(&mut stmt, params![city, limit as i64], |r| {
                 Ok(LateEvent {
@@ -627,7 +628,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT source, partition, offset, kind, reason, payload_prefix, payload_len,
                      received_at
-                 FROM dead_letters ORDER BY id DESC LIMIT ?1",
+                 FROM dead_letters
+                 ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT ?1",
             )?;
             collect(&mut stmt, params![limit as i64], |r| {
                 Ok(DeadLetter {

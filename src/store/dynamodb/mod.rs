@@ -4,8 +4,10 @@
 //! `state` table for checkpoints, counters, late events and dead letters. `destroy` deletes them.
 
 mod schema;
+mod store;
 
 pub use schema::{TableSpec, tables};
+pub use store::DynamoStore;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::Client;
@@ -38,7 +40,7 @@ pub async fn client(config: &DynamoConfig) -> Client {
     Client::new(&loader.load().await)
 }
 
-fn sdk<E, R>(op: &'static str) -> impl FnOnce(SdkError<E, R>) -> StoreError
+pub(crate) fn sdk<E, R>(op: &'static str) -> impl FnOnce(SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -49,7 +51,9 @@ where
     }
 }
 
-fn build(what: &'static str) -> impl FnOnce(aws_sdk_dynamodb::error::BuildError) -> StoreError {
+pub(crate) fn build(
+    what: &'static str,
+) -> impl FnOnce(aws_sdk_dynamodb::error::BuildError) -> StoreError {
     move |e| StoreError::Dynamo {
         op: what,
         message: e.to_string(),
