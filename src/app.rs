@@ -22,14 +22,14 @@ use crate::broker::file::{LineSource, LineWriter};
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Message, Producer, Source, embedded};
 use crate::config::{
-    ApiArgs, BrokerArgs, DestroyArgs, DynamoArgs, EngineArgs, ProcessArgs, ProduceArgs, ServeArgs,
-    StoreArgs, UpArgs,
+    ApiArgs, Backend, BrokerArgs, DestroyArgs, DynamoArgs, EngineArgs, ProcessArgs, ProduceArgs,
+    ServeArgs, StoreArgs, UpArgs,
 };
 use crate::generator::Generator;
 use crate::model::EventTime;
 use crate::processor::{Engine, Processor};
 use crate::store::Store;
-use crate::store::dynamodb::{self, TableOutcome};
+use crate::store::dynamodb::{self, DynamoStore, TableOutcome};
 use crate::store::sqlite::SqliteStore;
 
 /// Most events the generator hands the broker at once.
@@ -135,11 +135,27 @@ async fn purge_expired(store: Arc<dyn Store>, every: Duration, stop: Cancellatio
     }
 }
 
-fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(&args.data_dir)
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    tracing::info!(path = %store.path().display(), "sqlite store open");
-    Ok(Arc::new(store))
+/// The one place the store backend is chosen.
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match args.store {
+        Backend::Sqlite => {
+            let store = SqliteStore::open(&args.data_dir)
+                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+            tracing::info!(path = %store.path().display(), "sqlite store open");
+            Ok(Arc::new(store))
+        }
+        Backend::Dynamodb => {
+            let config = args.dynamo.config();
+            let store = DynamoStore::open(&config).await;
+            store
+                .ping()
+                .await
+                .context("reaching the DynamoDB tables (did `citystream init` run?)")?;
+            tracing::info!(region = %config.region, prefix = %config.table_prefix,
+                endpoint = ?config.endpoint, "dynamodb store open");
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 async fn bind(args: &ApiArgs) -> anyhow::Result<TcpListener> {
@@ -191,7 +207,7 @@ async fn connect(
 
 /// `citystream up`
 pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let store = open_store(&args.store)?;
+    let store = open_store(&args.store).await?;
     let (producer, source) = connect(&args.broker, store.as_ref()).await?;
     let engine = Engine::new(source.name(), args.engine.config());
     let processor =
@@ -305,7 +321,7 @@ pub async fn produce(args: ProduceArgs, metrics: Option<PrometheusHandle>) -> an
 
 /// `citystream process --input FILE|-` or `citystream process --brokers …`
 pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let store = open_store(&args.store)?;
+    let store = open_store(&args.store).await?;
     let signalled = shutdown_on_signal();
     let ops_stop = CancellationToken::new();
     let ops = match args.listen {
@@ -351,7 +367,7 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
 
 /// `citystream serve`
 pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let store = open_store(&args.store)?;
+    let store = open_store(&args.store).await?;
     let listener = bind(&args.api).await?;
     let shutdown = shutdown_on_signal();
     let background = CancellationToken::new();

@@ -294,9 +294,23 @@ impl RuntimeArgs {
     }
 }
 
+/// Which store backend holds the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// One SQLite file under `--data-dir` (nothing to install).
+    Sqlite,
+    /// DynamoDB tables made by `citystream init` (AWS, or `--dynamodb-endpoint`).
+    Dynamodb,
+}
+
 /// Where results are kept.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
+    /// Store backend.
+    #[arg(long, env = "CITYSTREAM_STORE", value_enum, default_value_t = Backend::Sqlite)]
+    pub store: Backend,
+    #[command(flatten)]
+    pub dynamo: DynamoArgs,
     /// Directory of the embedded SQLite store.
     #[arg(long, env = "CITYSTREAM_DATA_DIR", default_value = "./citystream-data")]
     pub data_dir: PathBuf,

@@ -12,7 +12,13 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveStatus,
 };
 
-use crate::support::binary::BIN;
+use std::collections::BTreeMap;
+
+use citystream::generator::Generator;
+
+use crate::support::binary::{
+    BIN, Running, append, check_against, expected_of, generator, start_time, up_args,
+};
 use crate::support::dynoxide::Dynoxide;
 
 fn citystream(server: &Dynoxide, args: &[&str]) -> Output {
@@ -179,4 +185,39 @@ async fn init_completes_a_table_without_its_index_and_refuses_a_different_key() 
             && err.contains("key schema is alert_id HASH, expected city HASH + timestamp RANGE"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn up_on_dynamodb_answers_like_the_oracle() {
+    let server = Dynoxide::start();
+    let init = citystream(&server, &["init"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let config = generator(31, 3000, start_time());
+    let mut owned = Vec::new();
+    let mut args = up_args(data, &config, &mut owned);
+    args.extend([
+        "--store",
+        "dynamodb",
+        "--dynamodb-endpoint",
+        &server.endpoint,
+    ]);
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let run = Running::start_with_env(&args, &credentials);
+    run.wait_for("3000 events", |s| s["total_events_processed"] == 3000)
+        .await;
+    let mut logs = BTreeMap::new();
+    append(&mut logs, Generator::new(config));
+    check_against(&run, &expected_of(&logs)).await;
+    let health = run.get("/api/v1/health").await;
+    assert_eq!(health["store"]["backend"], "dynamodb");
+    assert!(run.stop("-TERM").success());
 }

@@ -27,8 +27,14 @@ pub struct Running {
 impl Running {
     /// Starts `citystream ARGS --listen 127.0.0.1:0` and waits for the API's address.
     pub fn start(args: &[&str]) -> Running {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Running::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0", "--log", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
