@@ -254,6 +254,10 @@ pub struct EngineArgs {
     /// How far ahead of its arrival an event may be stamped before it is a dead letter.
     #[arg(long, env = "CITYSTREAM_MAX_AHEAD", default_value = "5m", value_parser = span)]
     pub max_ahead: Span,
+    /// Longest severities list kept per window; `severity_counts` stays exact and the API marks
+    /// the window `severities_capped`.
+    #[arg(long, env = "CITYSTREAM_SEVERITIES_CAP", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub severities_cap: u64,
 }
 
 impl EngineArgs {
@@ -263,6 +267,7 @@ impl EngineArgs {
             watermark_delay: self.watermark_delay,
             raw_ttl: self.raw_ttl,
             max_ahead: self.max_ahead,
+            severities_cap: usize::try_from(self.severities_cap).unwrap_or(usize::MAX),
         }
     }
 }

@@ -279,10 +279,12 @@ proptest! {
         mode in mode(),
         window_secs in 10..600i64,
         delay_secs in 0..900i64,
+        severities_cap in 1..6usize,
     ) {
         let config = EngineConfig {
             window: Span::from_secs(window_secs),
             watermark_delay: Span::from_secs(delay_secs),
+            severities_cap,
             ..EngineConfig::default()
         };
         let (got, expected) = run(&specs, partitions, &cuts, mode, config);

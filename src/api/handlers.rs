@@ -41,6 +41,7 @@ fn window_json(w: &WindowAggregate) -> Value {
         "window_end": w.window_end,
         "event_count": w.event_count,
         "severities": w.severities,
+        "severities_capped": w.event_count > w.severities.len() as u64,
         "severity_counts": w.severity_counts,
     })
 }

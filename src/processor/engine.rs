@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub raw_ttl: Span,
     /// How far ahead of its arrival an event may be stamped.
     pub max_ahead: Span,
+    /// Longest severities list kept per window (the counts stay exact).
+    pub severities_cap: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             watermark_delay: Span::from_mins(10),
             raw_ttl: Span::from_mins(30 * 24 * 60),
             max_ahead: Span::from_mins(5),
+            severities_cap: 1000,
         }
     }
 }
@@ -138,7 +141,8 @@ impl Engine {
                 self.config.window,
                 partition,
                 checkpoint.and_then(|c| c.final_watermark),
-            ),
+            )
+            .with_severities_cap(self.config.severities_cap),
             touched: false,
             replay_until: checkpoint.map_or(0, |c| c.next_offset),
         };
@@ -170,12 +174,13 @@ impl Engine {
 
     fn partition(&mut self, partition: u32) -> &mut PartitionState {
         let window = self.config.window;
+        let cap = self.config.severities_cap;
         self.partitions
             .entry(partition)
             .or_insert_with(|| PartitionState {
                 next_offset: 0,
                 max_event_time: None,
-                windows: WindowOperator::new(window, partition),
+                windows: WindowOperator::new(window, partition).with_severities_cap(cap),
                 touched: false,
                 replay_until: 0,
             })

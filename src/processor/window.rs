@@ -38,6 +38,8 @@ type Slots = [Option<Agg>; EventType::ALL.len()];
 pub struct WindowOperator {
     size: Span,
     partition: u32,
+    /// Longest `severities` list kept per window; `severity_counts` stays exact.
+    severities_cap: usize,
     open: BTreeMap<EventTime, HashMap<City, Slots>>,
     /// Windows ending at or before this were final before a replay began: never re-emitted.
     final_watermark: Option<EventTime>,
@@ -48,9 +50,16 @@ impl WindowOperator {
         WindowOperator {
             size,
             partition,
+            severities_cap: usize::MAX,
             open: BTreeMap::new(),
             final_watermark: None,
         }
+    }
+
+    /// Keeps at most `cap` severities per window (a DynamoDB item must stay under 400 KB).
+    pub fn with_severities_cap(mut self, cap: usize) -> Self {
+        self.severities_cap = cap;
+        self
     }
 
     /// A replay begins: windows ending at or before `watermark` are already final.
@@ -149,8 +158,11 @@ impl Operator for WindowOperator {
             return;
         }
         let start = event.timestamp.window_start(self.size);
+        let cap = self.severities_cap;
         let agg = self.slot(start, event, ctx);
-        agg.severities.push(event.severity);
+        if agg.severities.len() < cap {
+            agg.severities.push(event.severity);
+        }
         agg.counts.add(event.severity);
         agg.dirty = true;
     }
@@ -177,7 +189,7 @@ impl Operator for WindowOperator {
                         event_type: EventType::ALL[i],
                         window_start: *start,
                         window_end: start.saturating_add(self.size),
-                        event_count: agg.severities.len() as u64,
+                        event_count: agg.counts.0.iter().sum(),
                         severities: agg.severities.clone(),
                         severity_counts: agg.counts,
                         partition: self.partition,
@@ -236,6 +248,21 @@ mod tests {
         op.flush(None, &mut out);
         assert_eq!(out.windows.len(), 1, "only the changed window");
         assert_eq!(out.windows[0].event_count, 2);
+    }
+
+    #[test]
+    fn a_capped_severities_list_keeps_exact_counts() {
+        let mut op = WindowOperator::new(Span::from_mins(5), 0).with_severities_cap(2);
+        let mut out = WriteBatch::default();
+        for sev in [Severity::Low, Severity::High, Severity::High, Severity::Critical] {
+            op.process(&event("SF", 1, sev), &ctx(None), &mut out);
+        }
+        op.flush(None, &mut out);
+        let w = &out.windows[0];
+        assert_eq!(w.event_count, 4);
+        assert_eq!(w.severities, vec![Severity::Low, Severity::High]);
+        assert_eq!(w.severity_counts.get(Severity::High), 2);
+        assert_eq!(w.severity_counts.get(Severity::Critical), 1);
     }
 
     #[test]

@@ -109,7 +109,9 @@ pub fn compute(
                 );
                 let entry = out.windows.entry(key).or_default();
                 entry.0 += 1;
-                entry.1.push(event.severity);
+                if entry.1.len() < config.severities_cap {
+                    entry.1.push(event.severity);
+                }
                 entry.2.add(event.severity);
             }
             max_seen = max_seen.max(Some(event.timestamp));

@@ -145,6 +145,10 @@ fn window_item(w: &WindowAggregate) -> Item {
             ),
         ),
         ("partition".into(), n(w.partition)),
+        (
+            "severities_capped".into(),
+            AttributeValue::Bool(w.event_count > w.severities.len() as u64),
+        ),
         ("shard".into(), s("w")),
     ])
 }
