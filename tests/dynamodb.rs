@@ -221,3 +221,169 @@ async fn up_on_dynamodb_answers_like_the_oracle() {
     assert_eq!(health["store"]["backend"], "dynamodb");
     assert!(run.stop("-TERM").success());
 }
+
+/// A proxy in front of dynoxide that answers the first BatchWriteItem calls with every item
+/// unprocessed and the first TransactWriteItems calls with throttling, as DynamoDB does under
+/// load, and forwards everything else.
+struct Faults {
+    unprocessed: std::sync::atomic::AtomicUsize,
+    throttled: std::sync::atomic::AtomicUsize,
+    upstream: String,
+    http: reqwest::Client,
+}
+
+fn take(counter: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering;
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+async fn faulty(
+    axum::extract::State(faults): axum::extract::State<std::sync::Arc<Faults>>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let json = [("content-type", "application/x-amz-json-1.0")];
+    if target.ends_with("BatchWriteItem") && take(&faults.unprocessed) {
+        let request: serde_json::Value = serde_json::from_slice(&body).expect("json request");
+        let answer = serde_json::json!({ "UnprocessedItems": request["RequestItems"] });
+        return (axum::http::StatusCode::OK, json, answer.to_string()).into_response();
+    }
+    if target.ends_with("TransactWriteItems") && take(&faults.throttled) {
+        let answer = serde_json::json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "message": "injected throttling",
+        });
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            json,
+            answer.to_string(),
+        )
+            .into_response();
+    }
+    let mut forward = faults.http.post(&faults.upstream).body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            forward = forward.header(name, value);
+        }
+    }
+    let answer = forward.send().await.expect("dynoxide answers");
+    let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).expect("status");
+    let bytes = answer.bytes().await.expect("body");
+    (status, json, bytes).into_response()
+}
+
+#[tokio::test]
+async fn throttling_and_unprocessed_items_lose_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use citystream::model::{
+        City, CityEvent, EventTime, EventType, RawEvent, Severity, SeverityCounts, Span,
+        WindowAggregate, WriteBatch,
+    };
+    use citystream::store::Store;
+    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
+
+    let server = Dynoxide::start();
+    let faults = Arc::new(Faults {
+        unprocessed: 3.into(),
+        throttled: 4.into(),
+        upstream: server.endpoint.clone(),
+        http: reqwest::Client::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(faulty))
+        .with_state(faults.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let db = client(&server).await;
+    let tables = DynamoConfig {
+        region: "us-east-2".into(),
+        endpoint: Some(server.endpoint.clone()),
+        table_prefix: "citystream-".into(),
+    };
+    init(&db, &tables).await.expect("init");
+    let through_proxy = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-2"))
+        .endpoint_url(&proxy)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    let store = DynamoStore::with_client(Client::from_conf(through_proxy), "citystream-");
+
+    let now = EventTime::now();
+    let cities = ["NYC", "LA", "SF"];
+    let raw: Vec<RawEvent> = (0..60)
+        .map(|i| RawEvent {
+            event: CityEvent {
+                event_id: format!("e{i}"),
+                city: City::parse(cities[i % 3]).expect("city"),
+                event_type: EventType::ALL[i % 4],
+                severity: Severity::ALL[i % 4],
+                timestamp: now.saturating_sub(Span::from_secs(i as i64)),
+                description: "d".into(),
+            },
+            ttl: now.saturating_add(Span::from_mins(60)),
+        })
+        .collect();
+    let windows: Vec<WindowAggregate> = (0..30)
+        .map(|i| {
+            let start = now
+                .window_start(Span::from_mins(5))
+                .saturating_sub(Span::from_mins(5 * i as i64));
+            let mut counts = SeverityCounts::default();
+            counts.add(Severity::Low);
+            WindowAggregate {
+                city: City::parse("NYC").expect("city"),
+                event_type: EventType::Traffic,
+                window_start: start,
+                window_end: start.saturating_add(Span::from_mins(5)),
+                event_count: 1,
+                severities: vec![Severity::Low],
+                severity_counts: counts,
+                partition: 0,
+            }
+        })
+        .collect();
+    let batch = WriteBatch {
+        raw,
+        windows,
+        ..WriteBatch::default()
+    };
+    // The runtime retries a failed write as a whole; so does this test.
+    let batch = Arc::new(batch);
+    let mut attempts = 0;
+    while store.write(batch.clone()).await.is_err() {
+        attempts += 1;
+        assert!(attempts < 10, "the store never got through");
+    }
+    assert_eq!(
+        faults.unprocessed.load(Ordering::SeqCst),
+        0,
+        "every unprocessed answer was seen"
+    );
+    assert_eq!(
+        faults.throttled.load(Ordering::SeqCst),
+        0,
+        "every throttle was seen"
+    );
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.total_events, 60, "no raw event lost or counted twice");
+    let stored = store
+        .aggregations("NYC", Some(EventType::Traffic), 1000)
+        .await
+        .expect("aggregations");
+    assert_eq!(stored.len(), 30, "no window lost");
+}

@@ -254,7 +254,12 @@ mod tests {
     fn a_capped_severities_list_keeps_exact_counts() {
         let mut op = WindowOperator::new(Span::from_mins(5), 0).with_severities_cap(2);
         let mut out = WriteBatch::default();
-        for sev in [Severity::Low, Severity::High, Severity::High, Severity::Critical] {
+        for sev in [
+            Severity::Low,
+            Severity::High,
+            Severity::High,
+            Severity::Critical,
+        ] {
             op.process(&event("SF", 1, sev), &ctx(None), &mut out);
         }
         op.flush(None, &mut out);
