@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, DeleteRequest, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
 use bytes::Bytes;
 
@@ -35,6 +35,8 @@ type Item = HashMap<String, AttributeValue>;
 const HOUR_MS: i64 = 3_600_000;
 /// Records per transaction: each brings at most four actions (two puts, two counters).
 const TRANSACTION_RECORDS: usize = 25;
+/// Checkpoint rows below the confirmed offset are kept this long anyway (see the SQLite store).
+const CHECKPOINT_GRACE_MS: i64 = 10 * 60 * 1000;
 
 /// DynamoDB-backed [`Store`].
 #[derive(Clone)]
@@ -400,6 +402,53 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Deletes checkpoint rows below `floor` that are older than the grace period, as SQLite
+    /// does: a little at a time, on each write.
+    async fn prune_checkpoints(
+        &self,
+        c: &Checkpoint,
+        floor: u64,
+        now: EventTime,
+    ) -> Result<(), StoreError> {
+        let old = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk AND sk < :floor")
+            .filter_expression("updated_at < :old")
+            .expression_attribute_values(":pk", s(format!("cp#{}#{}", c.source, c.partition)))
+            .expression_attribute_values(":floor", s(format!("{floor:020}")))
+            .expression_attribute_values(":old", n(now.as_millis() - CHECKPOINT_GRACE_MS))
+            .limit(25)
+            .send()
+            .await
+            .map_err(sdk("Query"))?;
+        let deletes: Vec<WriteRequest> = old
+            .items()
+            .iter()
+            .filter_map(|i| {
+                let key = HashMap::from([
+                    ("pk".to_owned(), i.get("pk")?.clone()),
+                    ("sk".to_owned(), i.get("sk")?.clone()),
+                ]);
+                DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .ok()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+            })
+            .collect();
+        if !deletes.is_empty() {
+            self.client
+                .batch_write_item()
+                .request_items(&self.state, deletes)
+                .send()
+                .await
+                .map_err(sdk("BatchWriteItem"))?;
+        }
+        Ok(())
+    }
+
     fn units(&self, batch: &WriteBatch) -> Vec<Unit> {
         let mut units = Vec::new();
         let mut seen = BTreeSet::new();
@@ -615,6 +664,10 @@ impl Store for DynamoStore {
                 ])],
             )
             .await?;
+            if let Some(floor) = batch.checkpoint_floor.get(&c.partition) {
+                self.prune_checkpoints(c, (*floor).min(c.replay_offset), now)
+                    .await?;
+            }
         }
         Ok(fenced)
     }
