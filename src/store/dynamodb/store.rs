@@ -33,8 +33,9 @@ use crate::store::{
 type Item = HashMap<String, AttributeValue>;
 
 const HOUR_MS: i64 = 3_600_000;
-/// Records per transaction: each brings at most four actions (two puts, two counters).
-const TRANSACTION_RECORDS: usize = 25;
+/// Records per transaction: each brings at most five actions (two puts, three counters), and a
+/// transaction takes at most 100.
+const TRANSACTION_RECORDS: usize = 16;
 /// Checkpoint rows below the confirmed offset are kept this long anyway (see the SQLite store).
 const CHECKPOINT_GRACE_MS: i64 = 10 * 60 * 1000;
 
@@ -271,7 +272,8 @@ impl DynamoStore {
             .query()
             .table_name(&self.state)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(pk));
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
         self.query_all(request, None, |_| true).await
     }
 
@@ -498,6 +500,9 @@ impl DynamoStore {
         for l in &batch.late {
             let e = &l.event;
             let t = e.timestamp.as_millis();
+            if !seen.insert(("late", e.event_id.clone(), t)) {
+                continue;
+            }
             let mut item = event_item(e);
             item.insert("pk".into(), s(format!("late#{}", e.city)));
             item.insert("sk".into(), s(format!("{}#{}", pad(t), e.event_id)));
@@ -604,6 +609,7 @@ impl Store for DynamoStore {
                 .map_err(sdk("GetItem"))?;
             if let Some(item) = stored.item() {
                 if num::<u64>(item, "next_offset")? > c.next_offset {
+                    metrics::counter!("citystream_stale_writes_fenced_total").increment(1);
                     fenced.push(c.partition);
                 }
             }
@@ -721,7 +727,8 @@ impl Store for DynamoStore {
             .query()
             .table_name(&self.aggregations)
             .index_name("by-window-end")
-            .key_condition_expression("shard = :w AND window_end_ms > :t")
+            .key_condition_expression("#s = :w AND window_end_ms > :t")
+            .expression_attribute_names("#s", "shard")
             .expression_attribute_values(":w", s("w"))
             .expression_attribute_values(":t", n(t.as_millis()));
         let mut windows: Vec<WindowAggregate> = self
@@ -745,7 +752,8 @@ impl Store for DynamoStore {
             .query()
             .table_name(&self.raw)
             .index_name("by-city-time")
-            .key_condition_expression("city = :c")
+            .key_condition_expression("#city = :c")
+            .expression_attribute_names("#city", "city")
             .expression_attribute_values(":c", s(city))
             .scan_index_forward(false)
             .limit(limit.min(1000) as i32);
@@ -774,7 +782,7 @@ impl Store for DynamoStore {
             summary.by_severity.0[v.index()] += count;
         }
         for item in self.state_items("count#late").await? {
-            if text(&item, "sk")?.split('#').next() == Some(city) {
+            if text(&item, "sk")?.rsplit_once('#').map(|(c, _)| c) == Some(city) {
                 summary.late_events += num::<u64>(&item, "count")?;
             }
         }
@@ -797,7 +805,8 @@ impl Store for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.alerts)
-                .key_condition_expression("city = :c AND #t >= :since")
+                .key_condition_expression("#city = :c AND #t >= :since")
+                .expression_attribute_names("#city", "city")
                 .expression_attribute_names("#t", "timestamp")
                 .expression_attribute_values(":c", s(city))
                 .expression_attribute_values(":since", s(fixed(since)))
@@ -850,7 +859,8 @@ impl Store for DynamoStore {
                 .query()
                 .table_name(&self.aggregations)
                 .index_name("by-city-window")
-                .key_condition_expression("city = :k")
+                .key_condition_expression("#city = :k")
+                .expression_attribute_names("#city", "city")
                 .expression_attribute_values(":k", s(city)),
         }
         .scan_index_forward(false)
@@ -878,7 +888,7 @@ impl Store for DynamoStore {
         }
         for item in self.state_items("count#late").await? {
             let sk = text(&item, "sk")?;
-            let Some((city, t)) = sk.split_once('#') else {
+            let Some((city, t)) = sk.rsplit_once('#') else {
                 return Err(corrupt(sk));
             };
             stats.late_by_city_type.push(LateCount {
