@@ -286,8 +286,8 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
     use std::sync::atomic::Ordering;
 
     use citystream::model::{
-        City, CityEvent, EventTime, EventType, RawEvent, Severity, SeverityCounts, Span,
-        WindowAggregate, WriteBatch,
+        Checkpoint, City, CityEvent, EventTime, EventType, RawEvent, Severity, SeverityCounts,
+        Span, WindowAggregate, WriteBatch,
     };
     use citystream::store::Store;
     use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
@@ -360,6 +360,15 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
     let batch = WriteBatch {
         raw,
         windows,
+        checkpoints: vec![Checkpoint {
+            source: "t".into(),
+            partition: 0,
+            next_offset: 60,
+            max_event_time: Some(now),
+            replay_offset: 0,
+            replay_max_event_time: None,
+            final_watermark: None,
+        }],
         ..WriteBatch::default()
     };
     // The runtime retries a failed write as a whole; so does this test.
@@ -386,4 +395,72 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
         .await
         .expect("aggregations");
     assert_eq!(stored.len(), 30, "no window lost");
+    assert_eq!(
+        store
+            .checkpoint_at("t", 0, 0)
+            .await
+            .expect("checkpoint")
+            .map(|c| c.next_offset),
+        Some(60),
+        "the checkpoint row got through its unprocessed answers"
+    );
+}
+
+#[tokio::test]
+async fn a_window_never_goes_back_to_an_older_writer_s_value() {
+    use std::sync::Arc;
+
+    use citystream::model::{
+        Checkpoint, City, EventTime, EventType, Severity, SeverityCounts, Span, WindowAggregate,
+        WriteBatch,
+    };
+    use citystream::store::Store;
+    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
+
+    let server = Dynoxide::start();
+    let db = client(&server).await;
+    let tables = DynamoConfig {
+        region: "us-east-2".into(),
+        endpoint: Some(server.endpoint.clone()),
+        table_prefix: "citystream-".into(),
+    };
+    init(&db, &tables).await.expect("init");
+    let store = DynamoStore::with_client(db, "citystream-");
+    let now = EventTime::now();
+    let batch = |count: u64, next_offset: u64, source: &str| {
+        let start = now.window_start(Span::from_mins(5));
+        let mut counts = SeverityCounts::default();
+        (0..count).for_each(|_| counts.add(Severity::Medium));
+        Arc::new(WriteBatch {
+            windows: vec![WindowAggregate {
+                city: City::parse("Boston").expect("city"),
+                event_type: EventType::Incident,
+                window_start: start,
+                window_end: start.saturating_add(Span::from_mins(5)),
+                event_count: count,
+                severities: vec![Severity::Medium; count as usize],
+                severity_counts: counts,
+                partition: 2,
+            }],
+            checkpoints: vec![Checkpoint {
+                source: source.into(),
+                partition: 2,
+                next_offset,
+                max_event_time: Some(now),
+                replay_offset: 0,
+                replay_max_event_time: None,
+                final_watermark: None,
+            }],
+            ..WriteBatch::default()
+        })
+    };
+    store.write(batch(9, 90, "a")).await.expect("newer writer");
+    // A writer whose position check passed (its checkpoint is for another source, so nothing
+    // fences it) but whose window value is older: the window keeps the newer value.
+    store.write(batch(4, 40, "b")).await.expect("older writer");
+    let stored = store
+        .aggregations("Boston", Some(EventType::Incident), 10)
+        .await
+        .expect("aggregations");
+    assert_eq!(stored[0].event_count, 9);
 }

@@ -223,8 +223,28 @@ fn checkpoint_item(c: &Checkpoint, pk: String, sk: String, now: EventTime) -> It
 
 /// One record's writes: a conditional put (plus, for an alert, a second) and counter bumps.
 struct Unit {
-    puts: Vec<(String, Item, &'static str)>,
+    puts: Vec<Guarded>,
     counters: Vec<(String, String)>,
+}
+
+/// A put that only lands on an item that does not exist yet or, for window values, on one last
+/// written by a writer at or behind this one's position.
+struct Guarded {
+    table: String,
+    item: Item,
+    key: &'static str,
+    at_or_after: Option<u64>,
+}
+
+impl Guarded {
+    fn new(table: &str, item: Item, key: &'static str) -> Self {
+        Guarded {
+            table: table.to_owned(),
+            item,
+            key,
+            at_or_after: None,
+        }
+    }
 }
 
 impl DynamoStore {
@@ -296,13 +316,20 @@ impl DynamoStore {
                 let mut owner = Vec::new();
                 let mut counters: BTreeMap<(String, String), i64> = BTreeMap::new();
                 for (u, unit) in pending.iter().enumerate() {
-                    for (table, item, key) in &unit.puts {
-                        let put = Put::builder()
-                            .table_name(table)
-                            .set_item(Some(item.clone()))
-                            .condition_expression(format!("attribute_not_exists({key})"))
-                            .build()
-                            .map_err(super::build("Put"))?;
+                    for guarded in &unit.puts {
+                        let key = guarded.key;
+                        let mut put = Put::builder()
+                            .table_name(&guarded.table)
+                            .set_item(Some(guarded.item.clone()));
+                        put = match guarded.at_or_after {
+                            None => put.condition_expression(format!("attribute_not_exists({key})")),
+                            Some(position) => put
+                                .condition_expression(format!(
+                                    "attribute_not_exists({key}) OR attribute_not_exists(writer_position) OR writer_position <= :pos"
+                                ))
+                                .expression_attribute_values(":pos", n(position)),
+                        };
+                        let put = put.build().map_err(super::build("Put"))?;
                         actions.push(TransactWriteItem::builder().put(put).build());
                         owner.push(Some(u));
                     }
@@ -471,7 +498,7 @@ impl DynamoStore {
             item.insert("ttl".into(), n(r.ttl.as_millis().div_euclid(1000)));
             item.insert("ttl_ms".into(), n(r.ttl.as_millis()));
             let mut unit = Unit {
-                puts: vec![(self.raw.clone(), item, "event_id")],
+                puts: vec![Guarded::new(&self.raw, item, "event_id")],
                 counters: vec![
                     (
                         format!("count#raw#{}", e.city),
@@ -491,7 +518,7 @@ impl DynamoStore {
                     "timestamp".into(),
                     s(format!("{}#{}", fixed(e.timestamp), e.event_id)),
                 );
-                unit.puts.push((self.alerts.clone(), alert, "city"));
+                unit.puts.push(Guarded::new(&self.alerts, alert, "city"));
                 unit.counters
                     .push(("count#alerts".into(), e.severity.as_str().to_owned()));
             }
@@ -510,7 +537,7 @@ impl DynamoStore {
             item.insert("partition".into(), n(l.partition));
             item.insert("offset".into(), n(l.offset));
             units.push(Unit {
-                puts: vec![(self.state.clone(), item, "pk")],
+                puts: vec![Guarded::new(&self.state, item, "pk")],
                 counters: vec![("count#late".into(), format!("{}#{}", e.city, e.event_type))],
             });
         }
@@ -549,8 +576,8 @@ impl DynamoStore {
             ]);
             units.push(Unit {
                 puts: vec![
-                    (self.state.clone(), guard, "pk"),
-                    (self.state.clone(), item, "pk"),
+                    Guarded::new(&self.state, guard, "pk"),
+                    Guarded::new(&self.state, item, "pk"),
                 ],
                 counters: vec![("count#dead".into(), d.kind.clone())],
             });
@@ -615,29 +642,45 @@ impl Store for DynamoStore {
             }
         }
         self.transact(self.units(&batch)).await?;
-        let mut windows: BTreeMap<String, Item> = BTreeMap::new();
+        // Window values only land on items last written by a writer at or behind this one, so
+        // a stale processor that slipped past the check above still cannot move them back.
+        let positions: BTreeMap<u32, u64> = batch
+            .checkpoints
+            .iter()
+            .map(|c| (c.partition, c.next_offset))
+            .collect();
+        let mut windows: BTreeMap<String, Guarded> = BTreeMap::new();
         for w in batch
             .windows
             .iter()
             .filter(|w| !fenced.contains(&w.partition))
         {
-            windows.insert(w.partition_key(), window_item(w));
+            let position = positions.get(&w.partition).copied().unwrap_or(0);
+            let mut item = window_item(w);
+            item.insert("writer_position".into(), n(position));
+            windows.insert(
+                w.partition_key(),
+                Guarded {
+                    at_or_after: Some(position),
+                    ..Guarded::new(&self.aggregations, item, "partition_key")
+                },
+            );
         }
-        self.batch_put(&self.aggregations, windows.into_values().collect())
-            .await?;
+        let units = windows
+            .into_values()
+            .map(|guarded| Unit {
+                puts: vec![guarded],
+                counters: Vec::new(),
+            })
+            .collect();
+        self.transact(units).await?;
         let ahead: Vec<&Checkpoint> = batch
             .checkpoints
             .iter()
             .filter(|c| !fenced.contains(&c.partition))
             .collect();
         for c in ahead {
-            let row = checkpoint_item(
-                c,
-                format!("cp#{}#{}", c.source, c.partition),
-                format!("{:020}", c.replay_offset),
-                now,
-            );
-            self.batch_put(&self.state, vec![row]).await?;
+            // The position first: only a writer that moves it forward writes the checkpoint.
             let position = checkpoint_item(
                 c,
                 format!("pos#{}", c.source),
@@ -662,6 +705,13 @@ impl Store for DynamoStore {
                 }
                 return Err(sdk("PutItem")(e));
             }
+            let row = checkpoint_item(
+                c,
+                format!("cp#{}#{}", c.source, c.partition),
+                format!("{:020}", c.replay_offset),
+                now,
+            );
+            self.batch_put(&self.state, vec![row]).await?;
             self.batch_put(
                 &self.state,
                 vec![HashMap::from([
