@@ -22,14 +22,16 @@ use crate::broker::file::{LineSource, LineWriter};
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Message, Producer, Source, embedded};
 use crate::config::{
-    ApiArgs, Backend, BrokerArgs, DestroyArgs, DynamoArgs, EngineArgs, ProcessArgs, ProduceArgs,
-    ServeArgs, StoreArgs, UpArgs,
+    ApiArgs, Backend, BenchArgs, BenchStore, BrokerArgs, DestroyArgs, DynamoArgs, EngineArgs,
+    ProcessArgs, ProduceArgs, ServeArgs, StoreArgs, UpArgs,
 };
 use crate::generator::Generator;
 use crate::model::EventTime;
+use crate::processor::RuntimeConfig;
 use crate::processor::{Engine, Processor};
 use crate::store::Store;
 use crate::store::dynamodb::{self, DynamoStore, TableOutcome};
+use crate::store::null::NullStore;
 use crate::store::sqlite::SqliteStore;
 
 /// Most events the generator hands the broker at once.
@@ -415,4 +417,52 @@ pub async fn destroy(args: DestroyArgs) -> anyhow::Result<()> {
         println!("deleted  {table}");
     }
     Ok(())
+}
+
+/// Peak resident set size of this process in MiB (Linux's VmHWM), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `citystream bench --input FILE --store null|sqlite`
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = tempdir_for_bench()?;
+    let store: Arc<dyn Store> = match args.store {
+        BenchStore::Null => Arc::new(NullStore),
+        BenchStore::Sqlite => {
+            let dir = args.data_dir.clone().unwrap_or_else(|| scratch.clone());
+            Arc::new(SqliteStore::open(&dir)?)
+        }
+    };
+    let source = LineSource::open(&args.input).await?;
+    let engine = Engine::new(source.name(), args.engine.config());
+    let runtime = RuntimeConfig {
+        max_batch: args.max_batch.max(1),
+        linger: Duration::ZERO,
+        console: None,
+    };
+    let started = std::time::Instant::now();
+    let processor = Processor::restore(Box::new(source), engine, store, runtime).await?;
+    let summary = processor.run(CancellationToken::new()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    println!(
+        "events={} seconds={:.3} events_per_s={:.0} peak_rss_mib={:.1}",
+        summary.records,
+        seconds,
+        summary.records as f64 / seconds.max(1e-9),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn tempdir_for_bench() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("citystream-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

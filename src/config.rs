@@ -41,6 +41,35 @@ pub enum Command {
     Init(DynamoArgs),
     /// Delete the DynamoDB tables (the seed's cleanup script).
     Destroy(DestroyArgs),
+    /// Run the processor over a JSON-lines file as fast as it goes and report events/s.
+    Bench(BenchArgs),
+}
+
+/// Where `bench` sends results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStore {
+    /// Every stage runs; results are discarded at the store boundary.
+    Null,
+    /// Everything is persisted as in `up`, in a SQLite store under `--data-dir`.
+    Sqlite,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// JSON-lines file of events (e.g. from `citystream produce --count N --burst`).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where results go.
+    #[arg(long, value_enum, default_value_t = BenchStore::Null)]
+    pub store: BenchStore,
+    /// Data directory for `--store sqlite` (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Most records per store batch.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_batch: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Where the DynamoDB tables are. Credentials come from the standard AWS provider chain

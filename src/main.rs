@@ -25,5 +25,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => app::serve(args, metrics).await,
         Command::Init(args) => app::init(args).await,
         Command::Destroy(args) => app::destroy(args).await,
+        Command::Bench(args) => app::bench(args).await,
     }
 }

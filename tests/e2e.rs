@@ -184,3 +184,40 @@ async fn serve_answers_while_a_separate_process_writes() {
     assert!(writer.wait().expect("wait").success());
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "totals only grow");
 }
+
+#[test]
+fn bench_reports_every_event_on_both_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("events.jsonl");
+    let produced = Command::new(BIN)
+        .args([
+            "produce", "--count", "2000", "--burst", "--seed", "3", "--rate", "50",
+        ])
+        .args(["--start-time", &start_time().to_rfc3339()])
+        .stderr(Stdio::null())
+        .output()
+        .expect("produce");
+    assert!(produced.status.success());
+    std::fs::write(&input, &produced.stdout).expect("write input");
+    for store in ["null", "sqlite"] {
+        let out = Command::new(BIN)
+            .args([
+                "bench",
+                "--input",
+                input.to_str().expect("utf-8"),
+                "--store",
+                store,
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .expect("bench");
+        assert!(out.status.success(), "bench --store {store}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        assert!(last.starts_with("events=2000 seconds="), "{last}");
+        assert!(
+            last.contains(" events_per_s=") && last.contains(" peak_rss_mib="),
+            "{last}"
+        );
+    }
+}

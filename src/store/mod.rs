@@ -10,6 +10,7 @@
 //! - [`dynamodb`]: the production store's tables (`citystream init`); the `Store` comes next.
 
 pub mod dynamodb;
+pub mod null;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
