@@ -24,6 +24,8 @@ pub struct LineSource {
     next_offset: u64,
     /// A line read in part when a poll was cancelled.
     line: Vec<u8>,
+    /// Records read by a poll that has not returned them yet.
+    taken: Vec<Record>,
     ended: bool,
 }
 
@@ -59,6 +61,7 @@ impl LineSource {
             reader: BufReader::with_capacity(1 << 20, reader),
             next_offset,
             line: Vec::new(),
+            taken: Vec::new(),
             ended: false,
         }
     }
@@ -82,10 +85,11 @@ impl Source for LineSource {
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {
-        let mut records = Vec::new();
-        while !self.ended && records.len() < max.max(1) {
+        // Records taken so far live in `self`, so a poll dropped while it waits for more input
+        // loses none of them: the next poll hands them out.
+        while !self.ended && self.taken.len() < max.max(1) {
             // Wait for the first line; after that take only what is already buffered.
-            if !records.is_empty() && self.reader.buffer().is_empty() {
+            if !self.taken.is_empty() && self.reader.buffer().is_empty() {
                 break;
             }
             let read = self.reader.read_until(b'\n', &mut self.line).await;
@@ -100,7 +104,7 @@ impl Source for LineSource {
                     let offset = self.next_offset;
                     self.next_offset += 1;
                     if !line.iter().all(u8::is_ascii_whitespace) {
-                        records.push(Record {
+                        self.taken.push(Record {
                             partition: 0,
                             offset,
                             timestamp: None,
@@ -110,10 +114,10 @@ impl Source for LineSource {
                 }
             }
         }
-        if records.is_empty() && self.ended {
+        if self.taken.is_empty() && self.ended {
             Ok(Polled::End)
         } else {
-            Ok(Polled::Records(records))
+            Ok(Polled::Records(std::mem::take(&mut self.taken)))
         }
     }
 }
@@ -152,7 +156,32 @@ impl<W: tokio::io::AsyncWrite + Send + Unpin> super::Producer for LineWriter<W> 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[tokio::test]
+    async fn a_poll_dropped_while_waiting_for_input_loses_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = tokio::io::duplex(64);
+        let mut source = LineSource::from_reader("t".into(), reader, 0);
+        writer.write_all(b"a\nb\npar").await.unwrap();
+        // The poll takes `a` and `b`, then waits for the rest of the third line: drop it there.
+        let dropped = tokio::time::timeout(Duration::from_millis(20), source.poll(100)).await;
+        assert!(dropped.is_err(), "the poll was waiting");
+        writer.write_all(b"tial\n").await.unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        while let Polled::Records(batch) = source.poll(100).await.unwrap() {
+            got.extend(batch.into_iter().map(|r| (r.offset, r.payload)));
+        }
+        let want: Vec<(u64, Bytes)> = vec![
+            (0, Bytes::from_static(b"a")),
+            (1, Bytes::from_static(b"b")),
+            (2, Bytes::from_static(b"partial")),
+        ];
+        assert_eq!(got, want);
+    }
 
     #[tokio::test]
     async fn lines_become_records_with_line_offsets() {
