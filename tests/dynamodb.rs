@@ -6,7 +6,6 @@
 use std::process::{Command, Output};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     TimeToLiveStatus,
@@ -19,7 +18,7 @@ use citystream::generator::Generator;
 use crate::support::binary::{
     BIN, Running, append, check_against, expected_of, generator, start_time, up_args,
 };
-use crate::support::dynoxide::Dynoxide;
+use crate::support::dynoxide::{Dynoxide, client_at};
 
 fn citystream(server: &Dynoxide, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -32,13 +31,7 @@ fn citystream(server: &Dynoxide, args: &[&str]) -> Output {
 }
 
 async fn client(server: &Dynoxide) -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-2"))
-        .endpoint_url(&server.endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    Client::from_conf(config)
+    client_at(&server.endpoint)
 }
 
 fn keys(elements: &[KeySchemaElement]) -> Vec<(String, KeyType)> {
@@ -315,13 +308,7 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
         table_prefix: "citystream-".into(),
     };
     init(&db, &tables).await.expect("init");
-    let through_proxy = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-2"))
-        .endpoint_url(&proxy)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    let store = DynamoStore::with_client(Client::from_conf(through_proxy), "citystream-");
+    let store = DynamoStore::with_client(client_at(&proxy), "citystream-");
 
     let now = EventTime::now();
     let cities = ["NYC", "LA", "SF"];

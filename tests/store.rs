@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use citystream::model::{
     Checkpoint, City, CityEvent, DeadLetter, DecodeError, EventTime, EventType, LateEvent,
     RawEvent, Record, Severity, SeverityCounts, Span, WindowAggregate, WriteBatch,
@@ -13,7 +12,7 @@ use citystream::store::Store;
 use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init as create_tables};
 use citystream::store::sqlite::SqliteStore;
 
-use crate::support::dynoxide::Dynoxide;
+use crate::support::dynoxide::{Dynoxide, client_at};
 
 use crate::support::time;
 
@@ -84,13 +83,7 @@ async fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
 /// A DynamoDB store on fresh tables in a fresh dynoxide.
 async fn open_dynamodb() -> (Dynoxide, DynamoStore) {
     let server = Dynoxide::start();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-2"))
-        .endpoint_url(&server.endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let client = client_at(&server.endpoint);
     let tables = DynamoConfig {
         region: "us-east-2".into(),
         endpoint: Some(server.endpoint.clone()),

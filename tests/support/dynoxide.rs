@@ -61,6 +61,18 @@ impl Dynoxide {
     }
 }
 
+/// An SDK client for a local endpoint, with dummy credentials.
+pub fn client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-2"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 impl Drop for Dynoxide {
     fn drop(&mut self) {
         let _ = self.child.kill();

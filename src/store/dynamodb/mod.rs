@@ -131,15 +131,18 @@ async fn create(client: &Client, spec: &TableSpec) -> Result<(), StoreError> {
     wait_active(client, &spec.name).await
 }
 
+/// Indexes project every attribute: each endpoint reads whole items.
+fn all_attributes() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::All)
+        .build()
+}
+
 fn gsi(index: &schema::IndexSpec) -> Result<GlobalSecondaryIndex, StoreError> {
     GlobalSecondaryIndex::builder()
         .index_name(index.name)
         .set_key_schema(Some(schema::key_schema(index.hash, index.range)?))
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(all_attributes())
         .build()
         .map_err(build("GlobalSecondaryIndex"))
 }
@@ -151,11 +154,7 @@ async fn add_index(client: &Client, spec: &TableSpec, name: &str) -> Result<(), 
     let create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
         .index_name(index.name)
         .set_key_schema(Some(schema::key_schema(index.hash, index.range)?))
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(all_attributes())
         .build()
         .map_err(build("CreateGlobalSecondaryIndexAction"))?;
     client
