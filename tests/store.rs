@@ -425,3 +425,27 @@ async fn a_second_store_on_the_same_directory_reads_while_the_first_writes() {
     assert_eq!(reader.stats(now).await.expect("stats").total_events, 10_000);
     let _ = time("2026-11-25T00:00:00Z");
 }
+
+#[test]
+fn a_file_of_another_schema_version_is_refused_not_misread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = rusqlite::Connection::open(dir.path().join("citystream.db")).expect("old file");
+    old.execute_batch(
+        "CREATE TABLE raw_events (event_id TEXT, ts INTEGER, PRIMARY KEY (event_id, ts))
+         WITHOUT ROWID;",
+    )
+    .expect("old layout");
+    drop(old);
+    let error = match SqliteStore::open(dir.path()) {
+        Ok(_) => panic!("a file of the old layout was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("another version of CityStream (schema 0, this build uses 2)"),
+        "{error}"
+    );
+    // A file this build wrote opens again.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    drop(SqliteStore::open(fresh.path()).expect("first open"));
+    SqliteStore::open(fresh.path()).expect("reopen");
+}

@@ -49,6 +49,29 @@ pub enum ProcessorError {
     Broker(#[from] BrokerError),
     #[error("restoring state: {0}")]
     Restore(#[from] StoreError),
+    #[error("store writer task: {0}")]
+    Writer(String),
+}
+
+/// A stored batch, and the partitions the store fenced off.
+type Stored = (Arc<WriteBatch>, Fenced);
+/// A batch being stored.
+type InFlight = tokio::task::JoinHandle<Stored>;
+
+/// What the batching loop woke up for.
+enum Step {
+    Polled(Polled),
+    Stored(Stored),
+}
+
+/// Resolves when the batch in flight is stored; never, when there is none.
+async fn stored(in_flight: &mut Option<InFlight>) -> Result<Stored, ProcessorError> {
+    match in_flight.as_mut() {
+        Some(write) => write
+            .await
+            .map_err(|e| ProcessorError::Writer(e.to_string())),
+        None => std::future::pending().await,
+    }
 }
 
 /// What a finished run did.
@@ -122,6 +145,7 @@ impl Processor {
             .console
             .map(|every| (ConsoleTable::default(), every, Instant::now() + every));
         let mut ended = false;
+        let mut in_flight: Option<InFlight> = None;
         while !ended {
             let mut batch = WriteBatch::default();
             let mut taken = 0usize;
@@ -129,11 +153,22 @@ impl Processor {
             let mut revoked = Vec::new();
             while taken < self.config.max_batch {
                 let want = self.config.max_batch - taken;
-                let polled = tokio::select! {
+                let step = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => { ended = true; break; }
+                    stored = stored(&mut in_flight) => Step::Stored(stored?),
                     _ = sleep_until(deadline) => break,
-                    polled = self.source.poll(want) => polled?,
+                    polled = self.source.poll(want) => Step::Polled(polled?),
+                };
+                let polled = match step {
+                    // The previous batch is in: commit it now rather than when this one is cut,
+                    // so a quiet stream does not hold back its commit and dead letters.
+                    Step::Stored(stored) => {
+                        in_flight = None;
+                        self.finish_write(stored).await?;
+                        continue;
+                    }
+                    Step::Polled(polled) => polled,
                 };
                 match polled {
                     Polled::End => {
@@ -155,9 +190,25 @@ impl Processor {
             }
             summary.records += taken as u64;
             self.engine.flush(&mut batch);
+            // The previous batch was being stored while this one was read and processed; its
+            // positions are committed before the next write starts, so commits stay in order.
+            if let Some(previous) = in_flight.take() {
+                let stored = previous
+                    .await
+                    .map_err(|e| ProcessorError::Writer(e.to_string()))?;
+                self.finish_write(stored).await?;
+            }
             if !batch.is_empty() {
-                self.write(batch, taken, &mut summary, console.as_mut())
-                    .await?;
+                let write = self.start_write(batch, taken, &mut summary, console.as_mut());
+                if ended || !revoked.is_empty() {
+                    // Write what was taken from revoked partitions before letting go.
+                    let stored = write
+                        .await
+                        .map_err(|e| ProcessorError::Writer(e.to_string()))?;
+                    self.finish_write(stored).await?;
+                } else {
+                    in_flight = Some(write);
+                }
             }
             if !revoked.is_empty() {
                 self.engine.forget(&revoked);
@@ -177,15 +228,15 @@ impl Processor {
         Ok(summary)
     }
 
-    /// Stores a batch (retrying until it is in), hands its dead letters to the source, then
-    /// commits the positions it covers.
-    async fn write(
+    /// Starts storing a batch on its own task (retrying until it is in), so the next batch can
+    /// be read and processed meanwhile.
+    fn start_write(
         &mut self,
-        batch: WriteBatch,
+        mut batch: WriteBatch,
         taken: usize,
         summary: &mut RunSummary,
         console: Option<&mut (ConsoleTable, Duration, Instant)>,
-    ) -> Result<(), ProcessorError> {
+    ) -> InFlight {
         summary.events += batch.raw.len() as u64;
         summary.late += batch.late.len() as u64;
         summary.dead_letters += batch.dead_letters.len() as u64;
@@ -198,7 +249,6 @@ impl Processor {
                 *next = Instant::now() + *every;
             }
         }
-        let mut batch = batch;
         batch.checkpoint_floor = match self.source.confirmed() {
             Some(confirmed) => confirmed,
             // Storing a checkpoint is the commit: only the newest row is needed.
@@ -209,7 +259,17 @@ impl Processor {
                 .collect(),
         };
         let batch = Arc::new(batch);
-        let fenced = write_until_stored(self.store.as_ref(), &batch).await;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let fenced = write_until_stored(store.as_ref(), &batch).await;
+            (batch, fenced)
+        })
+    }
+
+    /// Waits for a batch to be stored, hands its dead letters to the source, then commits the
+    /// positions it covers.
+    async fn finish_write(&mut self, stored: Stored) -> Result<(), ProcessorError> {
+        let (batch, fenced) = stored;
         if !batch.dead_letters.is_empty() {
             self.source.dead_letters(&batch.dead_letters).await?;
         }

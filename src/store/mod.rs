@@ -43,6 +43,15 @@ pub enum StoreError {
     Task(String),
     #[error("dynamodb {op}: {message}")]
     Dynamo { op: &'static str, message: String },
+    #[error(
+        "{path} was written by another version of CityStream (schema {found}, this build uses \
+         {expected}); move it aside and replay the events into a new data directory"
+    )]
+    SchemaVersion {
+        path: String,
+        found: i64,
+        expected: i64,
+    },
     #[error("table {table} exists with a different schema: {}", differences.join("; "))]
     Schema {
         table: String,

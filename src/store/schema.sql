@@ -1,7 +1,10 @@
 -- CityStream's embedded store. Times are integer milliseconds since the Unix epoch (UTC).
 PRAGMA journal_mode = WAL;
 
--- Query 1: every valid event; the seed's citystream-raw-events (event_id, timestamp).
+-- Query 1: every valid event; the seed's citystream-raw-events, identified by (event_id,
+-- timestamp). The key leads with the time so that inserts land at the right edge of the tree
+-- (events arrive in roughly time order) instead of at random places, as a leading UUID would,
+-- and so that it doubles as the expiry index: see raw_ttl_spans.
 CREATE TABLE IF NOT EXISTS raw_events (
     event_id    TEXT    NOT NULL,
     ts          INTEGER NOT NULL,
@@ -10,11 +13,26 @@ CREATE TABLE IF NOT EXISTS raw_events (
     severity    TEXT    NOT NULL,
     description TEXT    NOT NULL,
     ttl         INTEGER NOT NULL,
-    PRIMARY KEY (event_id, ts)
+    PRIMARY KEY (ts, event_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS raw_by_city_time ON raw_events (city, ts, event_id);
-CREATE INDEX IF NOT EXISTS raw_by_city_type ON raw_events (city, event_type, severity, ttl);
-CREATE INDEX IF NOT EXISTS raw_by_ttl ON raw_events (ttl);
+CREATE INDEX IF NOT EXISTS raw_by_city_time ON raw_events (city, ts);
+
+-- Every distinct (ttl - ts) ever written. A row whose ttl has passed has ts <= now - min(span),
+-- so the purge and the "expired, not yet purged" count read a range of the primary key
+-- instead of a third index on ttl.
+CREATE TABLE IF NOT EXISTS raw_ttl_spans (
+    span INTEGER NOT NULL PRIMARY KEY
+);
+
+-- Stored raw events per city, type and severity, kept in step with raw_events by every insert
+-- and purge, so /stats, /cities and /summary never count rows.
+CREATE TABLE IF NOT EXISTS raw_counts (
+    city       TEXT    NOT NULL,
+    event_type TEXT    NOT NULL,
+    severity   TEXT    NOT NULL,
+    events     INTEGER NOT NULL,
+    PRIMARY KEY (city, event_type, severity)
+) WITHOUT ROWID;
 
 -- Query 2: window values; the seed's citystream-aggregations keyed city#event_type#window_start.
 CREATE TABLE IF NOT EXISTS aggregations (
@@ -47,7 +65,12 @@ CREATE TABLE IF NOT EXISTS alerts (
     PRIMARY KEY (city, ts, event_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (ts, event_id);
-CREATE INDEX IF NOT EXISTS alerts_by_severity ON alerts (severity);
+
+-- Stored alerts per severity, kept in step with every insert.
+CREATE TABLE IF NOT EXISTS alert_counts (
+    severity TEXT    NOT NULL PRIMARY KEY,
+    alerts   INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Events whose window had closed when they arrived: stored raw, not aggregated.
 CREATE TABLE IF NOT EXISTS late_events (

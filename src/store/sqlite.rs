@@ -5,8 +5,11 @@
 //! small pool of read-only connections and never block the writer; a separate `serve`
 //! process can read the same file while `process` writes it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +28,8 @@ use crate::model::{
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
+/// Bumped whenever `schema.sql` changes in a way an existing file cannot follow.
+const SCHEMA_VERSION: i64 = 2;
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
 const PURGE_CHUNK: i64 = 10_000;
@@ -32,11 +37,29 @@ const PURGE_CHUNK: i64 = 10_000;
 /// its partition may still get an older commit through (not every broker fences it), and the
 /// offset it commits must keep its row.
 const CHECKPOINT_GRACE_MS: i64 = 10 * 60 * 1000;
+/// The newest event time an expired raw event can have (`?1` is now): see `raw_ttl_spans`.
+macro_rules! expiry_horizon {
+    () => {
+        "?1 - (SELECT coalesce(min(span), 0) FROM raw_ttl_spans)"
+    };
+}
+/// Raw events past their expiry that the purge has not deleted yet, per city, type and
+/// severity (`?1` is now): the counts subtract them, so reads never show an expired event. The
+/// purge keeps this small, and it reads only the oldest range of the primary key.
+const EXPIRED: &str = concat!(
+    "SELECT city, event_type, severity, count(*) AS n FROM raw_events
+     WHERE ts <= ",
+    expiry_horizon!(),
+    " AND ttl <= ?1 GROUP BY city, event_type, severity"
+);
 /// The latest checkpoint of every partition.
 const LATEST_CHECKPOINTS: &str = "SELECT source, partition, next_offset, max_event_time,
         replay_offset, replay_max_event_time, final_watermark, updated_at
     FROM checkpoints c WHERE next_offset =
         (SELECT max(next_offset) FROM checkpoints WHERE source = c.source AND partition = c.partition)";
+
+/// How often the background checkpointer copies the write-ahead log into the database.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -44,6 +67,59 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// Copies the write-ahead log back into the database file on its own thread, so the writer's
+/// commits never stop for it (SQLite's automatic checkpoint runs inside the committing call).
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(CONNECTION_PRAGMAS)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(WAL_CHECKPOINT_EVERY)
+                {
+                    // PASSIVE never waits for readers or the writer; what it cannot copy now it
+                    // copies next time.
+                    let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    });
+                    match copied {
+                        Ok((_, log, done)) => {
+                            metrics::gauge!("citystream_sqlite_wal_pages").set((log - done) as f64)
+                        }
+                        Err(error) => tracing::debug!(%error, "WAL checkpoint skipped"),
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Task(format!("starting the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -56,7 +132,11 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
         let writer = Connection::open(&path)?;
         writer.execute_batch(CONNECTION_PRAGMAS)?;
+        check_schema_version(&writer, &path)?;
         writer.execute_batch(SCHEMA)?;
+        writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        let checkpointer = Checkpointer::start(&path)?;
         let manager = SqliteConnectionManager::file(&path).with_init(|c| {
             c.execute_batch(CONNECTION_PRAGMAS)?;
             c.execute_batch("PRAGMA query_only = ON;")
@@ -69,6 +149,7 @@ impl SqliteStore {
             path,
             writer: Arc::new(Mutex::new(writer)),
             readers,
+            _checkpointer: Arc::new(checkpointer),
         })
     }
 
@@ -104,6 +185,24 @@ impl SqliteStore {
     }
 }
 
+/// A file written by a build with another layout is refused with a clear message, not misread.
+fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let existing: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'raw_events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if existing > 0 && found != SCHEMA_VERSION {
+        return Err(StoreError::SchemaVersion {
+            path: path.display().to_string(),
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
 fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut behind = Vec::new();
@@ -130,9 +229,11 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
             "INSERT INTO raw_events (event_id, ts, city, event_type, severity, description, ttl)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )?;
+        let mut raw_counts: HashMap<(&str, EventType, Severity), i64> = HashMap::new();
+        let mut spans: Vec<i64> = Vec::new();
         for r in &batch.raw {
             let e = &r.event;
-            raw.execute(params![
+            let inserted = raw.execute(params![
                 e.event_id,
                 e.timestamp.as_millis(),
                 e.city.as_str(),
@@ -141,14 +242,36 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                 e.description,
                 r.ttl.as_millis(),
             ])?;
+            let span = r.ttl.as_millis() - e.timestamp.as_millis();
+            if !spans.contains(&span) {
+                spans.push(span);
+            }
+            if inserted > 0 {
+                *raw_counts
+                    .entry((e.city.as_str(), e.event_type, e.severity))
+                    .or_default() += 1;
+            }
+        }
+        let mut count_raw = tx.prepare_cached(
+            "INSERT INTO raw_counts (city, event_type, severity, events) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO UPDATE SET events = events + excluded.events",
+        )?;
+        for ((city, event_type, severity), n) in raw_counts {
+            count_raw.execute(params![city, event_type.as_str(), severity.as_str(), n])?;
+        }
+        let mut span =
+            tx.prepare_cached("INSERT OR IGNORE INTO raw_ttl_spans (span) VALUES (?1)")?;
+        for s in spans {
+            span.execute(params![s])?;
         }
 
         let mut alert = tx.prepare_cached(
             "INSERT INTO alerts (city, ts, event_id, event_type, severity, description)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
         )?;
+        let mut alert_counts = SeverityCounts::default();
         for e in &batch.alerts {
-            alert.execute(params![
+            let inserted = alert.execute(params![
                 e.city.as_str(),
                 e.timestamp.as_millis(),
                 e.event_id,
@@ -156,6 +279,19 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                 e.severity.as_str(),
                 e.description,
             ])?;
+            if inserted > 0 {
+                alert_counts.add(e.severity);
+            }
+        }
+        let mut count_alerts = tx.prepare_cached(
+            "INSERT INTO alert_counts (severity, alerts) VALUES (?1, ?2)
+             ON CONFLICT DO UPDATE SET alerts = alerts + excluded.alerts",
+        )?;
+        for s in Severity::ALL {
+            let n = alert_counts.get(s);
+            if n > 0 {
+                count_alerts.execute(params![s.as_str(), n as i64])?;
+            }
         }
 
         let mut window = tx.prepare_cached(
@@ -268,6 +404,41 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
     }
     tx.commit()?;
     Ok(behind)
+}
+
+/// Deletes up to [`PURGE_CHUNK`] expired raw events and takes them off the counts, in one
+/// transaction.
+fn purge_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut purged: HashMap<(String, String, String), i64> = HashMap::new();
+    let mut total = 0u64;
+    {
+        let mut delete = tx.prepare_cached(concat!(
+            "DELETE FROM raw_events WHERE (ts, event_id) IN
+                     (SELECT ts, event_id FROM raw_events WHERE ts <= ",
+            expiry_horizon!(),
+            " AND ttl <= ?1 LIMIT ?2)
+                 RETURNING city, event_type, severity"
+        ))?;
+        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            *purged
+                .entry((row.get(0)?, row.get(1)?, row.get(2)?))
+                .or_default() += 1;
+            total += 1;
+        }
+    }
+    {
+        let mut uncount = tx.prepare_cached(
+            "UPDATE raw_counts SET events = events - ?4
+             WHERE city = ?1 AND event_type = ?2 AND severity = ?3",
+        )?;
+        for ((city, event_type, severity), n) in &purged {
+            uncount.execute(params![city, event_type, severity, n])?;
+        }
+    }
+    tx.commit()?;
+    Ok(total)
 }
 
 fn severities_json(severities: &[Severity]) -> String {
@@ -453,13 +624,19 @@ impl Store for SqliteStore {
         let city = city.to_owned();
         self.read(move |c| {
             let mut summary = CitySummary::default();
-            let mut stmt = c.prepare_cached(
-                "SELECT event_type, severity, count(*) FROM raw_events
-                 WHERE city = ?1 AND ttl > ?2 GROUP BY event_type, severity",
-            )?;
-            let mut rows = stmt.query(params![city, now.as_millis()])?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT event_type, severity, sum(n) FROM (
+                     SELECT event_type, severity, events AS n FROM raw_counts WHERE city = ?2
+                     UNION ALL
+                     SELECT event_type, severity, -n FROM ({EXPIRED}) WHERE city = ?2)
+                 GROUP BY event_type, severity"
+            ))?;
+            let mut rows = stmt.query(params![now.as_millis(), city])?;
             while let Some(row) = rows.next()? {
                 let n = row.get::<_, i64>(2)? as u64;
+                if n == 0 {
+                    continue;
+                }
                 let t = event_type(&row.get::<_, String>(0)?)?;
                 let s = severity(&row.get::<_, String>(1)?)?;
                 summary.total_events += n;
@@ -513,10 +690,13 @@ impl Store for SqliteStore {
 
     async fn cities(&self, now: EventTime) -> Result<Vec<CityCount>, StoreError> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT city, count(*) AS n FROM raw_events WHERE ttl > ?1
-                 GROUP BY city ORDER BY n DESC, city ASC",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT city, sum(n) AS total FROM (
+                     SELECT city, events AS n FROM raw_counts
+                     UNION ALL
+                     SELECT city, -n FROM ({EXPIRED}))
+                 GROUP BY city HAVING total > 0 ORDER BY total DESC, city ASC"
+            ))?;
             collect(&mut stmt, params![now.as_millis()], |r| {
                 Ok(CityCount {
                     city: r.get(0)?,
@@ -561,13 +741,15 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stats = Stats {
                 total_events: c
-                    .prepare_cached("SELECT count(*) FROM raw_events WHERE ttl > ?1")?
+                    .prepare_cached(&format!(
+                        "SELECT (SELECT coalesce(sum(events), 0) FROM raw_counts)
+                              - (SELECT coalesce(sum(n), 0) FROM ({EXPIRED}))"
+                    ))?
                     .query_row(params![now.as_millis()], |r| r.get::<_, i64>(0))?
                     as u64,
                 ..Stats::default()
             };
-            let mut stmt =
-                c.prepare_cached("SELECT severity, count(*) FROM alerts GROUP BY severity")?;
+            let mut stmt = c.prepare_cached("SELECT severity, alerts FROM alert_counts")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let s = severity(&row.get::<_, String>(0)?)?;
@@ -651,14 +833,9 @@ impl Store for SqliteStore {
         self.with_writer(move |c| {
             let mut total = 0u64;
             loop {
-                let n = c
-                    .prepare_cached(
-                        "DELETE FROM raw_events WHERE (event_id, ts) IN
-                         (SELECT event_id, ts FROM raw_events WHERE ttl <= ?1 LIMIT ?2)",
-                    )?
-                    .execute(params![now.as_millis(), PURGE_CHUNK])?;
-                total += n as u64;
-                if (n as i64) < PURGE_CHUNK {
+                let n = purge_chunk(c, now)?;
+                total += n;
+                if n < PURGE_CHUNK as u64 {
                     return Ok(total);
                 }
             }
