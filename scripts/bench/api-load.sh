@@ -24,6 +24,7 @@ taskset -c 0 "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --log wa
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 100); do
+  kill -0 "$server" 2>/dev/null || { echo "api-load: citystream serve exited (port $port taken?)" >&2; exit 1; }
   curl -fsS "$base/api/v1/health" >/dev/null 2>&1 && break
   sleep 0.1
 done
@@ -40,6 +41,6 @@ for path in "/api/v1/events/Chicago?limit=20" "/api/v1/aggregations?city=Chicago
   at_half=$(awk '/requests\/sec|Requests\/sec/ {print $2}' <<<"$lat")
   pcts=$(awk '/% in/ {gsub("%", "", $1); printf "p%s_ms=%.2f ", $1, $3 * 1000}' <<<"$lat" \
     | grep -oE "p(50|90|99)_ms=[0-9.]+" | tr '\n' ' ')
-  codes=$(awk '/\[[0-9]+\]/ {printf "%s ", $0}' <<<"$lat")
-  echo "api-load path=$path max_rps=$rps max_p99=$p99 half_rps=$at_half $pcts codes=[${codes% }] ${errors}"
+  codes=$(awk '/responses$/ {printf "%s:%s ", $1, $2}' <<<"$lat")
+  echo "api-load path=$path max_rps=$rps max_p99=$p99 half_rps=$at_half ${pcts}status=${codes% } ${errors}"
 done

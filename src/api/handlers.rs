@@ -12,7 +12,12 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::params::{Params, city};
-use crate::model::{CityEvent, EventTime, EventType, Span, WindowAggregate};
+use crate::store::StoredEvent;
+use serde::Serialize;
+
+use crate::model::{
+    City, CityEvent, EventTime, EventType, Severity, SeverityCounts, Span, WindowAggregate,
+};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -32,18 +37,44 @@ fn alert_json(e: &CityEvent) -> Value {
     })
 }
 
-fn window_json(w: &WindowAggregate) -> Value {
-    json!({
-        "partition_key": w.partition_key(),
-        "city": w.city,
-        "event_type": w.event_type,
-        "window_start": w.window_start,
-        "window_end": w.window_end,
-        "event_count": w.event_count,
-        "severities": w.severities,
-        "severities_capped": w.event_count > w.severities.len() as u64,
-        "severity_counts": w.severity_counts,
-    })
+/// One window as the API shows it. Serialized straight from the stored value: a window holds up
+/// to `--severities-cap` severities, and going through a `serde_json::Value` would allocate a
+/// string for each.
+#[derive(Serialize)]
+struct WindowBody<'a> {
+    partition_key: String,
+    city: &'a City,
+    event_type: EventType,
+    window_start: EventTime,
+    window_end: EventTime,
+    event_count: u64,
+    severities: &'a [Severity],
+    severities_capped: bool,
+    severity_counts: SeverityCounts,
+}
+
+impl<'a> From<&'a WindowAggregate> for WindowBody<'a> {
+    fn from(w: &'a WindowAggregate) -> Self {
+        WindowBody {
+            partition_key: w.partition_key(),
+            city: &w.city,
+            event_type: w.event_type,
+            window_start: w.window_start,
+            window_end: w.window_end,
+            event_count: w.event_count,
+            severities: &w.severities,
+            severities_capped: w.event_count > w.severities.len() as u64,
+            severity_counts: w.severity_counts,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AggregationsBody<'a> {
+    city: &'a City,
+    event_type: Option<EventType>,
+    count: usize,
+    aggregations: Vec<WindowBody<'a>>,
 }
 
 /// `GET /api/v1/health`
@@ -90,16 +121,25 @@ pub async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     params: Params,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     let city = path_city(path)?;
     let limit = params.int("limit", 20, 1..=1000)?;
     let events = state
         .store
         .recent_events(city.as_str(), limit as usize, EventTime::now())
         .await?;
-    Ok(Json(
-        json!({ "city": city, "count": events.len(), "events": events }),
-    ))
+    #[derive(Serialize)]
+    struct Body<'a> {
+        city: &'a City,
+        count: usize,
+        events: &'a [StoredEvent],
+    }
+    let body = Body {
+        city: &city,
+        count: events.len(),
+        events: &events,
+    };
+    Ok(Json(body).into_response())
 }
 
 /// `GET /api/v1/summary/{city}`
@@ -152,7 +192,10 @@ pub async fn cities(State(state): State<AppState>) -> ApiResult {
 }
 
 /// `GET /api/v1/aggregations?city=&event_type=&limit=10` (`eventType` accepted too)
-pub async fn aggregations(State(state): State<AppState>, params: Params) -> ApiResult {
+pub async fn aggregations(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let city = params.required_city("city")?;
     let event_type = params.event_type(&["event_type", "eventType"])?;
     let limit = params.int("limit", 10, 1..=1000)?;
@@ -160,12 +203,13 @@ pub async fn aggregations(State(state): State<AppState>, params: Params) -> ApiR
         .store
         .aggregations(city.as_str(), event_type, limit as usize)
         .await?;
-    Ok(Json(json!({
-        "city": city,
-        "event_type": event_type,
-        "count": windows.len(),
-        "aggregations": windows.iter().map(window_json).collect::<Vec<_>>(),
-    })))
+    let body = AggregationsBody {
+        city: &city,
+        event_type,
+        count: windows.len(),
+        aggregations: windows.iter().map(WindowBody::from).collect(),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// `GET /api/v1/stats`

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS aggregations (
     window_start  INTEGER NOT NULL,
     window_end    INTEGER NOT NULL,
     event_count   INTEGER NOT NULL,
-    severities    TEXT    NOT NULL, -- JSON array, arrival order
+    severities    TEXT    NOT NULL, -- one letter per event, arrival order: l, m, h, c
     low           INTEGER NOT NULL,
     medium        INTEGER NOT NULL,
     high          INTEGER NOT NULL,
@@ -91,6 +91,14 @@ CREATE TABLE IF NOT EXISTS late_events (
 );
 CREATE INDEX IF NOT EXISTS late_by_city ON late_events (city, event_type);
 
+-- Stored late events per city and type, kept in step with every insert.
+CREATE TABLE IF NOT EXISTS late_counts (
+    city        TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    late_events INTEGER NOT NULL,
+    PRIMARY KEY (city, event_type)
+) WITHOUT ROWID;
+
 -- Records that are not valid events, with the reason and where they came from.
 CREATE TABLE IF NOT EXISTS dead_letters (
     id             INTEGER PRIMARY KEY,
@@ -104,7 +112,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     received_at    INTEGER NOT NULL,
     UNIQUE (source, partition, offset)
 );
-CREATE INDEX IF NOT EXISTS dead_by_kind ON dead_letters (kind);
+
+-- Stored dead letters per kind, kept in step with every insert.
+CREATE TABLE IF NOT EXISTS dead_letter_counts (
+    kind         TEXT    NOT NULL PRIMARY KEY,
+    dead_letters INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Processor positions and watermark state, written in the same transaction as the results.
 -- One row per replay offset (the offset a log broker commits); rows below the offset the broker

@@ -27,7 +27,7 @@ use crate::model::{
 pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
 /// Bumped whenever `schema.sql` changes in a way an existing file cannot follow.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
 /// The writer copies the write-ahead log into the database every 256 pages: 4 MiB, SQLite's
@@ -88,8 +88,11 @@ impl SqliteStore {
             c.execute_batch(CONNECTION_PRAGMAS)?;
             c.execute_batch("PRAGMA query_only = ON;")
         });
+        // One connection per runtime worker (reads run on the worker; see `read`), and at
+        // least four.
+        let workers = std::thread::available_parallelism().map_or(4, |n| n.get()) as u32;
         let readers = r2d2::Pool::builder()
-            .max_size(4)
+            .max_size(workers.max(4))
             .min_idle(Some(1))
             .build(manager)?;
         Ok(SqliteStore {
@@ -103,15 +106,18 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Runs a read on the calling task. Every read is bounded (an index range with a `LIMIT`, a
+    /// key lookup, or the counters) and takes tens of microseconds on a warm cache; handing it to
+    /// the blocking pool cost two thread switches per request, more than the query itself. The
+    /// pool has more connections than the runtime has workers, so a read never waits for one.
+    /// Each read spends a unit of the task's cooperative budget, so a loop of reads still lets
+    /// the other tasks of its worker run.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
     {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || f(&*pool.get()?))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        tokio::task::consume_budget().await;
+        f(&*self.readers.get()?)
     }
 
     async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -262,7 +268,7 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                 w.window_start.as_millis(),
                 w.window_end.as_millis(),
                 w.event_count as i64,
-                severities_json(&w.severities),
+                severities_text(&w.severities),
                 c.get(Severity::Low) as i64,
                 c.get(Severity::Medium) as i64,
                 c.get(Severity::High) as i64,
@@ -276,9 +282,10 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                  watermark, partition, offset)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
         )?;
+        let mut late_counts: HashMap<(&str, EventType), i64> = HashMap::new();
         for l in &batch.late {
             let e = &l.event;
-            late.execute(params![
+            let inserted = late.execute(params![
                 e.event_id,
                 e.timestamp.as_millis(),
                 e.city.as_str(),
@@ -289,6 +296,18 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                 l.partition,
                 l.offset as i64,
             ])?;
+            if inserted > 0 {
+                *late_counts
+                    .entry((e.city.as_str(), e.event_type))
+                    .or_default() += 1;
+            }
+        }
+        let mut count_late = tx.prepare_cached(
+            "INSERT INTO late_counts (city, event_type, late_events) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET late_events = late_events + excluded.late_events",
+        )?;
+        for ((city, event_type), n) in late_counts {
+            count_late.execute(params![city, event_type.as_str(), n])?;
         }
 
         let mut dead = tx.prepare_cached(
@@ -296,8 +315,9 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                  payload_len, received_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         )?;
+        let mut dead_counts: HashMap<&str, i64> = HashMap::new();
         for d in &batch.dead_letters {
-            dead.execute(params![
+            let inserted = dead.execute(params![
                 d.source,
                 d.partition,
                 d.offset as i64,
@@ -307,6 +327,16 @@ fn write_batch(conn: &mut Connection, batch: &WriteBatch) -> Result<Fenced, Stor
                 d.payload_len as i64,
                 d.received_at.as_millis(),
             ])?;
+            if inserted > 0 {
+                *dead_counts.entry(d.kind.as_str()).or_default() += 1;
+            }
+        }
+        let mut count_dead = tx.prepare_cached(
+            "INSERT INTO dead_letter_counts (kind, dead_letters) VALUES (?1, ?2)
+             ON CONFLICT DO UPDATE SET dead_letters = dead_letters + excluded.dead_letters",
+        )?;
+        for (kind, n) in dead_counts {
+            count_dead.execute(params![kind, n])?;
         }
 
         let mut checkpoint = tx.prepare_cached(
@@ -387,8 +417,25 @@ fn purge_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError>
     Ok(total)
 }
 
-fn severities_json(severities: &[Severity]) -> String {
-    serde_json::to_string(severities).unwrap_or_else(|_| "[]".to_owned())
+/// A window's severities as stored: one letter per event in arrival order (`l`, `m`, `h`, `c`).
+/// A window holds up to `--severities-cap` of them and is rewritten at every batch that touches
+/// it, so the column is kept small and cheap to read back.
+const SEVERITY_LETTERS: [u8; 4] = [b'l', b'm', b'h', b'c'];
+
+fn severities_text(severities: &[Severity]) -> String {
+    severities
+        .iter()
+        .map(|s| char::from(SEVERITY_LETTERS[s.index()]))
+        .collect()
+}
+
+fn severities_from_text(text: &str) -> Result<Vec<Severity>, StoreError> {
+    text.bytes()
+        .map(|b| match SEVERITY_LETTERS.iter().position(|&l| l == b) {
+            Some(i) => Ok(Severity::ALL[i]),
+            None => Err(corrupt(format!("severity letter {:?}", char::from(b)))),
+        })
+        .collect()
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -437,8 +484,7 @@ const WINDOW_COLUMNS: &str = "city, event_type, window_start, window_end, event_
     low, medium, high, critical, partition";
 
 fn window_from_row(row: &Row<'_>) -> Result<WindowAggregate, StoreError> {
-    let severities: String = row.get(5)?;
-    let severities: Vec<Severity> = serde_json::from_str(&severities).map_err(corrupt)?;
+    let severities = severities_from_text(&row.get::<_, String>(5)?)?;
     let mut counts = SeverityCounts::default();
     for (i, s) in Severity::ALL.iter().enumerate() {
         counts.0[s.index()] = row.get::<_, i64>(6 + i)? as u64;
@@ -590,8 +636,10 @@ impl Store for SqliteStore {
                 summary.by_severity.0[s.index()] += n;
             }
             summary.late_events =
-                c.prepare_cached("SELECT count(*) FROM late_events WHERE city = ?1")?
-                    .query_row(params![city], |r| r.get::<_, i64>(0))? as u64;
+                c.prepare_cached(
+                    "SELECT coalesce(sum(late_events), 0) FROM late_counts WHERE city = ?1",
+                )?
+                .query_row(params![city], |r| r.get::<_, i64>(0))? as u64;
             Ok(summary)
         })
         .await
@@ -702,8 +750,8 @@ impl Store for SqliteStore {
                 stats.alerts.0[s.index()] = row.get::<_, i64>(1)? as u64;
             }
             let mut stmt = c.prepare_cached(
-                "SELECT city, event_type, count(*) FROM late_events
-                 GROUP BY city, event_type ORDER BY city, event_type",
+                "SELECT city, event_type, late_events FROM late_counts
+                 WHERE late_events > 0 ORDER BY city, event_type",
             )?;
             stats.late_by_city_type = collect(&mut stmt, [], |r| {
                 Ok(LateCount {
@@ -713,8 +761,9 @@ impl Store for SqliteStore {
                 })
             })?;
             stats.late_events = stats.late_by_city_type.iter().map(|l| l.late_events).sum();
-            let mut stmt =
-                c.prepare_cached("SELECT kind, count(*) FROM dead_letters GROUP BY kind")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, dead_letters FROM dead_letter_counts WHERE dead_letters > 0",
+            )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let n = row.get::<_, i64>(1)? as u64;
@@ -796,5 +845,27 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_round_trip_through_their_letters() {
+        let all = [
+            Severity::Critical,
+            Severity::Low,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+        ];
+        assert_eq!(severities_text(&all), "clhml");
+        assert_eq!(
+            severities_from_text(&severities_text(&all)).ok(),
+            Some(all.to_vec())
+        );
+        assert!(severities_from_text("lmx").is_err());
     }
 }
