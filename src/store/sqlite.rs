@@ -433,12 +433,17 @@ fn severities_text(severities: &[Severity]) -> String {
 }
 
 fn severities_from_text(text: &str) -> Result<Vec<Severity>, StoreError> {
-    text.bytes()
-        .map(|b| match SEVERITY_LETTERS.iter().position(|&l| l == b) {
-            Some(i) => Ok(Severity::ALL[i]),
-            None => Err(corrupt(format!("severity letter {:?}", char::from(b)))),
-        })
-        .collect()
+    let mut severities = Vec::with_capacity(text.len());
+    for b in text.bytes() {
+        severities.push(match b {
+            b'l' => Severity::Low,
+            b'm' => Severity::Medium,
+            b'h' => Severity::High,
+            b'c' => Severity::Critical,
+            other => return Err(corrupt(format!("severity letter {:?}", char::from(other)))),
+        });
+    }
+    Ok(severities)
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
