@@ -30,6 +30,17 @@ fn citystream(server: &Dynoxide, args: &[&str]) -> Output {
         .expect("run citystream")
 }
 
+/// Runs `citystream ARGS` against the server, checks that it succeeded and returns its stdout.
+fn succeeds(server: &Dynoxide, args: &[&str]) -> String {
+    let out = citystream(server, args);
+    assert!(
+        out.status.success(),
+        "citystream {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn client(server: &Dynoxide) -> Client {
     client_at(&server.endpoint)
 }
@@ -44,23 +55,11 @@ fn keys(elements: &[KeySchemaElement]) -> Vec<(String, KeyType)> {
 #[tokio::test]
 async fn init_creates_the_seed_tables_and_is_harmless_twice() {
     let server = Dynoxide::start();
-    let first = citystream(&server, &["init"]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let out = String::from_utf8_lossy(&first.stdout);
+    let out = succeeds(&server, &["init"]);
     assert_eq!(out.matches("created").count(), 4, "{out}");
 
-    let again = citystream(&server, &["init"]);
-    assert!(again.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&again.stdout)
-            .matches("exists")
-            .count(),
-        4
-    );
+    let again = succeeds(&server, &["init"]);
+    assert_eq!(again.matches("exists").count(), 4);
 
     let db = client(&server).await;
     let raw = db
@@ -118,8 +117,7 @@ async fn init_creates_the_seed_tables_and_is_harmless_twice() {
 
     let refused = citystream(&server, &["destroy"]);
     assert!(!refused.status.success(), "destroy needs --yes");
-    let destroyed = citystream(&server, &["destroy", "--yes"]);
-    assert!(destroyed.status.success());
+    succeeds(&server, &["destroy", "--yes"]);
     let left = db.list_tables().send().await.expect("list");
     assert!(left.table_names().is_empty(), "{:?}", left.table_names());
 }
@@ -153,13 +151,8 @@ async fn init_completes_a_table_without_its_index_and_refuses_a_different_key() 
         .send()
         .await
         .expect("create");
-    let completed = citystream(&server, &["init", "--table-prefix", "a-"]);
-    assert!(
-        completed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&completed.stderr)
-    );
-    assert!(String::from_utf8_lossy(&completed.stdout).contains("added by-city-time"));
+    let completed = succeeds(&server, &["init", "--table-prefix", "a-"]);
+    assert!(completed.contains("added by-city-time"));
 
     // Keyed differently: init says how and fails.
     db.create_table()
@@ -183,12 +176,7 @@ async fn init_completes_a_table_without_its_index_and_refuses_a_different_key() 
 #[tokio::test]
 async fn up_on_dynamodb_answers_like_the_oracle() {
     let server = Dynoxide::start();
-    let init = citystream(&server, &["init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    succeeds(&server, &["init"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
     let config = generator(31, 3000, start_time());

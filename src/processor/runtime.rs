@@ -67,11 +67,16 @@ enum Step {
 /// Resolves when the batch in flight is stored; never, when there is none.
 async fn stored(in_flight: &mut Option<InFlight>) -> Result<Stored, ProcessorError> {
     match in_flight.as_mut() {
-        Some(write) => write
-            .await
-            .map_err(|e| ProcessorError::Writer(e.to_string())),
+        Some(write) => joined(write).await,
         None => std::future::pending().await,
     }
+}
+
+/// Waits for a write task.
+async fn joined(write: &mut InFlight) -> Result<Stored, ProcessorError> {
+    write
+        .await
+        .map_err(|e| ProcessorError::Writer(e.to_string()))
 }
 
 /// What a finished run did.
@@ -192,19 +197,15 @@ impl Processor {
             self.engine.flush(&mut batch);
             // The previous batch was being stored while this one was read and processed; its
             // positions are committed before the next write starts, so commits stay in order.
-            if let Some(previous) = in_flight.take() {
-                let stored = previous
-                    .await
-                    .map_err(|e| ProcessorError::Writer(e.to_string()))?;
+            if let Some(mut previous) = in_flight.take() {
+                let stored = joined(&mut previous).await?;
                 self.finish_write(stored).await?;
             }
             if !batch.is_empty() {
-                let write = self.start_write(batch, taken, &mut summary, console.as_mut());
+                let mut write = self.start_write(batch, taken, &mut summary, console.as_mut());
                 if ended || !revoked.is_empty() {
                     // Write what was taken from revoked partitions before letting go.
-                    let stored = write
-                        .await
-                        .map_err(|e| ProcessorError::Writer(e.to_string()))?;
+                    let stored = joined(&mut write).await?;
                     self.finish_write(stored).await?;
                 } else {
                     in_flight = Some(write);

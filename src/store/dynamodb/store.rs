@@ -297,6 +297,14 @@ impl DynamoStore {
         self.query_all(request, None, |_| true).await
     }
 
+    /// The one city asked for, or every city seen.
+    async fn cities_or_all(&self, city: Option<&str>) -> Result<Vec<String>, StoreError> {
+        match city {
+            Some(c) => Ok(vec![c.to_owned()]),
+            None => self.cities_known().await,
+        }
+    }
+
     async fn cities_known(&self) -> Result<Vec<String>, StoreError> {
         self.state_items("cities")
             .await?
@@ -845,10 +853,7 @@ impl Store for DynamoStore {
         since: EventTime,
         limit: usize,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        let cities = match city {
-            Some(c) => vec![c.to_owned()],
-            None => self.cities_known().await?,
-        };
+        let cities = self.cities_or_all(city).await?;
         let mut alerts = Vec::new();
         for city in cities {
             let request = self
@@ -966,10 +971,7 @@ impl Store for DynamoStore {
         city: Option<&str>,
         limit: usize,
     ) -> Result<Vec<LateEvent>, StoreError> {
-        let cities = match city {
-            Some(c) => vec![c.to_owned()],
-            None => self.cities_known().await?,
-        };
+        let cities = self.cities_or_all(city).await?;
         let mut out = Vec::new();
         for city in cities {
             let request = self
