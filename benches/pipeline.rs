@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hot paths, in the order data flows: decoding a record, the engine
-//! over a batch (validation, per-partition watermarks, windows, alerts), and one SQLite
-//! transaction of a processed batch. Run with `cargo bench`; the whole pipeline is measured by
+//! over a batch (validation, identity, per-partition watermarks, placement), and one SQLite
+//! transaction of a processed batch (raw rows, alerts, window sums, counters). Run with `cargo bench`; the whole pipeline is measured by
 //! `citystream bench` (see docs/BENCHMARKS.md).
 
 use std::hint::black_box;
@@ -31,18 +31,13 @@ fn records(n: usize) -> Vec<Record> {
     };
     Generator::new(config)
         .enumerate()
-        .map(|(i, e)| Record {
-            partition: 0,
-            offset: i as u64,
-            timestamp: None,
-            payload: Bytes::from(e.to_json()),
-        })
+        .map(|(i, e)| Record::new(0, i as u64, None, Bytes::from(e.to_json())))
         .collect()
 }
 
 fn processed(records: &[Record]) -> WriteBatch {
     let mut engine = Engine::new("bench", EngineConfig::default());
-    let mut batch = WriteBatch::default();
+    let mut batch = engine.batch();
     engine.process(
         records,
         EventTime::from_millis(1_795_690_000_000),
@@ -70,8 +65,8 @@ fn engine_batch(c: &mut Criterion) {
     let records = records(BATCH);
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(records.len() as u64));
-    // A fresh engine per batch: decode, watermark, window updates, alerts, and the flush that
-    // emits every changed window and the checkpoint.
+    // A fresh engine per batch: decode, identity, watermark, placement, and the flush that
+    // adds the checkpoint.
     group.bench_function("process_and_flush", |b| {
         b.iter(|| black_box(processed(&records)))
     });
@@ -83,8 +78,8 @@ fn store_batch(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut group = c.benchmark_group("sqlite");
     group.sample_size(20);
-    group.throughput(Throughput::Elements(batch.raw.len() as u64));
-    // One transaction into an empty store: raw rows, counts, alerts, windows, checkpoint.
+    group.throughput(Throughput::Elements(batch.events.len() as u64));
+    // One transaction into an empty store: raw rows, counts, alerts, window sums, checkpoint.
     group.bench_function("write_batch", |b| {
         b.iter_batched(
             || {

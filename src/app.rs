@@ -31,8 +31,10 @@ use crate::processor::RuntimeConfig;
 use crate::processor::{Engine, Processor};
 use crate::store::Store;
 use crate::store::dynamodb::{self, DynamoStore, TableOutcome};
+use crate::store::lock::{SourceLock, lock_source};
 use crate::store::null::NullStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{OpenMode, SqliteStore};
+use crate::store::timed::{StoreHealth, TimedStore};
 
 /// Most events the generator hands the broker at once.
 const GENERATOR_BATCH: usize = 4096;
@@ -127,37 +129,61 @@ async fn purge_expired(store: Arc<dyn Store>, every: Duration, stop: Cancellatio
             _ = ticker.tick() => {}
         }
         match store.purge_expired(EventTime::now()).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(purged = n, "expired raw events purged");
-                metrics::counter!("citystream_raw_purged_total").increment(n);
+            Ok(purged) if purged.total() == 0 => {}
+            Ok(purged) => {
+                tracing::info!(raw = purged.raw, late = purged.late,
+                    dead_letters = purged.dead_letters, "expired rows purged");
+                metrics::counter!("citystream_purged_total", "table" => "raw_events")
+                    .increment(purged.raw);
+                metrics::counter!("citystream_purged_total", "table" => "late_events")
+                    .increment(purged.late);
+                metrics::counter!("citystream_purged_total", "table" => "dead_letters")
+                    .increment(purged.dead_letters);
             }
-            Err(error) => tracing::warn!(%error, "purging expired raw events failed"),
+            Err(error) => tracing::warn!(%error, "purging expired rows failed"),
         }
     }
 }
 
-/// The one place the store backend is chosen.
-async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
-    match args.store {
+/// A store as the roles use it: its backend, with a deadline on every call.
+struct Opened {
+    store: Arc<dyn Store>,
+    health: Arc<StoreHealth>,
+}
+
+/// The one place the store backend is chosen. Readers (`serve`) open an existing SQLite
+/// store only; writers create it.
+async fn open_store(args: &StoreArgs, mode: OpenMode) -> anyhow::Result<Opened> {
+    let backend: Arc<dyn Store> = match args.store {
         Backend::Sqlite => {
-            let store = SqliteStore::open(&args.data_dir)
+            let store = SqliteStore::open_with(&args.data_dir, mode)
                 .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
             tracing::info!(path = %store.path().display(), "sqlite store open");
-            Ok(Arc::new(store))
+            Arc::new(store)
         }
         Backend::Dynamodb => {
             let config = args.dynamo.config();
             let store = DynamoStore::open(&config).await;
-            store
-                .ping()
-                .await
-                .context("reaching the DynamoDB tables (did `citystream init` run?)")?;
             tracing::info!(region = %config.region, prefix = %config.table_prefix,
                 endpoint = ?config.endpoint, "dynamodb store open");
-            Ok(Arc::new(store))
+            Arc::new(store)
         }
-    }
+    };
+    let timed = TimedStore::new(backend, args.deadlines());
+    let health = timed.health();
+    timed
+        .ping()
+        .await
+        .context("reaching the store (on DynamoDB: did `citystream init` run?)")?;
+    Ok(Opened {
+        store: Arc::new(timed),
+        health,
+    })
+}
+
+/// The lock of a source whose offsets the store defines (see [`crate::store::lock`]).
+fn lock(args: &StoreArgs, source: &str) -> anyhow::Result<SourceLock> {
+    Ok(lock_source(&args.data_dir, source)?)
 }
 
 async fn bind(args: &ApiArgs) -> anyhow::Result<TcpListener> {
@@ -170,16 +196,19 @@ async fn bind(args: &ApiArgs) -> anyhow::Result<TcpListener> {
 }
 
 fn app_state(
-    store: Arc<dyn Store>,
+    opened: &Opened,
     engine: &EngineArgs,
+    api: &ApiArgs,
     metrics: Option<PrometheusHandle>,
 ) -> AppState {
     let rules = engine.config();
     AppState {
+        health: opened.health.clone(),
         metrics,
         watermark_delay: rules.watermark_delay,
         window: rules.window,
-        ..AppState::new(store)
+        request_timeout: api.request_timeout,
+        ..AppState::new(opened.store.clone())
     }
 }
 
@@ -209,11 +238,21 @@ async fn connect(
 
 /// `citystream up`
 pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let store = open_store(&args.store).await?;
-    let (producer, source) = connect(&args.broker, store.as_ref()).await?;
+    let opened = open_store(&args.store, OpenMode::Create).await?;
+    // The embedded broker numbers records from the store's checkpoints: one writer at a time.
+    let _lock = match args.broker.brokers {
+        Some(_) => None,
+        None => Some(lock(&args.store, &args.broker.topic)?),
+    };
+    let (producer, source) = connect(&args.broker, opened.store.as_ref()).await?;
     let engine = Engine::new(source.name(), args.engine.config());
-    let processor =
-        Processor::restore(source, engine, store.clone(), args.runtime.config()).await?;
+    let processor = Processor::new(
+        source,
+        engine,
+        opened.store.clone(),
+        opened.health.clone(),
+        args.runtime.config(),
+    );
     let listener = bind(&args.api).await?;
 
     let shutdown = shutdown_on_signal();
@@ -234,14 +273,15 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let mut processor = tokio::spawn(processor.run(processor_stop));
     let background = CancellationToken::new();
     let purge = tokio::spawn(purge_expired(
-        store.clone(),
+        opened.store.clone(),
         args.store.purge_interval,
         background.clone(),
     ));
     let api_stop = background.clone();
     let api = tokio::spawn(api::serve(
         listener,
-        app_state(store, &args.engine, metrics),
+        app_state(&opened, &args.engine, &args.api, metrics),
+        args.api.limits(),
         async move { api_stop.cancelled().await },
     ));
 
@@ -323,7 +363,7 @@ pub async fn produce(args: ProduceArgs, metrics: Option<PrometheusHandle>) -> an
 
 /// `citystream process --input FILE|-` or `citystream process --brokers …`
 pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let store = open_store(&args.store).await?;
+    let opened = open_store(&args.store, OpenMode::Create).await?;
     let signalled = shutdown_on_signal();
     let ops_stop = CancellationToken::new();
     let ops = match args.listen {
@@ -335,23 +375,39 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
     // A file stops at the first signal and resumes from its checkpoint next time, and so does
     // Kafka. Lines on a pipe would be lost that way, so standard input is read to its end:
     // the signal stops the producer too, which closes the pipe.
-    let (source, stop): (Box<dyn Source>, CancellationToken) =
+    let (source, stop, _lock): (Box<dyn Source>, CancellationToken, Option<SourceLock>) =
         match (&args.input, args.broker.kafka()) {
             (Some(input), _) if input == Path::new("-") => {
-                let checkpoints = store.checkpoints(crate::broker::file::STDIN_SOURCE).await?;
-                let next = checkpoints.first().map_or(0, |c| c.next_offset);
-                (Box::new(LineSource::stdin(next)), CancellationToken::new())
+                let stdin = crate::broker::file::STDIN_SOURCE;
+                let lock = lock(&args.store, stdin)?;
+                let next = opened
+                    .store
+                    .checkpoint(stdin, 0)
+                    .await?
+                    .map_or(0, |c| c.next_offset);
+                let source = Box::new(LineSource::stdin(next));
+                (source, CancellationToken::new(), Some(lock))
             }
-            (Some(input), _) => (Box::new(LineSource::open(input).await?), signalled),
+            (Some(input), _) => {
+                let source = LineSource::open(input).await?;
+                let lock = lock(&args.store, source.name())?;
+                (Box::new(source), signalled, Some(lock))
+            }
             (None, Some(kafka)) => {
                 // The dead-letter topic must exist before a bad record needs it.
                 ensure_topics(&kafka).await?;
-                (Box::new(KafkaSource::subscribe(&kafka).await?), signalled)
+                (Box::new(KafkaSource::subscribe(&kafka).await?), signalled, None)
             }
             (None, None) => anyhow::bail!("give --input FILE|- or --brokers HOST:PORT"),
         };
     let engine = Engine::new(source.name(), args.engine.config());
-    let processor = Processor::restore(source, engine, store, args.runtime.config()).await?;
+    let processor = Processor::new(
+        source,
+        engine,
+        opened.store,
+        opened.health,
+        args.runtime.config(),
+    );
     let summary = processor.run(stop).await?;
     ops_stop.cancel();
     if let Some(ops) = ops {
@@ -369,18 +425,19 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
 
 /// `citystream serve`
 pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let store = open_store(&args.store).await?;
+    let opened = open_store(&args.store, OpenMode::Existing).await?;
     let listener = bind(&args.api).await?;
     let shutdown = shutdown_on_signal();
     let background = CancellationToken::new();
     let purge = tokio::spawn(purge_expired(
-        store.clone(),
+        opened.store.clone(),
         args.store.purge_interval,
         background.clone(),
     ));
     api::serve(
         listener,
-        app_state(store, &args.engine, metrics),
+        app_state(&opened, &args.engine, &args.api, metrics),
+        args.api.limits(),
         async move { shutdown.cancelled().await },
     )
     .await?;
@@ -445,7 +502,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         console: None,
     };
     let started = std::time::Instant::now();
-    let processor = Processor::restore(Box::new(source), engine, store, runtime).await?;
+    let health = Arc::default();
+    let processor = Processor::new(Box::new(source), engine, store, health, runtime);
     let summary = processor.run(CancellationToken::new()).await?;
     let seconds = started.elapsed().as_secs_f64();
     if args.data_dir.is_none() {

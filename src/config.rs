@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::broker::embedded::EmbeddedConfig;
 use crate::broker::kafka::KafkaConfig;
 use crate::generator::GeneratorConfig;
-use crate::model::{EventTime, Span};
+use crate::api::Limits;
+use crate::model::{BatchRules, EventTime, Span};
 use crate::processor::{EngineConfig, RuntimeConfig};
 use crate::store::dynamodb::DynamoConfig;
+use crate::store::timed::Deadlines;
 
 /// CityStream: city events → broker → stream processor → store → REST API, in one binary.
 #[derive(Debug, Parser)]
@@ -287,6 +289,20 @@ pub struct EngineArgs {
     /// the window `severities_capped`.
     #[arg(long, env = "CITYSTREAM_SEVERITIES_CAP", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub severities_cap: u64,
+    /// How far behind a partition's newest event time event ids are remembered, to catch an id
+    /// reused with another timestamp.
+    #[arg(long, env = "CITYSTREAM_DEDUP_HORIZON", default_value = "1h", value_parser = span)]
+    pub dedup_horizon: Span,
+    /// Most event ids remembered per partition (about 80 bytes each); 0 turns the memory off
+    /// (the store's key still catches every repeat).
+    #[arg(long, env = "CITYSTREAM_DEDUP_CAPACITY", default_value_t = 50_000)]
+    pub dedup_capacity: usize,
+    /// How long late events are kept after their event time.
+    #[arg(long, env = "CITYSTREAM_LATE_RETENTION", default_value = "30days", value_parser = span)]
+    pub late_retention: Span,
+    /// How long dead letters are kept after they arrived.
+    #[arg(long, env = "CITYSTREAM_DEAD_LETTER_RETENTION", default_value = "7days", value_parser = span)]
+    pub dead_letter_retention: Span,
 }
 
 impl EngineArgs {
@@ -296,7 +312,13 @@ impl EngineArgs {
             watermark_delay: self.watermark_delay,
             raw_ttl: self.raw_ttl,
             max_ahead: self.max_ahead,
-            severities_cap: usize::try_from(self.severities_cap).unwrap_or(usize::MAX),
+            dedup_horizon: self.dedup_horizon,
+            dedup_capacity: self.dedup_capacity,
+            rules: BatchRules {
+                severities_cap: usize::try_from(self.severities_cap).unwrap_or(usize::MAX),
+                late_retention: self.late_retention,
+                dead_letter_retention: self.dead_letter_retention,
+            },
         }
     }
 }
@@ -348,9 +370,24 @@ pub struct StoreArgs {
     /// Directory of the embedded SQLite store.
     #[arg(long, env = "CITYSTREAM_DATA_DIR", default_value = "./citystream-data")]
     pub data_dir: PathBuf,
-    /// How often expired raw events are purged.
+    /// How often expired raw events, late events and dead letters are purged.
     #[arg(long, env = "CITYSTREAM_PURGE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub purge_interval: Duration,
+    /// Longest a store read may take before it fails (the API answers 503).
+    #[arg(long, env = "CITYSTREAM_STORE_READ_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub store_read_timeout: Duration,
+    /// Longest a batch write may take before it fails and is retried.
+    #[arg(long, env = "CITYSTREAM_STORE_WRITE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub store_write_timeout: Duration,
+}
+
+impl StoreArgs {
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            read: self.store_read_timeout,
+            write: self.store_write_timeout,
+        }
+    }
 }
 
 /// The REST API.
@@ -359,6 +396,29 @@ pub struct ApiArgs {
     /// Address the API listens on (port 0 picks a free port).
     #[arg(long, env = "CITYSTREAM_LISTEN", default_value = "0.0.0.0:8082")]
     pub listen: SocketAddr,
+    /// Most connections served at once; further ones wait in the listen queue.
+    #[arg(long, env = "CITYSTREAM_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Longest a client may take to send a request's headers, also when idle between requests.
+    #[arg(long, env = "CITYSTREAM_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+    /// Longest a request may take to be answered (503 after it).
+    #[arg(long, env = "CITYSTREAM_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    #[arg(long, env = "CITYSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+}
+
+impl ApiArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections as usize,
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
 }
 
 /// One event a day, at the slowest.
@@ -393,6 +453,14 @@ fn positive_span(s: &str) -> Result<Span, String> {
     match span(s)? {
         d if d.as_millis() >= 1 => Ok(d),
         _ => Err(format!("`{s}` must be at least 1ms")),
+    }
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("`{s}` must be longer than zero")),
+        Err(e) => Err(format!("`{s}`: {e} (e.g. 500ms, 10s)")),
     }
 }
 

@@ -205,7 +205,8 @@ async fn up_on_dynamodb_answers_like_the_oracle() {
 
 /// A proxy in front of dynoxide that answers the first BatchWriteItem calls with every item
 /// unprocessed and the first TransactWriteItems calls with throttling, as DynamoDB does under
-/// load, and forwards everything else.
+/// load, refuses any TransactWriteItems that mentions `poison-7f3a` as DynamoDB refuses an invalid
+/// item, and forwards everything else.
 struct Faults {
     unprocessed: std::sync::atomic::AtomicUsize,
     throttled: std::sync::atomic::AtomicUsize,
@@ -232,22 +233,30 @@ async fn faulty(
         .unwrap_or_default()
         .to_owned();
     let json = [("content-type", "application/x-amz-json-1.0")];
+    let error = |kind: &str, message: &str| {
+        let answer = serde_json::json!({
+            "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
+            "message": message,
+        });
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            json,
+            answer.to_string(),
+        )
+            .into_response()
+    };
     if target.ends_with("BatchWriteItem") && take(&faults.unprocessed) {
         let request: serde_json::Value = serde_json::from_slice(&body).expect("json request");
         let answer = serde_json::json!({ "UnprocessedItems": request["RequestItems"] });
         return (axum::http::StatusCode::OK, json, answer.to_string()).into_response();
     }
-    if target.ends_with("TransactWriteItems") && take(&faults.throttled) {
-        let answer = serde_json::json!({
-            "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-            "message": "injected throttling",
-        });
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            json,
-            answer.to_string(),
-        )
-            .into_response();
+    if target.ends_with("TransactWriteItems") {
+        if take(&faults.throttled) {
+            return error("ProvisionedThroughputExceededException", "injected throttling");
+        }
+        if String::from_utf8_lossy(&body).contains("poison-7f3a") {
+            return error("ValidationException", "Item size has exceeded the maximum allowed size");
+        }
     }
     let mut forward = faults.http.post(&faults.upstream).body(body);
     for (name, value) in &headers {
@@ -261,22 +270,17 @@ async fn faulty(
     (status, json, bytes).into_response()
 }
 
-#[tokio::test]
-async fn throttling_and_unprocessed_items_lose_nothing() {
-    use std::sync::Arc;
-    use std::sync::atomic::Ordering;
-
-    use citystream::model::{
-        Checkpoint, City, CityEvent, EventTime, EventType, RawEvent, Severity, SeverityCounts,
-        Span, WindowAggregate, WriteBatch,
-    };
-    use citystream::store::Store;
+/// dynoxide behind the fault proxy, with the tables made; the store talks to the proxy.
+async fn behind_faults(
+    unprocessed: usize,
+    throttled: usize,
+) -> (Dynoxide, std::sync::Arc<Faults>, citystream::store::dynamodb::DynamoStore) {
     use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
 
     let server = Dynoxide::start();
-    let faults = Arc::new(Faults {
-        unprocessed: 3.into(),
-        throttled: 4.into(),
+    let faults = std::sync::Arc::new(Faults {
+        unprocessed: unprocessed.into(),
+        throttled: throttled.into(),
         upstream: server.endpoint.clone(),
         http: reqwest::Client::new(),
     });
@@ -288,63 +292,66 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
         .fallback(axum::routing::post(faulty))
         .with_state(faults.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let db = client(&server).await;
     let tables = DynamoConfig {
         region: "us-east-2".into(),
         endpoint: Some(server.endpoint.clone()),
         table_prefix: "citystream-".into(),
     };
-    init(&db, &tables).await.expect("init");
+    init(&client(&server).await, &tables).await.expect("init");
     let store = DynamoStore::with_client(client_at(&proxy), "citystream-");
+    (server, faults, store)
+}
 
-    let now = EventTime::now();
+/// `n` accepted events over three cities, each counted in its window.
+fn accepted_events(n: usize, now: citystream::model::EventTime) -> Vec<citystream::model::Accepted> {
+    use citystream::model::{Accepted, City, CityEvent, EventType, Placement, Severity, Span};
     let cities = ["NYC", "LA", "SF"];
-    let raw: Vec<RawEvent> = (0..60)
-        .map(|i| RawEvent {
-            event: CityEvent {
+    (0..n)
+        .map(|i| {
+            let t = now.saturating_sub(Span::from_secs(i as i64));
+            let start = t.window_start(Span::from_mins(5));
+            let event = CityEvent {
                 event_id: format!("e{i}"),
                 city: City::parse(cities[i % 3]).expect("city"),
                 event_type: EventType::ALL[i % 4],
                 severity: Severity::ALL[i % 4],
-                timestamp: now.saturating_sub(Span::from_secs(i as i64)),
+                timestamp: t,
                 description: "d".into(),
-            },
-            ttl: now.saturating_add(Span::from_mins(60)),
-        })
-        .collect();
-    let windows: Vec<WindowAggregate> = (0..30)
-        .map(|i| {
-            let start = now
-                .window_start(Span::from_mins(5))
-                .saturating_sub(Span::from_mins(5 * i as i64));
-            let mut counts = SeverityCounts::default();
-            counts.add(Severity::Low);
-            WindowAggregate {
-                city: City::parse("NYC").expect("city"),
-                event_type: EventType::Traffic,
-                window_start: start,
-                window_end: start.saturating_add(Span::from_mins(5)),
-                event_count: 1,
-                severities: vec![Severity::Low],
-                severity_counts: counts,
+            };
+            Accepted {
+                payload: bytes::Bytes::from(event.to_json()),
+                ttl: now.saturating_add(Span::from_mins(60)),
+                placement: Placement::Window {
+                    start,
+                    end: start.saturating_add(Span::from_mins(5)),
+                },
                 partition: 0,
+                offset: i as u64,
+                event,
             }
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn throttling_and_unprocessed_items_lose_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use citystream::model::{BatchRules, Checkpoint, EventTime, WriteBatch};
+    use citystream::store::{Page, Store};
+
+    let (_server, faults, store) = behind_faults(3, 4).await;
+    let now = EventTime::now();
     let batch = WriteBatch {
-        raw,
-        windows,
+        events: accepted_events(60, now),
         checkpoints: vec![Checkpoint {
             source: "t".into(),
             partition: 0,
             next_offset: 60,
             max_event_time: Some(now),
-            replay_offset: 0,
-            replay_max_event_time: None,
-            final_watermark: None,
         }],
-        ..WriteBatch::default()
+        ..WriteBatch::new("t", BatchRules::default())
     };
     // The runtime retries a failed write as a whole; so does this test.
     let batch = Arc::new(batch);
@@ -354,88 +361,74 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
         assert!(attempts < 10, "the store never got through");
     }
     assert_eq!(
-        faults.unprocessed.load(Ordering::SeqCst),
-        0,
-        "every unprocessed answer was seen"
-    );
-    assert_eq!(
         faults.throttled.load(Ordering::SeqCst),
         0,
         "every throttle was seen"
     );
     let stats = store.stats(now).await.expect("stats");
     assert_eq!(stats.total_events, 60, "no raw event lost or counted twice");
-    let stored = store
-        .aggregations("NYC", Some(EventType::Traffic), 1000)
+    let counted: u64 = ["NYC", "LA", "SF"]
+        .iter()
+        .map(|city| {
+            let store = &store;
+            async move {
+                store
+                    .aggregations(city, None, Page::first(1000))
+                    .await
+                    .expect("aggregations")
+                    .iter()
+                    .map(|w| w.event_count)
+                    .sum::<u64>()
+            }
+        })
+        .collect::<futures_util::future::JoinAll<_>>()
         .await
-        .expect("aggregations");
-    assert_eq!(stored.len(), 30, "no window lost");
+        .into_iter()
+        .sum();
+    assert_eq!(counted, 60, "every event counted once in its window");
     assert_eq!(
         store
-            .checkpoint_at("t", 0, 0)
+            .checkpoint("t", 0)
             .await
             .expect("checkpoint")
             .map(|c| c.next_offset),
-        Some(60),
-        "the checkpoint row got through its unprocessed answers"
+        Some(60)
     );
 }
 
+/// An event the store refuses as it is (here: DynamoDB's answer to an item over 400 KB) becomes
+/// a `store_rejected` dead letter with the store's reason, and the rest of its batch is stored.
 #[tokio::test]
-async fn a_window_never_goes_back_to_an_older_writer_s_value() {
-    use std::sync::Arc;
+async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored() {
+    use citystream::model::{BatchRules, EventTime, WriteBatch};
+    use citystream::processor::runtime::write_until_stored;
+    use citystream::store::timed::StoreHealth;
+    use citystream::store::{Page, Store};
 
-    use citystream::model::{
-        Checkpoint, City, EventTime, EventType, Severity, SeverityCounts, Span, WindowAggregate,
-        WriteBatch,
-    };
-    use citystream::store::Store;
-    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
-
-    let server = Dynoxide::start();
-    let db = client(&server).await;
-    let tables = DynamoConfig {
-        region: "us-east-2".into(),
-        endpoint: Some(server.endpoint.clone()),
-        table_prefix: "citystream-".into(),
-    };
-    init(&db, &tables).await.expect("init");
-    let store = DynamoStore::with_client(db, "citystream-");
+    let (_server, _faults, store) = behind_faults(0, 0).await;
     let now = EventTime::now();
-    let batch = |count: u64, next_offset: u64, source: &str| {
-        let start = now.window_start(Span::from_mins(5));
-        let mut counts = SeverityCounts::default();
-        (0..count).for_each(|_| counts.add(Severity::Medium));
-        Arc::new(WriteBatch {
-            windows: vec![WindowAggregate {
-                city: City::parse("Boston").expect("city"),
-                event_type: EventType::Incident,
-                window_start: start,
-                window_end: start.saturating_add(Span::from_mins(5)),
-                event_count: count,
-                severities: vec![Severity::Medium; count as usize],
-                severity_counts: counts,
-                partition: 2,
-            }],
-            checkpoints: vec![Checkpoint {
-                source: source.into(),
-                partition: 2,
-                next_offset,
-                max_event_time: Some(now),
-                replay_offset: 0,
-                replay_max_event_time: None,
-                final_watermark: None,
-            }],
-            ..WriteBatch::default()
-        })
+    let mut events = accepted_events(40, now);
+    events[17].event.event_id = "poison-7f3a".into();
+    let batch = WriteBatch {
+        events,
+        ..WriteBatch::new("t", BatchRules::default())
     };
-    store.write(batch(9, 90, "a")).await.expect("newer writer");
-    // A writer whose position check passed (its checkpoint is for another source, so nothing
-    // fences it) but whose window value is older: the window keeps the newer value.
-    store.write(batch(4, 40, "b")).await.expect("older writer");
-    let stored = store
-        .aggregations("Boston", Some(EventType::Incident), 10)
-        .await
-        .expect("aggregations");
-    assert_eq!(stored[0].event_count, 9);
+    let health = StoreHealth::default();
+    let (stored, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        write_until_stored(&store, &health, batch),
+    )
+    .await
+    .expect("the write does not stall");
+    assert_eq!(stored.events.len(), 39);
+    assert_eq!(stored.dead_letters.len(), 1);
+    assert_eq!(stored.dead_letters[0].kind, "store_rejected");
+    assert_eq!(stored.dead_letters[0].offset, 17);
+    assert!(stored.dead_letters[0].reason.contains("maximum allowed size"));
+    assert_eq!(health.snapshot().rejected_events, 1);
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.total_events, 39);
+    assert_eq!(stats.dead_letters_by_kind["store_rejected"], 1);
+    let dead = store.dead_letters(Page::first(10), now).await.expect("dead letters");
+    assert_eq!(dead[0].offset, 17);
 }

@@ -154,6 +154,8 @@ async fn serve_answers_while_a_separate_process_writes() {
     file.flush().expect("flush");
     drop(file);
     let data_str = data.to_str().expect("utf-8 path");
+    // `serve` reads an existing store only: the writer's side makes it.
+    drop(citystream::store::sqlite::SqliteStore::open(&data).expect("create the store"));
     let api = Running::start(&["serve", "--data-dir", data_str]);
     let mut writer = Command::new(BIN)
         .args([

@@ -1,20 +1,24 @@
-//! The store contract, one conformance suite run against every backend: idempotent writes,
-//! API orderings and limits, TTL filtering and purge, checkpoints, the stale-writer fence;
-//! plus SQLite's own promise that a second process reads while one writes.
+//! The store contract, one conformance suite run against every backend: an event applied once
+//! whoever writes it, every table agreeing on a reused id, windows adding up across sources,
+//! the severities cap, API orderings and pages, TTL and retention, checkpoints moving only
+//! forwards; plus SQLite's own promises (a second process reads while one writes, a file of
+//! another layout is refused, a reader never creates a store).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use citystream::model::{
-    Checkpoint, City, CityEvent, DeadLetter, DecodeError, EventTime, EventType, LateEvent,
-    RawEvent, Record, Severity, SeverityCounts, Span, WindowAggregate, WriteBatch,
+    Accepted, BatchRules, Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, Placement,
+    Record, Rejection, Severity, Span, WriteBatch,
 };
-use citystream::store::Store;
 use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init as create_tables};
-use citystream::store::sqlite::SqliteStore;
+use citystream::store::sqlite::{OpenMode, SqliteStore};
+use citystream::store::{DeadLetterKey, EventKey, Page, Store, WindowPos};
 
 use crate::support::dynoxide::{Dynoxide, client_at};
 
-use crate::support::time;
+const FIVE: Span = Span::from_mins(5);
+const DAY: Span = Span::from_mins(24 * 60);
 
 fn event(id: &str, city: &str, t: EventTime, event_type: EventType, sev: Severity) -> CityEvent {
     CityEvent {
@@ -27,26 +31,55 @@ fn event(id: &str, city: &str, t: EventTime, event_type: EventType, sev: Severit
     }
 }
 
-fn raw(e: &CityEvent, ttl: EventTime) -> RawEvent {
-    RawEvent {
+/// An accepted event counted in its window, expiring a day after its time.
+fn on_time(e: &CityEvent, offset: u64) -> Accepted {
+    let start = e.timestamp.window_start(FIVE);
+    accepted(
+        e,
+        Placement::Window {
+            start,
+            end: start.saturating_add(FIVE),
+        },
+        offset,
+    )
+}
+
+fn late(e: &CityEvent, offset: u64) -> Accepted {
+    let watermark = e.timestamp.saturating_add(Span::from_mins(20));
+    accepted(e, Placement::Late { watermark }, offset)
+}
+
+fn accepted(e: &CityEvent, placement: Placement, offset: u64) -> Accepted {
+    Accepted {
         event: e.clone(),
-        ttl,
+        ttl: e.timestamp.saturating_add(DAY),
+        placement,
+        partition: 1,
+        offset,
+        payload: Bytes::from(e.to_json()),
     }
 }
 
-fn batch_of(events: &[CityEvent], ttl: Span) -> WriteBatch {
+fn batch(source: &str, events: Vec<Accepted>) -> WriteBatch {
     WriteBatch {
-        raw: events
-            .iter()
-            .map(|e| raw(e, e.timestamp.saturating_add(ttl)))
-            .collect(),
-        alerts: events
-            .iter()
-            .filter(|e| e.severity.is_alert())
-            .cloned()
-            .collect(),
-        ..WriteBatch::default()
+        events,
+        ..WriteBatch::new(source, BatchRules::default())
     }
+}
+
+fn checkpoint(source: &str, partition: u32, next_offset: u64) -> Checkpoint {
+    Checkpoint {
+        source: source.into(),
+        partition,
+        next_offset,
+        max_event_time: Some(EventTime::now()),
+    }
+}
+
+fn dead(offset: u64, received_at: EventTime) -> DeadLetter {
+    let record = Record::new(1, offset, None, Bytes::from_static(b"{oops"));
+    let error = Rejection::Json("expected value".into());
+    DeadLetter::new("t", &record, &error, received_at)
 }
 
 /// Runs every conformance case against a backend; `$open` gives (guard, store).
@@ -55,10 +88,13 @@ macro_rules! conformance {
         mod $backend {
             conformance!(@cases $open, [
                 writing_a_batch_twice_changes_nothing,
-                reads_are_ordered_limited_and_keep_same_second_alerts,
+                an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees,
+                contributions_of_two_sources_to_one_window_add_up,
+                a_window_keeps_at_most_the_cap_of_severities_over_many_writes,
+                reads_are_ordered_and_pages_continue_where_the_last_ended,
                 expired_raw_events_are_invisible_and_purged,
-                late_events_and_dead_letters_are_kept_with_their_reasons,
-                a_writer_behind_the_stored_position_is_fenced,
+                late_events_and_dead_letters_are_kept_until_their_retention,
+                a_checkpoint_never_moves_backwards,
             ]);
         }
     };
@@ -101,329 +137,358 @@ fn open() -> (tempfile::TempDir, SqliteStore) {
 
 async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
     let now = EventTime::now();
-    let events: Vec<CityEvent> = (0..50)
+    let events: Vec<Accepted> = (0..50)
         .map(|i| {
             let t = now.saturating_sub(Span::from_secs(i));
-            event(
+            let e = event(
                 &format!("e{i}"),
                 ["SF", "LA"][i as usize % 2],
                 t,
                 EventType::ALL[i as usize % 4],
                 Severity::ALL[i as usize % 4],
-            )
+            );
+            if i % 10 == 0 { late(&e, i as u64) } else { on_time(&e, i as u64) }
         })
         .collect();
-    let mut batch = batch_of(&events, Span::from_mins(60));
-    let mut counts = SeverityCounts::default();
-    counts.add(Severity::High);
-    batch.windows.push(WindowAggregate {
-        city: City::parse("SF").expect("city"),
-        event_type: EventType::Traffic,
-        window_start: now.window_start(Span::from_mins(5)),
-        window_end: now
-            .window_start(Span::from_mins(5))
-            .saturating_add(Span::from_mins(5)),
-        event_count: 1,
-        severities: vec![Severity::High],
-        severity_counts: counts,
-        partition: 3,
-    });
-    batch.checkpoints.push(Checkpoint {
-        source: "t".into(),
-        partition: 3,
-        next_offset: 50,
-        max_event_time: Some(now),
-        replay_offset: 40,
-        replay_max_event_time: Some(now.saturating_sub(Span::from_mins(1))),
-        final_watermark: Some(now.saturating_sub(Span::from_mins(10))),
-    });
-    let batch = Arc::new(batch);
-    store.write(batch.clone()).await.expect("first write");
+    let mut b = batch("t", events);
+    b.dead_letters.push(dead(99, now));
+    b.checkpoints.push(checkpoint("t", 1, 100));
+    let b = Arc::new(b);
+    let first_written = store.write(b.clone()).await.expect("first write");
+    assert_eq!(first_written.repeats, 0);
     let first = store.stats(now).await.expect("stats");
-    store.write(batch).await.expect("second write");
+    let windows = store
+        .aggregations("SF", None, Page::first(100))
+        .await
+        .expect("aggregations");
+    let again = store.write(b).await.expect("second write");
+    assert_eq!(again.repeats, 50, "every event found stored");
+    assert!(again.duplicates.is_empty());
     let second = store.stats(now).await.expect("stats");
     assert_eq!(first, second);
     assert_eq!(second.total_events, 50);
+    assert_eq!(second.late_events, 5);
+    assert_eq!(second.dead_letters, 1);
     assert_eq!(
         second.alerts.get(Severity::High) + second.alerts.get(Severity::Critical),
         24
     );
-    let cps = store.checkpoints("t").await.expect("checkpoints");
-    assert_eq!(cps.len(), 1);
-    assert_eq!(cps[0].next_offset, 50);
-    let at = store.checkpoint_at("t", 3, 40).await.expect("lookup");
-    assert_eq!(at.as_ref(), Some(&cps[0]));
-    assert_eq!(store.checkpoint_at("t", 3, 41).await.expect("lookup"), None);
     assert_eq!(
         store
-            .aggregations("SF", None, 10)
+            .aggregations("SF", None, Page::first(100))
             .await
-            .expect("aggs")
-            .len(),
-        1
+            .expect("aggregations"),
+        windows,
+        "windows count each event once"
+    );
+    let counted: u64 = windows.iter().map(|w| w.event_count).sum();
+
+    let cp = store.checkpoint("t", 1).await.expect("checkpoint");
+    assert_eq!(cp.map(|c| c.next_offset), Some(100));
+}
+
+async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(
+    store: &dyn Store,
+) {
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(3));
+    let first = event("x", "SF", t, EventType::Traffic, Severity::Low);
+    let reuse = event("x", "LA", t, EventType::Traffic, Severity::Critical);
+    store
+        .write(Arc::new(batch("t", vec![on_time(&first, 0)])))
+        .await
+        .expect("write");
+    let written = store
+        .write(Arc::new(batch("t", vec![on_time(&reuse, 1), on_time(&first, 2)])))
+        .await
+        .expect("write");
+    assert_eq!(written.repeats, 1, "the same event again is a repeat");
+    assert_eq!(written.duplicates.len(), 1);
+    let letter = &written.duplicates[0];
+    assert_eq!((letter.kind.as_str(), letter.offset), ("duplicate_event_id", 1));
+    assert!(letter.reason.contains("SF/traffic/low"), "{}", letter.reason);
+    assert_eq!(letter.payload, Bytes::from(reuse.to_json()));
+
+    assert_eq!(store.city_summary("LA", now).await.expect("summary").total_events, 0);
+    let la_alerts = store
+        .alerts(Some("LA"), now.saturating_sub(DAY), Page::first(10))
+        .await
+        .expect("alerts");
+    assert!(la_alerts.is_empty(), "no alert for an event not stored");
+    assert!(
+        store
+            .aggregations("LA", None, Page::first(10))
+            .await
+            .expect("aggregations")
+            .is_empty()
+    );
+    let sf = store
+        .aggregations("SF", None, Page::first(10))
+        .await
+        .expect("aggregations");
+    assert_eq!(sf[0].event_count, 1);
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.total_events, 1);
+    assert_eq!(stats.dead_letters_by_kind["duplicate_event_id"], 1);
+}
+
+async fn contributions_of_two_sources_to_one_window_add_up(store: &dyn Store) {
+    let now = EventTime::now();
+    let start = now.saturating_sub(Span::from_mins(2)).window_start(FIVE);
+    let a = event("a", "SF", start, EventType::Weather, Severity::Low);
+    let b = event("b", "SF", start.saturating_add(Span::from_secs(30)), EventType::Weather, Severity::High);
+    let mut from_pipe = batch("stdin", vec![on_time(&a, 0)]);
+    from_pipe.checkpoints.push(checkpoint("stdin", 0, 1));
+    let mut from_file = batch("file:/tmp/backfill.jsonl", vec![on_time(&b, 0)]);
+    from_file.checkpoints.push(checkpoint("file:/tmp/backfill.jsonl", 0, 1));
+    store.write(Arc::new(from_pipe)).await.expect("write");
+    store.write(Arc::new(from_file)).await.expect("write");
+    let windows = store
+        .aggregations("SF", Some(EventType::Weather), Page::first(10))
+        .await
+        .expect("aggregations");
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0].event_count, 2);
+    assert_eq!(windows[0].severities, [Severity::Low, Severity::High]);
+    assert_eq!(
+        store.city_summary("SF", now).await.expect("summary").total_events,
+        2
     );
 }
 
-async fn reads_are_ordered_limited_and_keep_same_second_alerts(store: &dyn Store) {
+async fn a_window_keeps_at_most_the_cap_of_severities_over_many_writes(store: &dyn Store) {
+    let now = EventTime::now();
+    let start = now.saturating_sub(Span::from_mins(2)).window_start(FIVE);
+    let rules = BatchRules {
+        severities_cap: 3,
+        ..BatchRules::default()
+    };
+    for round in 0..3u64 {
+        let events = (0..2)
+            .map(|i| {
+                let id = format!("r{round}-{i}");
+                let t = start.saturating_add(Span::from_secs((round * 2 + i) as i64));
+                on_time(&event(&id, "Boston", t, EventType::Incident, Severity::ALL[i as usize]), i)
+            })
+            .collect();
+        let b = WriteBatch {
+            rules,
+            ..batch("t", events)
+        };
+        store.write(Arc::new(b)).await.expect("write");
+    }
+    let w = &store
+        .aggregations("Boston", Some(EventType::Incident), Page::first(10))
+        .await
+        .expect("aggregations")[0];
+    assert_eq!(w.event_count, 6);
+    assert_eq!(w.severities, [Severity::Low, Severity::Medium, Severity::Low]);
+    assert_eq!(w.severity_counts.get(Severity::Low), 3);
+    assert_eq!(w.severity_counts.get(Severity::Medium), 3);
+}
+
+async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn Store) {
     let now = EventTime::now();
     let same = now.saturating_sub(Span::from_mins(1));
     let events = vec![
         event("a", "SF", same, EventType::Traffic, Severity::High),
         event("b", "SF", same, EventType::Weather, Severity::Critical),
-        event(
-            "c",
-            "SF",
-            now.saturating_sub(Span::from_mins(30)),
-            EventType::Incident,
-            Severity::High,
-        ),
-        event(
-            "d",
-            "SF",
-            now.saturating_sub(Span::from_mins(300)),
-            EventType::Traffic,
-            Severity::Low,
-        ),
-        event(
-            "e",
-            "LA",
-            now.saturating_sub(Span::from_mins(2)),
-            EventType::Traffic,
-            Severity::Critical,
-        ),
+        event("c", "SF", now.saturating_sub(Span::from_mins(30)), EventType::Incident, Severity::High),
+        event("d", "SF", now.saturating_sub(Span::from_mins(300)), EventType::Traffic, Severity::Low),
+        event("e", "LA", now.saturating_sub(Span::from_mins(2)), EventType::Traffic, Severity::Critical),
+        event("f", "Chicago", now.saturating_sub(Span::from_mins(2)), EventType::Traffic, Severity::Low),
     ];
-    store
-        .write(Arc::new(batch_of(&events, Span::from_mins(24 * 60))))
-        .await
-        .expect("write");
+    let all: Vec<Accepted> = events.iter().enumerate().map(|(i, e)| on_time(e, i as u64)).collect();
+    store.write(Arc::new(batch("t", all))).await.expect("write");
 
-    let recent = store.recent_events("SF", 3, now).await.expect("recent");
-    let ids: Vec<&str> = recent.iter().map(|e| e.event.event_id.as_str()).collect();
-    assert_eq!(ids, ["b", "a", "c"], "newest first, ties by id descending");
-
-    let alerts = store
-        .alerts(Some("SF"), now.saturating_sub(Span::from_mins(60)), 10)
+    let first = store
+        .recent_events("SF", Page::first(2), now)
         .await
-        .expect("alerts");
+        .expect("recent");
+    let ids: Vec<&str> = first.iter().map(|e| e.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"], "newest first, ties by id descending");
+    let rest = store
+        .recent_events("SF", Page { after: Some(EventKey::of(&first[1].event)), limit: 10 }, now)
+        .await
+        .expect("recent");
+    let ids: Vec<&str> = rest.iter().map(|e| e.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["c", "d"]);
+
+    let since = now.saturating_sub(Span::from_mins(60));
+    let alerts = store.alerts(Some("SF"), since, Page::first(10)).await.expect("alerts");
     let ids: Vec<&str> = alerts.iter().map(|e| e.event_id.as_str()).collect();
-    assert_eq!(
-        ids,
-        ["b", "a", "c"],
-        "two alerts in the same instant are both kept"
-    );
-    let all = store
-        .alerts(None, now.saturating_sub(Span::from_mins(60)), 2)
-        .await
-        .expect("alerts");
-    let ids: Vec<&str> = all.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["b", "a", "c"], "two alerts in the same instant are both kept");
+    let page = store.alerts(None, since, Page::first(2)).await.expect("alerts");
+    let ids: Vec<&str> = page.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["b", "a"], "all cities, newest first, limited");
+    let next = Page { after: Some(EventKey::of(&page[1])), limit: 2 };
+    let ids: Vec<String> = store
+        .alerts(None, since, next)
+        .await
+        .expect("alerts")
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids, ["e", "c"]);
 
-    let cities = store.cities(now).await.expect("cities");
-    assert_eq!(cities[0].city, "SF");
-    assert_eq!(cities[0].total_events, 4);
+    let cities = store.cities(Page::first(2), now).await.expect("cities");
+    let names: Vec<&str> = cities.iter().map(|c| c.city.as_str()).collect();
+    assert_eq!(names, ["Chicago", "LA"], "by name");
+    let more = store
+        .cities(Page { after: Some("LA".into()), limit: 2 }, now)
+        .await
+        .expect("cities");
+    assert_eq!(more.len(), 1);
+    assert_eq!((more[0].city.as_str(), more[0].total_events), ("SF", 4));
     let summary = store.city_summary("SF", now).await.expect("summary");
     assert_eq!(summary.total_events, 4);
     assert_eq!(summary.by_type[&EventType::Traffic], 2);
+
+    let windows = store.aggregations("SF", None, Page::first(2)).await.expect("aggregations");
+    assert_eq!(windows.len(), 2);
+    let last = &windows[1];
+    let after = WindowPos { start: last.window_start, event_type: last.event_type };
+    let rest = store
+        .aggregations("SF", None, Page { after: Some(after), limit: 10 })
+        .await
+        .expect("aggregations");
+    let mut seen: Vec<(EventTime, EventType)> =
+        windows.iter().chain(&rest).map(|w| (w.window_start, w.event_type)).collect();
+    assert_eq!(seen.len(), 4, "every window once");
+    let sorted = {
+        let mut s = seen.clone();
+        s.sort_by(|a, b| b.cmp(a));
+        s
+    };
+    assert_eq!(seen, sorted, "newest window first, then type descending");
+    seen.dedup();
+    assert_eq!(seen.len(), 4);
 }
 
 async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
     let now = EventTime::now();
-    let old = event(
-        "old",
-        "SF",
-        now.saturating_sub(Span::from_mins(31 * 24 * 60)),
-        EventType::Traffic,
-        Severity::Low,
-    );
+    let old = event("old", "SF", now.saturating_sub(Span::from_mins(25 * 60)), EventType::Traffic, Severity::Low);
     let new = event("new", "SF", now, EventType::Traffic, Severity::Low);
-    let ttl = Span::from_mins(30 * 24 * 60);
     store
-        .write(Arc::new(batch_of(&[old, new], ttl)))
+        .write(Arc::new(batch("t", vec![on_time(&old, 0), on_time(&new, 1)])))
         .await
         .expect("write");
 
-    let recent = store.recent_events("SF", 10, now).await.expect("recent");
+    let recent = store.recent_events("SF", Page::first(10), now).await.expect("recent");
     assert_eq!(recent.len(), 1);
     assert_eq!(recent[0].event.event_id, "new");
-    assert_eq!(
-        store
-            .city_summary("SF", now)
-            .await
-            .expect("summary")
-            .total_events,
-        1
-    );
-    assert_eq!(store.cities(now).await.expect("cities")[0].total_events, 1);
+    assert_eq!(store.city_summary("SF", now).await.expect("summary").total_events, 1);
+    assert_eq!(store.cities(Page::first(10), now).await.expect("cities")[0].total_events, 1);
     assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
 
-    // SQLite deletes the expired row itself; DynamoDB's TTL does it for DynamoDB. Either way the
-    // second purge finds nothing and reads never showed the row.
-    assert!(store.purge_expired(now).await.expect("purge") <= 1);
-    assert_eq!(store.purge_expired(now).await.expect("purge"), 0);
+    // SQLite deletes the expired row itself; DynamoDB's TTL does it for DynamoDB. Either way
+    // the second purge finds nothing and reads never showed the row.
+    assert!(store.purge_expired(now).await.expect("purge").raw <= 1);
+    assert_eq!(store.purge_expired(now).await.expect("purge").raw, 0);
     assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
-    assert_eq!(
-        store
-            .recent_events("SF", 10, now)
-            .await
-            .expect("recent")
-            .len(),
-        1
-    );
+    assert_eq!(store.recent_events("SF", Page::first(10), now).await.expect("recent").len(), 1);
 }
 
-async fn late_events_and_dead_letters_are_kept_with_their_reasons(store: &dyn Store) {
+async fn late_events_and_dead_letters_are_kept_until_their_retention(store: &dyn Store) {
     let now = EventTime::now();
     let e = event("late-1", "NYC", now, EventType::Incident, Severity::Medium);
-    let record = Record {
-        partition: 1,
-        offset: 7,
-        timestamp: None,
-        payload: bytes::Bytes::from_static(b"{oops"),
-    };
-    let error = DecodeError::Json("expected value".into());
-    let batch = Arc::new(WriteBatch {
-        late: vec![LateEvent {
-            event: e,
-            watermark: now,
-            partition: 2,
-            offset: 9,
-        }],
-        dead_letters: vec![DeadLetter::new("t", &record, &error, now)],
-        ..WriteBatch::default()
-    });
-    store.write(batch.clone()).await.expect("write");
-    store.write(batch).await.expect("write again");
+    let old = event("late-0", "NYC", now.saturating_sub(Span::from_mins(40 * 24 * 60)), EventType::Incident, Severity::Medium);
+    let mut old_late = late(&old, 8);
+    old_late.ttl = now.saturating_add(DAY);
+    let mut b = batch("t", vec![late(&e, 9), old_late]);
+    b.dead_letters = vec![
+        dead(7, now),
+        dead(6, now.saturating_sub(Span::from_mins(8 * 24 * 60))),
+    ];
+    let b = Arc::new(b);
+    store.write(b.clone()).await.expect("write");
+    store.write(b).await.expect("write again");
+
     let stats = store.stats(now).await.expect("stats");
-    assert_eq!(stats.late_events, 1);
+    assert_eq!(stats.late_events, 1, "one is past the 30-day retention");
     assert_eq!(stats.late_by_city_type[0].city, "NYC");
-    assert_eq!(stats.dead_letters, 1);
+    assert_eq!(stats.dead_letters, 1, "one is past the 7-day retention");
     assert_eq!(stats.dead_letters_by_kind["malformed"], 1);
-    let dead = store.dead_letters(10).await.expect("dead letters");
+    let dead = store.dead_letters(Page::first(10), now).await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].payload_prefix(), b"{oops");
     assert_eq!(dead[0].offset, 7);
-    assert_eq!(
-        store.late_events(Some("NYC"), 10).await.expect("late")[0].offset,
-        9
-    );
-    assert_eq!(
-        store
-            .city_summary("NYC", now)
-            .await
-            .expect("summary")
-            .late_events,
-        1
-    );
+    let next = Page { after: Some(DeadLetterKey::of(&dead[0])), limit: 10 };
+    assert!(store.dead_letters(next, now).await.expect("dead letters").is_empty());
+    let late = store.late_events(Some("NYC"), Page::first(10), now).await.expect("late");
+    assert_eq!(late.iter().map(|l| l.offset).collect::<Vec<_>>(), [9]);
+    assert_eq!(store.city_summary("NYC", now).await.expect("summary").late_events, 1);
+
+    let purged = store.purge_expired(now).await.expect("purge");
+    assert!(purged.late <= 1 && purged.dead_letters <= 1);
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!((stats.late_events, stats.dead_letters), (1, 1));
 }
 
-async fn a_writer_behind_the_stored_position_is_fenced(store: &dyn Store) {
+async fn a_checkpoint_never_moves_backwards(store: &dyn Store) {
     let now = EventTime::now();
-    let window = |count: u64| {
-        let mut counts = SeverityCounts::default();
-        for _ in 0..count {
-            counts.add(Severity::Low);
-        }
-        WindowAggregate {
-            city: City::parse("LA").expect("city"),
-            event_type: EventType::Weather,
-            window_start: now.window_start(Span::from_mins(5)),
-            window_end: now
-                .window_start(Span::from_mins(5))
-                .saturating_add(Span::from_mins(5)),
-            event_count: count,
-            severities: vec![Severity::Low; count as usize],
-            severity_counts: counts,
-            partition: 4,
-        }
-    };
-    let checkpoint = |next_offset: u64| Checkpoint {
-        source: "t".into(),
-        partition: 4,
-        next_offset,
-        max_event_time: Some(now),
-        replay_offset: 10,
-        replay_max_event_time: None,
-        final_watermark: None,
-    };
     let ahead = WriteBatch {
-        windows: vec![window(7)],
-        checkpoints: vec![checkpoint(70)],
-        ..WriteBatch::default()
+        checkpoints: vec![checkpoint("t", 4, 70)],
+        ..batch("t", Vec::new())
     };
+    let e = event("late-writer", "LA", now, EventType::Weather, Severity::Low);
     let behind = WriteBatch {
-        windows: vec![window(3)],
-        checkpoints: vec![checkpoint(30)],
-        raw: vec![raw(
-            &event("late-writer", "LA", now, EventType::Weather, Severity::Low),
-            now.saturating_add(Span::from_mins(60)),
-        )],
-        ..WriteBatch::default()
+        checkpoints: vec![checkpoint("t", 4, 30)],
+        ..batch("t", vec![on_time(&e, 29)])
     };
-    assert!(
-        store
-            .write(Arc::new(ahead))
-            .await
-            .expect("write")
-            .is_empty()
-    );
-    let fenced = store.write(Arc::new(behind)).await.expect("write");
-    assert_eq!(fenced, vec![4], "the writer behind is told so");
-    let stored = store
-        .aggregations("LA", Some(EventType::Weather), 10)
-        .await
-        .expect("aggregations");
+    assert!(store.write(Arc::new(ahead)).await.expect("write").fenced.is_empty());
+    let written = store.write(Arc::new(behind)).await.expect("write");
+    assert_eq!(written.fenced, vec![4], "the writer behind is told so");
+    assert_eq!(store.checkpoint("t", 4).await.expect("checkpoint").map(|c| c.next_offset), Some(70));
     assert_eq!(
-        stored[0].event_count, 7,
-        "window values never move backwards"
-    );
-    assert_eq!(
-        store.checkpoints("t").await.expect("checkpoints")[0].next_offset,
-        70
+        store.checkpoints("t").await.expect("checkpoints").len(),
+        1
     );
     assert_eq!(
         store.stats(now).await.expect("stats").total_events,
         1,
-        "idempotent rows still land"
+        "its events still land, once"
     );
 }
 
 #[tokio::test]
 async fn a_second_store_on_the_same_directory_reads_while_the_first_writes() {
     let (dir, writer) = open();
-    let reader = SqliteStore::open(dir.path()).expect("second open");
+    let reader = SqliteStore::open_with(dir.path(), OpenMode::Existing).expect("second open");
     let now = EventTime::now();
     let writing = tokio::spawn(async move {
         for round in 0..40 {
-            let events: Vec<CityEvent> = (0..250)
+            let events: Vec<Accepted> = (0..250)
                 .map(|i| {
-                    event(
-                        &format!("r{round}-{i}"),
-                        "Boston",
-                        now,
-                        EventType::Weather,
-                        Severity::Low,
-                    )
+                    let e = event(&format!("r{round}-{i}"), "Boston", now, EventType::Weather, Severity::Low);
+                    on_time(&e, i)
                 })
                 .collect();
-            writer
-                .write(Arc::new(batch_of(&events, Span::from_mins(60))))
-                .await
-                .expect("write");
+            writer.write(Arc::new(batch("t", events))).await.expect("write");
         }
     });
     let mut last = 0;
     while !writing.is_finished() {
-        let total = reader
-            .stats(now)
-            .await
-            .expect("concurrent read")
-            .total_events;
+        let total = reader.stats(now).await.expect("concurrent read").total_events;
         assert!(total >= last, "counts only grow");
         assert_eq!(total % 250, 0, "a reader sees whole batches only");
         last = total;
     }
     writing.await.expect("writer");
     assert_eq!(reader.stats(now).await.expect("stats").total_events, 10_000);
-    let _ = time("2026-11-25T00:00:00Z");
+}
+
+#[test]
+fn a_reader_never_creates_a_store_and_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("citystrem-data");
+    let error = match SqliteStore::open_with(&missing, OpenMode::Existing) {
+        Ok(_) => panic!("a store was opened where none is"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("no CityStream store at"), "{error}");
+    assert!(error.contains("citystrem-data/citystream.db"), "{error}");
+    assert!(!missing.exists(), "nothing was created");
 }
 
 #[test]
@@ -441,7 +506,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 3)"),
+        error.contains("another version of CityStream (schema 0, this build uses 4)"),
         "{error}"
     );
     // A file this build wrote opens again.

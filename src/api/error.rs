@@ -16,6 +16,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("store unavailable")]
     Store(#[from] StoreError),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl IntoResponse for ApiError {
@@ -35,6 +37,11 @@ impl IntoResponse for ApiError {
                     "the result store could not answer; try again".to_owned(),
                 )
             }
+            ApiError::Timeout(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("no answer within {} ms; try again", limit.as_millis()),
+            ),
         };
         (
             status,

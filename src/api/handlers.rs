@@ -9,15 +9,20 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::error::ApiError;
-use super::params::{Params, city};
-use crate::store::StoredEvent;
 use serde::Serialize;
 
+use super::AppState;
+use super::error::ApiError;
+use super::params::{Params, city, cut, one_more};
 use crate::model::{
     City, CityEvent, EventTime, EventType, Severity, SeverityCounts, Span, WindowAggregate,
 };
+use crate::store::{DeadLetterKey, EventKey, StoredEvent, WindowPos};
+
+/// How long `/api/v1/health` waits for the store before it says `DOWN`.
+const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most partitions `/api/v1/health` lists (the most recently updated).
+const HEALTH_PARTITIONS: usize = 256;
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -75,26 +80,39 @@ struct AggregationsBody<'a> {
     event_type: Option<EventType>,
     count: usize,
     aggregations: Vec<WindowBody<'a>>,
+    next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/health`
+/// `GET /api/v1/health`: `UP`; `DEGRADED` (200) while the store's calls fail in this
+/// process but it still answers; `DOWN` (503) when it does not answer within two seconds.
 pub async fn health(State(state): State<AppState>) -> Response {
     let now = EventTime::now();
-    let store = state.store.ping().await;
-    let partitions = match &store {
-        Ok(()) => state.store.pipeline_status().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+    let checked = tokio::time::timeout(HEALTH_DEADLINE, async {
+        state.store.ping().await?;
+        state.store.pipeline_status(HEALTH_PARTITIONS).await
+    })
+    .await;
+    let (reachable, partitions) = match checked {
+        Ok(Ok(partitions)) => (true, partitions),
+        Ok(Err(_)) | Err(_) => (false, Vec::new()),
     };
-    let up = store.is_ok();
+    let seen = state.health.snapshot();
+    let status = match (reachable, seen.failing_since) {
+        (false, _) => "DOWN",
+        (true, Some(_)) => "DEGRADED",
+        (true, None) => "UP",
+    };
     let body = json!({
-        "status": if up { "UP" } else { "DOWN" },
+        "status": status,
         "timestamp": now,
         "service": "CityStream API",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "store": {
             "backend": state.store.backend(),
-            "status": if up { "UP" } else { "DOWN" },
+            "status": if reachable { "UP" } else { "DOWN" },
+            "failing_since": seen.failing_since,
+            "rejected_events": seen.rejected_events,
         },
         "pipeline": {
             "partitions": partitions.iter().map(|p| json!({
@@ -108,36 +126,39 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "last_checkpoint_at": partitions.iter().map(|p| p.updated_at).max(),
         },
     });
-    let status = if up {
+    let code = if reachable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
+    (code, Json(body)).into_response()
 }
 
-/// `GET /api/v1/events/{city}?limit=20`
+/// `GET /api/v1/events/{city}?limit=20&cursor=`
 pub async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let city = path_city(path)?;
-    let limit = params.int("limit", 20, 1..=1000)?;
-    let events = state
+    let page = params.page::<EventKey>(20)?;
+    let found = state
         .store
-        .recent_events(city.as_str(), limit as usize, EventTime::now())
+        .recent_events(city.as_str(), one_more(&page), EventTime::now())
         .await?;
+    let (events, next_cursor) = cut(found, page.limit, |e| EventKey::of(&e.event));
     #[derive(Serialize)]
     struct Body<'a> {
         city: &'a City,
         count: usize,
         events: &'a [StoredEvent],
+        next_cursor: Option<String>,
     }
     let body = Body {
         city: &city,
         count: events.len(),
         events: &events,
+        next_cursor,
     };
     Ok(Json(body).into_response())
 }
@@ -164,20 +185,22 @@ pub async fn summary(
     })))
 }
 
-/// `GET /api/v1/alerts?city=&hours=24&limit=100`
+/// `GET /api/v1/alerts?city=&hours=24&limit=100&cursor=`
 pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult {
     let city = params.city("city")?;
     let hours = params.int("hours", 24, 1..=720)?;
-    let limit = params.int("limit", 100, 1..=1000)?;
+    let page = params.page::<EventKey>(100)?;
     let since = EventTime::now().saturating_sub(Span::from_mins(i64::from(hours) * 60));
-    let alerts = state
+    let found = state
         .store
-        .alerts(city.as_ref().map(|c| c.as_str()), since, limit as usize)
+        .alerts(city.as_ref().map(|c| c.as_str()), since, one_more(&page))
         .await?;
+    let (alerts, next_cursor) = cut(found, page.limit, EventKey::of);
     let mut body = json!({
         "count": alerts.len(),
         "time_range_hours": hours,
         "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
     });
     if let Some(city) = city {
         body["city"] = json!(city);
@@ -185,29 +208,40 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult 
     Ok(Json(body))
 }
 
-/// `GET /api/v1/cities`
-pub async fn cities(State(state): State<AppState>) -> ApiResult {
-    let cities = state.store.cities(EventTime::now()).await?;
-    Ok(Json(json!({ "count": cities.len(), "cities": cities })))
+/// `GET /api/v1/cities?limit=100&cursor=`
+pub async fn cities(State(state): State<AppState>, params: Params) -> ApiResult {
+    let page = params.page::<String>(100)?;
+    let found = state.store.cities(one_more(&page), EventTime::now()).await?;
+    let (cities, next_cursor) = cut(found, page.limit, |c| c.city.clone());
+    Ok(Json(json!({
+        "count": cities.len(),
+        "cities": cities,
+        "next_cursor": next_cursor,
+    })))
 }
 
-/// `GET /api/v1/aggregations?city=&event_type=&limit=10` (`eventType` accepted too)
+/// `GET /api/v1/aggregations?city=&event_type=&limit=10&cursor=` (`eventType` accepted too)
 pub async fn aggregations(
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let city = params.required_city("city")?;
     let event_type = params.event_type(&["event_type", "eventType"])?;
-    let limit = params.int("limit", 10, 1..=1000)?;
-    let windows = state
+    let page = params.page::<WindowPos>(10)?;
+    let found = state
         .store
-        .aggregations(city.as_str(), event_type, limit as usize)
+        .aggregations(city.as_str(), event_type, one_more(&page))
         .await?;
+    let (windows, next_cursor) = cut(found, page.limit, |w| WindowPos {
+        start: w.window_start,
+        event_type: w.event_type,
+    });
     let body = AggregationsBody {
         city: &city,
         event_type,
         count: windows.len(),
         aggregations: windows.iter().map(WindowBody::from).collect(),
+        next_cursor,
     };
     Ok(Json(body).into_response())
 }
@@ -228,14 +262,15 @@ pub async fn stats(State(state): State<AppState>) -> ApiResult {
     })))
 }
 
-/// `GET /api/v1/late-events?city=&limit=100`
+/// `GET /api/v1/late-events?city=&limit=100&cursor=`
 pub async fn late_events(State(state): State<AppState>, params: Params) -> ApiResult {
     let city = params.city("city")?;
-    let limit = params.int("limit", 100, 1..=1000)?;
-    let late = state
+    let page = params.page::<EventKey>(100)?;
+    let found = state
         .store
-        .late_events(city.as_ref().map(|c| c.as_str()), limit as usize)
+        .late_events(city.as_ref().map(|c| c.as_str()), one_more(&page), EventTime::now())
         .await?;
+    let (late, next_cursor) = cut(found, page.limit, |l| EventKey::of(&l.event));
     let items: Vec<Value> = late
         .iter()
         .map(|l| {
@@ -247,13 +282,21 @@ pub async fn late_events(State(state): State<AppState>, params: Params) -> ApiRe
             v
         })
         .collect();
-    Ok(Json(json!({ "count": items.len(), "late_events": items })))
+    Ok(Json(json!({
+        "count": items.len(),
+        "late_events": items,
+        "next_cursor": next_cursor,
+    })))
 }
 
-/// `GET /api/v1/dead-letters?limit=100`
+/// `GET /api/v1/dead-letters?limit=100&cursor=`
 pub async fn dead_letters(State(state): State<AppState>, params: Params) -> ApiResult {
-    let limit = params.int("limit", 100, 1..=1000)?;
-    let dead = state.store.dead_letters(limit as usize).await?;
+    let page = params.page::<DeadLetterKey>(100)?;
+    let found = state
+        .store
+        .dead_letters(one_more(&page), EventTime::now())
+        .await?;
+    let (dead, next_cursor) = cut(found, page.limit, DeadLetterKey::of);
     let items: Vec<Value> = dead
         .iter()
         .map(|d| {
@@ -269,7 +312,11 @@ pub async fn dead_letters(State(state): State<AppState>, params: Params) -> ApiR
             })
         })
         .collect();
-    Ok(Json(json!({ "count": items.len(), "dead_letters": items })))
+    Ok(Json(json!({
+        "count": items.len(),
+        "dead_letters": items,
+        "next_cursor": next_cursor,
+    })))
 }
 
 /// `GET /metrics`: Prometheus text format.

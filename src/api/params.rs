@@ -1,12 +1,21 @@
-//! Query and path parameters, parsed into typed values with messages a client can act on.
+//! Query and path parameters, parsed into typed values with messages a client can act on, and
+//! the cursors that continue a list where a page ended.
 
 use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::model::{City, EventType};
+use crate::model::{City, EventTime, EventType};
+use crate::store::{DeadLetterKey, EventKey, Page, WindowPos};
+
+/// Longest cursor accepted, in characters.
+const MAX_CURSOR: usize = 1024;
 
 /// The raw query string as name → value; typed parsing happens in the helpers below so that
 /// every mistake becomes a JSON 400.
@@ -85,9 +94,145 @@ impl Params {
         }
         Ok(found.map(|(_, t)| t))
     }
+
+    /// `limit` (1 to 1000, `default` when absent) and `cursor` (where the previous page ended).
+    pub fn page<K: CursorKey>(&self, default: u32) -> Result<Page<K>, ApiError> {
+        let limit = self.int("limit", default, 1..=1000)? as usize;
+        let after = self.get("cursor").map(K::from_cursor).transpose()?;
+        Ok(Page { after, limit })
+    }
 }
 
 /// A city from a path segment or parameter.
 pub fn city(raw: &str) -> Result<City, ApiError> {
     City::parse(raw).map_err(|e| ApiError::BadRequest(format!("invalid city: {e}")))
+}
+
+/// A list position a client can hand back as `cursor`: opaque, URL-safe text.
+pub trait CursorKey: Sized {
+    type Wire: Serialize + DeserializeOwned;
+    fn to_wire(&self) -> Self::Wire;
+    fn from_wire(wire: Self::Wire) -> Option<Self>;
+
+    fn to_cursor(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&self.to_wire()).unwrap_or_default())
+    }
+
+    fn from_cursor(raw: &str) -> Result<Self, ApiError> {
+        let invalid = || ApiError::BadRequest("invalid cursor: pass back a next_cursor".into());
+        if raw.len() > MAX_CURSOR {
+            return Err(invalid());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
+        let wire = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        Self::from_wire(wire).ok_or_else(invalid)
+    }
+}
+
+impl CursorKey for EventKey {
+    type Wire = (i64, String);
+    fn to_wire(&self) -> Self::Wire {
+        (self.at.as_millis(), self.event_id.clone())
+    }
+    fn from_wire((at, event_id): Self::Wire) -> Option<Self> {
+        Some(EventKey {
+            at: EventTime::from_millis(at),
+            event_id,
+        })
+    }
+}
+
+impl CursorKey for String {
+    type Wire = (String,);
+    fn to_wire(&self) -> Self::Wire {
+        (self.clone(),)
+    }
+    fn from_wire((city,): Self::Wire) -> Option<Self> {
+        Some(city)
+    }
+}
+
+impl CursorKey for WindowPos {
+    type Wire = (i64, EventType);
+    fn to_wire(&self) -> Self::Wire {
+        (self.start.as_millis(), self.event_type)
+    }
+    fn from_wire((start, event_type): Self::Wire) -> Option<Self> {
+        Some(WindowPos {
+            start: EventTime::from_millis(start),
+            event_type,
+        })
+    }
+}
+
+impl CursorKey for DeadLetterKey {
+    type Wire = (i64, String, u32, u64);
+    fn to_wire(&self) -> Self::Wire {
+        (
+            self.received_at.as_millis(),
+            self.source.clone(),
+            self.partition,
+            self.offset,
+        )
+    }
+    fn from_wire((received_at, source, partition, offset): Self::Wire) -> Option<Self> {
+        Some(DeadLetterKey {
+            received_at: EventTime::from_millis(received_at),
+            source,
+            partition,
+            offset,
+        })
+    }
+}
+
+/// The page to ask a store for: one more item than the client wants, to know whether more
+/// follow.
+pub fn one_more<K: Clone>(page: &Page<K>) -> Page<K> {
+    Page {
+        after: page.after.clone(),
+        limit: page.limit + 1,
+    }
+}
+
+/// Cuts what the store returned for [`one_more`] to the page, and the cursor of the next page
+/// when there is one.
+pub fn cut<T, K: CursorKey>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<String>) {
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(|last| key(last).to_cursor());
+    (items, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_a_400() {
+        let key = DeadLetterKey {
+            received_at: EventTime::from_millis(42),
+            source: "file:/tmp/a b.jsonl".into(),
+            partition: 3,
+            offset: 99,
+        };
+        let cursor = key.to_cursor();
+        assert!(cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(DeadLetterKey::from_cursor(&cursor).unwrap(), key);
+        for bad in ["", "!!", "bm90IGpzb24", &"A".repeat(2000)] {
+            assert!(matches!(
+                DeadLetterKey::from_cursor(bad),
+                Err(ApiError::BadRequest(_))
+            ));
+        }
+        let (page, next) = cut(vec![1, 2, 3], 2, |n: &i32| n.to_string());
+        assert_eq!(page, [1, 2]);
+        assert_eq!(String::from_cursor(&next.unwrap()).unwrap(), "2");
+        assert_eq!(cut(vec![1, 2], 2, |n: &i32| n.to_string()).1, None);
+    }
 }

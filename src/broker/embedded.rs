@@ -99,12 +99,12 @@ impl Producer for EmbeddedProducer {
                 let slot = &mut next_offsets[partition as usize];
                 let offset = *slot;
                 *slot += 1;
-                permit.send(Record {
+                permit.send(Record::new(
                     partition,
                     offset,
-                    timestamp: Some(now),
-                    payload: message.payload,
-                });
+                    Some(now),
+                    message.payload,
+                ));
             }
         }
         Ok(())
@@ -119,6 +119,10 @@ impl Source for EmbeddedSource {
 
     fn partition_of(&self, city: &str) -> u32 {
         partition_for(city.as_bytes(), self.partitions)
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {

@@ -4,6 +4,11 @@
 //! A file is a fixed log: a re-run reads it from the start and the processor skips the lines
 //! its checkpoint already covers. Standard input is an open-ended stream: its offsets
 //! continue from the checkpoint, so a new pipe appends to what earlier ones delivered.
+//!
+//! A line is read in bounded memory: of a line longer than [`MAX_RECORD_BYTES`] only the head
+//! is kept (the rest is counted and skipped as it streams by), and it becomes one record that
+//! the engine turns into a `too_large` dead letter. A 3 GB input without a newline costs what
+//! a 64 KiB line does.
 
 use std::path::Path;
 
@@ -12,7 +17,50 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{BrokerError, Polled, Source};
-use crate::model::Record;
+use crate::model::{MAX_RECORD_BYTES, Record};
+
+/// The line being read: its head (at most [`MAX_RECORD_BYTES`]), its full length so far, and
+/// whether all of it is whitespace.
+#[derive(Debug, Default)]
+struct Line {
+    head: Vec<u8>,
+    len: usize,
+    blank: bool,
+}
+
+impl Line {
+    fn new() -> Self {
+        Line {
+            blank: true,
+            ..Line::default()
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = MAX_RECORD_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.len += bytes.len();
+        self.blank = self.blank && bytes.iter().all(u8::is_ascii_whitespace);
+    }
+
+    /// The record this line is, or `None` for a blank line (which still takes its offset).
+    fn finish(mut self, offset: u64) -> Option<Record> {
+        if self.blank {
+            return None;
+        }
+        if self.len == self.head.len() && self.head.last() == Some(&b'\r') {
+            self.head.pop();
+            self.len -= 1;
+        }
+        Some(Record {
+            partition: 0,
+            offset,
+            timestamp: None,
+            size: self.len,
+            payload: Bytes::from(self.head),
+        })
+    }
+}
 
 /// The source name under which standard input is checkpointed.
 pub const STDIN_SOURCE: &str = "stdin";
@@ -22,8 +70,8 @@ pub struct LineSource {
     name: String,
     reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
     next_offset: u64,
-    /// A line read in part when a poll was cancelled.
-    line: Vec<u8>,
+    /// The line being read; it outlives a cancelled poll.
+    line: Line,
     /// Records read by a poll that has not returned them yet.
     taken: Vec<Record>,
     ended: bool,
@@ -60,7 +108,7 @@ impl LineSource {
             name,
             reader: BufReader::with_capacity(1 << 20, reader),
             next_offset,
-            line: Vec::new(),
+            line: Line::new(),
             taken: Vec::new(),
             ended: false,
         }
@@ -84,6 +132,10 @@ impl Source for LineSource {
         0
     }
 
+    fn partitions(&self) -> u32 {
+        1
+    }
+
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {
         // Records taken so far live in `self`, so a poll dropped while it waits for more input
         // loses none of them: the next poll hands them out.
@@ -92,32 +144,50 @@ impl Source for LineSource {
             if !self.taken.is_empty() && self.reader.buffer().is_empty() {
                 break;
             }
-            let read = self.reader.read_until(b'\n', &mut self.line).await;
-            match read {
-                Err(e) => return Err(self.io_error(e)),
-                Ok(0) if self.line.is_empty() => self.ended = true,
-                Ok(_) => {
-                    let mut line = std::mem::take(&mut self.line);
-                    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        line.pop();
-                    }
-                    let offset = self.next_offset;
-                    self.next_offset += 1;
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        self.taken.push(Record {
-                            partition: 0,
-                            offset,
-                            timestamp: None,
-                            payload: Bytes::from(line),
-                        });
-                    }
-                }
-            }
+            self.read_some().await?;
         }
         if self.taken.is_empty() && self.ended {
             Ok(Polled::End)
         } else {
             Ok(Polled::Records(std::mem::take(&mut self.taken)))
+        }
+    }
+}
+
+impl LineSource {
+    /// Reads what the buffer holds, up to the end of the current line. Nothing is awaited
+    /// between taking bytes from the buffer and consuming them, so this is cancel-safe.
+    async fn read_some(&mut self) -> Result<(), BrokerError> {
+        let buf = match self.reader.fill_buf().await {
+            Ok(buf) => buf,
+            Err(e) => return Err(self.io_error(e)),
+        };
+        if buf.is_empty() {
+            self.ended = true;
+            if self.line.len > 0 {
+                self.end_line();
+            }
+            return Ok(());
+        }
+        let (chunk, newline) = match buf.iter().position(|b| *b == b'\n') {
+            Some(at) => (&buf[..at], true),
+            None => (buf, false),
+        };
+        self.line.push(chunk);
+        let used = chunk.len() + usize::from(newline);
+        self.reader.consume(used);
+        if newline {
+            self.end_line();
+        }
+        Ok(())
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::replace(&mut self.line, Line::new());
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        if let Some(record) = line.finish(offset) {
+            self.taken.push(record);
         }
     }
 }
@@ -166,12 +236,16 @@ mod tests {
         let (mut writer, reader) = tokio::io::duplex(64);
         let mut source = LineSource::from_reader("t".into(), reader, 0);
         writer.write_all(b"a\nb\npar").await.unwrap();
-        // The poll takes `a` and `b`, then waits for the rest of the third line: drop it there.
+        // The first poll hands out `a` and `b`; the next waits for the rest of the third line:
+        // drop it there.
+        let Polled::Records(first) = source.poll(100).await.unwrap() else {
+            panic!("records expected");
+        };
+        let mut got: Vec<(u64, Bytes)> = first.into_iter().map(|r| (r.offset, r.payload)).collect();
         let dropped = tokio::time::timeout(Duration::from_millis(20), source.poll(100)).await;
         assert!(dropped.is_err(), "the poll was waiting");
         writer.write_all(b"tial\n").await.unwrap();
         drop(writer);
-        let mut got = Vec::new();
         while let Polled::Records(batch) = source.poll(100).await.unwrap() {
             got.extend(batch.into_iter().map(|r| (r.offset, r.payload)));
         }
@@ -181,6 +255,31 @@ mod tests {
             (2, Bytes::from_static(b"partial")),
         ];
         assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_becomes_one_record_of_its_head_and_size() {
+        let huge = vec![b'x'; 5 * MAX_RECORD_BYTES + 3];
+        let input = [b"{\"a\":1}\n".as_slice(), &huge, b"\n{\"b\":2}\n", &huge].concat();
+        let mut source = LineSource::from_reader("t".into(), std::io::Cursor::new(input), 0);
+        let mut records = Vec::new();
+        while let Polled::Records(batch) = source.poll(100).await.unwrap() {
+            records.extend(batch);
+        }
+        let got: Vec<(u64, usize, usize)> = records
+            .iter()
+            .map(|r| (r.offset, r.payload.len(), r.size))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 7, 7),
+                (1, MAX_RECORD_BYTES, huge.len()),
+                (2, 7, 7),
+                (3, MAX_RECORD_BYTES, huge.len())
+            ]
+        );
+        assert!(records[1].is_truncated() && !records[2].is_truncated());
     }
 
     #[tokio::test]

@@ -3,18 +3,23 @@
 //!
 //! Partitioning is librdkafka's `consistent_random` (CRC-32 of the key, the city), the same
 //! function as [`partition_for`], so all events of a city share a partition and its watermark.
-//! The source commits each partition's *replay offset*: the first record of its earliest open
-//! window. Whoever owns the partition next (after a crash or a rebalance) starts there, looks
-//! up the checkpoint stored for exactly that offset, and rebuilds the open windows by replay.
-//! Rebalances arrive in-band ([`Polled::Revoked`]), so the processor writes what it took from
-//! a partition before it forgets it.
+//! The source commits each partition's next offset once the batch that reached it is stored.
+//! Whoever owns the partition next (after a crash or a rebalance) starts at the committed
+//! offset and skips what the store's checkpoint already covers. Rebalances arrive in-band
+//! ([`Polled::Revoked`]), so the processor writes what it took from a partition before it
+//! forgets it.
+//!
+//! Every publish waits for the broker's acknowledgement. A failure that a retry can cure
+//! (a broker down, a leader moving) is retried with backoff; one that cannot (a message over
+//! the broker's size limit, a missing authorization) is returned as such: the dead-letter
+//! topic then gets the record's first KiB instead, and if even that is refused the dead
+//! letter is reported and left to the store, so a partition never stalls on it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -28,8 +33,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{BrokerError, Message, Polled, Producer, Resume, Source, partition_for};
-use crate::model::{Checkpoint, DeadLetter, EventTime, Record};
+use super::{BrokerError, Message, Polled, Producer, Source, partition_for};
+use crate::model::{Checkpoint, DEAD_LETTER_PREFIX_BYTES, DeadLetter, EventTime, Record};
 
 /// Where and how to reach Kafka.
 #[derive(Debug, Clone)]
@@ -133,47 +138,53 @@ struct Outgoing<'a> {
     headers: Option<OwnedHeaders>,
 }
 
+/// Whether no retry can get a message with this error through.
+fn permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::MessageBatchTooLarge
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::PolicyViolation
+        )
+    )
+}
+
 /// Sends every message and waits until the broker has acknowledged all of them. A full local
 /// queue is waited out (backpressure); a failed delivery is counted and sent again with
-/// backoff. Only an error that no retry can cure is returned.
+/// backoff. Returns the messages no retry can get through, with their errors.
 async fn deliver(
     producer: &FutureProducer,
     topic: &str,
     messages: &[Outgoing<'_>],
-) -> Result<(), BrokerError> {
+) -> Vec<(usize, KafkaError)> {
     let mut pending: Vec<usize> = (0..messages.len()).collect();
+    let mut refused = Vec::new();
     let mut backoff = Duration::from_millis(100);
     while !pending.is_empty() {
         let started = std::time::Instant::now();
         let mut deliveries = Vec::with_capacity(pending.len());
         for &i in &pending {
-            let m = &messages[i];
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(m.payload);
-            if let Some(key) = m.key {
-                record = record.key(key);
-            }
-            if let Some(headers) = &m.headers {
-                record = record.headers(headers.clone());
-            }
-            loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => {
-                        deliveries.push((i, delivery));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(kafka("queueing a message")(e)),
-                }
+            match queue(producer, topic, &messages[i]).await {
+                Ok(delivery) => deliveries.push((i, delivery)),
+                Err(error) if permanent(&error) => refused.push((i, error)),
+                Err(error) => deliveries.push((i, Box::pin(async move { Ok(Err(error)) }))),
             }
         }
         let mut failed = Vec::new();
+        let mut acknowledged = 0u64;
         for (i, delivery) in deliveries {
             match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
+                Ok(Ok(())) => acknowledged += 1,
+                Ok(Err(error)) if permanent(&error) => refused.push((i, error)),
+                Ok(Err(error)) => {
                     metrics::counter!("citystream_kafka_delivery_failures_total", "topic" => topic.to_owned())
                         .increment(1);
                     tracing::warn!(%error, topic, "delivery failed; sending again");
@@ -185,14 +196,52 @@ async fn deliver(
         metrics::histogram!("citystream_kafka_send_seconds", "topic" => topic.to_owned())
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("citystream_kafka_sent_total", "topic" => topic.to_owned())
-            .increment((pending.len() - failed.len()) as u64);
+            .increment(acknowledged);
         if !failed.is_empty() {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         pending = failed;
     }
-    Ok(())
+    refused
+}
+
+/// A delivery report: `Ok(Ok(()))` once acknowledged.
+type Delivery = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Result<(), KafkaError>, ()>> + Send>,
+>;
+
+/// Queues one message, waiting while librdkafka's local queue is full.
+async fn queue(
+    producer: &FutureProducer,
+    topic: &str,
+    m: &Outgoing<'_>,
+) -> Result<Delivery, KafkaError> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(m.payload);
+    if let Some(key) = m.key {
+        record = record.key(key);
+    }
+    if let Some(headers) = &m.headers {
+        record = record.headers(headers.clone());
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => {
+                return Ok(Box::pin(async move {
+                    match delivery.await {
+                        Ok(Ok(_)) => Ok(Ok(())),
+                        Ok(Err((error, _))) => Ok(Err(error)),
+                        Err(_) => Err(()),
+                    }
+                }));
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
 
 /// Publishes events to `city-events`, keyed by city.
@@ -221,7 +270,13 @@ impl Producer for KafkaProducer {
                 headers: None,
             })
             .collect();
-        deliver(&self.producer, &self.topic, &messages).await
+        match deliver(&self.producer, &self.topic, &messages).await.pop() {
+            None => Ok(()),
+            Some((_, source)) => Err(BrokerError::Kafka {
+                context: "publishing an event the broker refuses",
+                source,
+            }),
+        }
     }
 }
 
@@ -237,8 +292,6 @@ enum Change {
 struct SourceContext {
     topic: String,
     changes: Arc<Mutex<VecDeque<Change>>>,
-    /// The latest offset the group coordinator confirmed, per partition.
-    confirmed: Arc<Mutex<BTreeMap<u32, u64>>>,
 }
 
 impl SourceContext {
@@ -291,23 +344,37 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(error) = result {
             metrics::counter!("citystream_kafka_commit_failures_total").increment(1);
             tracing::warn!(%error, "offset commit failed; the next one covers it");
-            return;
         }
-        let Ok(mut confirmed) = self.confirmed.lock() else {
-            return;
-        };
-        for e in offsets.elements_for_topic(&self.topic) {
-            if let (Ok(p), Offset::Offset(o)) = (u32::try_from(e.partition()), e.offset()) {
-                if let Ok(o) = u64::try_from(o) {
-                    let slot = confirmed.entry(p).or_insert(o);
-                    *slot = (*slot).max(o);
-                }
-            }
+    }
+}
+
+/// A dead letter on its way to the dead-letter topic: `payload` (all the source kept of the
+/// record, or less), with where it came from and why in headers.
+fn dead_letter<'a>(d: &'a DeadLetter, payload: &'a [u8]) -> Outgoing<'a> {
+    fn header<'v>(key: &'v str, value: &'v str) -> Header<'v, &'v [u8]> {
+        Header {
+            key,
+            value: Some(value.as_bytes()),
         }
+    }
+    let truncated = if payload.len() < d.payload_len { "true" } else { "false" };
+    Outgoing {
+        key: None,
+        payload,
+        headers: Some(
+            OwnedHeaders::new()
+                .insert(header("citystream-reason", &d.reason))
+                .insert(header("citystream-kind", &d.kind))
+                .insert(header("citystream-source", &d.source))
+                .insert(header("citystream-partition", &d.partition.to_string()))
+                .insert(header("citystream-offset", &d.offset.to_string()))
+                .insert(header("citystream-payload-len", &d.payload_len.to_string()))
+                .insert(header("citystream-truncated", truncated)),
+        ),
     }
 }
 
@@ -315,7 +382,6 @@ impl ConsumerContext for SourceContext {
 pub struct KafkaSource {
     consumer: StreamConsumer<SourceContext>,
     changes: Arc<Mutex<VecDeque<Change>>>,
-    confirmed: Arc<Mutex<BTreeMap<u32, u64>>>,
     topic: String,
     partitions: u32,
     assigned: BTreeSet<u32>,
@@ -329,11 +395,9 @@ impl KafkaSource {
     /// Joins the group and subscribes to the topic.
     pub async fn subscribe(config: &KafkaConfig) -> Result<Self, BrokerError> {
         let changes = Arc::new(Mutex::new(VecDeque::new()));
-        let confirmed = Arc::new(Mutex::new(BTreeMap::new()));
         let context = SourceContext {
             topic: config.topic.clone(),
             changes: changes.clone(),
-            confirmed: confirmed.clone(),
         };
         let mut client = config.client();
         client
@@ -375,7 +439,6 @@ impl KafkaSource {
         Ok(KafkaSource {
             consumer,
             changes,
-            confirmed,
             topic: config.topic.clone(),
             partitions: partitions.max(1),
             assigned: BTreeSet::new(),
@@ -393,13 +456,14 @@ impl KafkaSource {
         self.changes.lock().is_ok_and(|c| !c.is_empty())
     }
 
+    /// The record of a message; of an oversized one only the head is copied.
     fn record(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Record> {
-        Some(Record {
-            partition: u32::try_from(message.partition()).ok()?,
-            offset: u64::try_from(message.offset()).ok()?,
-            timestamp: message.timestamp().to_millis().map(EventTime::from_millis),
-            payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-        })
+        Some(Record::head(
+            u32::try_from(message.partition()).ok()?,
+            u64::try_from(message.offset()).ok()?,
+            message.timestamp().to_millis().map(EventTime::from_millis),
+            message.payload().unwrap_or_default(),
+        ))
     }
 }
 
@@ -413,12 +477,8 @@ impl Source for KafkaSource {
         partition_for(city.as_bytes(), self.partitions)
     }
 
-    fn resume(&self) -> Resume {
-        Resume::ByReplay
-    }
-
-    fn confirmed(&self) -> Option<BTreeMap<u32, u64>> {
-        self.confirmed.lock().ok().map(|c| c.clone())
+    fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {
@@ -474,37 +534,27 @@ impl Source for KafkaSource {
     }
 
     async fn dead_letters(&mut self, letters: &[DeadLetter]) -> Result<(), BrokerError> {
-        let messages: Vec<Outgoing<'_>> = letters
+        let whole: Vec<Outgoing<'_>> = letters.iter().map(|d| dead_letter(d, &d.payload)).collect();
+        let refused = deliver(&self.dlq, &self.dlq_topic, &whole).await;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        // The broker refuses these as they are: send their first KiB, marked truncated.
+        let heads: Vec<Outgoing<'_>> = refused
             .iter()
-            .map(|d| Outgoing {
-                key: None,
-                payload: &d.payload,
-                headers: Some(
-                    OwnedHeaders::new()
-                        .insert(Header {
-                            key: "citystream-reason",
-                            value: Some(d.reason.as_str()),
-                        })
-                        .insert(Header {
-                            key: "citystream-kind",
-                            value: Some(d.kind.as_str()),
-                        })
-                        .insert(Header {
-                            key: "citystream-source",
-                            value: Some(d.source.as_str()),
-                        })
-                        .insert(Header {
-                            key: "citystream-partition",
-                            value: Some(d.partition.to_string().as_str()),
-                        })
-                        .insert(Header {
-                            key: "citystream-offset",
-                            value: Some(d.offset.to_string().as_str()),
-                        }),
-                ),
+            .map(|(i, _)| {
+                let d = &letters[*i];
+                dead_letter(d, &d.payload[..d.payload.len().min(DEAD_LETTER_PREFIX_BYTES)])
             })
             .collect();
-        deliver(&self.dlq, &self.dlq_topic, &messages).await
+        for (j, error) in deliver(&self.dlq, &self.dlq_topic, &heads).await {
+            let d = &letters[refused[j].0];
+            metrics::counter!("citystream_dlq_refused_total").increment(1);
+            tracing::error!(%error, topic = %self.dlq_topic, source = %d.source,
+                partition = d.partition, offset = d.offset, kind = %d.kind,
+                "the dead-letter topic refuses this dead letter even truncated; it stays in the store only");
+        }
+        Ok(())
     }
 
     async fn commit(&mut self, positions: &[Checkpoint]) -> Result<(), BrokerError> {
@@ -513,7 +563,7 @@ impl Source for KafkaSource {
             .iter()
             .filter(|c| self.assigned.contains(&c.partition))
         {
-            let offset = i64::try_from(c.replay_offset).unwrap_or(i64::MAX);
+            let offset = i64::try_from(c.next_offset).unwrap_or(i64::MAX);
             list.add_partition_offset(&self.topic, c.partition as i32, Offset::Offset(offset))
                 .map_err(kafka("building the commit"))?;
         }

@@ -14,8 +14,6 @@ pub mod embedded;
 pub mod file;
 pub mod kafka;
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -38,17 +36,6 @@ pub enum Polled {
     /// These partitions are no longer this processor's: write what was taken from them,
     /// then forget their state.
     Revoked(Vec<u32>),
-}
-
-/// How a processor picks up a partition where an earlier one left it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resume {
-    /// The source continues after the checkpoint's `next_offset`; the open windows are read
-    /// back from the store (the embedded broker and files).
-    FromStore,
-    /// The source restarts at the checkpoint's `replay_offset` (the committed offset) and the
-    /// replay rebuilds the open windows (Kafka).
-    ByReplay,
 }
 
 /// Errors at the broker boundary.
@@ -87,25 +74,18 @@ pub trait Source: Send {
     /// The partition that holds a city's events.
     fn partition_of(&self, city: &str) -> u32;
 
+    /// How many partitions the log has.
+    fn partitions(&self) -> u32;
+
     /// Waits for records and returns up to `max` of them. Cancel-safe: dropping the future
     /// loses nothing.
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError>;
 
-    /// How a restarted processor resumes this source's partitions.
-    fn resume(&self) -> Resume {
-        Resume::FromStore
-    }
-
     /// Hands dead letters to the source's dead-letter destination, if it has one. Called after
-    /// they are stored and before the positions that cover them are committed.
+    /// they are stored and before the positions that cover them are committed. A dead letter
+    /// the destination can never take is reported and skipped, never retried forever.
     async fn dead_letters(&mut self, _letters: &[DeadLetter]) -> Result<(), BrokerError> {
         Ok(())
-    }
-
-    /// Offsets the broker has confirmed as committed, per partition. `None` when storing a
-    /// checkpoint is itself the commit (the embedded broker, files).
-    fn confirmed(&self) -> Option<BTreeMap<u32, u64>> {
-        None
     }
 
     /// Everything these checkpoints cover is durable in the store.

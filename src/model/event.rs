@@ -149,6 +149,19 @@ impl CityEvent {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Whether `other` is this event again: the same id, time and content.
+    pub fn is_repeat_of(&self, other: &CityEvent) -> bool {
+        self == other
+    }
+
+    /// `SF/traffic/high at 2026-11-25T10:00:05Z`, for messages about this event.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}/{}/{} at {}",
+            self.city, self.event_type, self.severity, self.timestamp
+        )
+    }
+
     /// The description the original producer writes for this type and severity.
     pub fn seed_description(event_type: EventType, severity: Severity) -> String {
         match event_type {

@@ -11,8 +11,11 @@ pub use event::{
     MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue,
 };
 pub use record::{
-    DEAD_LETTER_PREFIX_BYTES, DeadLetter, DecodeError, MAX_RECORD_BYTES, Record, decode,
+    DEAD_LETTER_PREFIX_BYTES, DeadLetter, MAX_RECORD_BYTES, Record, Rejection, decode,
     derived_event_id,
 };
-pub use results::{Checkpoint, LateEvent, RawEvent, SeverityCounts, WindowAggregate, WriteBatch};
+pub use results::{
+    Accepted, BatchRules, Checkpoint, DEFAULT_SEVERITIES_CAP, LateEvent, Placement,
+    SeverityCounts, WindowAggregate, WriteBatch, window_key,
+};
 pub use time::{EventTime, Span};

@@ -12,10 +12,14 @@ use super::event::{
     City, CityEvent, EventType, InvalidCity, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES, Severity,
 };
 
-/// Largest record accepted, in bytes; anything larger is a dead letter.
+/// Largest record accepted, in bytes; anything larger is a dead letter. Sources keep at most this
+/// many bytes of a larger record (its head), so one oversized record costs no more memory than
+/// a valid one.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
-/// How much of a dead letter's payload is kept.
+/// How much of a dead letter's payload a store keeps.
 pub const DEAD_LETTER_PREFIX_BYTES: usize = 1024;
+/// The UTF-8 byte-order mark some editors and Windows tools put at the start of a text.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Namespace of the ids derived for events that arrive without one.
 const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c4e_8d2a_4f57_9a3e_c1d5_e7f9_a2b4);
@@ -27,12 +31,47 @@ pub struct Record {
     pub offset: u64,
     /// When the record entered the log (Kafka's record timestamp); `None` for plain files.
     pub timestamp: Option<EventTime>,
+    /// The record's bytes; for a record over [`MAX_RECORD_BYTES`], only its head (see `size`).
     pub payload: Bytes,
+    /// The record's full size in bytes: larger than `payload.len()` when a source kept only
+    /// the head of an oversized record.
+    pub size: usize,
 }
 
-/// Why a record is not a valid event.
+impl Record {
+    /// A record whose payload is all of it.
+    pub fn new(partition: u32, offset: u64, timestamp: Option<EventTime>, payload: Bytes) -> Self {
+        Record {
+            partition,
+            offset,
+            timestamp,
+            size: payload.len(),
+            payload,
+        }
+    }
+
+    /// A record of which a source kept only what [`Record::head`] keeps: the first
+    /// [`MAX_RECORD_BYTES`] bytes when it is larger.
+    pub fn head(partition: u32, offset: u64, timestamp: Option<EventTime>, bytes: &[u8]) -> Self {
+        let kept = &bytes[..bytes.len().min(MAX_RECORD_BYTES)];
+        Record {
+            partition,
+            offset,
+            timestamp,
+            payload: Bytes::copy_from_slice(kept),
+            size: bytes.len(),
+        }
+    }
+
+    /// Whether `payload` holds only the head of the record.
+    pub fn is_truncated(&self) -> bool {
+        self.size > self.payload.len()
+    }
+}
+
+/// Why a record is not a new, valid event: it becomes a dead letter with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub enum Rejection {
     #[error("record is {0} bytes, larger than the {MAX_RECORD_BYTES}-byte limit")]
     TooLarge(usize),
     #[error("record is not valid UTF-8: {0}")]
@@ -55,20 +94,62 @@ pub enum DecodeError {
         arrival: EventTime,
         max_ahead_secs: i64,
     },
+    #[error(
+        "timestamp {event} is older than the raw-event TTL: its row would have expired at {expired_at}"
+    )]
+    Expired {
+        event: EventTime,
+        expired_at: EventTime,
+    },
+    #[error("event_id `{event_id}` was first stored as {first}; this record says {this}")]
+    DuplicateEventId {
+        event_id: String,
+        first: String,
+        this: String,
+    },
+    #[error("the store refuses this event: {0}")]
+    StoreRejected(String),
 }
 
-impl DecodeError {
+impl Rejection {
     /// A short, stable label for metrics and filtering.
     pub fn kind(&self) -> &'static str {
         match self {
-            DecodeError::TooLarge(_) => "too_large",
-            DecodeError::InvalidUtf8(_) => "invalid_utf8",
-            DecodeError::Json(_) => "malformed",
-            DecodeError::City(_) => "invalid_city",
-            DecodeError::Timestamp { .. } => "invalid_timestamp",
-            DecodeError::DescriptionTooLong(_) => "description_too_long",
-            DecodeError::EventId(_) => "invalid_event_id",
-            DecodeError::FromTheFuture { .. } => "future_timestamp",
+            Rejection::TooLarge(_) => "too_large",
+            Rejection::InvalidUtf8(_) => "invalid_utf8",
+            Rejection::Json(_) => "malformed",
+            Rejection::City(_) => "invalid_city",
+            Rejection::Timestamp { .. } => "invalid_timestamp",
+            Rejection::DescriptionTooLong(_) => "description_too_long",
+            Rejection::EventId(_) => "invalid_event_id",
+            Rejection::FromTheFuture { .. } => "future_timestamp",
+            Rejection::Expired { .. } => "expired",
+            Rejection::DuplicateEventId { .. } => "duplicate_event_id",
+            Rejection::StoreRejected(_) => "store_rejected",
+        }
+    }
+
+    /// Every kind, for documentation and bounded metric labels.
+    pub const KINDS: [&'static str; 11] = [
+        "too_large",
+        "invalid_utf8",
+        "malformed",
+        "invalid_city",
+        "invalid_timestamp",
+        "description_too_long",
+        "invalid_event_id",
+        "future_timestamp",
+        "expired",
+        "duplicate_event_id",
+        "store_rejected",
+    ];
+
+    /// A second record with the id of `first` and other content.
+    pub fn duplicate(first: &CityEvent, this: &CityEvent) -> Self {
+        Rejection::DuplicateEventId {
+            event_id: this.event_id.clone(),
+            first: first.summary(),
+            this: this.summary(),
         }
     }
 }
@@ -91,34 +172,37 @@ struct Wire<'a> {
 /// Decodes one record of the wire format. `source` names the log (a topic, a file) so that an
 /// event without an `event_id` gets one derived from its position: the same record always
 /// yields the same id.
-pub fn decode(source: &str, record: &Record) -> Result<CityEvent, DecodeError> {
-    let bytes = &record.payload[..];
-    if bytes.len() > MAX_RECORD_BYTES {
-        return Err(DecodeError::TooLarge(bytes.len()));
+pub fn decode(source: &str, record: &Record) -> Result<CityEvent, Rejection> {
+    if record.size > MAX_RECORD_BYTES || record.payload.len() > MAX_RECORD_BYTES {
+        return Err(Rejection::TooLarge(record.size.max(record.payload.len())));
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.to_string()))?;
+    let bytes = record
+        .payload
+        .strip_prefix(UTF8_BOM)
+        .unwrap_or(&record.payload[..]);
+    let text = std::str::from_utf8(bytes).map_err(|e| Rejection::InvalidUtf8(e.to_string()))?;
     // serde would also take a struct from a JSON array; the wire format is an object.
     if !text.trim_start().starts_with('{') {
-        return Err(DecodeError::Json("expected a JSON object".to_owned()));
+        return Err(Rejection::Json("expected a JSON object".to_owned()));
     }
     let wire: Wire<'_> =
-        serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| Rejection::Json(e.to_string()))?;
 
     let timestamp =
-        EventTime::parse_rfc3339(&wire.timestamp).map_err(|e| DecodeError::Timestamp {
+        EventTime::parse_rfc3339(&wire.timestamp).map_err(|e| Rejection::Timestamp {
             value: wire.timestamp.chars().take(64).collect(),
             reason: e.to_string(),
         })?;
     if wire.description.len() > MAX_DESCRIPTION_BYTES {
-        return Err(DecodeError::DescriptionTooLong(wire.description.len()));
+        return Err(Rejection::DescriptionTooLong(wire.description.len()));
     }
     let event_id = match wire.event_id {
-        Some(id) if id.is_empty() => return Err(DecodeError::EventId("empty")),
+        Some(id) if id.is_empty() => return Err(Rejection::EventId("empty")),
         Some(id) if id.len() > MAX_EVENT_ID_BYTES => {
-            return Err(DecodeError::EventId("longer than 128 bytes"));
+            return Err(Rejection::EventId("longer than 128 bytes"));
         }
         Some(id) if id.chars().any(char::is_control) => {
-            return Err(DecodeError::EventId("contains a control character"));
+            return Err(Rejection::EventId("contains a control character"));
         }
         Some(id) => id.into_owned(),
         None => derived_event_id(source, record.partition, record.offset),
@@ -145,11 +229,12 @@ pub struct DeadLetter {
     pub source: String,
     pub partition: u32,
     pub offset: u64,
-    /// [`DecodeError::kind`] of the reason.
+    /// [`Rejection::kind`] of the reason.
     pub kind: String,
     pub reason: String,
-    /// The record's bytes: all of them on the way to a dead-letter topic, the first
-    /// [`DEAD_LETTER_PREFIX_BYTES`] once read back from a store.
+    /// The record's bytes on the way to a dead-letter topic (at most [`MAX_RECORD_BYTES`]: of a
+    /// larger record a source keeps only the head), the first [`DEAD_LETTER_PREFIX_BYTES`] once
+    /// read back from a store.
     pub payload: Bytes,
     /// The record's full length in bytes.
     pub payload_len: usize,
@@ -162,7 +247,7 @@ impl DeadLetter {
         &self.payload[..self.payload.len().min(DEAD_LETTER_PREFIX_BYTES)]
     }
 
-    pub fn new(source: &str, record: &Record, error: &DecodeError, received_at: EventTime) -> Self {
+    pub fn new(source: &str, record: &Record, error: &Rejection, received_at: EventTime) -> Self {
         DeadLetter {
             source: source.to_owned(),
             partition: record.partition,
@@ -170,9 +255,14 @@ impl DeadLetter {
             kind: error.kind().to_owned(),
             reason: error.to_string(),
             payload: record.payload.clone(),
-            payload_len: record.payload.len(),
+            payload_len: record.size,
             received_at,
         }
+    }
+
+    /// Whether `payload` holds only the head of the record.
+    pub fn is_truncated(&self) -> bool {
+        self.payload_len > self.payload.len()
     }
 }
 
@@ -181,12 +271,7 @@ mod tests {
     use super::*;
 
     fn record(payload: &[u8]) -> Record {
-        Record {
-            partition: 2,
-            offset: 41,
-            timestamp: None,
-            payload: Bytes::copy_from_slice(payload),
-        }
+        Record::new(2, 41, None, Bytes::copy_from_slice(payload))
     }
 
     const GOOD: &str = r#"{"event_id":"e-1","city":"SF","event_type":"traffic","severity":"high","timestamp":"2026-11-25T10:00:05Z","description":"high traffic congestion detected","extra":[1,2]}"#;
@@ -199,6 +284,30 @@ mod tests {
         assert_eq!(ev.event_type, EventType::Traffic);
         assert_eq!(ev.severity, Severity::High);
         assert_eq!(ev.timestamp.to_rfc3339(), "2026-11-25T10:00:05Z");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_event_is_ignored() {
+        let with_bom = [UTF8_BOM, GOOD.as_bytes()].concat();
+        let ev = decode("city-events", &record(&with_bom)).unwrap();
+        assert_eq!(ev, decode("city-events", &record(GOOD.as_bytes())).unwrap());
+    }
+
+    #[test]
+    fn an_oversized_record_keeps_only_its_head_and_its_size() {
+        let big = vec![b'x'; 3 * MAX_RECORD_BYTES];
+        let r = Record::head(0, 9, None, &big);
+        assert_eq!(r.payload.len(), MAX_RECORD_BYTES);
+        assert_eq!(r.size, big.len());
+        assert!(r.is_truncated());
+        let err = decode("t", &r).unwrap_err();
+        assert_eq!(err, Rejection::TooLarge(big.len()));
+        let dl = DeadLetter::new("t", &r, &err, EventTime::from_millis(0));
+        assert_eq!(dl.payload_len, big.len());
+        assert!(dl.is_truncated());
+        let small = Record::head(0, 10, None, GOOD.as_bytes());
+        assert!(!small.is_truncated());
+        assert!(decode("t", &small).is_ok());
     }
 
     #[test]
@@ -250,6 +359,7 @@ mod tests {
                 "description_too_long",
             ),
             (vec![b' '; MAX_RECORD_BYTES + 1], "too_large"),
+            ([UTF8_BOM, UTF8_BOM, GOOD.as_bytes()].concat(), "malformed"),
         ];
         for (payload, kind) in cases {
             let err = decode("t", &record(&payload)).unwrap_err();

@@ -1,13 +1,18 @@
-//! What the processor produces: window aggregates, late events, checkpoints, and the batch
-//! of all of them that a store writes at once.
+//! What the processor produces: accepted events with what the seed's queries make of them,
+//! checkpoints, and the batch of all of them that a store writes at once; and the window and
+//! late-event values a store serves.
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::Serialize;
 
-use super::EventTime;
 use super::event::{City, CityEvent, EventType, Severity};
-use super::record::DeadLetter;
+use super::record::{DeadLetter, Rejection};
+use super::{EventTime, Span};
+
+/// Longest `severities` list a window keeps unless configured otherwise.
+pub const DEFAULT_SEVERITIES_CAP: usize = 1000;
 
 /// Counts per severity, indexed by [`Severity::index`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,6 +25,10 @@ impl SeverityCounts {
 
     pub fn get(&self, severity: Severity) -> u64 {
         self.0[severity.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
     }
 
     /// As a map from severity name to count, zeros left out.
@@ -38,8 +47,12 @@ impl Serialize for SeverityCounts {
     }
 }
 
-/// The value of one 5-minute window of one city and event type: always the full value, so
-/// writing it twice is harmless.
+/// The seed's key of a window: `city#event_type#window_start`.
+pub fn window_key(city: &City, event_type: EventType, start: EventTime) -> String {
+    format!("{city}#{event_type}#{}", start.to_rfc3339())
+}
+
+/// The value of one tumbling window of one city and event type, as a store serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WindowAggregate {
     pub city: City,
@@ -47,28 +60,67 @@ pub struct WindowAggregate {
     pub window_start: EventTime,
     pub window_end: EventTime,
     pub event_count: u64,
-    /// Severities in arrival order (the seed's `collect_list`).
+    /// Severities in the order they were stored (the seed's `collect_list`), at most the
+    /// severities cap of them.
     pub severities: Vec<Severity>,
     pub severity_counts: SeverityCounts,
-    /// The log partition whose processor computed it (not part of the API's answer).
-    #[serde(skip)]
-    pub partition: u32,
 }
 
 impl WindowAggregate {
     /// The seed's key: `city#event_type#window_start`.
     pub fn partition_key(&self) -> String {
-        format!(
-            "{}#{}#{}",
-            self.city,
-            self.event_type,
-            self.window_start.to_rfc3339()
-        )
+        window_key(&self.city, self.event_type, self.window_start)
     }
 }
 
-/// An event whose window had already closed when it arrived. It is stored raw but not
-/// aggregated.
+/// Where an accepted event counts (query 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the tumbling window `[start, end)`, which the watermark had not closed.
+    Window { start: EventTime, end: EventTime },
+    /// Nowhere: its window had closed when it arrived, so it is a late event. `watermark` is
+    /// its partition's watermark then.
+    Late { watermark: EventTime },
+}
+
+/// A valid event the engine had not seen before, with what the seed's queries make of it: its
+/// raw row and that row's expiry (query 1), where it counts (query 2) and, from its severity,
+/// whether it is an alert (query 3). A store applies all of it together, and only if the
+/// event is new to the store too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub event: CityEvent,
+    /// When the raw row expires: event time + the raw-event TTL.
+    pub ttl: EventTime,
+    pub placement: Placement,
+    pub partition: u32,
+    pub offset: u64,
+    /// The record as it arrived, for the dead letter should the store find its id taken.
+    pub payload: Bytes,
+}
+
+impl Accepted {
+    /// Query 3: high and critical events are alerts.
+    pub fn is_alert(&self) -> bool {
+        self.event.severity.is_alert()
+    }
+
+    /// The dead letter this event's record becomes when the store will not take it.
+    pub fn dead_letter(&self, source: &str, why: &Rejection, received_at: EventTime) -> DeadLetter {
+        DeadLetter {
+            source: source.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            kind: why.kind().to_owned(),
+            reason: why.to_string(),
+            payload: self.payload.clone(),
+            payload_len: self.payload.len(),
+            received_at,
+        }
+    }
+}
+
+/// An event whose window had already closed when it arrived: stored raw, not aggregated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LateEvent {
     pub event: CityEvent,
@@ -78,68 +130,86 @@ pub struct LateEvent {
     pub offset: u64,
 }
 
-/// How far a processor got in one partition of one source, and the watermark state that
-/// goes with that position. Written in the same batch as the results it covers.
-///
-/// Two positions: `next_offset` is where processing stands; `replay_offset` is where a
-/// consumer without the window state must restart to rebuild every open window (the first
-/// record of the earliest open window, or `next_offset` when none is open). A log-based
-/// broker commits `replay_offset`.
+/// How far a processor got in one partition of one source: everything before `next_offset`
+/// is in the store, and `max_event_time` (hence the watermark) is what the partition had seen
+/// by then. Written with the results it covers; never moves backwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub source: String,
     pub partition: u32,
-    /// The next offset to read: everything before it is in the store.
+    /// The next offset to read.
     pub next_offset: u64,
-    /// Largest event time seen in the partition; the watermark derives from it.
+    /// Largest event time accepted in the partition; the watermark derives from it.
     pub max_event_time: Option<EventTime>,
-    /// Where a replay restarts; never after `next_offset`.
-    pub replay_offset: u64,
-    /// Largest event time seen before `replay_offset`.
-    pub replay_max_event_time: Option<EventTime>,
-    /// Windows ending at or before this are final and fully stored. It never goes back, also
-    /// across replays, which pass again over records of windows that were final already.
-    pub final_watermark: Option<EventTime>,
 }
 
-/// A raw event with the instant after which it is no longer served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEvent {
-    pub event: CityEvent,
-    pub ttl: EventTime,
+/// The store-side rules the engine hands along with every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRules {
+    /// Longest `severities` list kept per window (`event_count` and the counts stay exact).
+    pub severities_cap: usize,
+    /// How long late events are kept after their event time.
+    pub late_retention: Span,
+    /// How long dead letters are kept after they were received.
+    pub dead_letter_retention: Span,
+}
+
+impl Default for BatchRules {
+    fn default() -> Self {
+        BatchRules {
+            severities_cap: DEFAULT_SEVERITIES_CAP,
+            late_retention: Span::from_mins(30 * 24 * 60),
+            dead_letter_retention: Span::from_mins(7 * 24 * 60),
+        }
+    }
+}
+
+impl BatchRules {
+    /// When a late event's row expires.
+    pub fn late_expiry(&self, event: &CityEvent) -> EventTime {
+        event.timestamp.saturating_add(self.late_retention)
+    }
+
+    /// When a dead letter's row expires.
+    pub fn dead_letter_expiry(&self, dead: &DeadLetter) -> EventTime {
+        dead.received_at.saturating_add(self.dead_letter_retention)
+    }
 }
 
 /// Everything one processor step produced, written by a store as one unit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteBatch {
-    pub raw: Vec<RawEvent>,
-    pub alerts: Vec<CityEvent>,
-    pub windows: Vec<WindowAggregate>,
-    pub late: Vec<LateEvent>,
+    /// The log every record came from (a topic, a file).
+    pub source: String,
+    /// Accepted events, in log order within each partition.
+    pub events: Vec<Accepted>,
     pub dead_letters: Vec<DeadLetter>,
     pub checkpoints: Vec<Checkpoint>,
-    /// Checkpoint rows of a partition below this replay offset can no longer be asked for:
-    /// the broker holds a later committed offset. (partition → replay offset)
-    pub checkpoint_floor: BTreeMap<u32, u64>,
+    pub rules: BatchRules,
 }
 
 impl WriteBatch {
-    pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
-            && self.alerts.is_empty()
-            && self.windows.is_empty()
-            && self.late.is_empty()
-            && self.dead_letters.is_empty()
-            && self.checkpoints.is_empty()
+    pub fn new(source: impl Into<String>, rules: BatchRules) -> Self {
+        WriteBatch {
+            source: source.into(),
+            rules,
+            ..WriteBatch::default()
+        }
     }
 
-    /// Rows this batch writes, over all tables.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.dead_letters.is_empty() && self.checkpoints.is_empty()
+    }
+
+    /// Records and checkpoints in this batch.
     pub fn len(&self) -> usize {
-        self.raw.len()
-            + self.alerts.len()
-            + self.windows.len()
-            + self.late.len()
-            + self.dead_letters.len()
-            + self.checkpoints.len()
+        self.events.len() + self.dead_letters.len() + self.checkpoints.len()
+    }
+
+    /// The accepted events that are late.
+    pub fn late(&self) -> impl Iterator<Item = &Accepted> {
+        self.events
+            .iter()
+            .filter(|a| matches!(a.placement, Placement::Late { .. }))
     }
 }

@@ -1,20 +1,22 @@
-//! The engine: decodes records, keeps per-partition watermarks, and runs the operators.
-//! Pure and synchronous: records in, a [`WriteBatch`] out. The runtime around it does I/O.
+//! The engine: decodes records, decides each event's identity and placement, and keeps the
+//! per-partition offsets and watermarks. Pure and synchronous: records in, a [`WriteBatch`]
+//! out. The runtime around it does I/O.
 //!
-//! Every decision is a function of the partition's log alone, so a replay of the same log
-//! gives the same results whatever the batch boundaries:
-//! - the watermark of a partition is the largest event time seen *before* a record, minus the
-//!   delay;
+//! Every decision is a function of the partition's log (and, for what no log can say, of the
+//! clock: an event already older than the raw-event TTL is a dead letter), so a replay of the
+//! same log gives the same results whatever the batch boundaries:
+//! - the watermark of a partition is the largest event time accepted *before* a record, minus
+//!   the delay;
 //! - "too far in the future" is judged against the record's arrival timestamp in the log, not
 //!   against the clock of whoever processes it;
 //! - records below a partition's checkpointed offset were processed already and are skipped.
 
 use std::collections::BTreeMap;
 
-use super::operator::{AlertOperator, EventContext, Operator, RawOperator};
-use super::window::WindowOperator;
+use super::dedup::{Identity, RecentIds};
+use super::window::Windows;
 use crate::model::{
-    Checkpoint, CityEvent, DeadLetter, DecodeError, EventTime, Record, Span, WindowAggregate,
+    Accepted, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, Record, Rejection, Span,
     WriteBatch, decode,
 };
 
@@ -29,8 +31,12 @@ pub struct EngineConfig {
     pub raw_ttl: Span,
     /// How far ahead of its arrival an event may be stamped.
     pub max_ahead: Span,
-    /// Longest severities list kept per window (the counts stay exact).
-    pub severities_cap: usize,
+    /// How far behind a partition's newest event time ids are remembered for reuse.
+    pub dedup_horizon: Span,
+    /// Most ids remembered per partition.
+    pub dedup_capacity: usize,
+    /// What the store applies with each batch: the severities cap and the retentions.
+    pub rules: BatchRules,
 }
 
 impl Default for EngineConfig {
@@ -40,7 +46,9 @@ impl Default for EngineConfig {
             watermark_delay: Span::from_mins(10),
             raw_ttl: Span::from_mins(30 * 24 * 60),
             max_ahead: Span::from_mins(5),
-            severities_cap: 1000,
+            dedup_horizon: Span::from_mins(60),
+            dedup_capacity: 50_000,
+            rules: BatchRules::default(),
         }
     }
 }
@@ -49,12 +57,9 @@ impl Default for EngineConfig {
 struct PartitionState {
     next_offset: u64,
     max_event_time: Option<EventTime>,
-    windows: WindowOperator,
+    ids: RecentIds,
     /// Advanced since the last flush: its checkpoint must be written.
     touched: bool,
-    /// A replay is under way up to here (the checkpoint's `next_offset`): until it gets there,
-    /// what it rebuilds is older than what is stored, so nothing is written.
-    replay_until: u64,
 }
 
 /// Counters of what the engine has seen since it started.
@@ -63,6 +68,8 @@ pub struct EngineCounters {
     pub records: u64,
     /// Records below a checkpoint, already processed before.
     pub skipped: u64,
+    /// Events whose id, time and content a partition had accepted already.
+    pub repeats: u64,
 }
 
 /// The processing engine for one source.
@@ -70,8 +77,7 @@ pub struct EngineCounters {
 pub struct Engine {
     config: EngineConfig,
     source: String,
-    raw: RawOperator,
-    alerts: AlertOperator,
+    windows: Windows,
     partitions: BTreeMap<u32, PartitionState>,
     counters: EngineCounters,
 }
@@ -81,10 +87,9 @@ impl Engine {
         Engine {
             config,
             source: source.into(),
-            raw: RawOperator {
-                ttl: config.raw_ttl,
+            windows: Windows {
+                size: config.window,
             },
-            alerts: AlertOperator,
             partitions: BTreeMap::new(),
             counters: EngineCounters::default(),
         }
@@ -102,27 +107,9 @@ impl Engine {
         self.counters
     }
 
-    /// Continues from stored state: the checkpoints of this source and the window values
-    /// written before. Windows the partition's watermark has not closed are reopened.
-    pub fn restore(
-        &mut self,
-        checkpoints: &[Checkpoint],
-        windows: impl IntoIterator<Item = WindowAggregate>,
-        partition_of: impl Fn(&str) -> u32,
-    ) {
-        let source = self.source.clone();
-        for cp in checkpoints.iter().filter(|cp| cp.source == source) {
-            let state = self.partition(cp.partition);
-            state.next_offset = cp.next_offset;
-            state.max_event_time = cp.max_event_time;
-        }
-        for window in windows {
-            let partition = partition_of(window.city.as_str());
-            let watermark = self.watermark(partition);
-            if watermark.is_none_or(|wm| window.window_end > wm) {
-                self.partition(partition).windows.restore(window);
-            }
-        }
+    /// An empty batch carrying this engine's store rules.
+    pub fn batch(&self) -> WriteBatch {
+        WriteBatch::new(self.source.clone(), self.config.rules)
     }
 
     /// Whether the engine holds state for a partition.
@@ -130,23 +117,27 @@ impl Engine {
         self.partitions.contains_key(&partition)
     }
 
-    /// Starts a partition at a checkpoint's replay point: records from `replay_offset` on are
-    /// processed again and rebuild the open windows; windows that were already final at the
-    /// checkpoint are not written again. `None` starts the partition fresh.
-    pub fn resume_by_replay(&mut self, partition: u32, checkpoint: Option<&Checkpoint>) {
-        let state = PartitionState {
-            next_offset: checkpoint.map_or(0, |c| c.replay_offset),
-            max_event_time: checkpoint.and_then(|c| c.replay_max_event_time),
-            windows: WindowOperator::replaying_after(
-                self.config.window,
-                partition,
-                checkpoint.and_then(|c| c.final_watermark),
-            )
-            .with_severities_cap(self.config.severities_cap),
-            touched: false,
-            replay_until: checkpoint.map_or(0, |c| c.next_offset),
-        };
+    /// Starts a partition where its checkpoint left it (fresh without one), remembering the
+    /// ids of `recent` events of the partition, newest first, as the uninterrupted run would.
+    pub fn resume<'a>(
+        &mut self,
+        partition: u32,
+        checkpoint: Option<&Checkpoint>,
+        recent: impl IntoIterator<Item = &'a CityEvent>,
+    ) {
+        let state = self.fresh();
         self.partitions.insert(partition, state);
+        let Some(cp) = checkpoint else { return };
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        state.next_offset = cp.next_offset;
+        state.max_event_time = cp.max_event_time;
+        if let Some(newest) = cp.max_event_time {
+            for event in recent {
+                state.ids.remember(event, newest);
+            }
+        }
     }
 
     /// Drops the state of partitions this engine no longer owns.
@@ -156,7 +147,7 @@ impl Engine {
         }
     }
 
-    /// The watermark of a partition: largest event time seen − delay.
+    /// The watermark of a partition: largest event time accepted − delay.
     pub fn watermark(&self, partition: u32) -> Option<EventTime> {
         self.partitions
             .get(&partition)
@@ -164,114 +155,118 @@ impl Engine {
             .map(|t| t.saturating_sub(self.config.watermark_delay))
     }
 
-    /// Open window aggregates over all partitions.
-    pub fn open_windows(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|p| p.windows.open_windows())
-            .sum()
+    /// Ids remembered over all partitions.
+    pub fn remembered_ids(&self) -> usize {
+        self.partitions.values().map(|p| p.ids.len()).sum()
     }
 
-    fn partition(&mut self, partition: u32) -> &mut PartitionState {
-        let window = self.config.window;
-        let cap = self.config.severities_cap;
-        self.partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState {
-                next_offset: 0,
-                max_event_time: None,
-                windows: WindowOperator::new(window, partition).with_severities_cap(cap),
-                touched: false,
-                replay_until: 0,
-            })
+    fn fresh(&self) -> PartitionState {
+        PartitionState {
+            next_offset: 0,
+            max_event_time: None,
+            ids: RecentIds::new(self.config.dedup_horizon, self.config.dedup_capacity),
+            touched: false,
+        }
     }
 
     /// Processes records in log order. `now` stands in for the arrival time of records that
-    /// carry none (plain files).
+    /// carry none (plain files), and is what the TTL is judged against.
     pub fn process(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
         for record in records {
             self.counters.records += 1;
-            let config = self.config;
-            let state = self.partition(record.partition);
+            if !self.partitions.contains_key(&record.partition) {
+                let state = self.fresh();
+                self.partitions.insert(record.partition, state);
+            }
+            let Some(state) = self.partitions.get_mut(&record.partition) else {
+                continue;
+            };
             if record.offset < state.next_offset {
                 self.counters.skipped += 1;
                 continue;
             }
             state.next_offset = record.offset + 1;
             state.touched = true;
-            match self.accept(record, now) {
-                Ok(event) => self.apply(&event, record, config.watermark_delay, out),
-                Err(error) => {
+            match admit(&self.config, &self.windows, &self.source, state, record, now) {
+                Ok(Some(accepted)) => out.events.push(accepted),
+                Ok(None) => self.counters.repeats += 1,
+                Err(rejection) => {
                     out.dead_letters
-                        .push(DeadLetter::new(&self.source, record, &error, now))
+                        .push(DeadLetter::new(&self.source, record, &rejection, now))
                 }
             }
         }
     }
 
-    fn accept(&self, record: &Record, now: EventTime) -> Result<CityEvent, DecodeError> {
-        let event = decode(&self.source, record)?;
-        let arrival = record.timestamp.unwrap_or(now);
-        if event.timestamp > arrival.saturating_add(self.config.max_ahead) {
-            return Err(DecodeError::FromTheFuture {
-                event: event.timestamp,
-                arrival,
-                max_ahead_secs: self.config.max_ahead.as_millis() / 1000,
-            });
-        }
-        Ok(event)
-    }
-
-    fn apply(&mut self, event: &CityEvent, record: &Record, delay: Span, out: &mut WriteBatch) {
-        let Engine {
-            raw,
-            alerts,
-            partitions,
-            ..
-        } = self;
-        let Some(state) = partitions.get_mut(&record.partition) else {
-            return;
-        };
-        let ctx = EventContext {
-            partition: record.partition,
-            offset: record.offset,
-            max_seen: state.max_event_time,
-            watermark: state.max_event_time.map(|t| t.saturating_sub(delay)),
-        };
-        raw.process(event, &ctx, out);
-        alerts.process(event, &ctx, out);
-        state.windows.process(event, &ctx, out);
-        state.max_event_time = state.max_event_time.max(Some(event.timestamp));
-    }
-
-    /// Ends a batch: emits every changed window, closes the windows the watermark passed, and
-    /// adds the checkpoint of every partition that advanced.
+    /// Ends a batch: adds the checkpoint of every partition that advanced.
     pub fn flush(&mut self, out: &mut WriteBatch) {
-        let delay = self.config.watermark_delay;
         for (partition, state) in &mut self.partitions {
-            let watermark = state.max_event_time.map(|t| t.saturating_sub(delay));
-            if state.next_offset < state.replay_until {
-                state.windows.close(watermark);
-                continue;
-            }
-            state.windows.flush(watermark, out);
             if std::mem::take(&mut state.touched) {
-                let (replay_offset, replay_max_event_time) = match state.windows.replay_point() {
-                    Some((offset, max)) if offset < state.next_offset => (offset, max),
-                    _ => (state.next_offset, state.max_event_time),
-                };
                 out.checkpoints.push(Checkpoint {
                     source: self.source.clone(),
                     partition: *partition,
                     next_offset: state.next_offset,
                     max_event_time: state.max_event_time,
-                    replay_offset,
-                    replay_max_event_time,
-                    final_watermark: state.windows.final_watermark(watermark),
                 });
             }
         }
     }
+}
+
+/// One record through the stages, in order: decode, the arrival and expiry checks, identity,
+/// placement. `Ok(None)` is a repeat.
+fn admit(
+    config: &EngineConfig,
+    windows: &Windows,
+    source: &str,
+    state: &mut PartitionState,
+    record: &Record,
+    now: EventTime,
+) -> Result<Option<Accepted>, Rejection> {
+    let event = decode(source, record)?;
+    let arrival = record.timestamp.unwrap_or(now);
+    if event.timestamp > arrival.saturating_add(config.max_ahead) {
+        return Err(Rejection::FromTheFuture {
+            event: event.timestamp,
+            arrival,
+            max_ahead_secs: config.max_ahead.as_millis() / 1000,
+        });
+    }
+    let ttl = event.timestamp.saturating_add(config.raw_ttl);
+    if ttl <= now {
+        return Err(Rejection::Expired {
+            event: event.timestamp,
+            expired_at: ttl,
+        });
+    }
+    match state.ids.identify(&event) {
+        Identity::New => {}
+        Identity::Repeat => return Ok(None),
+        Identity::Reused { first } => {
+            return Err(Rejection::DuplicateEventId {
+                first: format!("an event at {first} with other content"),
+                this: event.summary(),
+                event_id: event.event_id,
+            });
+        }
+    }
+    let watermark = state
+        .max_event_time
+        .map(|t| t.saturating_sub(config.watermark_delay));
+    let placement = windows.place(event.timestamp, watermark);
+    let newest = state.max_event_time.max(Some(event.timestamp));
+    state.max_event_time = newest;
+    if let Some(newest) = newest {
+        state.ids.remember(&event, newest);
+    }
+    Ok(Some(Accepted {
+        event,
+        ttl,
+        placement,
+        partition: record.partition,
+        offset: record.offset,
+        payload: record.payload.clone(),
+    }))
 }
 
 #[cfg(test)]
@@ -279,54 +274,103 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::model::Placement;
 
     fn record(partition: u32, offset: u64, json: &str) -> Record {
-        Record {
+        Record::new(
             partition,
             offset,
-            timestamp: Some(EventTime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap()),
-            payload: Bytes::copy_from_slice(json.as_bytes()),
-        }
-    }
-
-    fn event_json(id: &str, time: &str, severity: &str) -> String {
-        format!(
-            r#"{{"event_id":"{id}","city":"SF","event_type":"traffic","severity":"{severity}","timestamp":"{time}","description":"d"}}"#
+            Some(EventTime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap()),
+            Bytes::copy_from_slice(json.as_bytes()),
         )
     }
 
+    fn event_json(id: &str, time: &str, city: &str, severity: &str) -> String {
+        format!(
+            r#"{{"event_id":"{id}","city":"{city}","event_type":"traffic","severity":"{severity}","timestamp":"{time}","description":"d"}}"#
+        )
+    }
+
+    fn now() -> EventTime {
+        EventTime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap()
+    }
+
     #[test]
-    fn one_pass_over_the_four_queries() {
+    fn one_pass_over_the_queries() {
         let mut engine = Engine::new("t", EngineConfig::default());
-        let mut out = WriteBatch::default();
-        let now = EventTime::now();
+        let mut out = engine.batch();
         let records = [
-            record(0, 0, &event_json("a", "2026-11-25T10:00:00Z", "high")),
+            record(0, 0, &event_json("a", "2026-11-25T10:00:00Z", "SF", "high")),
             record(0, 1, "garbage"),
-            record(0, 2, &event_json("b", "2026-11-25T10:20:00Z", "low")),
+            record(0, 2, &event_json("b", "2026-11-25T10:20:00Z", "SF", "low")),
             // Watermark is now 10:10: the 10:00 window has closed.
-            record(0, 3, &event_json("c", "2026-11-25T10:01:00Z", "critical")),
+            record(0, 3, &event_json("c", "2026-11-25T10:01:00Z", "SF", "critical")),
             // Far ahead of the record's arrival at 12:00.
-            record(0, 4, &event_json("d", "2026-11-25T12:06:00Z", "low")),
+            record(0, 4, &event_json("d", "2026-11-25T12:06:00Z", "SF", "low")),
+            // Older than the 30-day TTL.
+            record(0, 5, &event_json("e", "2026-10-01T10:00:00Z", "SF", "low")),
         ];
-        engine.process(&records, now, &mut out);
+        engine.process(&records, now(), &mut out);
         engine.flush(&mut out);
-        assert_eq!(out.raw.len(), 3);
-        assert_eq!(out.alerts.len(), 2);
-        assert_eq!(out.late.len(), 1);
-        assert_eq!(out.late[0].event.event_id, "c");
+        let ids: Vec<&str> = out.events.iter().map(|a| a.event.event_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(out.events.iter().filter(|a| a.is_alert()).count(), 2);
+        assert!(matches!(out.events[2].placement, Placement::Late { .. }));
+        assert!(matches!(out.events[0].placement, Placement::Window { .. }));
         let kinds: Vec<&str> = out.dead_letters.iter().map(|d| d.kind.as_str()).collect();
-        assert_eq!(kinds, ["malformed", "future_timestamp"]);
-        assert_eq!(out.windows.len(), 2);
+        assert_eq!(kinds, ["malformed", "future_timestamp", "expired"]);
         assert_eq!(out.checkpoints.len(), 1);
-        assert_eq!(out.checkpoints[0].next_offset, 5);
-        assert_eq!(engine.open_windows(), 1, "10:00 closed, 10:20 open");
+        assert_eq!(out.checkpoints[0].next_offset, 6);
 
         // A replay of the same records is skipped entirely.
-        let mut again = WriteBatch::default();
-        engine.process(&records, now, &mut again);
+        let mut again = engine.batch();
+        engine.process(&records, now(), &mut again);
         engine.flush(&mut again);
-        assert!(again.raw.is_empty() && again.dead_letters.is_empty());
-        assert_eq!(engine.counters().skipped, 5);
+        assert!(again.events.is_empty() && again.dead_letters.is_empty());
+        assert_eq!(engine.counters().skipped, 6);
+    }
+
+    #[test]
+    fn an_id_is_decided_once_before_any_query() {
+        let mut engine = Engine::new("t", EngineConfig::default());
+        let mut out = engine.batch();
+        let first = event_json("x", "2026-11-25T10:00:00Z", "SF", "low");
+        let records = [
+            record(0, 0, &first),
+            // The same record again: a repeat, counted nowhere.
+            record(0, 1, &first),
+            // The id again, for other content at the same time and at another time.
+            record(0, 2, &event_json("x", "2026-11-25T10:00:00Z", "LA", "critical")),
+            record(0, 3, &event_json("x", "2026-11-25T10:03:00Z", "SF", "low")),
+        ];
+        engine.process(&records, now(), &mut out);
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(engine.counters().repeats, 1);
+        let kinds: Vec<&str> = out.dead_letters.iter().map(|d| d.kind.as_str()).collect();
+        assert_eq!(kinds, ["duplicate_event_id", "duplicate_event_id"]);
+        assert!(
+            out.dead_letters[0].reason.contains("LA/traffic/critical"),
+            "{}",
+            out.dead_letters[0].reason
+        );
+    }
+
+    #[test]
+    fn a_resumed_partition_remembers_the_ids_of_its_recent_events() {
+        let config = EngineConfig::default();
+        let mut first = Engine::new("t", config);
+        let mut out = first.batch();
+        let original = event_json("y", "2026-11-25T10:00:00Z", "SF", "low");
+        first.process(&[record(0, 0, &original)], now(), &mut out);
+        first.flush(&mut out);
+        let stored: Vec<CityEvent> = out.events.iter().map(|a| a.event.clone()).collect();
+
+        let mut second = Engine::new("t", config);
+        second.resume(0, out.checkpoints.first(), &stored);
+        let mut again = second.batch();
+        second.process(&[record(0, 0, &original), record(0, 1, &original)], now(), &mut again);
+        assert!(again.events.is_empty(), "offset 0 is skipped, offset 1 is a repeat");
+        assert_eq!(second.counters().repeats, 1);
+        assert_eq!(second.watermark(0), first.watermark(0));
     }
 }

@@ -1,15 +1,19 @@
 //! The stream processor: the seed's four queries over one stream of records.
 //!
-//! - [`operator`]: the operator trait and queries 1 (raw) and 3 (alerts);
-//! - [`window`]: query 2, tumbling windows closed by the watermark;
+//! - [`engine`]: decoding, per-partition offsets and watermarks, and each event's fate;
+//! - [`dedup`]: the identity stage: new, repeat, or a reused id;
+//! - [`window`]: query 2's rule: an event's tumbling window, or late;
 //! - [`console`]: query 4, the live console table;
-//! - [`engine`]: decoding, per-partition watermarks and offsets, the operators in order;
 //! - [`runtime`]: the async loop between a [`crate::broker::Source`] and a
 //!   [`crate::store::Store`].
+//!
+//! Queries 1 to 3 end in the store: the engine hands it each accepted event with its raw row's
+//! expiry and its placement, and the store writes the raw row, the alert, and the window
+//! count or late row together, only if the event is new to it.
 
 pub mod console;
+pub mod dedup;
 pub mod engine;
-pub mod operator;
 pub mod runtime;
 pub mod window;
 

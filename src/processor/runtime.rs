@@ -4,9 +4,11 @@
 //! A batch gathers what the source has ready (up to `max_batch` records, waiting at most
 //! `linger` for more), so one store transaction covers many events at high rates and latency
 //! stays low at low rates. A store that fails is retried with backoff until it takes the
-//! batch; meanwhile nothing is polled, so the broker's bound pushes back on producers.
+//! batch; meanwhile nothing is polled, so the broker's bound pushes back on producers. A batch
+//! the store refuses as it is (an event it can never take) has its offending events found and
+//! turned into `store_rejected` dead letters, so one bad event never stalls a partition.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::console::ConsoleTable;
 use super::engine::Engine;
-use crate::broker::{BrokerError, Polled, Resume, Source};
-use crate::model::{Checkpoint, EventTime, Record, WriteBatch};
-use crate::store::{Fenced, Store, StoreError};
+use crate::broker::{BrokerError, Polled, Source};
+use crate::model::{Checkpoint, EventTime, Placement, Record, Rejection, WriteBatch};
+use crate::store::timed::StoreHealth;
+use crate::store::{ErrorClass, Store, StoreError, Written};
 
 /// How the run loop batches and reports.
 #[derive(Debug, Clone)]
@@ -47,14 +50,17 @@ impl Default for RuntimeConfig {
 pub enum ProcessorError {
     #[error("source: {0}")]
     Broker(#[from] BrokerError),
-    #[error("restoring state: {0}")]
-    Restore(#[from] StoreError),
     #[error("store writer task: {0}")]
     Writer(String),
 }
 
-/// A stored batch, and the partitions the store fenced off.
-type Stored = (Arc<WriteBatch>, Fenced);
+/// Most events of one batch that may be turned into `store_rejected` dead letters. A store
+/// that refuses more than this is refusing everything (a missing table, a bug): the batch is
+/// then retried, loudly, rather than emptied into the dead letters.
+const MAX_REJECTED_PER_BATCH: usize = 32;
+
+/// A stored batch and what the store made of it.
+type Stored = (Arc<WriteBatch>, Written);
 /// A batch being stored.
 type InFlight = tokio::task::JoinHandle<Stored>;
 
@@ -94,52 +100,27 @@ pub struct Processor {
     source: Box<dyn Source>,
     engine: Engine,
     store: Arc<dyn Store>,
+    health: Arc<StoreHealth>,
     config: RuntimeConfig,
 }
 
 impl Processor {
-    /// Builds a processor for `source`, continuing from what the store holds for it.
-    pub async fn restore(
+    /// A processor for `source`. Each partition resumes from what the store holds for it when
+    /// its first record arrives. `health` is where refused events are reported.
+    pub fn new(
         source: Box<dyn Source>,
-        mut engine: Engine,
+        engine: Engine,
         store: Arc<dyn Store>,
+        health: Arc<StoreHealth>,
         config: RuntimeConfig,
-    ) -> Result<Self, ProcessorError> {
-        if source.resume() == Resume::ByReplay {
-            // Partitions resume one by one as they are assigned; see `resume_new_partitions`.
-            return Ok(Processor {
-                source,
-                engine,
-                store,
-                config,
-            });
-        }
-        let checkpoints = store.checkpoints(source.name()).await?;
-        let earliest_watermark = checkpoints
-            .iter()
-            .filter_map(|c| c.max_event_time)
-            .min()
-            .map(|t| t.saturating_sub(engine.config().watermark_delay));
-        // Only a partition that has seen events can have open windows.
-        let windows = match earliest_watermark {
-            Some(wm) => store.windows_ending_after(wm).await?,
-            None => Vec::new(),
-        };
-        let reopened = windows.len();
-        engine.restore(&checkpoints, windows, |city| source.partition_of(city));
-        tracing::info!(
-            source = source.name(),
-            partitions = checkpoints.len(),
-            reopened_windows = engine.open_windows(),
-            candidate_windows = reopened,
-            "processor state restored"
-        );
-        Ok(Processor {
+    ) -> Self {
+        Processor {
             source,
             engine,
             store,
+            health,
             config,
-        })
+        }
     }
 
     /// Runs until the source ends or `shutdown` fires, then writes what it holds and returns.
@@ -152,7 +133,7 @@ impl Processor {
         let mut ended = false;
         let mut in_flight: Option<InFlight> = None;
         while !ended {
-            let mut batch = WriteBatch::default();
+            let mut batch = self.engine.batch();
             let mut taken = 0usize;
             let mut deadline: Option<Instant> = None;
             let mut revoked = Vec::new();
@@ -223,6 +204,7 @@ impl Processor {
             events = summary.events,
             late = summary.late,
             dead_letters = summary.dead_letters,
+            repeats = self.engine.counters().repeats,
             batches = summary.batches,
             "processor stopped"
         );
@@ -233,115 +215,114 @@ impl Processor {
     /// be read and processed meanwhile.
     fn start_write(
         &mut self,
-        mut batch: WriteBatch,
+        batch: WriteBatch,
         taken: usize,
         summary: &mut RunSummary,
         console: Option<&mut (ConsoleTable, Duration, Instant)>,
     ) -> InFlight {
-        summary.events += batch.raw.len() as u64;
-        summary.late += batch.late.len() as u64;
+        summary.events += batch.events.len() as u64;
+        summary.late += batch.late().count() as u64;
         summary.dead_letters += batch.dead_letters.len() as u64;
         summary.batches += 1;
         self.record_metrics(&batch, taken);
         if let Some((table, every, next)) = console {
-            table.observe(&batch.raw);
+            table.observe(&batch.events);
             if Instant::now() >= *next {
                 println!("{}", table.render());
                 *next = Instant::now() + *every;
             }
         }
-        batch.checkpoint_floor = match self.source.confirmed() {
-            Some(confirmed) => confirmed,
-            // Storing a checkpoint is the commit: only the newest row is needed.
-            None => batch
-                .checkpoints
-                .iter()
-                .map(|c| (c.partition, c.replay_offset))
-                .collect(),
-        };
-        let batch = Arc::new(batch);
         let store = self.store.clone();
-        tokio::spawn(async move {
-            let fenced = write_until_stored(store.as_ref(), &batch).await;
-            (batch, fenced)
-        })
+        let health = self.health.clone();
+        tokio::spawn(async move { write_until_stored(store.as_ref(), &health, batch).await })
     }
 
-    /// Waits for a batch to be stored, hands its dead letters to the source, then commits the
-    /// positions it covers.
+    /// Hands a stored batch's dead letters to the source, then commits the positions it covers.
     async fn finish_write(&mut self, stored: Stored) -> Result<(), ProcessorError> {
-        let (batch, fenced) = stored;
-        if !batch.dead_letters.is_empty() {
-            self.source.dead_letters(&batch.dead_letters).await?;
+        let (batch, written) = stored;
+        for dead in &written.duplicates {
+            counter!("citystream_dead_letters_total", "kind" => dead.kind.clone()).increment(1);
         }
-        // A fenced partition's checkpoint was not stored: committing it would point the next
-        // owner at an offset it cannot resume from.
-        let stored: Vec<Checkpoint> = batch
-            .checkpoints
+        counter!("citystream_repeats_total").increment(written.repeats);
+        let letters: Vec<_> = batch
+            .dead_letters
             .iter()
-            .filter(|c| !fenced.contains(&c.partition))
+            .chain(&written.duplicates)
             .cloned()
             .collect();
-        self.source.commit(&stored).await?;
-        self.record_committed(&stored);
+        if !letters.is_empty() {
+            self.source.dead_letters(&letters).await?;
+        }
+        // A fenced partition's checkpoint was not stored: a newer writer is ahead of it.
+        let positions: Vec<Checkpoint> = batch
+            .checkpoints
+            .iter()
+            .filter(|c| !written.fenced.contains(&c.partition))
+            .cloned()
+            .collect();
+        self.source.commit(&positions).await?;
+        self.record_committed(&positions);
         Ok(())
     }
 
-    /// A partition seen for the first time resumes at the checkpoint stored for the offset
-    /// it starts at: for a log broker that is the committed replay offset.
+    /// A partition seen for the first time resumes where the store's checkpoint left it, with
+    /// the ids of its recent events remembered.
     async fn resume_new_partitions(&mut self, records: &[Record]) {
-        let mut firsts: BTreeMap<u32, u64> = BTreeMap::new();
-        for r in records.iter().filter(|r| !self.engine.knows(r.partition)) {
-            firsts.entry(r.partition).or_insert(r.offset);
+        let new: BTreeSet<u32> = records
+            .iter()
+            .map(|r| r.partition)
+            .filter(|p| !self.engine.knows(*p))
+            .collect();
+        if new.is_empty() {
+            return;
         }
-        for (partition, offset) in firsts {
-            let mut backoff = Duration::from_millis(50);
-            let checkpoint = loop {
-                match self
-                    .store
-                    .checkpoint_at(self.source.name(), partition, offset)
-                    .await
-                {
-                    Ok(found) => break found,
-                    Err(error) => {
-                        tracing::warn!(%error, partition, "reading a checkpoint failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            };
-            if checkpoint.is_none() && offset > 0 {
-                tracing::warn!(
-                    partition,
-                    offset,
-                    "no checkpoint for this starting offset; its watermark starts afresh"
-                );
+        let source = self.source.name().to_owned();
+        let mut checkpoints = Vec::new();
+        for &partition in &new {
+            let cp = retry("reading a checkpoint", || self.store.checkpoint(&source, partition)).await;
+            checkpoints.push((partition, cp));
+        }
+        let config = *self.engine.config();
+        let floor = checkpoints
+            .iter()
+            .filter_map(|(_, cp)| cp.as_ref()?.max_event_time)
+            .min()
+            .map(|t| t.saturating_sub(config.dedup_horizon));
+        let limit = config
+            .dedup_capacity
+            .saturating_mul(self.source.partitions().max(1) as usize);
+        let recent = match floor {
+            Some(since) if limit > 0 => {
+                retry("reading recent events", || self.store.events_since(since, limit)).await
             }
-            tracing::info!(
-                partition,
-                offset,
-                found = checkpoint.is_some(),
-                "partition resumed"
-            );
-            self.engine.resume_by_replay(partition, checkpoint.as_ref());
+            _ => Vec::new(),
+        };
+        for (partition, checkpoint) in checkpoints {
+            let mine = recent
+                .iter()
+                .filter(|e| self.source.partition_of(e.city.as_str()) == partition);
+            self.engine.resume(partition, checkpoint.as_ref(), mine);
+            tracing::info!(partition, next_offset = checkpoint.as_ref().map(|c| c.next_offset),
+                remembered_ids = self.engine.remembered_ids(), "partition resumed");
         }
     }
 
     fn record_metrics(&self, batch: &WriteBatch, records: usize) {
         counter!("citystream_records_total").increment(records as u64);
-        counter!("citystream_events_total").increment(batch.raw.len() as u64);
-        counter!("citystream_alerts_total").increment(batch.alerts.len() as u64);
-        counter!("citystream_window_updates_total").increment(batch.windows.len() as u64);
-        for late in &batch.late {
-            counter!("citystream_late_events_total", "city" => late.event.city.as_str().to_owned(),
-                "event_type" => late.event.event_type.as_str())
-            .increment(1);
+        counter!("citystream_events_total").increment(batch.events.len() as u64);
+        counter!("citystream_alerts_total")
+            .increment(batch.events.iter().filter(|a| a.is_alert()).count() as u64);
+        for a in &batch.events {
+            if let Placement::Late { .. } = a.placement {
+                counter!("citystream_late_events_total", "event_type" => a.event.event_type.as_str())
+                    .increment(1);
+            }
         }
         for dead in &batch.dead_letters {
             counter!("citystream_dead_letters_total", "kind" => dead.kind.clone()).increment(1);
         }
         histogram!("citystream_batch_records").record(records as f64);
-        gauge!("citystream_open_windows").set(self.engine.open_windows() as f64);
+        gauge!("citystream_remembered_ids").set(self.engine.remembered_ids() as f64);
     }
 
     /// Positions and watermarks that are now durable.
@@ -351,9 +332,6 @@ impl Processor {
             let p = c.partition.to_string();
             gauge!("citystream_processed_offset", "partition" => p.clone())
                 .set(c.next_offset as f64);
-            // What a log broker holds as committed: where a successor would replay from.
-            gauge!("citystream_committed_offset", "partition" => p.clone())
-                .set(c.replay_offset as f64);
             if let Some(t) = c.max_event_time {
                 gauge!("citystream_watermark_ms", "partition" => p)
                     .set(t.saturating_sub(delay).as_millis() as f64);
@@ -369,34 +347,126 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Writes a batch, retrying with exponential backoff and jitter until the store takes it.
-/// Nothing is dropped: while this waits, the processor polls nothing.
-pub async fn write_until_stored(store: &dyn Store, batch: &Arc<WriteBatch>) -> Fenced {
+/// Exponential backoff from 50 ms to 10 s, plus up to half of it as jitter.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(50))
+    }
+
+    async fn wait(&mut self) -> Duration {
+        let jitter = rand::rng().random_range(0..=self.0.as_millis() as u64 / 2);
+        let wait = self.0 + Duration::from_millis(jitter);
+        tokio::time::sleep(wait).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        wait
+    }
+}
+
+/// Retries a store read until it answers.
+async fn retry<T, F, Fut>(what: &'static str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match call().await {
+            Ok(found) => return found,
+            Err(error) => {
+                tracing::warn!(%error, what, "store read failed; retrying");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// Writes a batch, retrying with backoff until the store takes it. Nothing is dropped: while
+/// this waits, the processor polls nothing. Events the store refuses as they are become
+/// `store_rejected` dead letters (at most [`MAX_REJECTED_PER_BATCH`]).
+pub async fn write_until_stored(store: &dyn Store, health: &StoreHealth, batch: WriteBatch) -> Stored {
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(50);
+    let mut batch = Arc::new(batch);
+    let mut backoff = Backoff::new();
     let mut attempt = 1u32;
     loop {
-        match store.write(batch.clone()).await {
-            Ok(fenced) => {
-                histogram!("citystream_store_write_seconds")
-                    .record(started.elapsed().as_secs_f64());
+        let error = match store.write(batch.clone()).await {
+            Ok(written) => {
+                histogram!("citystream_store_write_seconds").record(started.elapsed().as_secs_f64());
                 if attempt > 1 {
                     tracing::info!(attempt, rows = batch.len(), "store write went through");
                     gauge!("citystream_store_backpressure").set(0.0);
                 }
-                return fenced;
+                return (batch, written);
             }
-            Err(error) => {
-                counter!("citystream_store_write_errors_total").increment(1);
-                gauge!("citystream_store_backpressure").set(1.0);
-                let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-                let wait = backoff + Duration::from_millis(jitter);
-                tracing::warn!(%error, attempt, retry_in_ms = wait.as_millis() as u64,
-                    rows = batch.len(), "store write failed; holding the batch and retrying");
-                tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                attempt += 1;
+            Err(error) => error,
+        };
+        counter!("citystream_store_write_errors_total").increment(1);
+        if error.class() == ErrorClass::Rejected {
+            match without_refused(store, health, &batch).await {
+                Some(rest) => {
+                    batch = Arc::new(rest);
+                    continue;
+                }
+                None => tracing::error!(%error, rows = batch.len(),
+                    "the store refuses this batch and not for any one event; retrying"),
             }
         }
+        gauge!("citystream_store_backpressure").set(1.0);
+        let waited = backoff.wait().await;
+        tracing::warn!(%error, attempt, waited_ms = waited.as_millis() as u64,
+            rows = batch.len(), "store write failed; holding the batch and retrying");
+        attempt += 1;
     }
+}
+
+/// The batch without the events the store refuses, which become dead letters; `None` when no
+/// event alone is refused, or too many are to blame them.
+async fn without_refused(
+    store: &dyn Store,
+    health: &StoreHealth,
+    batch: &WriteBatch,
+) -> Option<WriteBatch> {
+    let mut refused: Vec<(usize, StoreError)> = Vec::new();
+    let mut pending = vec![(0, batch.events.len())];
+    let mut backoff = Backoff::new();
+    // Halve the events until every refused one stands alone; what a half stores is applied
+    // (and counted as a repeat when the whole batch is written again).
+    while let Some((from, to)) = pending.pop() {
+        let part = WriteBatch {
+            events: batch.events[from..to].to_vec(),
+            ..WriteBatch::new(batch.source.clone(), batch.rules)
+        };
+        match store.write(Arc::new(part)).await {
+            Ok(_) => {}
+            Err(e) if e.class() == ErrorClass::Rejected && to - from == 1 => refused.push((from, e)),
+            Err(e) if e.class() == ErrorClass::Rejected => {
+                let mid = from + (to - from) / 2;
+                pending.extend([(from, mid), (mid, to)]);
+            }
+            Err(_) => {
+                pending.push((from, to));
+                backoff.wait().await;
+            }
+        }
+        if refused.len() > MAX_REJECTED_PER_BATCH {
+            return None;
+        }
+    }
+    if refused.is_empty() {
+        return None;
+    }
+    health.rejected(refused.len() as u64);
+    refused.sort_by_key(|(i, _)| *i);
+    let now = EventTime::now();
+    let mut rest = (*batch).clone();
+    for (i, error) in refused.iter().rev() {
+        let a = rest.events.remove(*i);
+        let why = Rejection::StoreRejected(error.to_string());
+        tracing::error!(partition = a.partition, offset = a.offset, event_id = %a.event.event_id,
+            %error, "the store refuses this event; it becomes a dead letter");
+        rest.dead_letters.push(a.dead_letter(&batch.source, &why, now));
+    }
+    Some(rest)
 }

@@ -2,16 +2,25 @@
 //! events, dead letters and the processor's checkpoints.
 //!
 //! [`Store`] is the one seam every backend implements: the processor writes
-//! [`WriteBatch`]es, the API reads. Writes are idempotent (raw events by `event_id`, windows
-//! as full values, alerts, late events and dead letters under unique keys), so writing a
-//! batch twice changes nothing.
+//! [`WriteBatch`]es, the API reads. The rules both backends share are in [`rules`]: an
+//! accepted event is applied once, by whichever write first stores its raw row (keyed, as the
+//! seed's table is, by event id and event time), and its alert, its window count or late row,
+//! and every counter follow in the same atomic unit; a record whose key is taken by other
+//! content is a `duplicate_event_id` dead letter. Writing a batch twice, or two sources
+//! writing the same window, therefore adds up exactly.
 //!
 //! - [`sqlite`]: one file under the data directory (the default).
-//! - [`dynamodb`]: the production store's tables (`citystream init`); the `Store` comes next.
+//! - [`dynamodb`]: the production store's tables (`citystream init`).
+//! - [`null`]: discards everything, for benchmarks.
+//! - [`timed`]: a deadline on every call, and the store's health as this process sees it.
+//! - [`lock`]: one writer per source and data directory.
 
 pub mod dynamodb;
+pub mod lock;
 pub mod null;
+pub mod rules;
 pub mod sqlite;
+pub mod timed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,12 +46,32 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "no CityStream store at {path}: `up` or `process` create one there; give the directory \
+         they wrote with --data-dir"
+    )]
+    Missing { path: String },
+    #[error("{path} is in use by another process writing the same source ({source_name}): {reason}")]
+    Locked {
+        path: String,
+        source_name: String,
+        reason: String,
+    },
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("store task failed: {0}")]
     Task(String),
     #[error("dynamodb {op}: {message}")]
-    Dynamo { op: &'static str, message: String },
+    Dynamo {
+        op: &'static str,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("{op} did not finish within {after:?}")]
+    Timeout {
+        op: &'static str,
+        after: std::time::Duration,
+    },
     #[error(
         "{path} was written by another version of CityStream (schema {found}, this build uses \
          {expected}); move it aside and replay the events into a new data directory"
@@ -59,9 +88,48 @@ pub enum StoreError {
     },
 }
 
-/// Partitions whose windows and checkpoint a write left alone because the store holds a
-/// later position for them.
-pub type Fenced = Vec<u32>;
+/// What a failed call says about the next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Worth retrying as it is: a timeout, throttling, a busy or full database, a lost
+    /// connection.
+    Transient,
+    /// The data itself cannot be written (too large, invalid for the store): retrying the
+    /// same rows can never succeed.
+    Rejected,
+}
+
+impl StoreError {
+    /// Whether retrying the same call can succeed.
+    pub fn class(&self) -> ErrorClass {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Dynamo { class, .. } => *class,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => match e.code {
+                ErrorCode::TooBig | ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch => {
+                    ErrorClass::Rejected
+                }
+                _ => ErrorClass::Transient,
+            },
+            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => ErrorClass::Rejected,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// What a write did besides storing the batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Partitions whose checkpoint the write left alone because the store holds a later
+    /// position for them (another processor owns them now): not to be committed.
+    pub fenced: Vec<u32>,
+    /// Dead letters the store made: accepted events whose key it found taken by other content.
+    /// They are stored with the batch; the runtime also hands them to the source.
+    pub duplicates: Vec<DeadLetter>,
+    /// Accepted events whose key it found taken by the same event (a repeat across partitions
+    /// or sources): counted nowhere again.
+    pub repeats: u64,
+}
 
 /// A raw event as served, with its expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,12 +164,16 @@ pub struct LateCount {
     pub late_events: u64,
 }
 
+/// Most (city, type) pairs `/stats` lists with their late counts; the total covers all.
+pub const MAX_LATE_GROUPS: usize = 100;
+
 /// Totals over the whole store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub total_events: u64,
     pub alerts: SeverityCounts,
     pub late_events: u64,
+    /// The (city, type) pairs with the most late events, at most [`MAX_LATE_GROUPS`].
     pub late_by_city_type: Vec<LateCount>,
     pub dead_letters: u64,
     pub dead_letters_by_kind: BTreeMap<String, u64>,
@@ -114,80 +186,159 @@ pub struct PartitionStatus {
     pub updated_at: EventTime,
 }
 
-/// A result store. Reads filter out expired raw events themselves, whether or not the
-/// background purge has removed them yet.
+/// Where a list continues: its limit, and the key of the last item of the page before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<K> {
+    pub after: Option<K>,
+    pub limit: usize,
+}
+
+impl<K> Page<K> {
+    pub fn first(limit: usize) -> Self {
+        Page { after: None, limit }
+    }
+}
+
+/// Position of an event in lists ordered newest first, ties by id descending.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventKey {
+    pub at: EventTime,
+    pub event_id: String,
+}
+
+impl EventKey {
+    pub fn of(event: &CityEvent) -> Self {
+        EventKey {
+            at: event.timestamp,
+            event_id: event.event_id.clone(),
+        }
+    }
+}
+
+/// Position of a window in a city's list: newest window first, then type descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WindowPos {
+    pub start: EventTime,
+    pub event_type: EventType,
+}
+
+/// Position of a dead letter: most recently received first, then by where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeadLetterKey {
+    pub received_at: EventTime,
+    pub source: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl DeadLetterKey {
+    pub fn of(d: &DeadLetter) -> Self {
+        DeadLetterKey {
+            received_at: d.received_at,
+            source: d.source.clone(),
+            partition: d.partition,
+            offset: d.offset,
+        }
+    }
+}
+
+/// What a purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub raw: u64,
+    pub late: u64,
+    pub dead_letters: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.raw + self.late + self.dead_letters
+    }
+}
+
+/// A result store. Reads leave out expired rows themselves, whether or not the background
+/// purge has removed them yet. Every list read is a page: at most `limit` items after the
+/// page's key.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Short name of the backend, for health and logs.
     fn backend(&self) -> &'static str;
 
-    /// Writes a batch: every row and the checkpoints that cover them. A partition whose
-    /// stored position is ahead of the batch's (another processor owns it now) keeps its
-    /// window values and checkpoint; those partitions are returned, and must not be
-    /// committed.
-    async fn write(&self, batch: Arc<WriteBatch>) -> Result<Fenced, StoreError>;
+    /// Writes a batch: every accepted event that is new to the store with everything derived
+    /// from it, the dead letters, and the checkpoints that cover them. A checkpoint never
+    /// moves a partition's stored position backwards.
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError>;
+
+    /// The latest checkpoint of one partition of a source.
+    async fn checkpoint(
+        &self,
+        source: &str,
+        partition: u32,
+    ) -> Result<Option<Checkpoint>, StoreError>;
 
     /// The latest checkpoint of every partition of a source.
     async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError>;
 
-    /// The checkpoint of a partition whose replay point is `replay_offset`: what a consumer
-    /// that a log broker starts there needs to classify every record as the first pass did.
-    async fn checkpoint_at(
+    /// Stored raw events at or after `since`, newest first, at most `limit`: what a resumed
+    /// partition remembers the ids of. A backend without a time-ordered read may return none.
+    async fn events_since(
         &self,
-        source: &str,
-        partition: u32,
-        replay_offset: u64,
-    ) -> Result<Option<Checkpoint>, StoreError>;
+        since: EventTime,
+        limit: usize,
+    ) -> Result<Vec<CityEvent>, StoreError>;
 
-    /// Every partition's checkpoint, for health.
-    async fn pipeline_status(&self) -> Result<Vec<PartitionStatus>, StoreError>;
+    /// Checkpoints of the most recently updated partitions, at most `limit`, for health.
+    async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError>;
 
-    /// Window values whose end is after `t`: the candidates to reopen after a restart.
-    async fn windows_ending_after(&self, t: EventTime) -> Result<Vec<WindowAggregate>, StoreError>;
-
-    /// The newest live raw events of a city, newest first.
+    /// A page of a city's live raw events, newest first.
     async fn recent_events(
         &self,
         city: &str,
-        limit: usize,
+        page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
     async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError>;
 
-    /// Alerts at or after `since`, newest first, of one city or all.
+    /// A page of alerts at or after `since`, newest first, of one city or all.
     async fn alerts(
         &self,
         city: Option<&str>,
         since: EventTime,
-        limit: usize,
+        page: Page<EventKey>,
     ) -> Result<Vec<CityEvent>, StoreError>;
 
-    /// Cities by number of live raw events, most first.
-    async fn cities(&self, now: EventTime) -> Result<Vec<CityCount>, StoreError>;
+    /// A page of cities with live raw events, by name.
+    async fn cities(&self, page: Page<String>, now: EventTime)
+    -> Result<Vec<CityCount>, StoreError>;
 
-    /// Window values of a city (and type), newest window first.
+    /// A page of a city's windows (of one type, or all), newest window first.
     async fn aggregations(
         &self,
         city: &str,
         event_type: Option<EventType>,
-        limit: usize,
+        page: Page<WindowPos>,
     ) -> Result<Vec<WindowAggregate>, StoreError>;
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError>;
 
-    /// Late events, newest arrival first, of one city or all.
+    /// A page of live late events, newest event time first, of one city or all.
     async fn late_events(
         &self,
         city: Option<&str>,
-        limit: usize,
+        page: Page<EventKey>,
+        now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError>;
 
-    /// Dead letters, newest first.
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// A page of live dead letters, most recently received first.
+    async fn dead_letters(
+        &self,
+        page: Page<DeadLetterKey>,
+        now: EventTime,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Deletes raw events whose TTL has passed; returns how many.
-    async fn purge_expired(&self, now: EventTime) -> Result<u64, StoreError>;
+    /// Deletes rows whose expiry has passed: raw events, late events, dead letters.
+    async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

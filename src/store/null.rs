@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    CityCount, CitySummary, Fenced, PartitionStatus, Stats, Store, StoreError, StoredEvent,
+    CityCount, CitySummary, DeadLetterKey, EventKey, Page, PartitionStatus, Purged, Stats, Store,
+    StoreError, StoredEvent, WindowPos, Written,
 };
 use crate::model::{
     Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, WindowAggregate, WriteBatch,
@@ -22,38 +23,38 @@ impl Store for NullStore {
         "null"
     }
 
-    async fn write(&self, _batch: Arc<WriteBatch>) -> Result<Fenced, StoreError> {
-        Ok(Fenced::new())
+    async fn write(&self, _batch: Arc<WriteBatch>) -> Result<Written, StoreError> {
+        Ok(Written::default())
+    }
+
+    async fn checkpoint(
+        &self,
+        _source: &str,
+        _partition: u32,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(None)
     }
 
     async fn checkpoints(&self, _source: &str) -> Result<Vec<Checkpoint>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn checkpoint_at(
+    async fn events_since(
         &self,
-        _source: &str,
-        _partition: u32,
-        _replay_offset: u64,
-    ) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(None)
-    }
-
-    async fn pipeline_status(&self) -> Result<Vec<PartitionStatus>, StoreError> {
+        _since: EventTime,
+        _limit: usize,
+    ) -> Result<Vec<CityEvent>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn windows_ending_after(
-        &self,
-        _t: EventTime,
-    ) -> Result<Vec<WindowAggregate>, StoreError> {
+    async fn pipeline_status(&self, _limit: usize) -> Result<Vec<PartitionStatus>, StoreError> {
         Ok(Vec::new())
     }
 
     async fn recent_events(
         &self,
         _city: &str,
-        _limit: usize,
+        _page: Page<EventKey>,
         _now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(Vec::new())
@@ -67,12 +68,16 @@ impl Store for NullStore {
         &self,
         _city: Option<&str>,
         _since: EventTime,
-        _limit: usize,
+        _page: Page<EventKey>,
     ) -> Result<Vec<CityEvent>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn cities(&self, _now: EventTime) -> Result<Vec<CityCount>, StoreError> {
+    async fn cities(
+        &self,
+        _page: Page<String>,
+        _now: EventTime,
+    ) -> Result<Vec<CityCount>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -80,7 +85,7 @@ impl Store for NullStore {
         &self,
         _city: &str,
         _event_type: Option<EventType>,
-        _limit: usize,
+        _page: Page<WindowPos>,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
         Ok(Vec::new())
     }
@@ -92,17 +97,22 @@ impl Store for NullStore {
     async fn late_events(
         &self,
         _city: Option<&str>,
-        _limit: usize,
+        _page: Page<EventKey>,
+        _now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn dead_letters(&self, _limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(
+        &self,
+        _page: Page<DeadLetterKey>,
+        _now: EventTime,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn purge_expired(&self, _now: EventTime) -> Result<u64, StoreError> {
-        Ok(0)
+    async fn purge_expired(&self, _now: EventTime) -> Result<Purged, StoreError> {
+        Ok(Purged::default())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -184,7 +184,7 @@ pub fn up_args<'a>(
 
 /// The oracle's results for the embedded broker's or Kafka's `city-events` logs.
 pub fn expected_of(logs: &BTreeMap<u32, Vec<Record>>) -> Results {
-    super::oracle::compute(
+    super::oracle::compute_logs(
         "city-events",
         logs,
         &citystream::processor::EngineConfig::default(),

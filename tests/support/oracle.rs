@@ -1,12 +1,10 @@
-//! The batch oracle: the pipeline's definitions computed the plain way, one partition at a
-//! time, with no batching, no state eviction and no store.
+//! The batch oracle: the pipeline's definitions computed the plain way, one record at a time
+//! in the order records are processed, with no batching, no bounds but the dedup horizon, and
+//! no store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use citystream::model::{
-    CityEvent, EventTime, RawEvent, Record, Severity, SeverityCounts, WindowAggregate, WriteBatch,
-    decode,
-};
+use citystream::model::{CityEvent, EventTime, Record, Severity, SeverityCounts, decode};
 use citystream::processor::EngineConfig;
 
 /// What the store must hold after processing a set of partition logs.
@@ -24,98 +22,128 @@ pub struct Results {
     pub dead: BTreeSet<(u32, u64, String)>,
 }
 
-impl Results {
-    /// Applies a write batch the way a store does: rows by unique key, windows as upserts.
-    pub fn apply(&mut self, batch: &WriteBatch) {
-        for RawEvent { event, .. } in &batch.raw {
-            self.raw
-                .entry((event.event_id.clone(), event.timestamp.as_millis()))
-                .or_insert_with(|| event.clone());
+/// What a partition remembers: its largest event time, and the ids it accepted (id → event).
+#[derive(Default)]
+struct Partition {
+    max_seen: Option<EventTime>,
+    ids: HashMap<String, CityEvent>,
+}
+
+/// Computes the results of records processed in `order` (log order within each partition) by
+/// definition:
+/// - a record that does not decode, is stamped more than `max_ahead` after its arrival, or
+///   is older than the raw TTL at `now`, is a dead letter;
+/// - an event whose id its partition accepted within the dedup horizon (event time at or after
+///   the partition's largest event time − horizon) is a repeat (the same event: nothing) or a
+///   `duplicate_event_id` dead letter (other content);
+/// - the watermark before a record is (largest event time accepted earlier in its partition) −
+///   delay; an event whose window end is at or before it is late, any other counts in its
+///   window;
+/// - the store applies an event only if no stored event has its (id, time): the same event is
+///   a repeat, another one makes it a `duplicate_event_id` dead letter. High and critical
+///   events it applies are alerts.
+pub fn compute(source: &str, order: &[Record], config: &EngineConfig, now: EventTime) -> Results {
+    let mut out = Results::default();
+    let mut partitions: BTreeMap<u32, Partition> = BTreeMap::new();
+    for r in order {
+        let p = partitions.entry(r.partition).or_default();
+        let mut dead = |kind: &str| {
+            out.dead.insert((r.partition, r.offset, kind.to_owned()));
+        };
+        let event = match decode(source, r) {
+            Ok(e) => e,
+            Err(e) => {
+                dead(e.kind());
+                continue;
+            }
+        };
+        let t = event.timestamp.as_millis();
+        let arrival = r.timestamp.unwrap_or(now).as_millis();
+        if t > arrival + config.max_ahead.as_millis() {
+            dead("future_timestamp");
+            continue;
         }
-        for e in &batch.alerts {
-            self.alerts.insert((
-                e.city.as_str().to_owned(),
-                e.timestamp.as_millis(),
-                e.event_id.clone(),
-            ));
+        if t + config.raw_ttl.as_millis() <= now.as_millis() {
+            dead("expired");
+            continue;
         }
-        for l in &batch.late {
-            self.late
-                .insert((l.event.event_id.clone(), l.event.timestamp.as_millis()));
+        let horizon = p
+            .max_seen
+            .map(|m| m.as_millis() - config.dedup_horizon.as_millis());
+        match p.ids.get(&event.event_id) {
+            Some(first) if horizon.is_none_or(|h| first.timestamp.as_millis() >= h) => {
+                if *first != event {
+                    dead("duplicate_event_id");
+                }
+                continue;
+            }
+            _ => {}
         }
-        for w in &batch.windows {
-            self.windows.insert(w.partition_key(), window_value(w));
+        let watermark = p
+            .max_seen
+            .map(|m| m.as_millis() - config.watermark_delay.as_millis());
+        p.max_seen = p.max_seen.max(Some(event.timestamp));
+        let floor = p.max_seen.map_or(i64::MIN, |m| {
+            m.as_millis() - config.dedup_horizon.as_millis()
+        });
+        if t >= floor {
+            p.ids.insert(event.event_id.clone(), event.clone());
         }
-        for d in &batch.dead_letters {
-            self.dead.insert((d.partition, d.offset, d.kind.clone()));
-        }
+        store(&mut out, r, event, watermark, config);
     }
+    out
 }
 
-pub fn window_value(w: &WindowAggregate) -> (u64, Vec<Severity>, SeverityCounts) {
-    (w.event_count, w.severities.clone(), w.severity_counts)
+/// The store's side of one accepted event.
+fn store(
+    out: &mut Results,
+    r: &Record,
+    event: CityEvent,
+    watermark: Option<i64>,
+    config: &EngineConfig,
+) {
+    let t = event.timestamp.as_millis();
+    let key = (event.event_id.clone(), t);
+    if let Some(stored) = out.raw.get(&key) {
+        if *stored != event {
+            out.dead
+                .insert((r.partition, r.offset, "duplicate_event_id".to_owned()));
+        }
+        return;
+    }
+    if event.severity >= Severity::High {
+        out.alerts
+            .insert((event.city.as_str().to_owned(), t, event.event_id.clone()));
+    }
+    let size = config.window.as_millis();
+    let start = t.div_euclid(size) * size;
+    if watermark.is_some_and(|wm| start + size <= wm) {
+        out.late.insert(key.clone());
+    } else {
+        let window = format!(
+            "{}#{}#{}",
+            event.city,
+            event.event_type,
+            EventTime::from_millis(start).to_rfc3339()
+        );
+        let entry = out.windows.entry(window).or_default();
+        entry.0 += 1;
+        if entry.1.len() < config.rules.severities_cap {
+            entry.1.push(event.severity);
+        }
+        entry.2.add(event.severity);
+    }
+    out.raw.insert(key, event);
 }
 
-/// Computes the results of `logs` (partition → records in log order) by definition:
-/// - a record that does not decode, or is stamped more than `max_ahead` after its arrival, is
-///   a dead letter;
-/// - every other event is raw; high and critical ones are alerts;
-/// - the watermark before a record is (largest event time earlier in its partition) − delay;
-///   an event whose window end is at or before it is late, every other one counts in its
-///   window.
-pub fn compute(
+/// The oracle over partition logs processed one partition after another (the order across
+/// partitions matters only when two partitions hold one event id and time).
+pub fn compute_logs(
     source: &str,
     logs: &BTreeMap<u32, Vec<Record>>,
     config: &EngineConfig,
     now: EventTime,
 ) -> Results {
-    let mut out = Results::default();
-    for records in logs.values() {
-        let mut max_seen: Option<EventTime> = None;
-        for r in records {
-            let event = match decode(source, r) {
-                Ok(e) => e,
-                Err(e) => {
-                    out.dead
-                        .insert((r.partition, r.offset, e.kind().to_owned()));
-                    continue;
-                }
-            };
-            let arrival = r.timestamp.unwrap_or(now);
-            if event.timestamp.as_millis() > arrival.as_millis() + config.max_ahead.as_millis() {
-                out.dead
-                    .insert((r.partition, r.offset, "future_timestamp".to_owned()));
-                continue;
-            }
-            let t = event.timestamp.as_millis();
-            out.raw
-                .entry((event.event_id.clone(), t))
-                .or_insert_with(|| event.clone());
-            if event.severity >= Severity::High {
-                out.alerts
-                    .insert((event.city.as_str().to_owned(), t, event.event_id.clone()));
-            }
-            let size = config.window.as_millis();
-            let start = t.div_euclid(size) * size;
-            let watermark = max_seen.map(|m| m.as_millis() - config.watermark_delay.as_millis());
-            if watermark.is_some_and(|wm| start + size <= wm) {
-                out.late.insert((event.event_id.clone(), t));
-            } else {
-                let key = format!(
-                    "{}#{}#{}",
-                    event.city,
-                    event.event_type,
-                    EventTime::from_millis(start).to_rfc3339()
-                );
-                let entry = out.windows.entry(key).or_default();
-                entry.0 += 1;
-                if entry.1.len() < config.severities_cap {
-                    entry.1.push(event.severity);
-                }
-                entry.2.add(event.severity);
-            }
-            max_seen = max_seen.max(Some(event.timestamp));
-        }
-    }
-    out
+    let order: Vec<Record> = logs.values().flatten().cloned().collect();
+    compute(source, &order, config, now)
 }

@@ -1,10 +1,13 @@
-//! DynamoDB: the production store (work in progress: the tables; the `Store` implementation
-//! comes next). `citystream init` creates the seed's three tables with their exact key schemas,
-//! plus the secondary indexes that make every API endpoint a Query bounded by its limit, and one
-//! `state` table for checkpoints, counters, late events and dead letters. `destroy` deletes them.
+//! DynamoDB: the production store. `citystream init` creates the seed's three tables with their
+//! exact key schemas, plus the secondary indexes that make every API endpoint a Query bounded
+//! by its page, and one `state` table for checkpoints, counters, late events and dead letters.
+//! `destroy` deletes them. `store.rs` is the [`crate::store::Store`] (reads), `write.rs` its
+//! write path, `items.rs` the item layouts.
 
+mod items;
 mod schema;
 mod store;
+mod write;
 
 pub use schema::{TableSpec, tables};
 pub use store::DynamoStore;
@@ -18,7 +21,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use super::StoreError;
+use super::{ErrorClass, StoreError};
 
 /// Where the tables live.
 #[derive(Debug, Clone)]
@@ -30,10 +33,17 @@ pub struct DynamoConfig {
     pub table_prefix: String,
 }
 
-/// A DynamoDB client for `config`, with credentials from the standard AWS provider chain.
+/// A DynamoDB client for `config`, with credentials from the standard AWS provider chain, and
+/// deadlines on every call: 3 s to connect, 10 s per attempt, 30 s per call with its retries.
 pub async fn client(config: &DynamoConfig) -> Client {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(config.region.clone()));
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(std::time::Duration::from_secs(10))
+        .operation_timeout(std::time::Duration::from_secs(30))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .timeout_config(timeouts);
     if let Some(endpoint) = &config.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -42,12 +52,23 @@ pub async fn client(config: &DynamoConfig) -> Client {
 
 pub(crate) fn sdk<E, R>(op: &'static str) -> impl FnOnce(SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    move |e| StoreError::Dynamo {
-        op,
-        message: DisplayErrorContext(&e).to_string(),
+    move |e| {
+        let validation = e
+            .as_service_error()
+            .and_then(aws_sdk_dynamodb::error::ProvideErrorMetadata::code)
+            == Some("ValidationException");
+        StoreError::Dynamo {
+            op,
+            message: DisplayErrorContext(&e).to_string(),
+            class: if validation {
+                ErrorClass::Rejected
+            } else {
+                ErrorClass::Transient
+            },
+        }
     }
 }
 
@@ -57,6 +78,7 @@ pub(crate) fn build(
     move |e| StoreError::Dynamo {
         op: what,
         message: e.to_string(),
+        class: ErrorClass::Transient,
     }
 }
 
@@ -239,6 +261,7 @@ async fn wait_active(client: &Client, table: &str) -> Result<(), StoreError> {
     Err(StoreError::Dynamo {
         op: "CreateTable",
         message: format!("{table} did not become ACTIVE within 2 minutes"),
+        class: ErrorClass::Transient,
     })
 }
 

@@ -94,12 +94,6 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
                     hash: s("city_type"),
                     range: Some(n("window_start_ms")),
                 },
-                IndexSpec {
-                    // Windows still open after a restart, by end.
-                    name: "by-window-end",
-                    hash: s("shard"),
-                    range: Some(n("window_end_ms")),
-                },
             ],
             ttl: None,
         },
@@ -111,12 +105,13 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
             ttl: None,
         },
         TableSpec {
-            // Checkpoints, counters, late events and dead letters, under prefixed keys.
+            // Checkpoints, counters, late events and dead letters, under prefixed keys; late
+            // events and dead letters expire by TTL.
             name: format!("{prefix}state"),
             hash: s("pk"),
             range: Some(s("sk")),
             indexes: Vec::new(),
-            ttl: None,
+            ttl: Some("ttl"),
         },
     ]
 }

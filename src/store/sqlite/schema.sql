@@ -7,7 +7,8 @@ PRAGMA journal_mode = WAL;
 -- Query 1: every valid event; the seed's citystream-raw-events, identified by (event_id,
 -- timestamp). The key leads with the time so that inserts land at the right edge of the tree
 -- (events arrive in roughly time order) instead of at random places, as a leading UUID would,
--- and so that it doubles as the expiry index: see raw_ttl_spans.
+-- and so that it doubles as the expiry index: see raw_ttl_spans. Whoever inserts an event's
+-- row applies everything else the event adds, in the same transaction (store/rules.rs).
 CREATE TABLE IF NOT EXISTS raw_events (
     event_id    TEXT    NOT NULL,
     ts          INTEGER NOT NULL,
@@ -18,17 +19,18 @@ CREATE TABLE IF NOT EXISTS raw_events (
     ttl         INTEGER NOT NULL,
     PRIMARY KEY (ts, event_id)
 ) WITHOUT ROWID;
+-- A city's events, newest first (the index carries the key: city, ts, event_id).
 CREATE INDEX IF NOT EXISTS raw_by_city_time ON raw_events (city, ts);
 
 -- Every distinct (ttl - ts) ever written. A row whose ttl has passed has ts <= now - min(span),
--- so the purge and the "expired, not yet purged" count read a range of the primary key
+-- so the purge and the "expired, not yet purged" counts read a range of the primary key
 -- instead of a third index on ttl.
 CREATE TABLE IF NOT EXISTS raw_ttl_spans (
     span INTEGER NOT NULL PRIMARY KEY
 );
 
--- Stored raw events per city, type and severity, kept in step with raw_events by every insert
--- and purge, so /stats, /cities and /summary never count rows.
+-- Stored raw events per city, type and severity, and per city, kept in step with raw_events by
+-- every insert and purge, so /summary and /cities never count rows.
 CREATE TABLE IF NOT EXISTS raw_counts (
     city       TEXT    NOT NULL,
     event_type TEXT    NOT NULL,
@@ -36,8 +38,19 @@ CREATE TABLE IF NOT EXISTS raw_counts (
     events     INTEGER NOT NULL,
     PRIMARY KEY (city, event_type, severity)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS city_counts (
+    city   TEXT    NOT NULL PRIMARY KEY,
+    events INTEGER NOT NULL
+) WITHOUT ROWID;
 
--- Query 2: window values; the seed's citystream-aggregations keyed city#event_type#window_start.
+-- Whole-store totals kept in step the same way: 'raw' and 'late'.
+CREATE TABLE IF NOT EXISTS totals (
+    name  TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Query 2: window values, sums of the new events of every write; the seed's
+-- citystream-aggregations keyed city#event_type#window_start.
 CREATE TABLE IF NOT EXISTS aggregations (
     partition_key TEXT    NOT NULL PRIMARY KEY,
     city          TEXT    NOT NULL,
@@ -49,12 +62,10 @@ CREATE TABLE IF NOT EXISTS aggregations (
     low           INTEGER NOT NULL,
     medium        INTEGER NOT NULL,
     high          INTEGER NOT NULL,
-    critical      INTEGER NOT NULL,
-    partition     INTEGER NOT NULL  -- the log partition whose processor wrote it
+    critical      INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS agg_by_city ON aggregations (city, window_start, event_type);
 CREATE INDEX IF NOT EXISTS agg_by_city_type ON aggregations (city, event_type, window_start);
-CREATE INDEX IF NOT EXISTS agg_by_end ON aggregations (window_end);
 
 -- Query 3: high and critical events; the seed's citystream-alerts (city, timestamp), with the
 -- event id in the key so two alerts of one city in the same instant are both kept.
@@ -75,9 +86,9 @@ CREATE TABLE IF NOT EXISTS alert_counts (
     alerts   INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Events whose window had closed when they arrived: stored raw, not aggregated.
+-- Events whose window had closed when they arrived: stored raw, not aggregated; kept until
+-- expires_at (event time + --late-retention).
 CREATE TABLE IF NOT EXISTS late_events (
-    id          INTEGER PRIMARY KEY,
     event_id    TEXT    NOT NULL,
     ts          INTEGER NOT NULL,
     city        TEXT    NOT NULL,
@@ -87,19 +98,23 @@ CREATE TABLE IF NOT EXISTS late_events (
     watermark   INTEGER NOT NULL,
     partition   INTEGER NOT NULL,
     offset      INTEGER NOT NULL,
-    UNIQUE (event_id, ts)
-);
-CREATE INDEX IF NOT EXISTS late_by_city ON late_events (city, event_type);
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (ts, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS late_by_city ON late_events (city, ts);
+CREATE INDEX IF NOT EXISTS late_by_expiry ON late_events (expires_at);
 
--- Stored late events per city and type, kept in step with every insert.
+-- Stored late events per city and type, kept in step with every insert and purge.
 CREATE TABLE IF NOT EXISTS late_counts (
     city        TEXT    NOT NULL,
     event_type  TEXT    NOT NULL,
     late_events INTEGER NOT NULL,
     PRIMARY KEY (city, event_type)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS late_counts_by_size ON late_counts (late_events);
 
--- Records that are not valid events, with the reason and where they came from.
+-- Records that are not valid new events, with the reason and where they came from; kept until
+-- expires_at (arrival + --dead-letter-retention).
 CREATE TABLE IF NOT EXISTS dead_letters (
     id             INTEGER PRIMARY KEY,
     source         TEXT    NOT NULL,
@@ -110,27 +125,26 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     payload_prefix BLOB    NOT NULL,
     payload_len    INTEGER NOT NULL,
     received_at    INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
     UNIQUE (source, partition, offset)
 );
+CREATE INDEX IF NOT EXISTS dead_by_time ON dead_letters (received_at, source, partition, offset);
+CREATE INDEX IF NOT EXISTS dead_by_expiry ON dead_letters (expires_at);
 
--- Stored dead letters per kind, kept in step with every insert.
+-- Stored dead letters per kind, kept in step with every insert and purge.
 CREATE TABLE IF NOT EXISTS dead_letter_counts (
     kind         TEXT    NOT NULL PRIMARY KEY,
     dead_letters INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Processor positions and watermark state, written in the same transaction as the results.
--- One row per replay offset (the offset a log broker commits); rows below the offset the broker
--- has confirmed are pruned, so whichever offset the broker holds can be looked up after a crash
--- or a rebalance.
+-- Each partition's position and watermark state, written in the same transaction as the
+-- results it covers, and only ever moved forwards.
 CREATE TABLE IF NOT EXISTS checkpoints (
-    source                TEXT    NOT NULL,
-    partition             INTEGER NOT NULL,
-    replay_offset         INTEGER NOT NULL,
-    replay_max_event_time INTEGER,
-    next_offset           INTEGER NOT NULL,
-    max_event_time        INTEGER,
-    final_watermark       INTEGER,
-    updated_at            INTEGER NOT NULL,
-    PRIMARY KEY (source, partition, replay_offset)
+    source         TEXT    NOT NULL,
+    partition      INTEGER NOT NULL,
+    next_offset    INTEGER NOT NULL,
+    max_event_time INTEGER,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (source, partition)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkpoints_by_update ON checkpoints (updated_at);

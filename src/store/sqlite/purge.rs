@@ -1,0 +1,133 @@
+//! Retention: deletes expired raw events, late events and dead letters, a chunk per
+//! transaction, and takes them off the counters in the same transaction. The caller releases
+//! the writer between chunks, so a long purge never holds up the processor's writes.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+
+use super::write::add_total;
+use crate::model::EventTime;
+use crate::store::StoreError;
+
+/// Rows deleted per transaction.
+pub(super) const PURGE_CHUNK: i64 = 10_000;
+
+/// The newest event time an expired raw event can have (`?1` is now): see `raw_ttl_spans`.
+macro_rules! expiry_horizon {
+    () => {
+        "?1 - (SELECT coalesce(min(span), 0) FROM raw_ttl_spans)"
+    };
+}
+pub(super) use expiry_horizon;
+
+/// Deletes up to `?2` raw events expired at `?1`, returning what the counters must lose.
+pub(super) const PURGE_RAW: &str = concat!(
+    "DELETE FROM raw_events WHERE (ts, event_id) IN
+         (SELECT ts, event_id FROM raw_events WHERE ts <= ",
+    expiry_horizon!(),
+    " AND ttl <= ?1 LIMIT ?2)
+     RETURNING city, event_type, severity"
+);
+
+/// Deletes up to [`PURGE_CHUNK`] expired raw events and takes them off the counts.
+pub(super) fn raw_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut purged: HashMap<(String, String, String), i64> = HashMap::new();
+    {
+        let mut delete = tx.prepare_cached(PURGE_RAW)?;
+        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            *purged
+                .entry((row.get(0)?, row.get(1)?, row.get(2)?))
+                .or_default() += 1;
+        }
+    }
+    let total = uncount_raw(&tx, &purged)?;
+    tx.commit()?;
+    Ok(total)
+}
+
+fn uncount_raw(
+    tx: &Transaction<'_>,
+    purged: &HashMap<(String, String, String), i64>,
+) -> Result<u64, StoreError> {
+    let mut kind = tx.prepare_cached(
+        "UPDATE raw_counts SET events = events - ?4
+         WHERE city = ?1 AND event_type = ?2 AND severity = ?3",
+    )?;
+    let mut city =
+        tx.prepare_cached("UPDATE city_counts SET events = events - ?2 WHERE city = ?1")?;
+    // A city with no events left leaves the list, so pages of cities never wade through them.
+    let mut gone = tx.prepare_cached("DELETE FROM city_counts WHERE city = ?1 AND events <= 0")?;
+    let mut total = 0;
+    for ((c, event_type, severity), n) in purged {
+        kind.execute(params![c, event_type, severity, n])?;
+        city.execute(params![c, n])?;
+        gone.execute(params![c])?;
+        total += n;
+    }
+    add_total(tx, "raw", -total)?;
+    Ok(total as u64)
+}
+
+/// Deletes up to [`PURGE_CHUNK`] expired late events and takes them off the counts.
+pub(super) fn late_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut purged: HashMap<(String, String), i64> = HashMap::new();
+    {
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM late_events WHERE (ts, event_id) IN
+                 (SELECT ts, event_id FROM late_events WHERE expires_at <= ?1 LIMIT ?2)
+             RETURNING city, event_type",
+        )?;
+        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            *purged.entry((row.get(0)?, row.get(1)?)).or_default() += 1;
+        }
+    }
+    let mut count = tx.prepare_cached(
+        "UPDATE late_counts SET late_events = late_events - ?3
+         WHERE city = ?1 AND event_type = ?2",
+    )?;
+    let mut total = 0;
+    for ((city, event_type), n) in &purged {
+        count.execute(params![city, event_type, n])?;
+        total += n;
+    }
+    drop(count);
+    add_total(&tx, "late", -total)?;
+    tx.commit()?;
+    Ok(total as u64)
+}
+
+/// Deletes up to [`PURGE_CHUNK`] expired dead letters and takes them off the counts.
+pub(super) fn dead_letter_chunk(
+    conn: &mut Connection,
+    now: EventTime,
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut purged: HashMap<String, i64> = HashMap::new();
+    {
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM dead_letters WHERE id IN
+                 (SELECT id FROM dead_letters WHERE expires_at <= ?1 LIMIT ?2)
+             RETURNING kind",
+        )?;
+        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            *purged.entry(row.get(0)?).or_default() += 1;
+        }
+    }
+    let mut count = tx.prepare_cached(
+        "UPDATE dead_letter_counts SET dead_letters = dead_letters - ?2 WHERE kind = ?1",
+    )?;
+    let mut total = 0;
+    for (kind, n) in &purged {
+        count.execute(params![kind, n])?;
+        total += n;
+    }
+    drop(count);
+    tx.commit()?;
+    Ok(total as u64)
+}

@@ -1,0 +1,501 @@
+//! The read path: one function per query, each an index range with a `LIMIT`, a key lookup or
+//! the counters. Pages continue after a key with a row-value comparison on the index the list
+//! is ordered by (`tests::every_read_is_served_by_an_index` checks the plans). Expired rows are
+//! left out whether or not the purge has deleted them yet.
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::purge::expiry_horizon;
+use super::{checkpoint_from_row, collect, event_from_row, event_type, severity, window_from_row};
+use crate::model::{CityEvent, DeadLetter, EventTime, EventType, LateEvent};
+use crate::store::{
+    CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Page,
+    PartitionStatus, Stats, StoreError, StoredEvent, WindowPos,
+};
+
+/// Raw events past their expiry that the purge has not deleted yet (`?1` is now), per city,
+/// type and severity: the counts subtract them. The purge keeps this small, and it reads only
+/// the oldest range of the primary key (the `+` keeps the planner from walking the whole city
+/// index to group by city without sorting).
+macro_rules! expired_raw {
+    () => {
+        concat!(
+            "SELECT city, event_type, severity, count(*) AS n FROM raw_events
+             WHERE ts <= ",
+            expiry_horizon!(),
+            " AND ttl <= ?1 GROUP BY +city, +event_type, +severity"
+        )
+    };
+}
+
+pub(super) const RECENT_EVENTS: [&str; 2] = [
+    "SELECT event_id, ts, city, event_type, severity, description, ttl FROM raw_events
+     WHERE city = ?1 AND ttl > ?2
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+    "SELECT event_id, ts, city, event_type, severity, description, ttl FROM raw_events
+     WHERE city = ?1 AND ttl > ?2 AND (ts, event_id) < (?4, ?5)
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+];
+
+/// The SQL of a page: the first, or the one continuing after a key.
+fn sql<K>(variants: &[&'static str; 2], page: &Page<K>) -> &'static str {
+    variants[usize::from(page.after.is_some())]
+}
+
+fn limit<K>(page: &Page<K>) -> i64 {
+    i64::try_from(page.limit).unwrap_or(i64::MAX)
+}
+
+/// The bind values of an event key, `NULL`s for the first page.
+fn event_key(page: &Page<EventKey>) -> (Option<i64>, Option<&str>) {
+    match &page.after {
+        Some(k) => (Some(k.at.as_millis()), Some(k.event_id.as_str())),
+        None => (None, None),
+    }
+}
+
+pub(super) fn recent_events(
+    c: &Connection,
+    city: &str,
+    page: &Page<EventKey>,
+    now: EventTime,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = c.prepare_cached(sql(&RECENT_EVENTS, page))?;
+    let (at, id) = event_key(page);
+    let args = params![city, now.as_millis(), limit(page), at, id];
+    let used = stmt.parameter_count();
+    collect(&mut stmt, &args[..used], |r| {
+        Ok(StoredEvent {
+            event: event_from_row(r)?,
+            ttl: r.get::<_, i64>(6)?.div_euclid(1000),
+        })
+    })
+}
+
+pub(super) const CITY_ALERTS: [&str; 2] = [
+    "SELECT event_id, ts, city, event_type, severity, description FROM alerts
+     WHERE city = ?1 AND ts >= ?2 ORDER BY ts DESC, event_id DESC LIMIT ?3",
+    "SELECT event_id, ts, city, event_type, severity, description FROM alerts
+     WHERE city = ?1 AND ts >= ?2 AND (ts, event_id) < (?4, ?5)
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+];
+pub(super) const ALL_ALERTS: [&str; 2] = [
+    "SELECT event_id, ts, city, event_type, severity, description FROM alerts
+     WHERE ts >= ?2 AND ?1 IS NULL ORDER BY ts DESC, event_id DESC LIMIT ?3",
+    "SELECT event_id, ts, city, event_type, severity, description FROM alerts
+     WHERE ts >= ?2 AND ?1 IS NULL AND (ts, event_id) < (?4, ?5)
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+];
+
+pub(super) fn alerts(
+    c: &Connection,
+    city: Option<&str>,
+    since: EventTime,
+    page: &Page<EventKey>,
+) -> Result<Vec<CityEvent>, StoreError> {
+    let variants = if city.is_some() { &CITY_ALERTS } else { &ALL_ALERTS };
+    let mut stmt = c.prepare_cached(sql(variants, page))?;
+    let (at, id) = event_key(page);
+    let args = params![city, since.as_millis(), limit(page), at, id];
+    let used = stmt.parameter_count();
+    collect(&mut stmt, &args[..used], event_from_row)
+}
+
+/// Raw events past their expiry that the purge has not deleted yet, per city (`?1` is now).
+macro_rules! expired_by_city {
+    () => {
+        concat!(
+            "SELECT city, count(*) AS n FROM raw_events WHERE ts <= ",
+            expiry_horizon!(),
+            " AND ttl <= ?1 GROUP BY +city"
+        )
+    };
+}
+
+pub(super) const CITIES: [&str; 2] = [
+    concat!(
+        "SELECT c.city, c.events - coalesce(x.n, 0) AS total FROM city_counts c
+         LEFT JOIN (",
+        expired_by_city!(),
+        ") x USING (city) WHERE total > 0 ORDER BY c.city LIMIT ?2"
+    ),
+    concat!(
+        "SELECT c.city, c.events - coalesce(x.n, 0) AS total FROM city_counts c
+         LEFT JOIN (",
+        expired_by_city!(),
+        ") x USING (city) WHERE c.city > ?3 AND total > 0 ORDER BY c.city LIMIT ?2"
+    ),
+];
+
+pub(super) fn cities(
+    c: &Connection,
+    page: &Page<String>,
+    now: EventTime,
+) -> Result<Vec<CityCount>, StoreError> {
+    let mut stmt = c.prepare_cached(sql(&CITIES, page))?;
+    let args = params![now.as_millis(), limit(page), page.after];
+    let used = stmt.parameter_count();
+    collect(&mut stmt, &args[..used], |r| {
+        Ok(CityCount {
+            city: r.get(0)?,
+            total_events: r.get::<_, i64>(1)? as u64,
+        })
+    })
+}
+
+pub(super) const CITY_TYPE_WINDOWS: [&str; 2] = [
+    "SELECT city, event_type, window_start, window_end, event_count, severities,
+         low, medium, high, critical
+     FROM aggregations WHERE city = ?1 AND event_type = ?2
+     ORDER BY window_start DESC LIMIT ?3",
+    "SELECT city, event_type, window_start, window_end, event_count, severities,
+         low, medium, high, critical
+     FROM aggregations WHERE city = ?1 AND event_type = ?2 AND window_start < ?4
+     ORDER BY window_start DESC LIMIT ?3",
+];
+pub(super) const CITY_WINDOWS: [&str; 2] = [
+    "SELECT city, event_type, window_start, window_end, event_count, severities,
+         low, medium, high, critical
+     FROM aggregations WHERE city = ?1 AND ?2 IS NULL
+     ORDER BY window_start DESC, event_type DESC LIMIT ?3",
+    "SELECT city, event_type, window_start, window_end, event_count, severities,
+         low, medium, high, critical
+     FROM aggregations WHERE city = ?1 AND ?2 IS NULL AND (window_start, event_type) < (?4, ?5)
+     ORDER BY window_start DESC, event_type DESC LIMIT ?3",
+];
+
+pub(super) fn aggregations(
+    c: &Connection,
+    city: &str,
+    event_type: Option<EventType>,
+    page: &Page<WindowPos>,
+) -> Result<Vec<crate::model::WindowAggregate>, StoreError> {
+    let variants = if event_type.is_some() {
+        &CITY_TYPE_WINDOWS
+    } else {
+        &CITY_WINDOWS
+    };
+    let mut stmt = c.prepare_cached(sql(variants, page))?;
+    let (start, after_type) = match &page.after {
+        Some(p) => (Some(p.start.as_millis()), Some(p.event_type.as_str())),
+        None => (None, None),
+    };
+    let args = params![
+        city,
+        event_type.map(EventType::as_str),
+        limit(page),
+        start,
+        after_type
+    ];
+    let used = stmt.parameter_count();
+    collect(&mut stmt, &args[..used], window_from_row)
+}
+
+pub(super) const CITY_SUMMARY: &str = concat!(
+    "SELECT event_type, severity, sum(n) FROM (
+         SELECT event_type, severity, events AS n FROM raw_counts WHERE city = ?2
+         UNION ALL
+         SELECT event_type, severity, -n FROM (",
+    expired_raw!(),
+    ") WHERE city = ?2)
+     GROUP BY event_type, severity"
+);
+pub(super) const CITY_LATE_TOTAL: &str =
+    "SELECT (SELECT coalesce(sum(late_events), 0) FROM late_counts WHERE city = ?1)
+          - (SELECT count(*) FROM late_events WHERE expires_at <= ?2 AND +city = ?1)";
+
+pub(super) fn city_summary(
+    c: &Connection,
+    city: &str,
+    now: EventTime,
+) -> Result<CitySummary, StoreError> {
+    let mut summary = CitySummary::default();
+    let mut stmt = c.prepare_cached(CITY_SUMMARY)?;
+    let mut rows = stmt.query(params![now.as_millis(), city])?;
+    while let Some(row) = rows.next()? {
+        let n = row.get::<_, i64>(2)? as u64;
+        if n == 0 {
+            continue;
+        }
+        let t = event_type(&row.get::<_, String>(0)?)?;
+        let s = severity(&row.get::<_, String>(1)?)?;
+        summary.total_events += n;
+        *summary.by_type.entry(t).or_default() += n;
+        summary.by_severity.0[s.index()] += n;
+    }
+    summary.late_events = c
+        .prepare_cached(CITY_LATE_TOTAL)?
+        .query_row(params![city, now.as_millis()], |r| r.get::<_, i64>(0))?
+        .max(0) as u64;
+    Ok(summary)
+}
+
+fn total(c: &Connection, name: &str) -> Result<i64, StoreError> {
+    Ok(c.prepare_cached("SELECT value FROM totals WHERE name = ?1")?
+        .query_row(params![name], |r| r.get::<_, i64>(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+pub(super) const EXPIRED_RAW_TOTAL: &str =
+    concat!("SELECT coalesce(sum(n), 0) FROM (", expired_raw!(), ")");
+pub(super) const EXPIRED_LATE_TOTAL: &str =
+    "SELECT count(*) FROM late_events WHERE expires_at <= ?1";
+pub(super) const DEAD_LETTER_KINDS: &str =
+    "SELECT k.kind, k.dead_letters - coalesce(x.n, 0) FROM dead_letter_counts k
+     LEFT JOIN (SELECT kind, count(*) AS n FROM dead_letters WHERE expires_at <= ?1
+                GROUP BY kind) x USING (kind)";
+
+pub(super) fn stats(c: &Connection, now: EventTime) -> Result<Stats, StoreError> {
+    let expired_raw: i64 = c
+        .prepare_cached(EXPIRED_RAW_TOTAL)?
+        .query_row(params![now.as_millis()], |r| r.get(0))?;
+    let expired_late: i64 = c
+        .prepare_cached(EXPIRED_LATE_TOTAL)?
+        .query_row(params![now.as_millis()], |r| r.get(0))?;
+    let mut stats = Stats {
+        total_events: (total(c, "raw")? - expired_raw).max(0) as u64,
+        late_events: (total(c, "late")? - expired_late).max(0) as u64,
+        ..Stats::default()
+    };
+    let mut stmt = c.prepare_cached("SELECT severity, alerts FROM alert_counts")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let s = severity(&row.get::<_, String>(0)?)?;
+        stats.alerts.0[s.index()] = row.get::<_, i64>(1)? as u64;
+    }
+    stats.late_by_city_type = late_groups(c, now)?;
+    let mut stmt = c.prepare_cached(DEAD_LETTER_KINDS)?;
+    let mut rows = stmt.query(params![now.as_millis()])?;
+    while let Some(row) = rows.next()? {
+        let n = row.get::<_, i64>(1)?;
+        if n > 0 {
+            stats.dead_letters += n as u64;
+            stats.dead_letters_by_kind.insert(row.get(0)?, n as u64);
+        }
+    }
+    Ok(stats)
+}
+
+/// The (city, type) pairs with the most late events, at most [`MAX_LATE_GROUPS`], then by name.
+pub(super) const LATE_GROUPS: &str =
+    "SELECT g.city, g.event_type, g.late_events - coalesce(
+             (SELECT count(*) FROM late_events l WHERE l.expires_at <= ?1
+              AND +l.city = g.city AND +l.event_type = g.event_type), 0) AS n
+     FROM (SELECT city, event_type, late_events FROM late_counts
+           WHERE late_events > 0 ORDER BY late_events DESC LIMIT ?2) g
+     WHERE n > 0 ORDER BY n DESC, g.city, g.event_type";
+
+fn late_groups(c: &Connection, now: EventTime) -> Result<Vec<LateCount>, StoreError> {
+    let mut stmt = c.prepare_cached(LATE_GROUPS)?;
+    collect(
+        &mut stmt,
+        params![now.as_millis(), MAX_LATE_GROUPS as i64],
+        |r| {
+            Ok(LateCount {
+                city: r.get(0)?,
+                event_type: event_type(&r.get::<_, String>(1)?)?,
+                late_events: r.get::<_, i64>(2)? as u64,
+            })
+        },
+    )
+}
+
+pub(super) const CITY_LATE: [&str; 2] = [
+    "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
+     FROM late_events WHERE city = ?1 AND +expires_at > ?2
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+    "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
+     FROM late_events WHERE city = ?1 AND +expires_at > ?2 AND (ts, event_id) < (?4, ?5)
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+];
+pub(super) const ALL_LATE: [&str; 2] = [
+    "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
+     FROM late_events WHERE ?1 IS NULL AND +expires_at > ?2
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+    "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
+     FROM late_events WHERE ?1 IS NULL AND +expires_at > ?2 AND (ts, event_id) < (?4, ?5)
+     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+];
+
+pub(super) fn late_events(
+    c: &Connection,
+    city: Option<&str>,
+    page: &Page<EventKey>,
+    now: EventTime,
+) -> Result<Vec<LateEvent>, StoreError> {
+    let variants = if city.is_some() { &CITY_LATE } else { &ALL_LATE };
+    let mut stmt = c.prepare_cached(sql(variants, page))?;
+    let (at, id) = event_key(page);
+    let args = params![city, now.as_millis(), limit(page), at, id];
+    let used = stmt.parameter_count();
+    collect(&mut stmt, &args[..used], |r| {
+        Ok(LateEvent {
+            event: event_from_row(r)?,
+            watermark: EventTime::from_millis(r.get(6)?),
+            partition: r.get(7)?,
+            offset: r.get::<_, i64>(8)? as u64,
+        })
+    })
+}
+
+pub(super) const DEAD_LETTERS: [&str; 2] = [
+    "SELECT source, partition, offset, kind, reason, payload_prefix, payload_len, received_at
+     FROM dead_letters WHERE +expires_at > ?1
+     ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT ?2",
+    "SELECT source, partition, offset, kind, reason, payload_prefix, payload_len, received_at
+     FROM dead_letters
+     WHERE +expires_at > ?1 AND (received_at, source, partition, offset) < (?3, ?4, ?5, ?6)
+     ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT ?2",
+];
+
+pub(super) fn dead_letters(
+    c: &Connection,
+    page: &Page<DeadLetterKey>,
+    now: EventTime,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut stmt = c.prepare_cached(sql(&DEAD_LETTERS, page))?;
+    let key = page.after.as_ref();
+    let args = params![
+        now.as_millis(),
+        limit(page),
+        key.map(|k| k.received_at.as_millis()),
+        key.map(|k| k.source.as_str()),
+        key.map(|k| k.partition),
+        key.map(|k| k.offset as i64),
+    ];
+    let used = stmt.parameter_count();
+    collect(&mut stmt, &args[..used], dead_letter_from_row)
+}
+
+fn dead_letter_from_row(r: &Row<'_>) -> Result<DeadLetter, StoreError> {
+    Ok(DeadLetter {
+        source: r.get(0)?,
+        partition: r.get(1)?,
+        offset: r.get::<_, i64>(2)? as u64,
+        kind: r.get(3)?,
+        reason: r.get(4)?,
+        payload: Bytes::from(r.get::<_, Vec<u8>>(5)?),
+        payload_len: r.get::<_, i64>(6)? as usize,
+        received_at: EventTime::from_millis(r.get(7)?),
+    })
+}
+
+pub(super) const EVENTS_SINCE: &str =
+    "SELECT event_id, ts, city, event_type, severity, description FROM raw_events
+     WHERE ts >= ?1 ORDER BY ts DESC, event_id DESC LIMIT ?2";
+
+pub(super) fn events_since(
+    c: &Connection,
+    since: EventTime,
+    limit: usize,
+) -> Result<Vec<CityEvent>, StoreError> {
+    let mut stmt = c.prepare_cached(EVENTS_SINCE)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    collect(&mut stmt, params![since.as_millis(), limit], event_from_row)
+}
+
+const CHECKPOINT_COLUMNS: &str = "source, partition, next_offset, max_event_time, updated_at";
+
+pub(super) fn checkpoint(
+    c: &Connection,
+    source: &str,
+    partition: u32,
+) -> Result<Option<crate::model::Checkpoint>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE source = ?1 AND partition = ?2"
+    ))?;
+    Ok(collect(&mut stmt, params![source, partition], checkpoint_from_row)?.pop())
+}
+
+pub(super) fn checkpoints(
+    c: &Connection,
+    source: &str,
+) -> Result<Vec<crate::model::Checkpoint>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE source = ?1 ORDER BY partition"
+    ))?;
+    collect(&mut stmt, params![source], checkpoint_from_row)
+}
+
+pub(super) const PIPELINE_STATUS: &str =
+    "SELECT source, partition, next_offset, max_event_time, updated_at FROM checkpoints
+     ORDER BY updated_at DESC LIMIT ?1";
+
+pub(super) fn pipeline_status(
+    c: &Connection,
+    limit: usize,
+) -> Result<Vec<PartitionStatus>, StoreError> {
+    let mut stmt = c.prepare_cached(PIPELINE_STATUS)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    collect(&mut stmt, params![limit], |r| {
+        Ok(PartitionStatus {
+            checkpoint: checkpoint_from_row(r)?,
+            updated_at: EventTime::from_millis(r.get(4)?),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every read the API makes, in both its first-page and continued form, with what its
+    /// plan must show: the index it reads a range of, in the list's order. None walks the raw
+    /// events, alerts or windows, and none sorts in a temporary tree for its `ORDER BY` but
+    /// the late groups of `/stats`, which sorts the hundred rows it keeps.
+    #[test]
+    fn every_read_is_served_by_an_index() {
+        let expected: Vec<(&str, &str)> = vec![
+            (RECENT_EVENTS[0], "SEARCH raw_events USING INDEX raw_by_city_time (city=?)"),
+            (RECENT_EVENTS[1], "raw_by_city_time (city=? AND (ts,event_id)<(?,?))"),
+            (CITY_ALERTS[0], "SEARCH alerts USING PRIMARY KEY (city=? AND ts>?)"),
+            (CITY_ALERTS[1], "PRIMARY KEY (city=? AND ts>? AND (ts,event_id)<(?,?))"),
+            (ALL_ALERTS[0], "SEARCH alerts USING INDEX alerts_by_time (ts>?)"),
+            (ALL_ALERTS[1], "alerts_by_time (ts>? AND (ts,event_id)<(?,?))"),
+            (CITIES[0], "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (CITIES[1], "SEARCH c USING PRIMARY KEY (city>?)"),
+            (CITY_TYPE_WINDOWS[0], "agg_by_city_type (city=? AND event_type=?)"),
+            (CITY_TYPE_WINDOWS[1], "agg_by_city_type (city=? AND event_type=? AND window_start<?)"),
+            (CITY_WINDOWS[0], "SEARCH aggregations USING INDEX agg_by_city (city=?)"),
+            (CITY_WINDOWS[1], "agg_by_city (city=? AND (window_start,event_type)<(?,?))"),
+            (CITY_LATE[0], "SEARCH late_events USING INDEX late_by_city (city=?)"),
+            (CITY_LATE[1], "late_by_city (city=? AND (ts,event_id)<(?,?))"),
+            (ALL_LATE[0], "SCAN late_events"),
+            (ALL_LATE[1], "SEARCH late_events USING PRIMARY KEY ((ts,event_id)<(?,?))"),
+            (DEAD_LETTERS[0], "SCAN dead_letters USING INDEX dead_by_time"),
+            (DEAD_LETTERS[1], "dead_by_time ((received_at,source,partition,offset)<(?,?,?,?))"),
+            (EVENTS_SINCE, "SEARCH raw_events USING PRIMARY KEY (ts>?)"),
+            (PIPELINE_STATUS, "SCAN checkpoints USING INDEX checkpoints_by_update"),
+            (CITY_SUMMARY, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (CITY_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
+            (EXPIRED_RAW_TOTAL, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (EXPIRED_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
+            (DEAD_LETTER_KINDS, "dead_by_expiry (expires_at<?)"),
+            (LATE_GROUPS, "late_counts_by_size (late_events>?)"),
+            (LATE_GROUPS, "SEARCH l USING INDEX late_by_expiry (expires_at<?)"),
+            (super::super::purge::PURGE_RAW, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SqliteStore::open(dir.path()).unwrap();
+        let conn = store.readers.get().unwrap();
+        for (query, wanted) in expected {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {query}")).unwrap();
+            let nulls = std::iter::repeat_n(rusqlite::types::Value::Null, stmt.parameter_count());
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let walks = |t: &str| plan.iter().any(|step| step.starts_with(&format!("SCAN {t}")));
+            let sorts = plan.iter().any(|step| step.contains("TEMP B-TREE FOR ORDER BY"));
+            assert!(
+                plan.iter().any(|step| step.contains(wanted))
+                    && (!sorts || query == LATE_GROUPS)
+                    && !["raw_events", "alerts", "aggregations"].iter().any(|t| walks(t)),
+                "{query}\nwanted {wanted}\n{plan:#?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The write path: one batch, one `IMMEDIATE` transaction, in the order of the rules in
+//! [`crate::store::rules`]: raw rows decide which events are new, everything else follows from
+//! the new ones, and the checkpoints come last.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{event_from_row, severities_text};
+use crate::model::{
+    Accepted, BatchRules, Checkpoint, DeadLetter, EventTime, EventType, Placement, Severity,
+    WriteBatch,
+};
+use crate::store::rules::{Effects, Found, found};
+use crate::store::{StoreError, Written};
+
+pub(super) fn write_batch(
+    conn: &mut Connection,
+    batch: &WriteBatch,
+) -> Result<Written, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = EventTime::now();
+    let mut written = Written::default();
+    let new = insert_raw(&tx, batch, now, &mut written)?;
+    let effects = Effects::of(new, batch.rules.severities_cap);
+    count_raw(&tx, &effects)?;
+    insert_alerts(&tx, &effects)?;
+    add_to_windows(&tx, &effects, batch.rules.severities_cap)?;
+    insert_late(&tx, &effects, &batch.rules)?;
+    let dead = batch.dead_letters.iter().chain(&written.duplicates);
+    insert_dead_letters(&tx, dead, &batch.rules)?;
+    written.fenced = write_checkpoints(&tx, &batch.checkpoints, now)?;
+    tx.commit()?;
+    Ok(written)
+}
+
+/// Inserts each accepted event's raw row; returns the events that were new. The others are
+/// repeats, or reuses of a key that become dead letters (rule 1).
+fn insert_raw<'a>(
+    tx: &Transaction<'_>,
+    batch: &'a WriteBatch,
+    now: EventTime,
+    written: &mut Written,
+) -> Result<Vec<&'a Accepted>, StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO raw_events (event_id, ts, city, event_type, severity, description, ttl)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+    )?;
+    let mut existing = tx.prepare_cached(
+        "SELECT event_id, ts, city, event_type, severity, description FROM raw_events
+         WHERE ts = ?1 AND event_id = ?2",
+    )?;
+    let mut new = Vec::with_capacity(batch.events.len());
+    for a in &batch.events {
+        let e = &a.event;
+        let inserted = insert.execute(params![
+            e.event_id,
+            e.timestamp.as_millis(),
+            e.city.as_str(),
+            e.event_type.as_str(),
+            e.severity.as_str(),
+            e.description,
+            a.ttl.as_millis(),
+        ])?;
+        if inserted > 0 {
+            new.push(a);
+            continue;
+        }
+        let stored = existing
+            .query_row(params![e.timestamp.as_millis(), e.event_id], |r| {
+                Ok(event_from_row(r))
+            })
+            .optional()?
+            .transpose()?;
+        match stored.map(|s| found(&batch.source, &s, a, now)) {
+            Some(Found::Taken(dead)) => written.duplicates.push(dead),
+            Some(Found::Repeat) | None => written.repeats += 1,
+        }
+    }
+    Ok(new)
+}
+
+/// The counters of raw events: per city, type and severity, per city, the total, and the
+/// spans between event time and expiry that the purge relies on.
+fn count_raw(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
+    let mut by_kind: HashMap<(&str, EventType, Severity), i64> = HashMap::new();
+    let mut by_city: HashMap<&str, i64> = HashMap::new();
+    let mut spans: Vec<i64> = Vec::new();
+    for a in &effects.new {
+        let e = &a.event;
+        *by_kind
+            .entry((e.city.as_str(), e.event_type, e.severity))
+            .or_default() += 1;
+        *by_city.entry(e.city.as_str()).or_default() += 1;
+        let span = a.ttl.as_millis() - e.timestamp.as_millis();
+        if !spans.contains(&span) {
+            spans.push(span);
+        }
+    }
+    let mut kind = tx.prepare_cached(
+        "INSERT INTO raw_counts (city, event_type, severity, events) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO UPDATE SET events = events + excluded.events",
+    )?;
+    for ((city, event_type, severity), n) in by_kind {
+        kind.execute(params![city, event_type.as_str(), severity.as_str(), n])?;
+    }
+    let mut city = tx.prepare_cached(
+        "INSERT INTO city_counts (city, events) VALUES (?1, ?2)
+         ON CONFLICT DO UPDATE SET events = events + excluded.events",
+    )?;
+    for (name, n) in by_city {
+        city.execute(params![name, n])?;
+    }
+    add_total(tx, "raw", effects.new.len() as i64)?;
+    let mut span = tx.prepare_cached("INSERT OR IGNORE INTO raw_ttl_spans (span) VALUES (?1)")?;
+    for s in spans {
+        span.execute(params![s])?;
+    }
+    Ok(())
+}
+
+pub(super) fn add_total(tx: &Transaction<'_>, name: &str, n: i64) -> Result<(), StoreError> {
+    if n != 0 {
+        tx.prepare_cached(
+            "INSERT INTO totals (name, value) VALUES (?1, ?2)
+             ON CONFLICT DO UPDATE SET value = value + excluded.value",
+        )?
+        .execute(params![name, n])?;
+    }
+    Ok(())
+}
+
+fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
+    let mut alert = tx.prepare_cached(
+        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    )?;
+    for a in effects.alert_events() {
+        let e = &a.event;
+        alert.execute(params![
+            e.city.as_str(),
+            e.timestamp.as_millis(),
+            e.event_id,
+            e.event_type.as_str(),
+            e.severity.as_str(),
+            e.description,
+        ])?;
+    }
+    let mut count = tx.prepare_cached(
+        "INSERT INTO alert_counts (severity, alerts) VALUES (?1, ?2)
+         ON CONFLICT DO UPDATE SET alerts = alerts + excluded.alerts",
+    )?;
+    for s in Severity::ALL {
+        let n = effects.alerts.get(s);
+        if n > 0 {
+            count.execute(params![s.as_str(), n as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds each window's increment (rule 3): counts add up, and the severities list takes what
+/// still fits under the cap.
+fn add_to_windows(tx: &Transaction<'_>, effects: &Effects<'_>, cap: usize) -> Result<(), StoreError> {
+    let mut window = tx.prepare_cached(
+        "INSERT INTO aggregations (partition_key, city, event_type, window_start, window_end,
+             event_count, severities, low, medium, high, critical)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, substr(?7, 1, ?12), ?8, ?9, ?10, ?11)
+         ON CONFLICT (partition_key) DO UPDATE SET
+             event_count = event_count + excluded.event_count,
+             severities = severities
+                 || substr(excluded.severities, 1, max(?12 - length(severities), 0)),
+             low = low + excluded.low, medium = medium + excluded.medium,
+             high = high + excluded.high, critical = critical + excluded.critical",
+    )?;
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    for (key, w) in &effects.windows {
+        let c = w.counts;
+        window.execute(params![
+            key,
+            w.city.as_str(),
+            w.event_type.as_str(),
+            w.start.as_millis(),
+            w.end.as_millis(),
+            c.total() as i64,
+            severities_text(&w.severities),
+            c.get(Severity::Low) as i64,
+            c.get(Severity::Medium) as i64,
+            c.get(Severity::High) as i64,
+            c.get(Severity::Critical) as i64,
+            cap,
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_late(
+    tx: &Transaction<'_>,
+    effects: &Effects<'_>,
+    rules: &BatchRules,
+) -> Result<(), StoreError> {
+    let mut late = tx.prepare_cached(
+        "INSERT INTO late_events (event_id, ts, city, event_type, severity, description,
+             watermark, partition, offset, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+    )?;
+    let mut inserted: HashMap<(&str, EventType), i64> = HashMap::new();
+    for a in effects.late_events() {
+        let (e, Placement::Late { watermark }) = (&a.event, a.placement) else {
+            continue;
+        };
+        let n = late.execute(params![
+            e.event_id,
+            e.timestamp.as_millis(),
+            e.city.as_str(),
+            e.event_type.as_str(),
+            e.severity.as_str(),
+            e.description,
+            watermark.as_millis(),
+            a.partition,
+            a.offset as i64,
+            rules.late_expiry(e).as_millis(),
+        ])?;
+        *inserted.entry((e.city.as_str(), e.event_type)).or_default() += n as i64;
+    }
+    let mut count = tx.prepare_cached(
+        "INSERT INTO late_counts (city, event_type, late_events) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO UPDATE SET late_events = late_events + excluded.late_events",
+    )?;
+    let mut total = 0;
+    for ((city, event_type), n) in inserted {
+        count.execute(params![city, event_type.as_str(), n])?;
+        total += n;
+    }
+    add_total(tx, "late", total)
+}
+
+fn insert_dead_letters<'a>(
+    tx: &Transaction<'_>,
+    letters: impl Iterator<Item = &'a DeadLetter>,
+    rules: &BatchRules,
+) -> Result<(), StoreError> {
+    let mut dead = tx.prepare_cached(
+        "INSERT INTO dead_letters (source, partition, offset, kind, reason, payload_prefix,
+             payload_len, received_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+    )?;
+    let mut inserted: HashMap<&str, i64> = HashMap::new();
+    for d in letters {
+        let n = dead.execute(params![
+            d.source,
+            d.partition,
+            d.offset as i64,
+            d.kind,
+            d.reason,
+            d.payload_prefix(),
+            d.payload_len as i64,
+            d.received_at.as_millis(),
+            rules.dead_letter_expiry(d).as_millis(),
+        ])?;
+        *inserted.entry(d.kind.as_str()).or_default() += n as i64;
+    }
+    let mut count = tx.prepare_cached(
+        "INSERT INTO dead_letter_counts (kind, dead_letters) VALUES (?1, ?2)
+         ON CONFLICT DO UPDATE SET dead_letters = dead_letters + excluded.dead_letters",
+    )?;
+    for (kind, n) in inserted.into_iter().filter(|(_, n)| *n > 0) {
+        count.execute(params![kind, n])?;
+    }
+    Ok(())
+}
+
+/// Moves each partition's position forward; returns the partitions whose stored position was
+/// ahead (a newer writer owns them), which keep it.
+fn write_checkpoints(
+    tx: &Transaction<'_>,
+    checkpoints: &[Checkpoint],
+    now: EventTime,
+) -> Result<Vec<u32>, StoreError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO checkpoints (source, partition, next_offset, max_event_time, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (source, partition) DO UPDATE SET
+             next_offset = excluded.next_offset, max_event_time = excluded.max_event_time,
+             updated_at = excluded.updated_at
+         WHERE excluded.next_offset >= checkpoints.next_offset",
+    )?;
+    let mut fenced = Vec::new();
+    for c in checkpoints {
+        let moved = upsert.execute(params![
+            c.source,
+            c.partition,
+            c.next_offset as i64,
+            c.max_event_time.map(EventTime::as_millis),
+            now.as_millis(),
+        ])?;
+        if moved == 0 {
+            tracing::warn!(source = %c.source, partition = c.partition, ours = c.next_offset,
+                "a newer writer owns this partition; its checkpoint stays");
+            metrics::counter!("citystream_stale_writes_fenced_total").increment(1);
+            fenced.push(c.partition);
+        }
+    }
+    Ok(fenced)
+}

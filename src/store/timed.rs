@@ -1,0 +1,375 @@
+//! A deadline on every store call, whatever the backend, and the store's health as this process
+//! sees it. [`TimedStore`] wraps any [`Store`]: a call that does not finish in time fails with
+//! [`StoreError::Timeout`] (the caller retries or answers 503), every failure is counted in
+//! `citystream_store_errors_total{op,class}`, and the first failure after a success, and the
+//! first success after failures, are logged at once. [`StoreHealth`] keeps that state for
+//! `/api/v1/health` and `citystream_store_up`.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{
+    CityCount, CitySummary, DeadLetterKey, ErrorClass, EventKey, Page, PartitionStatus, Purged,
+    Stats, Store, StoreError, StoredEvent, WindowPos, Written,
+};
+use crate::model::{
+    Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, WindowAggregate, WriteBatch,
+};
+
+/// How long store calls may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Every read, lookup and ping.
+    pub read: Duration,
+    /// A batch write, and a purge step.
+    pub write: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            read: Duration::from_secs(5),
+            write: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The store's state as this process last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthState {
+    /// When the calls started failing, while they still do.
+    pub failing_since: Option<EventTime>,
+    /// The latest failure: the call and its error.
+    pub last_error: Option<String>,
+    /// Events the store refused as they are, since this process started (each became a
+    /// `store_rejected` dead letter).
+    pub rejected_events: u64,
+}
+
+/// Shared by the store wrapper, the runtime and the health endpoint.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    state: Mutex<HealthState>,
+}
+
+impl StoreHealth {
+    pub fn snapshot(&self) -> HealthState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        if let Ok(mut state) = self.state.lock() {
+            f(&mut state);
+        }
+    }
+
+    fn succeeded(&self) {
+        self.update(|s| {
+            if let Some(since) = s.failing_since.take() {
+                let secs = (EventTime::now().as_millis() - since.as_millis()) / 1000;
+                tracing::info!(failing_secs = secs, "the store answers again");
+                metrics::gauge!("citystream_store_up").set(1.0);
+            }
+        });
+    }
+
+    fn failed(&self, op: &'static str, error: &StoreError) {
+        self.update(|s| {
+            if s.failing_since.is_none() {
+                s.failing_since = Some(EventTime::now());
+                tracing::warn!(op, %error, "the store is failing");
+                metrics::gauge!("citystream_store_up").set(0.0);
+            }
+            s.last_error = Some(format!("{op}: {error}"));
+        });
+    }
+
+    /// Notes events the store refused as they are.
+    pub fn rejected(&self, events: u64) {
+        self.update(|s| s.rejected_events += events);
+    }
+}
+
+/// A [`Store`] whose every call has a deadline and is counted.
+pub struct TimedStore {
+    inner: Arc<dyn Store>,
+    deadlines: Deadlines,
+    health: Arc<StoreHealth>,
+}
+
+impl TimedStore {
+    pub fn new(inner: Arc<dyn Store>, deadlines: Deadlines) -> Self {
+        metrics::gauge!("citystream_store_up").set(1.0);
+        TimedStore {
+            inner,
+            deadlines,
+            health: Arc::default(),
+        }
+    }
+
+    pub fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let out = match tokio::time::timeout(limit, call).await {
+            Ok(out) => out,
+            Err(_) => Err(StoreError::Timeout { op, after: limit }),
+        };
+        metrics::histogram!("citystream_store_call_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        match &out {
+            Ok(_) => self.health.succeeded(),
+            Err(error) => {
+                let class = match error.class() {
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Rejected => "rejected",
+                };
+                metrics::counter!("citystream_store_errors_total", "op" => op, "class" => class)
+                    .increment(1);
+                // A refused row says nothing about the store's health; the runtime reports it.
+                if error.class() == ErrorClass::Transient {
+                    self.health.failed(op, error);
+                }
+            }
+        }
+        out
+    }
+
+    fn read(&self) -> Duration {
+        self.deadlines.read
+    }
+}
+
+#[async_trait]
+impl Store for TimedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError> {
+        let limit = self.deadlines.write;
+        self.call("write", limit, self.inner.write(batch)).await
+    }
+
+    async fn checkpoint(
+        &self,
+        source: &str,
+        partition: u32,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let call = self.inner.checkpoint(source, partition);
+        self.call("checkpoint", self.read(), call).await
+    }
+
+    async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let call = self.inner.checkpoints(source);
+        self.call("checkpoints", self.read(), call).await
+    }
+
+    async fn events_since(
+        &self,
+        since: EventTime,
+        limit: usize,
+    ) -> Result<Vec<CityEvent>, StoreError> {
+        // A resumed partition's ids may be many: this read gets the write deadline.
+        let call = self.inner.events_since(since, limit);
+        self.call("events_since", self.deadlines.write, call).await
+    }
+
+    async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError> {
+        let call = self.inner.pipeline_status(limit);
+        self.call("pipeline_status", self.read(), call).await
+    }
+
+    async fn recent_events(
+        &self,
+        city: &str,
+        page: Page<EventKey>,
+        now: EventTime,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let call = self.inner.recent_events(city, page, now);
+        self.call("recent_events", self.read(), call).await
+    }
+
+    async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError> {
+        let call = self.inner.city_summary(city, now);
+        self.call("city_summary", self.read(), call).await
+    }
+
+    async fn alerts(
+        &self,
+        city: Option<&str>,
+        since: EventTime,
+        page: Page<EventKey>,
+    ) -> Result<Vec<CityEvent>, StoreError> {
+        let call = self.inner.alerts(city, since, page);
+        self.call("alerts", self.read(), call).await
+    }
+
+    async fn cities(
+        &self,
+        page: Page<String>,
+        now: EventTime,
+    ) -> Result<Vec<CityCount>, StoreError> {
+        let call = self.inner.cities(page, now);
+        self.call("cities", self.read(), call).await
+    }
+
+    async fn aggregations(
+        &self,
+        city: &str,
+        event_type: Option<EventType>,
+        page: Page<WindowPos>,
+    ) -> Result<Vec<WindowAggregate>, StoreError> {
+        let call = self.inner.aggregations(city, event_type, page);
+        self.call("aggregations", self.read(), call).await
+    }
+
+    async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {
+        self.call("stats", self.read(), self.inner.stats(now)).await
+    }
+
+    async fn late_events(
+        &self,
+        city: Option<&str>,
+        page: Page<EventKey>,
+        now: EventTime,
+    ) -> Result<Vec<LateEvent>, StoreError> {
+        let call = self.inner.late_events(city, page, now);
+        self.call("late_events", self.read(), call).await
+    }
+
+    async fn dead_letters(
+        &self,
+        page: Page<DeadLetterKey>,
+        now: EventTime,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let call = self.inner.dead_letters(page, now);
+        self.call("dead_letters", self.read(), call).await
+    }
+
+    async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
+        let limit = self.deadlines.write;
+        self.call("purge", limit, self.inner.purge_expired(now)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call("ping", self.read(), self.inner.ping()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::null::NullStore;
+
+    /// A store whose reads never answer.
+    struct Stalled;
+
+    #[async_trait]
+    impl Store for Stalled {
+        fn backend(&self) -> &'static str {
+            "stalled"
+        }
+        async fn write(&self, _: Arc<WriteBatch>) -> Result<Written, StoreError> {
+            std::future::pending().await
+        }
+        async fn checkpoint(&self, _: &str, _: u32) -> Result<Option<Checkpoint>, StoreError> {
+            std::future::pending().await
+        }
+        async fn checkpoints(&self, _: &str) -> Result<Vec<Checkpoint>, StoreError> {
+            std::future::pending().await
+        }
+        async fn events_since(&self, _: EventTime, _: usize) -> Result<Vec<CityEvent>, StoreError> {
+            std::future::pending().await
+        }
+        async fn pipeline_status(&self, _: usize) -> Result<Vec<PartitionStatus>, StoreError> {
+            std::future::pending().await
+        }
+        async fn recent_events(
+            &self,
+            _: &str,
+            _: Page<EventKey>,
+            _: EventTime,
+        ) -> Result<Vec<StoredEvent>, StoreError> {
+            std::future::pending().await
+        }
+        async fn city_summary(&self, _: &str, _: EventTime) -> Result<CitySummary, StoreError> {
+            std::future::pending().await
+        }
+        async fn alerts(
+            &self,
+            _: Option<&str>,
+            _: EventTime,
+            _: Page<EventKey>,
+        ) -> Result<Vec<CityEvent>, StoreError> {
+            std::future::pending().await
+        }
+        async fn cities(&self, _: Page<String>, _: EventTime) -> Result<Vec<CityCount>, StoreError> {
+            std::future::pending().await
+        }
+        async fn aggregations(
+            &self,
+            _: &str,
+            _: Option<EventType>,
+            _: Page<WindowPos>,
+        ) -> Result<Vec<WindowAggregate>, StoreError> {
+            std::future::pending().await
+        }
+        async fn stats(&self, _: EventTime) -> Result<Stats, StoreError> {
+            std::future::pending().await
+        }
+        async fn late_events(
+            &self,
+            _: Option<&str>,
+            _: Page<EventKey>,
+            _: EventTime,
+        ) -> Result<Vec<LateEvent>, StoreError> {
+            std::future::pending().await
+        }
+        async fn dead_letters(
+            &self,
+            _: Page<DeadLetterKey>,
+            _: EventTime,
+        ) -> Result<Vec<DeadLetter>, StoreError> {
+            std::future::pending().await
+        }
+        async fn purge_expired(&self, _: EventTime) -> Result<Purged, StoreError> {
+            std::future::pending().await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_store_times_out_and_shows_as_failing_until_it_answers() {
+        let deadlines = Deadlines {
+            read: Duration::from_millis(50),
+            write: Duration::from_millis(50),
+        };
+        let stalled = TimedStore::new(Arc::new(Stalled), deadlines);
+        let error = stalled.ping().await.unwrap_err();
+        assert!(matches!(error, StoreError::Timeout { op: "ping", .. }), "{error}");
+        let health = stalled.health().snapshot();
+        assert!(health.failing_since.is_some());
+        assert!(health.last_error.unwrap().contains("ping"));
+
+        let fine = TimedStore {
+            inner: Arc::new(NullStore),
+            deadlines,
+            health: stalled.health(),
+        };
+        fine.ping().await.unwrap();
+        assert_eq!(fine.health().snapshot().failing_since, None);
+    }
+}
