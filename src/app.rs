@@ -131,8 +131,12 @@ async fn purge_expired(store: Arc<dyn Store>, every: Duration, stop: Cancellatio
         match store.purge_expired(EventTime::now()).await {
             Ok(purged) if purged.total() == 0 => {}
             Ok(purged) => {
-                tracing::info!(raw = purged.raw, late = purged.late,
-                    dead_letters = purged.dead_letters, "expired rows purged");
+                tracing::info!(
+                    raw = purged.raw,
+                    late = purged.late,
+                    dead_letters = purged.dead_letters,
+                    "expired rows purged"
+                );
                 metrics::counter!("citystream_purged_total", "table" => "raw_events")
                     .increment(purged.raw);
                 metrics::counter!("citystream_purged_total", "table" => "late_events")
@@ -396,7 +400,11 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
             (None, Some(kafka)) => {
                 // The dead-letter topic must exist before a bad record needs it.
                 ensure_topics(&kafka).await?;
-                (Box::new(KafkaSource::subscribe(&kafka).await?), signalled, None)
+                (
+                    Box::new(KafkaSource::subscribe(&kafka).await?),
+                    signalled,
+                    None,
+                )
             }
             (None, None) => anyhow::bail!("give --input FILE|- or --brokers HOST:PORT"),
         };

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::Limits;
 use crate::broker::embedded::EmbeddedConfig;
 use crate::broker::kafka::KafkaConfig;
 use crate::generator::GeneratorConfig;
-use crate::api::Limits;
 use crate::model::{BatchRules, EventTime, Span};
 use crate::processor::{EngineConfig, RuntimeConfig};
 use crate::store::dynamodb::DynamoConfig;

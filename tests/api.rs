@@ -131,7 +131,11 @@ async fn the_seven_endpoints_answer_in_the_original_shapes() {
         .iter()
         .map(|c| c["city"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["Boston", "Chicago", "LA", "NYC", "SF", "Seattle"], "by name");
+    assert_eq!(
+        names,
+        ["Boston", "Chicago", "LA", "NYC", "SF", "Seattle"],
+        "by name"
+    );
     assert!(cities["next_cursor"].is_null());
 
     let (_, aggs) = get(
@@ -247,7 +251,11 @@ async fn every_list_pages_with_a_cursor() {
         ("/api/v1/events/SF?limit=7", "events", "event_id"),
         ("/api/v1/alerts?limit=9", "alerts", "event_id"),
         ("/api/v1/cities?limit=4", "cities", "city"),
-        ("/api/v1/aggregations?city=LA&limit=5", "aggregations", "partition_key"),
+        (
+            "/api/v1/aggregations?city=LA&limit=5",
+            "aggregations",
+            "partition_key",
+        ),
         ("/api/v1/late-events?limit=2", "late_events", "event_id"),
     ] {
         let (_, whole) = get(&state, &list.replace("limit=", "limit=1000&was=")).await;
@@ -257,14 +265,23 @@ async fn every_list_pages_with_a_cursor() {
             .iter()
             .map(|i| i[field].clone())
             .collect();
-        assert!(want.len() > 1, "{list}: the fixture has more than a page of it");
+        assert!(
+            want.len() > 1,
+            "{list}: the fixture has more than a page of it"
+        );
         let mut got: Vec<Value> = Vec::new();
         let mut uri = list.to_owned();
         let mut pages = 0;
         loop {
             let (status, page) = get(&state, &uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}: {page}");
-            got.extend(page[key].as_array().expect("list").iter().map(|i| i[field].clone()));
+            got.extend(
+                page[key]
+                    .as_array()
+                    .expect("list")
+                    .iter()
+                    .map(|i| i[field].clone()),
+            );
             pages += 1;
             match page["next_cursor"].as_str() {
                 Some(cursor) => uri = format!("{list}&cursor={cursor}"),

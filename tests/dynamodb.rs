@@ -252,10 +252,16 @@ async fn faulty(
     }
     if target.ends_with("TransactWriteItems") {
         if take(&faults.throttled) {
-            return error("ProvisionedThroughputExceededException", "injected throttling");
+            return error(
+                "ProvisionedThroughputExceededException",
+                "injected throttling",
+            );
         }
         if String::from_utf8_lossy(&body).contains("poison-7f3a") {
-            return error("ValidationException", "Item size has exceeded the maximum allowed size");
+            return error(
+                "ValidationException",
+                "Item size has exceeded the maximum allowed size",
+            );
         }
     }
     let mut forward = faults.http.post(&faults.upstream).body(body);
@@ -274,7 +280,11 @@ async fn faulty(
 async fn behind_faults(
     unprocessed: usize,
     throttled: usize,
-) -> (Dynoxide, std::sync::Arc<Faults>, citystream::store::dynamodb::DynamoStore) {
+) -> (
+    Dynoxide,
+    std::sync::Arc<Faults>,
+    citystream::store::dynamodb::DynamoStore,
+) {
     use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
 
     let server = Dynoxide::start();
@@ -303,7 +313,10 @@ async fn behind_faults(
 }
 
 /// `n` accepted events over three cities, each counted in its window.
-fn accepted_events(n: usize, now: citystream::model::EventTime) -> Vec<citystream::model::Accepted> {
+fn accepted_events(
+    n: usize,
+    now: citystream::model::EventTime,
+) -> Vec<citystream::model::Accepted> {
     use citystream::model::{Accepted, City, CityEvent, EventType, Placement, Severity, Span};
     let cities = ["NYC", "LA", "SF"];
     (0..n)
@@ -424,11 +437,18 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
     assert_eq!(stored.dead_letters.len(), 1);
     assert_eq!(stored.dead_letters[0].kind, "store_rejected");
     assert_eq!(stored.dead_letters[0].offset, 17);
-    assert!(stored.dead_letters[0].reason.contains("maximum allowed size"));
+    assert!(
+        stored.dead_letters[0]
+            .reason
+            .contains("maximum allowed size")
+    );
     assert_eq!(health.snapshot().rejected_events, 1);
     let stats = store.stats(now).await.expect("stats");
     assert_eq!(stats.total_events, 39);
     assert_eq!(stats.dead_letters_by_kind["store_rejected"], 1);
-    let dead = store.dead_letters(Page::first(10), now).await.expect("dead letters");
+    let dead = store
+        .dead_letters(Page::first(10), now)
+        .await
+        .expect("dead letters");
     assert_eq!(dead[0].offset, 17);
 }

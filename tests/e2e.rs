@@ -44,7 +44,7 @@ async fn up_matches_the_oracle_and_a_restart_continues_exactly() {
     assert!(run.stop("-INT").success(), "clean exit on SIGINT");
 
     // The data outlives the process: a plain `serve` answers the same.
-    let serve = Running::start(&["serve", "--data-dir", data]);
+    let serve = Running::serve(data);
     check_against(&serve, &expected).await;
 }
 
@@ -80,11 +80,11 @@ async fn every_malformed_record_is_a_dead_letter_and_the_rest_is_processed() {
     for (i, e) in valid.iter().enumerate() {
         file.write_all(&e.to_json()).expect("write");
         file.write_all(b"\n").expect("write");
-        if i % 15 == 0 {
-            if let Some((line, _)) = bad_iter.next() {
-                file.write_all(line).expect("write");
-                file.write_all(b"\n").expect("write");
-            }
+        if i % 15 == 0
+            && let Some((line, _)) = bad_iter.next()
+        {
+            file.write_all(line).expect("write");
+            file.write_all(b"\n").expect("write");
         }
     }
     drop(file);
@@ -154,9 +154,7 @@ async fn serve_answers_while_a_separate_process_writes() {
     file.flush().expect("flush");
     drop(file);
     let data_str = data.to_str().expect("utf-8 path");
-    // `serve` reads an existing store only: the writer's side makes it.
-    drop(citystream::store::sqlite::SqliteStore::open(&data).expect("create the store"));
-    let api = Running::start(&["serve", "--data-dir", data_str]);
+    let api = Running::serve(data_str);
     let mut writer = Command::new(BIN)
         .args([
             "process",

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use citystream::model::{
-    Checkpoint, City, CityEvent, EventType, MAX_RECORD_BYTES, Placement, Record,
-    Severity, Span, WriteBatch,
+    Checkpoint, City, CityEvent, EventType, MAX_RECORD_BYTES, Placement, Record, Severity, Span,
+    WriteBatch,
 };
 use citystream::processor::{Engine, EngineConfig};
 use citystream::store::rules::{Effects, Found, found};
@@ -135,7 +135,14 @@ fn build(specs: &[Spec], partitions: u32) -> (BTreeMap<u32, Vec<Record>>, Vec<Re
                     Bytes::from(format!("{{\"city\": \"{}\", \"broken", CITIES[s.city])),
                 )
             }
-            2 => r = Record::head(partition, offset, Some(arrival), &vec![b'{'; MAX_RECORD_BYTES + 9]),
+            2 => {
+                r = Record::head(
+                    partition,
+                    offset,
+                    Some(arrival),
+                    &vec![b'{'; MAX_RECORD_BYTES + 9],
+                )
+            }
             _ if s.id_kind == 0 && s.shape > 4 => {
                 let mut v: serde_json::Value = serde_json::from_slice(&r.payload).expect("json");
                 v.as_object_mut().expect("object").remove("event_id");

@@ -103,7 +103,7 @@ async fn one_processor_matches_the_oracle() {
             .wait(Duration::from_secs(120))
             .success()
     );
-    let api = Running::start(&["serve", "--data-dir", data]);
+    let api = Running::serve(data);
     let _processor = processor(&kafka, data, "one");
     let expected = expected(&config);
     wait_until_complete(&api, &expected).await;
@@ -121,7 +121,7 @@ async fn three_processors_one_killed_and_restarted_give_the_same_results() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
     let config = stream(22);
-    let api = Running::start(&["serve", "--data-dir", data]);
+    let api = Running::serve(data);
     let _first = processor(&kafka, data, "three");
     let second = processor(&kafka, data, "three");
     let _third = processor(&kafka, data, "three");
@@ -142,7 +142,7 @@ async fn a_processor_killed_at_five_random_moments_gives_the_same_results() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
     let config = stream(23);
-    let api = Running::start(&["serve", "--data-dir", data]);
+    let api = Running::serve(data);
     let producing = produce(&kafka, &config, Some(400));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
     let mut current = processor(&kafka, data, "kills");
@@ -211,7 +211,7 @@ async fn a_plain_kafka_client_reads_and_writes_city_events_and_bad_records_reach
             .expect("delivered");
     }
 
-    let api = Running::start(&["serve", "--data-dir", data]);
+    let api = Running::serve(data);
     let _processor = processor(&kafka, data, "dlq");
     let stats = api
         .wait_for("51 events and one dead letter", |s| {

@@ -147,7 +147,11 @@ async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
                 EventType::ALL[i as usize % 4],
                 Severity::ALL[i as usize % 4],
             );
-            if i % 10 == 0 { late(&e, i as u64) } else { on_time(&e, i as u64) }
+            if i % 10 == 0 {
+                late(&e, i as u64)
+            } else {
+                on_time(&e, i as u64)
+            }
         })
         .collect();
     let mut b = batch("t", events);
@@ -182,14 +186,13 @@ async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
         "windows count each event once"
     );
     let counted: u64 = windows.iter().map(|w| w.event_count).sum();
+    assert_eq!(counted, 25 - 5, "SF's events, but for its five late ones");
 
     let cp = store.checkpoint("t", 1).await.expect("checkpoint");
     assert_eq!(cp.map(|c| c.next_offset), Some(100));
 }
 
-async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(
-    store: &dyn Store,
-) {
+async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(store: &dyn Store) {
     let now = EventTime::now();
     let t = now.saturating_sub(Span::from_mins(3));
     let first = event("x", "SF", t, EventType::Traffic, Severity::Low);
@@ -199,17 +202,34 @@ async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(
         .await
         .expect("write");
     let written = store
-        .write(Arc::new(batch("t", vec![on_time(&reuse, 1), on_time(&first, 2)])))
+        .write(Arc::new(batch(
+            "t",
+            vec![on_time(&reuse, 1), on_time(&first, 2)],
+        )))
         .await
         .expect("write");
     assert_eq!(written.repeats, 1, "the same event again is a repeat");
     assert_eq!(written.duplicates.len(), 1);
     let letter = &written.duplicates[0];
-    assert_eq!((letter.kind.as_str(), letter.offset), ("duplicate_event_id", 1));
-    assert!(letter.reason.contains("SF/traffic/low"), "{}", letter.reason);
+    assert_eq!(
+        (letter.kind.as_str(), letter.offset),
+        ("duplicate_event_id", 1)
+    );
+    assert!(
+        letter.reason.contains("SF/traffic/low"),
+        "{}",
+        letter.reason
+    );
     assert_eq!(letter.payload, Bytes::from(reuse.to_json()));
 
-    assert_eq!(store.city_summary("LA", now).await.expect("summary").total_events, 0);
+    assert_eq!(
+        store
+            .city_summary("LA", now)
+            .await
+            .expect("summary")
+            .total_events,
+        0
+    );
     let la_alerts = store
         .alerts(Some("LA"), now.saturating_sub(DAY), Page::first(10))
         .await
@@ -236,11 +256,19 @@ async fn contributions_of_two_sources_to_one_window_add_up(store: &dyn Store) {
     let now = EventTime::now();
     let start = now.saturating_sub(Span::from_mins(2)).window_start(FIVE);
     let a = event("a", "SF", start, EventType::Weather, Severity::Low);
-    let b = event("b", "SF", start.saturating_add(Span::from_secs(30)), EventType::Weather, Severity::High);
+    let b = event(
+        "b",
+        "SF",
+        start.saturating_add(Span::from_secs(30)),
+        EventType::Weather,
+        Severity::High,
+    );
     let mut from_pipe = batch("stdin", vec![on_time(&a, 0)]);
     from_pipe.checkpoints.push(checkpoint("stdin", 0, 1));
     let mut from_file = batch("file:/tmp/backfill.jsonl", vec![on_time(&b, 0)]);
-    from_file.checkpoints.push(checkpoint("file:/tmp/backfill.jsonl", 0, 1));
+    from_file
+        .checkpoints
+        .push(checkpoint("file:/tmp/backfill.jsonl", 0, 1));
     store.write(Arc::new(from_pipe)).await.expect("write");
     store.write(Arc::new(from_file)).await.expect("write");
     let windows = store
@@ -251,7 +279,11 @@ async fn contributions_of_two_sources_to_one_window_add_up(store: &dyn Store) {
     assert_eq!(windows[0].event_count, 2);
     assert_eq!(windows[0].severities, [Severity::Low, Severity::High]);
     assert_eq!(
-        store.city_summary("SF", now).await.expect("summary").total_events,
+        store
+            .city_summary("SF", now)
+            .await
+            .expect("summary")
+            .total_events,
         2
     );
 }
@@ -268,7 +300,16 @@ async fn a_window_keeps_at_most_the_cap_of_severities_over_many_writes(store: &d
             .map(|i| {
                 let id = format!("r{round}-{i}");
                 let t = start.saturating_add(Span::from_secs((round * 2 + i) as i64));
-                on_time(&event(&id, "Boston", t, EventType::Incident, Severity::ALL[i as usize]), i)
+                on_time(
+                    &event(
+                        &id,
+                        "Boston",
+                        t,
+                        EventType::Incident,
+                        Severity::ALL[i as usize],
+                    ),
+                    i,
+                )
             })
             .collect();
         let b = WriteBatch {
@@ -282,7 +323,10 @@ async fn a_window_keeps_at_most_the_cap_of_severities_over_many_writes(store: &d
         .await
         .expect("aggregations")[0];
     assert_eq!(w.event_count, 6);
-    assert_eq!(w.severities, [Severity::Low, Severity::Medium, Severity::Low]);
+    assert_eq!(
+        w.severities,
+        [Severity::Low, Severity::Medium, Severity::Low]
+    );
     assert_eq!(w.severity_counts.get(Severity::Low), 3);
     assert_eq!(w.severity_counts.get(Severity::Medium), 3);
 }
@@ -290,15 +334,43 @@ async fn a_window_keeps_at_most_the_cap_of_severities_over_many_writes(store: &d
 async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn Store) {
     let now = EventTime::now();
     let same = now.saturating_sub(Span::from_mins(1));
-    let events = vec![
+    let events = [
         event("a", "SF", same, EventType::Traffic, Severity::High),
         event("b", "SF", same, EventType::Weather, Severity::Critical),
-        event("c", "SF", now.saturating_sub(Span::from_mins(30)), EventType::Incident, Severity::High),
-        event("d", "SF", now.saturating_sub(Span::from_mins(300)), EventType::Traffic, Severity::Low),
-        event("e", "LA", now.saturating_sub(Span::from_mins(2)), EventType::Traffic, Severity::Critical),
-        event("f", "Chicago", now.saturating_sub(Span::from_mins(2)), EventType::Traffic, Severity::Low),
+        event(
+            "c",
+            "SF",
+            now.saturating_sub(Span::from_mins(30)),
+            EventType::Incident,
+            Severity::High,
+        ),
+        event(
+            "d",
+            "SF",
+            now.saturating_sub(Span::from_mins(300)),
+            EventType::Traffic,
+            Severity::Low,
+        ),
+        event(
+            "e",
+            "LA",
+            now.saturating_sub(Span::from_mins(2)),
+            EventType::Traffic,
+            Severity::Critical,
+        ),
+        event(
+            "f",
+            "Chicago",
+            now.saturating_sub(Span::from_mins(2)),
+            EventType::Traffic,
+            Severity::Low,
+        ),
     ];
-    let all: Vec<Accepted> = events.iter().enumerate().map(|(i, e)| on_time(e, i as u64)).collect();
+    let all: Vec<Accepted> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| on_time(e, i as u64))
+        .collect();
     store.write(Arc::new(batch("t", all))).await.expect("write");
 
     let first = store
@@ -308,20 +380,40 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
     let ids: Vec<&str> = first.iter().map(|e| e.event.event_id.as_str()).collect();
     assert_eq!(ids, ["b", "a"], "newest first, ties by id descending");
     let rest = store
-        .recent_events("SF", Page { after: Some(EventKey::of(&first[1].event)), limit: 10 }, now)
+        .recent_events(
+            "SF",
+            Page {
+                after: Some(EventKey::of(&first[1].event)),
+                limit: 10,
+            },
+            now,
+        )
         .await
         .expect("recent");
     let ids: Vec<&str> = rest.iter().map(|e| e.event.event_id.as_str()).collect();
     assert_eq!(ids, ["c", "d"]);
 
     let since = now.saturating_sub(Span::from_mins(60));
-    let alerts = store.alerts(Some("SF"), since, Page::first(10)).await.expect("alerts");
+    let alerts = store
+        .alerts(Some("SF"), since, Page::first(10))
+        .await
+        .expect("alerts");
     let ids: Vec<&str> = alerts.iter().map(|e| e.event_id.as_str()).collect();
-    assert_eq!(ids, ["b", "a", "c"], "two alerts in the same instant are both kept");
-    let page = store.alerts(None, since, Page::first(2)).await.expect("alerts");
+    assert_eq!(
+        ids,
+        ["b", "a", "c"],
+        "two alerts in the same instant are both kept"
+    );
+    let page = store
+        .alerts(None, since, Page::first(2))
+        .await
+        .expect("alerts");
     let ids: Vec<&str> = page.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["b", "a"], "all cities, newest first, limited");
-    let next = Page { after: Some(EventKey::of(&page[1])), limit: 2 };
+    let next = Page {
+        after: Some(EventKey::of(&page[1])),
+        limit: 2,
+    };
     let ids: Vec<String> = store
         .alerts(None, since, next)
         .await
@@ -335,7 +427,13 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
     let names: Vec<&str> = cities.iter().map(|c| c.city.as_str()).collect();
     assert_eq!(names, ["Chicago", "LA"], "by name");
     let more = store
-        .cities(Page { after: Some("LA".into()), limit: 2 }, now)
+        .cities(
+            Page {
+                after: Some("LA".into()),
+                limit: 2,
+            },
+            now,
+        )
         .await
         .expect("cities");
     assert_eq!(more.len(), 1);
@@ -344,16 +442,32 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
     assert_eq!(summary.total_events, 4);
     assert_eq!(summary.by_type[&EventType::Traffic], 2);
 
-    let windows = store.aggregations("SF", None, Page::first(2)).await.expect("aggregations");
-    assert_eq!(windows.len(), 2);
-    let last = &windows[1];
-    let after = WindowPos { start: last.window_start, event_type: last.event_type };
-    let rest = store
-        .aggregations("SF", None, Page { after: Some(after), limit: 10 })
+    let windows = store
+        .aggregations("SF", None, Page::first(2))
         .await
         .expect("aggregations");
-    let mut seen: Vec<(EventTime, EventType)> =
-        windows.iter().chain(&rest).map(|w| (w.window_start, w.event_type)).collect();
+    assert_eq!(windows.len(), 2);
+    let last = &windows[1];
+    let after = WindowPos {
+        start: last.window_start,
+        event_type: last.event_type,
+    };
+    let rest = store
+        .aggregations(
+            "SF",
+            None,
+            Page {
+                after: Some(after),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("aggregations");
+    let mut seen: Vec<(EventTime, EventType)> = windows
+        .iter()
+        .chain(&rest)
+        .map(|w| (w.window_start, w.event_type))
+        .collect();
     assert_eq!(seen.len(), 4, "every window once");
     let sorted = {
         let mut s = seen.clone();
@@ -367,18 +481,40 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
 
 async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
     let now = EventTime::now();
-    let old = event("old", "SF", now.saturating_sub(Span::from_mins(25 * 60)), EventType::Traffic, Severity::Low);
+    let old = event(
+        "old",
+        "SF",
+        now.saturating_sub(Span::from_mins(25 * 60)),
+        EventType::Traffic,
+        Severity::Low,
+    );
     let new = event("new", "SF", now, EventType::Traffic, Severity::Low);
     store
-        .write(Arc::new(batch("t", vec![on_time(&old, 0), on_time(&new, 1)])))
+        .write(Arc::new(batch(
+            "t",
+            vec![on_time(&old, 0), on_time(&new, 1)],
+        )))
         .await
         .expect("write");
 
-    let recent = store.recent_events("SF", Page::first(10), now).await.expect("recent");
+    let recent = store
+        .recent_events("SF", Page::first(10), now)
+        .await
+        .expect("recent");
     assert_eq!(recent.len(), 1);
     assert_eq!(recent[0].event.event_id, "new");
-    assert_eq!(store.city_summary("SF", now).await.expect("summary").total_events, 1);
-    assert_eq!(store.cities(Page::first(10), now).await.expect("cities")[0].total_events, 1);
+    assert_eq!(
+        store
+            .city_summary("SF", now)
+            .await
+            .expect("summary")
+            .total_events,
+        1
+    );
+    assert_eq!(
+        store.cities(Page::first(10), now).await.expect("cities")[0].total_events,
+        1
+    );
     assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
 
     // SQLite deletes the expired row itself; DynamoDB's TTL does it for DynamoDB. Either way
@@ -386,13 +522,26 @@ async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
     assert!(store.purge_expired(now).await.expect("purge").raw <= 1);
     assert_eq!(store.purge_expired(now).await.expect("purge").raw, 0);
     assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
-    assert_eq!(store.recent_events("SF", Page::first(10), now).await.expect("recent").len(), 1);
+    assert_eq!(
+        store
+            .recent_events("SF", Page::first(10), now)
+            .await
+            .expect("recent")
+            .len(),
+        1
+    );
 }
 
 async fn late_events_and_dead_letters_are_kept_until_their_retention(store: &dyn Store) {
     let now = EventTime::now();
     let e = event("late-1", "NYC", now, EventType::Incident, Severity::Medium);
-    let old = event("late-0", "NYC", now.saturating_sub(Span::from_mins(40 * 24 * 60)), EventType::Incident, Severity::Medium);
+    let old = event(
+        "late-0",
+        "NYC",
+        now.saturating_sub(Span::from_mins(40 * 24 * 60)),
+        EventType::Incident,
+        Severity::Medium,
+    );
     let mut old_late = late(&old, 8);
     old_late.ttl = now.saturating_add(DAY);
     let mut b = batch("t", vec![late(&e, 9), old_late]);
@@ -409,15 +558,37 @@ async fn late_events_and_dead_letters_are_kept_until_their_retention(store: &dyn
     assert_eq!(stats.late_by_city_type[0].city, "NYC");
     assert_eq!(stats.dead_letters, 1, "one is past the 7-day retention");
     assert_eq!(stats.dead_letters_by_kind["malformed"], 1);
-    let dead = store.dead_letters(Page::first(10), now).await.expect("dead letters");
+    let dead = store
+        .dead_letters(Page::first(10), now)
+        .await
+        .expect("dead letters");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].payload_prefix(), b"{oops");
     assert_eq!(dead[0].offset, 7);
-    let next = Page { after: Some(DeadLetterKey::of(&dead[0])), limit: 10 };
-    assert!(store.dead_letters(next, now).await.expect("dead letters").is_empty());
-    let late = store.late_events(Some("NYC"), Page::first(10), now).await.expect("late");
+    let next = Page {
+        after: Some(DeadLetterKey::of(&dead[0])),
+        limit: 10,
+    };
+    assert!(
+        store
+            .dead_letters(next, now)
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
+    let late = store
+        .late_events(Some("NYC"), Page::first(10), now)
+        .await
+        .expect("late");
     assert_eq!(late.iter().map(|l| l.offset).collect::<Vec<_>>(), [9]);
-    assert_eq!(store.city_summary("NYC", now).await.expect("summary").late_events, 1);
+    assert_eq!(
+        store
+            .city_summary("NYC", now)
+            .await
+            .expect("summary")
+            .late_events,
+        1
+    );
 
     let purged = store.purge_expired(now).await.expect("purge");
     assert!(purged.late <= 1 && purged.dead_letters <= 1);
@@ -436,14 +607,25 @@ async fn a_checkpoint_never_moves_backwards(store: &dyn Store) {
         checkpoints: vec![checkpoint("t", 4, 30)],
         ..batch("t", vec![on_time(&e, 29)])
     };
-    assert!(store.write(Arc::new(ahead)).await.expect("write").fenced.is_empty());
+    assert!(
+        store
+            .write(Arc::new(ahead))
+            .await
+            .expect("write")
+            .fenced
+            .is_empty()
+    );
     let written = store.write(Arc::new(behind)).await.expect("write");
     assert_eq!(written.fenced, vec![4], "the writer behind is told so");
-    assert_eq!(store.checkpoint("t", 4).await.expect("checkpoint").map(|c| c.next_offset), Some(70));
     assert_eq!(
-        store.checkpoints("t").await.expect("checkpoints").len(),
-        1
+        store
+            .checkpoint("t", 4)
+            .await
+            .expect("checkpoint")
+            .map(|c| c.next_offset),
+        Some(70)
     );
+    assert_eq!(store.checkpoints("t").await.expect("checkpoints").len(), 1);
     assert_eq!(
         store.stats(now).await.expect("stats").total_events,
         1,
@@ -460,16 +642,29 @@ async fn a_second_store_on_the_same_directory_reads_while_the_first_writes() {
         for round in 0..40 {
             let events: Vec<Accepted> = (0..250)
                 .map(|i| {
-                    let e = event(&format!("r{round}-{i}"), "Boston", now, EventType::Weather, Severity::Low);
+                    let e = event(
+                        &format!("r{round}-{i}"),
+                        "Boston",
+                        now,
+                        EventType::Weather,
+                        Severity::Low,
+                    );
                     on_time(&e, i)
                 })
                 .collect();
-            writer.write(Arc::new(batch("t", events))).await.expect("write");
+            writer
+                .write(Arc::new(batch("t", events)))
+                .await
+                .expect("write");
         }
     });
     let mut last = 0;
     while !writing.is_finished() {
-        let total = reader.stats(now).await.expect("concurrent read").total_events;
+        let total = reader
+            .stats(now)
+            .await
+            .expect("concurrent read")
+            .total_events;
         assert!(total >= last, "counts only grow");
         assert_eq!(total % 250, 0, "a reader sees whole batches only");
         last = total;

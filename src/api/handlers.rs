@@ -211,7 +211,10 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult 
 /// `GET /api/v1/cities?limit=100&cursor=`
 pub async fn cities(State(state): State<AppState>, params: Params) -> ApiResult {
     let page = params.page::<String>(100)?;
-    let found = state.store.cities(one_more(&page), EventTime::now()).await?;
+    let found = state
+        .store
+        .cities(one_more(&page), EventTime::now())
+        .await?;
     let (cities, next_cursor) = cut(found, page.limit, |c| c.city.clone());
     Ok(Json(json!({
         "count": cities.len(),
@@ -268,7 +271,11 @@ pub async fn late_events(State(state): State<AppState>, params: Params) -> ApiRe
     let page = params.page::<EventKey>(100)?;
     let found = state
         .store
-        .late_events(city.as_ref().map(|c| c.as_str()), one_more(&page), EventTime::now())
+        .late_events(
+            city.as_ref().map(|c| c.as_str()),
+            one_more(&page),
+            EventTime::now(),
+        )
         .await?;
     let (late, next_cursor) = cut(found, page.limit, |l| EventKey::of(&l.event));
     let items: Vec<Value> = late

@@ -222,7 +222,11 @@ mod tests {
             offset: 99,
         };
         let cursor = key.to_cursor();
-        assert!(cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            cursor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(DeadLetterKey::from_cursor(&cursor).unwrap(), key);
         for bad in ["", "!!", "bm90IGpzb24", &"A".repeat(2000)] {
             assert!(matches!(

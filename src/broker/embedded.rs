@@ -99,12 +99,7 @@ impl Producer for EmbeddedProducer {
                 let slot = &mut next_offsets[partition as usize];
                 let offset = *slot;
                 *slot += 1;
-                permit.send(Record::new(
-                    partition,
-                    offset,
-                    Some(now),
-                    message.payload,
-                ));
+                permit.send(Record::new(partition, offset, Some(now), message.payload));
             }
         }
         Ok(())

@@ -207,9 +207,8 @@ async fn deliver(
 }
 
 /// A delivery report: `Ok(Ok(()))` once acknowledged.
-type Delivery = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Result<(), KafkaError>, ()>> + Send>,
->;
+type Delivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Result<(), KafkaError>, ()>> + Send>>;
 
 /// Queues one message, waiting while librdkafka's local queue is full.
 async fn queue(
@@ -361,7 +360,11 @@ fn dead_letter<'a>(d: &'a DeadLetter, payload: &'a [u8]) -> Outgoing<'a> {
             value: Some(value.as_bytes()),
         }
     }
-    let truncated = if payload.len() < d.payload_len { "true" } else { "false" };
+    let truncated = if payload.len() < d.payload_len {
+        "true"
+    } else {
+        "false"
+    };
     Outgoing {
         key: None,
         payload,
@@ -497,10 +500,10 @@ impl Source for KafkaSource {
                     }
                 }
             }
-            if let Some(record) = self.held.take() {
-                if self.assigned.contains(&record.partition) {
-                    records.push(record);
-                }
+            if let Some(record) = self.held.take()
+                && self.assigned.contains(&record.partition)
+            {
+                records.push(record);
             }
             while records.len() < max.max(1) {
                 let received = if records.is_empty() {
@@ -544,7 +547,10 @@ impl Source for KafkaSource {
             .iter()
             .map(|(i, _)| {
                 let d = &letters[*i];
-                dead_letter(d, &d.payload[..d.payload.len().min(DEAD_LETTER_PREFIX_BYTES)])
+                dead_letter(
+                    d,
+                    &d.payload[..d.payload.len().min(DEAD_LETTER_PREFIX_BYTES)],
+                )
             })
             .collect();
         for (j, error) in deliver(&self.dlq, &self.dlq_topic, &heads).await {

@@ -15,7 +15,7 @@ pub use record::{
     derived_event_id,
 };
 pub use results::{
-    Accepted, BatchRules, Checkpoint, DEFAULT_SEVERITIES_CAP, LateEvent, Placement,
-    SeverityCounts, WindowAggregate, WriteBatch, window_key,
+    Accepted, BatchRules, Checkpoint, DEFAULT_SEVERITIES_CAP, LateEvent, Placement, SeverityCounts,
+    WindowAggregate, WriteBatch, window_key,
 };
 pub use time::{EventTime, Span};

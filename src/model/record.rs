@@ -185,8 +185,7 @@ pub fn decode(source: &str, record: &Record) -> Result<CityEvent, Rejection> {
     if !text.trim_start().starts_with('{') {
         return Err(Rejection::Json("expected a JSON object".to_owned()));
     }
-    let wire: Wire<'_> =
-        serde_json::from_str(text).map_err(|e| Rejection::Json(e.to_string()))?;
+    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| Rejection::Json(e.to_string()))?;
 
     let timestamp =
         EventTime::parse_rfc3339(&wire.timestamp).map_err(|e| Rejection::Timestamp {

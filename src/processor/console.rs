@@ -100,9 +100,15 @@ mod tests {
         table.observe(&events);
         table.observe(&events[..1]);
         let text = table.render();
-        assert_eq!(text.lines().filter(|l| l.starts_with("| c0")).count(), CONSOLE_CITIES);
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("| c0")).count(),
+            CONSOLE_CITIES
+        );
         let other = text.lines().find(|l| l.contains(OTHER)).unwrap();
         assert!(other.trim_end().ends_with("10 |"), "{other}");
-        assert!(text.contains("| c000       | traffic      |     2 |"), "{text}");
+        assert!(
+            text.contains("| c000       | traffic      |     2 |"),
+            "{text}"
+        );
     }
 }

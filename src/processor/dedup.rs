@@ -58,7 +58,11 @@ fn id_hash(event: &CityEvent) -> u128 {
 fn content_hash(event: &CityEvent) -> u64 {
     let mut h = Xxh3::new();
     h.update(event.city.as_str().as_bytes());
-    h.update(&[0, event.event_type.index() as u8, event.severity.index() as u8]);
+    h.update(&[
+        0,
+        event.event_type.index() as u8,
+        event.severity.index() as u8,
+    ]);
     h.update(event.description.as_bytes());
     h.digest()
 }
@@ -171,8 +175,14 @@ mod tests {
             assert!(ids.len() <= 3);
         }
         // The three newest event times stay.
-        assert_eq!(ids.identify(&event("e9", 9, Severity::Low)), Identity::Repeat);
-        assert_eq!(ids.identify(&event("e7", 7, Severity::Low)), Identity::Repeat);
+        assert_eq!(
+            ids.identify(&event("e9", 9, Severity::Low)),
+            Identity::Repeat
+        );
+        assert_eq!(
+            ids.identify(&event("e7", 7, Severity::Low)),
+            Identity::Repeat
+        );
         assert_eq!(ids.identify(&event("e6", 6, Severity::Low)), Identity::New);
         // An hour later, the horizon has passed them all.
         let later = event("late", 70, Severity::Low);

@@ -187,7 +187,14 @@ impl Engine {
             }
             state.next_offset = record.offset + 1;
             state.touched = true;
-            match admit(&self.config, &self.windows, &self.source, state, record, now) {
+            match admit(
+                &self.config,
+                &self.windows,
+                &self.source,
+                state,
+                record,
+                now,
+            ) {
                 Ok(Some(accepted)) => out.events.push(accepted),
                 Ok(None) => self.counters.repeats += 1,
                 Err(rejection) => {
@@ -304,7 +311,11 @@ mod tests {
             record(0, 1, "garbage"),
             record(0, 2, &event_json("b", "2026-11-25T10:20:00Z", "SF", "low")),
             // Watermark is now 10:10: the 10:00 window has closed.
-            record(0, 3, &event_json("c", "2026-11-25T10:01:00Z", "SF", "critical")),
+            record(
+                0,
+                3,
+                &event_json("c", "2026-11-25T10:01:00Z", "SF", "critical"),
+            ),
             // Far ahead of the record's arrival at 12:00.
             record(0, 4, &event_json("d", "2026-11-25T12:06:00Z", "SF", "low")),
             // Older than the 30-day TTL.
@@ -312,7 +323,11 @@ mod tests {
         ];
         engine.process(&records, now(), &mut out);
         engine.flush(&mut out);
-        let ids: Vec<&str> = out.events.iter().map(|a| a.event.event_id.as_str()).collect();
+        let ids: Vec<&str> = out
+            .events
+            .iter()
+            .map(|a| a.event.event_id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(out.events.iter().filter(|a| a.is_alert()).count(), 2);
         assert!(matches!(out.events[2].placement, Placement::Late { .. }));
@@ -340,7 +355,11 @@ mod tests {
             // The same record again: a repeat, counted nowhere.
             record(0, 1, &first),
             // The id again, for other content at the same time and at another time.
-            record(0, 2, &event_json("x", "2026-11-25T10:00:00Z", "LA", "critical")),
+            record(
+                0,
+                2,
+                &event_json("x", "2026-11-25T10:00:00Z", "LA", "critical"),
+            ),
             record(0, 3, &event_json("x", "2026-11-25T10:03:00Z", "SF", "low")),
         ];
         engine.process(&records, now(), &mut out);
@@ -368,8 +387,15 @@ mod tests {
         let mut second = Engine::new("t", config);
         second.resume(0, out.checkpoints.first(), &stored);
         let mut again = second.batch();
-        second.process(&[record(0, 0, &original), record(0, 1, &original)], now(), &mut again);
-        assert!(again.events.is_empty(), "offset 0 is skipped, offset 1 is a repeat");
+        second.process(
+            &[record(0, 0, &original), record(0, 1, &original)],
+            now(),
+            &mut again,
+        );
+        assert!(
+            again.events.is_empty(),
+            "offset 0 is skipped, offset 1 is a repeat"
+        );
         assert_eq!(second.counters().repeats, 1);
         assert_eq!(second.watermark(0), first.watermark(0));
     }

@@ -279,7 +279,10 @@ impl Processor {
         let source = self.source.name().to_owned();
         let mut checkpoints = Vec::new();
         for &partition in &new {
-            let cp = retry("reading a checkpoint", || self.store.checkpoint(&source, partition)).await;
+            let cp = retry("reading a checkpoint", || {
+                self.store.checkpoint(&source, partition)
+            })
+            .await;
             checkpoints.push((partition, cp));
         }
         let config = *self.engine.config();
@@ -293,7 +296,10 @@ impl Processor {
             .saturating_mul(self.source.partitions().max(1) as usize);
         let recent = match floor {
             Some(since) if limit > 0 => {
-                retry("reading recent events", || self.store.events_since(since, limit)).await
+                retry("reading recent events", || {
+                    self.store.events_since(since, limit)
+                })
+                .await
             }
             _ => Vec::new(),
         };
@@ -302,8 +308,12 @@ impl Processor {
                 .iter()
                 .filter(|e| self.source.partition_of(e.city.as_str()) == partition);
             self.engine.resume(partition, checkpoint.as_ref(), mine);
-            tracing::info!(partition, next_offset = checkpoint.as_ref().map(|c| c.next_offset),
-                remembered_ids = self.engine.remembered_ids(), "partition resumed");
+            tracing::info!(
+                partition,
+                next_offset = checkpoint.as_ref().map(|c| c.next_offset),
+                remembered_ids = self.engine.remembered_ids(),
+                "partition resumed"
+            );
         }
     }
 
@@ -385,7 +395,11 @@ where
 /// Writes a batch, retrying with backoff until the store takes it. Nothing is dropped: while
 /// this waits, the processor polls nothing. Events the store refuses as they are become
 /// `store_rejected` dead letters (at most [`MAX_REJECTED_PER_BATCH`]).
-pub async fn write_until_stored(store: &dyn Store, health: &StoreHealth, batch: WriteBatch) -> Stored {
+pub async fn write_until_stored(
+    store: &dyn Store,
+    health: &StoreHealth,
+    batch: WriteBatch,
+) -> Stored {
     let started = Instant::now();
     let mut batch = Arc::new(batch);
     let mut backoff = Backoff::new();
@@ -393,7 +407,8 @@ pub async fn write_until_stored(store: &dyn Store, health: &StoreHealth, batch: 
     loop {
         let error = match store.write(batch.clone()).await {
             Ok(written) => {
-                histogram!("citystream_store_write_seconds").record(started.elapsed().as_secs_f64());
+                histogram!("citystream_store_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 if attempt > 1 {
                     tracing::info!(attempt, rows = batch.len(), "store write went through");
                     gauge!("citystream_store_backpressure").set(0.0);
@@ -440,7 +455,9 @@ async fn without_refused(
         };
         match store.write(Arc::new(part)).await {
             Ok(_) => {}
-            Err(e) if e.class() == ErrorClass::Rejected && to - from == 1 => refused.push((from, e)),
+            Err(e) if e.class() == ErrorClass::Rejected && to - from == 1 => {
+                refused.push((from, e))
+            }
             Err(e) if e.class() == ErrorClass::Rejected => {
                 let mid = from + (to - from) / 2;
                 pending.extend([(from, mid), (mid, to)]);
@@ -466,7 +483,8 @@ async fn without_refused(
         let why = Rejection::StoreRejected(error.to_string());
         tracing::error!(partition = a.partition, offset = a.offset, event_id = %a.event.event_id,
             %error, "the store refuses this event; it becomes a dead letter");
-        rest.dead_letters.push(a.dead_letter(&batch.source, &why, now));
+        rest.dead_letters
+            .push(a.dead_letter(&batch.source, &why, now));
     }
     Some(rest)
 }

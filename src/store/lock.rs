@@ -70,8 +70,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = lock_source(dir.path(), "stdin").unwrap();
         let refused = lock_source(dir.path(), "stdin").unwrap_err().to_string();
-        assert!(refused.contains("another process writing the same source (stdin)"), "{refused}");
-        assert!(refused.contains(&format!("pid {}", std::process::id())), "{refused}");
+        assert!(
+            refused.contains("another process writing the same source (stdin)"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains(&format!("pid {}", std::process::id())),
+            "{refused}"
+        );
         let other = lock_source(dir.path(), "city-events");
         assert!(other.is_ok(), "other sources are not locked");
         drop(first);

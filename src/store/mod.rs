@@ -51,7 +51,9 @@ pub enum StoreError {
          they wrote with --data-dir"
     )]
     Missing { path: String },
-    #[error("{path} is in use by another process writing the same source ({source_name}): {reason}")]
+    #[error(
+        "{path} is in use by another process writing the same source ({source_name}): {reason}"
+    )]
     Locked {
         path: String,
         source_name: String,
@@ -309,8 +311,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<CityEvent>, StoreError>;
 
     /// A page of cities with live raw events, by name.
-    async fn cities(&self, page: Page<String>, now: EventTime)
-    -> Result<Vec<CityCount>, StoreError>;
+    async fn cities(
+        &self,
+        page: Page<String>,
+        now: EventTime,
+    ) -> Result<Vec<CityCount>, StoreError>;
 
     /// A page of a city's windows (of one type, or all), newest window first.
     async fn aggregations(

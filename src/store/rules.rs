@@ -84,7 +84,10 @@ impl<'a> Effects<'a> {
         }
         match a.placement {
             Placement::Late { .. } => {
-                *self.late.entry((e.city.as_str(), e.event_type)).or_default() += 1;
+                *self
+                    .late
+                    .entry((e.city.as_str(), e.event_type))
+                    .or_default() += 1;
             }
             Placement::Window { start, end } => {
                 let delta = self

@@ -259,7 +259,8 @@ impl Store for TimedStore {
 
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
         let limit = self.deadlines.write;
-        self.call("purge", limit, self.inner.purge_expired(now)).await
+        self.call("purge", limit, self.inner.purge_expired(now))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -314,7 +315,11 @@ mod tests {
         ) -> Result<Vec<CityEvent>, StoreError> {
             std::future::pending().await
         }
-        async fn cities(&self, _: Page<String>, _: EventTime) -> Result<Vec<CityCount>, StoreError> {
+        async fn cities(
+            &self,
+            _: Page<String>,
+            _: EventTime,
+        ) -> Result<Vec<CityCount>, StoreError> {
             std::future::pending().await
         }
         async fn aggregations(
@@ -359,7 +364,10 @@ mod tests {
         };
         let stalled = TimedStore::new(Arc::new(Stalled), deadlines);
         let error = stalled.ping().await.unwrap_err();
-        assert!(matches!(error, StoreError::Timeout { op: "ping", .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::Timeout { op: "ping", .. }),
+            "{error}"
+        );
         let health = stalled.health().snapshot();
         assert!(health.failing_since.is_some());
         assert!(health.last_error.unwrap().contains("ping"));

@@ -30,6 +30,16 @@ impl Running {
         Self::start_with_env(args, &[])
     }
 
+    /// `citystream serve` over the SQLite store in `data`, which it makes first as a writer
+    /// would (a reader never creates a store).
+    pub fn serve(data: &str) -> Running {
+        drop(
+            citystream::store::sqlite::SqliteStore::open(std::path::Path::new(data))
+                .expect("store"),
+        );
+        Self::start(&["serve", "--data-dir", data])
+    }
+
     /// Like [`Running::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(BIN)

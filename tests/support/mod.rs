@@ -10,7 +10,12 @@ use citystream::model::{CityEvent, EventTime, Record};
 
 /// A record holding `event` in the wire format.
 pub fn record(partition: u32, offset: u64, arrival: EventTime, event: &CityEvent) -> Record {
-    Record::new(partition, offset, Some(arrival), Bytes::from(event.to_json()))
+    Record::new(
+        partition,
+        offset,
+        Some(arrival),
+        Bytes::from(event.to_json()),
+    )
 }
 
 pub fn time(s: &str) -> EventTime {

@@ -53,7 +53,12 @@ pub(super) fn alert_key(t: EventTime, event_id: &str) -> String {
 }
 
 /// The sort key of a dead letter under `dead`.
-pub(super) fn dead_key(received_at: EventTime, source: &str, partition: u32, offset: u64) -> String {
+pub(super) fn dead_key(
+    received_at: EventTime,
+    source: &str,
+    partition: u32,
+    offset: u64,
+) -> String {
     format!(
         "{}#{source}#{partition:010}#{offset:020}",
         pad(received_at.as_millis())

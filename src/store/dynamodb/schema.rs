@@ -199,15 +199,15 @@ impl TableSpec {
                 .keys()
                 .into_iter()
                 .find(|k| k.name == definition.attribute_name);
-            if let Some(k) = expected {
-                if definition.attribute_type != k.kind.scalar() {
-                    out.push(format!(
-                        "attribute {} is {}, expected {}",
-                        k.name,
-                        definition.attribute_type.as_str(),
-                        k.kind.scalar().as_str()
-                    ));
-                }
+            if let Some(k) = expected
+                && definition.attribute_type != k.kind.scalar()
+            {
+                out.push(format!(
+                    "attribute {} is {}, expected {}",
+                    k.name,
+                    definition.attribute_type.as_str(),
+                    k.kind.scalar().as_str()
+                ));
             }
         }
         for existing in table.global_secondary_indexes() {

@@ -122,7 +122,10 @@ impl DynamoStore {
     }
 
     /// The one city asked for, or every city seen.
-    pub(super) async fn cities_or_all(&self, city: Option<&str>) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn cities_or_all(
+        &self,
+        city: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         match city {
             Some(c) => Ok(vec![c.to_owned()]),
             None => self.city_names(None, None).await,
@@ -161,7 +164,11 @@ impl DynamoStore {
             let Some((t, v)) = rest.split_once('#') else {
                 return Err(corrupt(rest));
             };
-            out.push((t.parse().map_err(corrupt)?, v.parse().map_err(corrupt)?, count));
+            out.push((
+                t.parse().map_err(corrupt)?,
+                v.parse().map_err(corrupt)?,
+                count,
+            ));
         }
         Ok(out)
     }
@@ -171,7 +178,10 @@ impl DynamoStore {
     }
 
     /// Live late events per (city, type).
-    async fn late_counts(&self, now: EventTime) -> Result<BTreeMap<(String, EventType), u64>, StoreError> {
+    async fn late_counts(
+        &self,
+        now: EventTime,
+    ) -> Result<BTreeMap<(String, EventType), u64>, StoreError> {
         let mut out = BTreeMap::new();
         for (rest, count) in self.live_buckets("count#late", now).await? {
             let Some((city, t)) = rest.rsplit_once('#') else {

@@ -202,7 +202,8 @@ impl DynamoStore {
         });
         let effects = Effects::of(events, batch.rules.severities_cap);
         for (key, delta) in &effects.windows {
-            let update = self.window_update(key, delta, batch.rules.severities_cap, room.get(key))?;
+            let update =
+                self.window_update(key, delta, batch.rules.severities_cap, room.get(key))?;
             actions.push(update, Owner::Window(key.clone()));
         }
         for ((pk, sk), by) in std::mem::take(&mut actions.counters) {
@@ -232,7 +233,10 @@ impl DynamoStore {
         });
         actions.count("cities".into(), e.city.as_str().to_owned());
         if a.is_alert() {
-            actions.push(put(self.plain_put(&self.alerts, alert_item(e))?), Owner::Other);
+            actions.push(
+                put(self.plain_put(&self.alerts, alert_item(e))?),
+                Owner::Other,
+            );
             actions.count("count#alerts".into(), e.severity.as_str().to_owned());
         }
         if let Placement::Late { .. } = a.placement {
@@ -337,7 +341,11 @@ impl DynamoStore {
             .expression_attribute_values(":ct", s(format!("{}#{}", delta.city, delta.event_type)))
             .expression_attribute_values(
                 ":wk",
-                s(format!("{}#{}", super::items::pad(delta.start.as_millis()), delta.event_type)),
+                s(format!(
+                    "{}#{}",
+                    super::items::pad(delta.start.as_millis()),
+                    delta.event_type
+                )),
             )
             .expression_attribute_values(":ws", s(delta.start.to_rfc3339()))
             .expression_attribute_values(":wsm", n(delta.start.as_millis()))
@@ -484,8 +492,9 @@ fn classify(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) 
             .cancellation_reasons()
             .iter()
             .any(|r| r.code() == Some("ValidationError")),
-        Some(e) => aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e)
-            == Some("ValidationException"),
+        Some(e) => {
+            aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e) == Some("ValidationException")
+        }
         None => false,
     };
     if rejected {

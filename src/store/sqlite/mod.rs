@@ -312,7 +312,8 @@ impl Store for SqliteStore {
         since: EventTime,
         limit: usize,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        self.read(move |c| read::events_since(c, since, limit)).await
+        self.read(move |c| read::events_since(c, since, limit))
+            .await
     }
 
     async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError> {

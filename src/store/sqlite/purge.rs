@@ -102,10 +102,7 @@ pub(super) fn late_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, S
 }
 
 /// Deletes up to [`PURGE_CHUNK`] expired dead letters and takes them off the counts.
-pub(super) fn dead_letter_chunk(
-    conn: &mut Connection,
-    now: EventTime,
-) -> Result<u64, StoreError> {
+pub(super) fn dead_letter_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut purged: HashMap<String, i64> = HashMap::new();
     {

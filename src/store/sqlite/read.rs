@@ -94,7 +94,11 @@ pub(super) fn alerts(
     since: EventTime,
     page: &Page<EventKey>,
 ) -> Result<Vec<CityEvent>, StoreError> {
-    let variants = if city.is_some() { &CITY_ALERTS } else { &ALL_ALERTS };
+    let variants = if city.is_some() {
+        &CITY_ALERTS
+    } else {
+        &ALL_ALERTS
+    };
     let mut stmt = c.prepare_cached(sql(variants, page))?;
     let (at, id) = event_key(page);
     let args = params![city, since.as_millis(), limit(page), at, id];
@@ -232,10 +236,12 @@ pub(super) fn city_summary(
 }
 
 fn total(c: &Connection, name: &str) -> Result<i64, StoreError> {
-    Ok(c.prepare_cached("SELECT value FROM totals WHERE name = ?1")?
-        .query_row(params![name], |r| r.get::<_, i64>(0))
-        .optional()?
-        .unwrap_or(0))
+    Ok(
+        c.prepare_cached("SELECT value FROM totals WHERE name = ?1")?
+            .query_row(params![name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0),
+    )
 }
 
 pub(super) const EXPIRED_RAW_TOTAL: &str =
@@ -279,8 +285,7 @@ pub(super) fn stats(c: &Connection, now: EventTime) -> Result<Stats, StoreError>
 }
 
 /// The (city, type) pairs with the most late events, at most [`MAX_LATE_GROUPS`], then by name.
-pub(super) const LATE_GROUPS: &str =
-    "SELECT g.city, g.event_type, g.late_events - coalesce(
+pub(super) const LATE_GROUPS: &str = "SELECT g.city, g.event_type, g.late_events - coalesce(
              (SELECT count(*) FROM late_events l WHERE l.expires_at <= ?1
               AND +l.city = g.city AND +l.event_type = g.event_type), 0) AS n
      FROM (SELECT city, event_type, late_events FROM late_counts
@@ -325,7 +330,11 @@ pub(super) fn late_events(
     page: &Page<EventKey>,
     now: EventTime,
 ) -> Result<Vec<LateEvent>, StoreError> {
-    let variants = if city.is_some() { &CITY_LATE } else { &ALL_LATE };
+    let variants = if city.is_some() {
+        &CITY_LATE
+    } else {
+        &ALL_LATE
+    };
     let mut stmt = c.prepare_cached(sql(variants, page))?;
     let (at, id) = event_key(page);
     let args = params![city, now.as_millis(), limit(page), at, id];
@@ -448,52 +457,118 @@ mod tests {
     #[test]
     fn every_read_is_served_by_an_index() {
         let expected: Vec<(&str, &str)> = vec![
-            (RECENT_EVENTS[0], "SEARCH raw_events USING INDEX raw_by_city_time (city=?)"),
-            (RECENT_EVENTS[1], "raw_by_city_time (city=? AND (ts,event_id)<(?,?))"),
-            (CITY_ALERTS[0], "SEARCH alerts USING PRIMARY KEY (city=? AND ts>?)"),
-            (CITY_ALERTS[1], "PRIMARY KEY (city=? AND ts>? AND (ts,event_id)<(?,?))"),
-            (ALL_ALERTS[0], "SEARCH alerts USING INDEX alerts_by_time (ts>?)"),
-            (ALL_ALERTS[1], "alerts_by_time (ts>? AND (ts,event_id)<(?,?))"),
+            (
+                RECENT_EVENTS[0],
+                "SEARCH raw_events USING INDEX raw_by_city_time (city=?)",
+            ),
+            (
+                RECENT_EVENTS[1],
+                "raw_by_city_time (city=? AND (ts,event_id)<(?,?))",
+            ),
+            (
+                CITY_ALERTS[0],
+                "SEARCH alerts USING PRIMARY KEY (city=? AND ts>?)",
+            ),
+            (
+                CITY_ALERTS[1],
+                "PRIMARY KEY (city=? AND ts>? AND (ts,event_id)<(?,?))",
+            ),
+            (
+                ALL_ALERTS[0],
+                "SEARCH alerts USING INDEX alerts_by_time (ts>?)",
+            ),
+            (
+                ALL_ALERTS[1],
+                "alerts_by_time (ts>? AND (ts,event_id)<(?,?))",
+            ),
             (CITIES[0], "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
             (CITIES[1], "SEARCH c USING PRIMARY KEY (city>?)"),
-            (CITY_TYPE_WINDOWS[0], "agg_by_city_type (city=? AND event_type=?)"),
-            (CITY_TYPE_WINDOWS[1], "agg_by_city_type (city=? AND event_type=? AND window_start<?)"),
-            (CITY_WINDOWS[0], "SEARCH aggregations USING INDEX agg_by_city (city=?)"),
-            (CITY_WINDOWS[1], "agg_by_city (city=? AND (window_start,event_type)<(?,?))"),
-            (CITY_LATE[0], "SEARCH late_events USING INDEX late_by_city (city=?)"),
-            (CITY_LATE[1], "late_by_city (city=? AND (ts,event_id)<(?,?))"),
+            (
+                CITY_TYPE_WINDOWS[0],
+                "agg_by_city_type (city=? AND event_type=?)",
+            ),
+            (
+                CITY_TYPE_WINDOWS[1],
+                "agg_by_city_type (city=? AND event_type=? AND window_start<?)",
+            ),
+            (
+                CITY_WINDOWS[0],
+                "SEARCH aggregations USING INDEX agg_by_city (city=?)",
+            ),
+            (
+                CITY_WINDOWS[1],
+                "agg_by_city (city=? AND (window_start,event_type)<(?,?))",
+            ),
+            (
+                CITY_LATE[0],
+                "SEARCH late_events USING INDEX late_by_city (city=?)",
+            ),
+            (
+                CITY_LATE[1],
+                "late_by_city (city=? AND (ts,event_id)<(?,?))",
+            ),
             (ALL_LATE[0], "SCAN late_events"),
-            (ALL_LATE[1], "SEARCH late_events USING PRIMARY KEY ((ts,event_id)<(?,?))"),
-            (DEAD_LETTERS[0], "SCAN dead_letters USING INDEX dead_by_time"),
-            (DEAD_LETTERS[1], "dead_by_time ((received_at,source,partition,offset)<(?,?,?,?))"),
+            (
+                ALL_LATE[1],
+                "SEARCH late_events USING PRIMARY KEY ((ts,event_id)<(?,?))",
+            ),
+            (
+                DEAD_LETTERS[0],
+                "SCAN dead_letters USING INDEX dead_by_time",
+            ),
+            (
+                DEAD_LETTERS[1],
+                "dead_by_time ((received_at,source,partition,offset)<(?,?,?,?))",
+            ),
             (EVENTS_SINCE, "SEARCH raw_events USING PRIMARY KEY (ts>?)"),
-            (PIPELINE_STATUS, "SCAN checkpoints USING INDEX checkpoints_by_update"),
+            (
+                PIPELINE_STATUS,
+                "SCAN checkpoints USING INDEX checkpoints_by_update",
+            ),
             (CITY_SUMMARY, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
             (CITY_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
-            (EXPIRED_RAW_TOTAL, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (
+                EXPIRED_RAW_TOTAL,
+                "SEARCH raw_events USING PRIMARY KEY (ts<?)",
+            ),
             (EXPIRED_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
             (DEAD_LETTER_KINDS, "dead_by_expiry (expires_at<?)"),
             (LATE_GROUPS, "late_counts_by_size (late_events>?)"),
-            (LATE_GROUPS, "SEARCH l USING INDEX late_by_expiry (expires_at<?)"),
-            (super::super::purge::PURGE_RAW, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (
+                LATE_GROUPS,
+                "SEARCH l USING INDEX late_by_expiry (expires_at<?)",
+            ),
+            (
+                super::super::purge::PURGE_RAW,
+                "SEARCH raw_events USING PRIMARY KEY (ts<?)",
+            ),
         ];
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::SqliteStore::open(dir.path()).unwrap();
         let conn = store.readers.get().unwrap();
         for (query, wanted) in expected {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {query}")).unwrap();
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap();
             let nulls = std::iter::repeat_n(rusqlite::types::Value::Null, stmt.parameter_count());
             let plan: Vec<String> = stmt
                 .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            let walks = |t: &str| plan.iter().any(|step| step.starts_with(&format!("SCAN {t}")));
-            let sorts = plan.iter().any(|step| step.contains("TEMP B-TREE FOR ORDER BY"));
+            let walks = |t: &str| {
+                plan.iter()
+                    .any(|step| step.starts_with(&format!("SCAN {t}")))
+            };
+            let sorts = plan
+                .iter()
+                .any(|step| step.contains("TEMP B-TREE FOR ORDER BY"));
             assert!(
                 plan.iter().any(|step| step.contains(wanted))
                     && (!sorts || query == LATE_GROUPS)
-                    && !["raw_events", "alerts", "aggregations"].iter().any(|t| walks(t)),
+                    && !["raw_events", "alerts", "aggregations"]
+                        .iter()
+                        .any(|t| walks(t)),
                 "{query}\nwanted {wanted}\n{plan:#?}"
             );
         }

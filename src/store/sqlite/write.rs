@@ -161,7 +161,11 @@ fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), Stor
 
 /// Adds each window's increment (rule 3): counts add up, and the severities list takes what
 /// still fits under the cap.
-fn add_to_windows(tx: &Transaction<'_>, effects: &Effects<'_>, cap: usize) -> Result<(), StoreError> {
+fn add_to_windows(
+    tx: &Transaction<'_>,
+    effects: &Effects<'_>,
+    cap: usize,
+) -> Result<(), StoreError> {
     let mut window = tx.prepare_cached(
         "INSERT INTO aggregations (partition_key, city, event_type, window_start, window_end,
              event_count, severities, low, medium, high, critical)
