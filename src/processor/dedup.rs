@@ -2,24 +2,27 @@
 //! partition, a repeat of an event already accepted (the same id, time and content: counted
 //! nowhere again), or a reuse of an id for other content (a `duplicate_event_id` dead letter).
 //!
-//! The memory this needs is bounded in two ways, per partition: ids are remembered while
-//! their event time is within `horizon` of the partition's newest event time, and at most
-//! `capacity` of them, the oldest event times going first. Both bounds are functions of the
-//! partition's log, so the decisions are too; after a restart the memory is rebuilt from the
-//! store (see [`crate::processor::Engine::resume`]).
+//! The memory this needs is bounded in two ways, per partition: ids are remembered while the
+//! second of their event time is not before the second of (the partition's newest event time
+//! − `horizon`), and at most `capacity` of them: past it, the oldest seconds are forgotten
+//! whole. The horizon is a function of the partition's log, so the decisions are too, and
+//! after a restart the memory is rebuilt from the store to the same ids (see
+//! [`crate::processor::Engine::resume`]). When the capacity binds, what is forgotten also
+//! depends on arrival order, and a rebuilt memory may hold somewhat fewer ids: size the
+//! capacity for the rate × horizon of a partition (`citystream_remembered_ids` shows it).
 //!
 //! Beyond the memory, the store is the authority: its raw-event key is (event_id, event time),
 //! so a repeat is found there whenever it comes, and a reuse of an id with the same time but
 //! other content too. What only this memory catches is a reuse of an id with *another* event
 //! time, and only within the bounds above.
 //!
-//! An entry is a 128-bit hash of the id, the event time and a 64-bit hash of the content:
-//! 56 bytes and their share of the map's and heap's slack (about 70 bytes in all).
+//! An entry is a 128-bit hash of the id, the event time and a 64-bit hash of the content in a
+//! map, and the id hash again in its second's list: 48 bytes and their share of the slack.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, xxh3_128};
 
 use crate::model::{CityEvent, EventTime, Span};
 
@@ -40,14 +43,42 @@ struct Entry {
     content: u64,
 }
 
+/// The map's keys are hashes already: it uses their low bits as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; fold anything else in.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
 /// The ids a partition accepted recently.
 #[derive(Debug, Clone)]
 pub struct RecentIds {
     horizon: Span,
     capacity: usize,
-    entries: HashMap<u128, Entry>,
-    /// Every entry, oldest event time first, for eviction.
-    by_time: BinaryHeap<Reverse<(EventTime, u128)>>,
+    entries: HashMap<u128, Entry, BuildHasherDefault<Prehashed>>,
+    /// Every id under the second of its event time, for eviction.
+    by_second: BTreeMap<i64, Vec<u128>>,
+}
+
+/// The second of an instant, the unit the memory forgets in.
+fn second(t: EventTime) -> i64 {
+    t.as_millis().div_euclid(1000)
 }
 
 fn id_hash(event: &CityEvent) -> u128 {
@@ -56,15 +87,9 @@ fn id_hash(event: &CityEvent) -> u128 {
 
 /// A hash of what an event says, besides its id and time.
 fn content_hash(event: &CityEvent) -> u64 {
-    let mut h = Xxh3::new();
-    h.update(event.city.as_str().as_bytes());
-    h.update(&[
-        0,
-        event.event_type.index() as u8,
-        event.severity.index() as u8,
-    ]);
-    h.update(event.description.as_bytes());
-    h.digest()
+    let kind = ((event.event_type.index() << 4) | event.severity.index()) as u64;
+    let city = xxh3_64(event.city.as_str().as_bytes()) ^ kind;
+    xxh3_64_with_seed(event.description.as_bytes(), city)
 }
 
 impl RecentIds {
@@ -72,8 +97,8 @@ impl RecentIds {
         RecentIds {
             horizon,
             capacity,
-            entries: HashMap::new(),
-            by_time: BinaryHeap::new(),
+            entries: HashMap::default(),
+            by_second: BTreeMap::new(),
         }
     }
 
@@ -100,8 +125,8 @@ impl RecentIds {
     /// Remembers an accepted event, then forgets what the bounds no longer cover, given the
     /// partition's newest event time.
     pub fn remember(&mut self, event: &CityEvent, newest: EventTime) {
-        let floor = newest.saturating_sub(self.horizon);
-        if event.timestamp < floor || self.capacity == 0 {
+        let floor = second(newest.saturating_sub(self.horizon));
+        if second(event.timestamp) < floor || self.capacity == 0 {
             return;
         }
         let id = id_hash(event);
@@ -110,18 +135,22 @@ impl RecentIds {
             content: content_hash(event),
         };
         if self.entries.insert(id, entry).is_none() {
-            self.by_time.push(Reverse((event.timestamp, id)));
+            self.by_second
+                .entry(second(event.timestamp))
+                .or_default()
+                .push(id);
         }
         self.evict(floor);
     }
 
-    fn evict(&mut self, floor: EventTime) {
-        while let Some(Reverse((at, id))) = self.by_time.peek().copied() {
-            if at >= floor && self.by_time.len() <= self.capacity {
+    fn evict(&mut self, floor: i64) {
+        while let Some(entry) = self.by_second.first_entry() {
+            if *entry.key() >= floor && self.entries.len() <= self.capacity {
                 break;
             }
-            self.by_time.pop();
-            self.entries.remove(&id);
+            for id in entry.remove() {
+                self.entries.remove(&id);
+            }
         }
     }
 }

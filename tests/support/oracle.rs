@@ -33,9 +33,9 @@ struct Partition {
 /// definition:
 /// - a record that does not decode, is stamped more than `max_ahead` after its arrival, or
 ///   is older than the raw TTL at `now`, is a dead letter;
-/// - an event whose id its partition accepted within the dedup horizon (event time at or after
-///   the partition's largest event time − horizon) is a repeat (the same event: nothing) or a
-///   `duplicate_event_id` dead letter (other content);
+/// - an event whose id its partition accepted within the dedup horizon (the second of its
+///   event time not before that of the partition's largest event time − horizon) is a repeat
+///   (the same event: nothing) or a `duplicate_event_id` dead letter (other content);
 /// - the watermark before a record is (largest event time accepted earlier in its partition) −
 ///   delay; an event whose window end is at or before it is late, any other counts in its
 ///   window;
@@ -67,11 +67,12 @@ pub fn compute(source: &str, order: &[Record], config: &EngineConfig, now: Event
             dead("expired");
             continue;
         }
+        let second = |ms: i64| ms.div_euclid(1000);
         let horizon = p
             .max_seen
-            .map(|m| m.as_millis() - config.dedup_horizon.as_millis());
+            .map(|m| second(m.as_millis() - config.dedup_horizon.as_millis()));
         match p.ids.get(&event.event_id) {
-            Some(first) if horizon.is_none_or(|h| first.timestamp.as_millis() >= h) => {
+            Some(first) if horizon.is_none_or(|h| second(first.timestamp.as_millis()) >= h) => {
                 if *first != event {
                     dead("duplicate_event_id");
                 }
@@ -84,9 +85,9 @@ pub fn compute(source: &str, order: &[Record], config: &EngineConfig, now: Event
             .map(|m| m.as_millis() - config.watermark_delay.as_millis());
         p.max_seen = p.max_seen.max(Some(event.timestamp));
         let floor = p.max_seen.map_or(i64::MIN, |m| {
-            m.as_millis() - config.dedup_horizon.as_millis()
+            second(m.as_millis() - config.dedup_horizon.as_millis())
         });
-        if t >= floor {
+        if second(t) >= floor {
             p.ids.insert(event.event_id.clone(), event.clone());
         }
         store(&mut out, r, event, watermark, config);
