@@ -386,7 +386,7 @@ async fn throttling_and_unprocessed_items_lose_nothing() {
             let store = &store;
             async move {
                 store
-                    .aggregations(city, None, Page::first(1000))
+                    .aggregations(city, None, Page::first(1000), now)
                     .await
                     .expect("aggregations")
                     .iter()

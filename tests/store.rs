@@ -162,7 +162,7 @@ async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
     assert_eq!(first_written.repeats, 0);
     let first = store.stats(now).await.expect("stats");
     let windows = store
-        .aggregations("SF", None, Page::first(100))
+        .aggregations("SF", None, Page::first(100), now)
         .await
         .expect("aggregations");
     let again = store.write(b).await.expect("second write");
@@ -179,7 +179,7 @@ async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .aggregations("SF", None, Page::first(100))
+            .aggregations("SF", None, Page::first(100), now)
             .await
             .expect("aggregations"),
         windows,
@@ -231,19 +231,19 @@ async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(
         0
     );
     let la_alerts = store
-        .alerts(Some("LA"), now.saturating_sub(DAY), Page::first(10))
+        .alerts(Some("LA"), now.saturating_sub(DAY), Page::first(10), now)
         .await
         .expect("alerts");
     assert!(la_alerts.is_empty(), "no alert for an event not stored");
     assert!(
         store
-            .aggregations("LA", None, Page::first(10))
+            .aggregations("LA", None, Page::first(10), now)
             .await
             .expect("aggregations")
             .is_empty()
     );
     let sf = store
-        .aggregations("SF", None, Page::first(10))
+        .aggregations("SF", None, Page::first(10), now)
         .await
         .expect("aggregations");
     assert_eq!(sf[0].event_count, 1);
@@ -272,7 +272,7 @@ async fn contributions_of_two_sources_to_one_window_add_up(store: &dyn Store) {
     store.write(Arc::new(from_pipe)).await.expect("write");
     store.write(Arc::new(from_file)).await.expect("write");
     let windows = store
-        .aggregations("SF", Some(EventType::Weather), Page::first(10))
+        .aggregations("SF", Some(EventType::Weather), Page::first(10), now)
         .await
         .expect("aggregations");
     assert_eq!(windows.len(), 1);
@@ -319,7 +319,7 @@ async fn a_window_keeps_at_most_the_cap_of_severities_over_many_writes(store: &d
         store.write(Arc::new(b)).await.expect("write");
     }
     let w = &store
-        .aggregations("Boston", Some(EventType::Incident), Page::first(10))
+        .aggregations("Boston", Some(EventType::Incident), Page::first(10), now)
         .await
         .expect("aggregations")[0];
     assert_eq!(w.event_count, 6);
@@ -395,7 +395,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
 
     let since = now.saturating_sub(Span::from_mins(60));
     let alerts = store
-        .alerts(Some("SF"), since, Page::first(10))
+        .alerts(Some("SF"), since, Page::first(10), now)
         .await
         .expect("alerts");
     let ids: Vec<&str> = alerts.iter().map(|e| e.event_id.as_str()).collect();
@@ -405,7 +405,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
         "two alerts in the same instant are both kept"
     );
     let page = store
-        .alerts(None, since, Page::first(2))
+        .alerts(None, since, Page::first(2), now)
         .await
         .expect("alerts");
     let ids: Vec<&str> = page.iter().map(|e| e.event_id.as_str()).collect();
@@ -415,7 +415,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
         limit: 2,
     };
     let ids: Vec<String> = store
-        .alerts(None, since, next)
+        .alerts(None, since, next, now)
         .await
         .expect("alerts")
         .into_iter()
@@ -443,7 +443,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
     assert_eq!(summary.by_type[&EventType::Traffic], 2);
 
     let windows = store
-        .aggregations("SF", None, Page::first(2))
+        .aggregations("SF", None, Page::first(2), now)
         .await
         .expect("aggregations");
     assert_eq!(windows.len(), 2);
@@ -459,8 +459,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
             Page {
                 after: Some(after),
                 limit: 10,
-            },
-        )
+            }, now)
         .await
         .expect("aggregations");
     let mut seen: Vec<(EventTime, EventType)> = windows
@@ -486,7 +485,7 @@ async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
         "SF",
         now.saturating_sub(Span::from_mins(25 * 60)),
         EventType::Traffic,
-        Severity::Low,
+        Severity::Critical,
     );
     let new = event("new", "SF", now, EventType::Traffic, Severity::Low);
     store
@@ -515,11 +514,24 @@ async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
         store.cities(Page::first(10), now).await.expect("cities")[0].total_events,
         1
     );
-    assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.total_events, 1);
+    assert_eq!(stats.alerts.total(), 0, "its alert expired with it");
+    let alerts = store
+        .alerts(None, now.saturating_sub(Span::from_mins(48 * 60)), Page::first(10), now)
+        .await
+        .expect("alerts");
+    assert!(alerts.is_empty());
+    let windows = store
+        .aggregations("SF", None, Page::first(10), now)
+        .await
+        .expect("aggregations");
+    assert_eq!(windows.len(), 1, "its window expired with its only event");
 
-    // SQLite deletes the expired row itself; DynamoDB's TTL does it for DynamoDB. Either way
-    // the second purge finds nothing and reads never showed the row.
-    assert!(store.purge_expired(now).await.expect("purge").raw <= 1);
+    // SQLite deletes the expired rows itself; DynamoDB's TTL does it for DynamoDB. Either way
+    // the second purge finds nothing and reads never showed the rows.
+    let purged = store.purge_expired(now).await.expect("purge");
+    assert!(purged.raw <= 1 && purged.alerts <= 1 && purged.windows <= 1);
     assert_eq!(store.purge_expired(now).await.expect("purge").raw, 0);
     assert_eq!(store.stats(now).await.expect("stats").total_events, 1);
     assert_eq!(
@@ -701,7 +713,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 4)"),
+        error.contains("another version of CityStream (schema 0, this build uses 5)"),
         "{error}"
     );
     // A file this build wrote opens again.

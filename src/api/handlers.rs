@@ -190,10 +190,11 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult 
     let city = params.city("city")?;
     let hours = params.int("hours", 24, 1..=720)?;
     let page = params.page::<EventKey>(100)?;
-    let since = EventTime::now().saturating_sub(Span::from_mins(i64::from(hours) * 60));
+    let now = EventTime::now();
+    let since = now.saturating_sub(Span::from_mins(i64::from(hours) * 60));
     let found = state
         .store
-        .alerts(city.as_ref().map(|c| c.as_str()), since, one_more(&page))
+        .alerts(city.as_ref().map(|c| c.as_str()), since, one_more(&page), now)
         .await?;
     let (alerts, next_cursor) = cut(found, page.limit, EventKey::of);
     let mut body = json!({
@@ -233,7 +234,7 @@ pub async fn aggregations(
     let page = params.page::<WindowPos>(10)?;
     let found = state
         .store
-        .aggregations(city.as_str(), event_type, one_more(&page))
+        .aggregations(city.as_str(), event_type, one_more(&page), EventTime::now())
         .await?;
     let (windows, next_cursor) = cut(found, page.limit, |w| WindowPos {
         start: w.window_start,

@@ -248,13 +248,15 @@ impl DeadLetterKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
     pub raw: u64,
+    pub alerts: u64,
+    pub windows: u64,
     pub late: u64,
     pub dead_letters: u64,
 }
 
 impl Purged {
     pub fn total(&self) -> u64 {
-        self.raw + self.late + self.dead_letters
+        self.raw + self.alerts + self.windows + self.late + self.dead_letters
     }
 }
 
@@ -302,12 +304,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError>;
 
-    /// A page of alerts at or after `since`, newest first, of one city or all.
+    /// A page of live alerts at or after `since`, newest first, of one city or all.
     async fn alerts(
         &self,
         city: Option<&str>,
         since: EventTime,
         page: Page<EventKey>,
+        now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError>;
 
     /// A page of cities with live raw events, by name.
@@ -317,12 +320,13 @@ pub trait Store: Send + Sync + 'static {
         now: EventTime,
     ) -> Result<Vec<CityCount>, StoreError>;
 
-    /// A page of a city's windows (of one type, or all), newest window first.
+    /// A page of a city's live windows (of one type, or all), newest window first.
     async fn aggregations(
         &self,
         city: &str,
         event_type: Option<EventType>,
         page: Page<WindowPos>,
+        now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError>;
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError>;
@@ -342,7 +346,8 @@ pub trait Store: Send + Sync + 'static {
         now: EventTime,
     ) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Deletes rows whose expiry has passed: raw events, late events, dead letters.
+    /// Deletes rows whose expiry has passed: raw events with their alerts, windows whose
+    /// events all expired, late events and dead letters.
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError>;
 
     /// Checks that the store answers.

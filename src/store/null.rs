@@ -69,6 +69,7 @@ impl Store for NullStore {
         _city: Option<&str>,
         _since: EventTime,
         _page: Page<EventKey>,
+        _now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
         Ok(Vec::new())
     }
@@ -86,6 +87,7 @@ impl Store for NullStore {
         _city: &str,
         _event_type: Option<EventType>,
         _page: Page<WindowPos>,
+        _now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
         Ok(Vec::new())
     }

@@ -10,6 +10,8 @@
 //! 3. **Windows are sums.** [`Effects`] folds the new events of a unit into one increment per
 //!    window: counts per severity, and the severities in arrival order, of which a window keeps
 //!    at most the batch's `severities_cap` (the counts stay exact).
+//! 4. **Everything expires.** A raw row at its `ttl`, its alert with it, a window with the
+//!    newest of its events, a late event and a dead letter after their retention.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +48,8 @@ pub struct WindowDelta {
     pub counts: SeverityCounts,
     /// Severities in arrival order, at most the cap of them.
     pub severities: Vec<Severity>,
+    /// When the newest of its events' raw rows expires: the window is kept until then.
+    pub expires_at: EventTime,
 }
 
 impl WindowDelta {
@@ -100,7 +104,9 @@ impl<'a> Effects<'a> {
                         end,
                         counts: SeverityCounts::default(),
                         severities: Vec::new(),
+                        expires_at: a.ttl,
                     });
+                delta.expires_at = delta.expires_at.max(a.ttl);
                 delta.counts.add(e.severity);
                 if delta.severities.len() < cap {
                     delta.severities.push(e.severity);

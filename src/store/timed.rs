@@ -210,8 +210,9 @@ impl Store for TimedStore {
         city: Option<&str>,
         since: EventTime,
         page: Page<EventKey>,
+        now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        let call = self.inner.alerts(city, since, page);
+        let call = self.inner.alerts(city, since, page, now);
         self.call("alerts", self.read(), call).await
     }
 
@@ -229,8 +230,9 @@ impl Store for TimedStore {
         city: &str,
         event_type: Option<EventType>,
         page: Page<WindowPos>,
+        now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
-        let call = self.inner.aggregations(city, event_type, page);
+        let call = self.inner.aggregations(city, event_type, page, now);
         self.call("aggregations", self.read(), call).await
     }
 
@@ -312,6 +314,7 @@ mod tests {
             _: Option<&str>,
             _: EventTime,
             _: Page<EventKey>,
+            _: EventTime,
         ) -> Result<Vec<CityEvent>, StoreError> {
             std::future::pending().await
         }
@@ -327,6 +330,7 @@ mod tests {
             _: &str,
             _: Option<EventType>,
             _: Page<WindowPos>,
+            _: EventTime,
         ) -> Result<Vec<WindowAggregate>, StoreError> {
             std::future::pending().await
         }

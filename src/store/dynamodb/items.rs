@@ -123,9 +123,13 @@ pub(super) fn raw_item(a: &Accepted) -> Item {
     item
 }
 
-pub(super) fn alert_item(e: &CityEvent) -> Item {
+/// An alert; it expires with its raw event.
+pub(super) fn alert_item(a: &Accepted) -> Item {
+    let e = &a.event;
     let mut item = event_attributes(e);
     item.insert("timestamp".into(), s(alert_key(e.timestamp, &e.event_id)));
+    item.insert("ttl".into(), n(a.ttl.as_millis().div_euclid(1000)));
+    item.insert("ttl_ms".into(), n(a.ttl.as_millis()));
     item
 }
 

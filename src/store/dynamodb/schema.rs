@@ -95,14 +95,16 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
                     range: Some(n("window_start_ms")),
                 },
             ],
-            ttl: None,
+            // A window expires with the newest of its events.
+            ttl: Some("ttl"),
         },
         TableSpec {
             name: format!("{prefix}alerts"),
             hash: s("city"),
             range: Some(s("timestamp")),
             indexes: Vec::new(),
-            ttl: None,
+            // An alert expires with its raw event.
+            ttl: Some("ttl"),
         },
         TableSpec {
             // Checkpoints, counters, late events and dead letters, under prefixed keys; late

@@ -230,6 +230,7 @@ impl DynamoStore {
         city: &str,
         since: EventTime,
         page: &Page<EventKey>,
+        now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
         let mut request = self
             .client
@@ -250,9 +251,10 @@ impl DynamoStore {
         let after = page.after.clone();
         let items = self
             .query(request, Some(page.limit), |i| {
-                after.as_ref().is_none_or(|k| {
-                    text(i, "timestamp").is_ok_and(|t| t != alert_key(k.at, &k.event_id))
-                })
+                live(i, "ttl_ms", now)
+                    && after.as_ref().is_none_or(|k| {
+                        text(i, "timestamp").is_ok_and(|t| t != alert_key(k.at, &k.event_id))
+                    })
             })
             .await?;
         items.iter().map(event_from).collect()
@@ -409,10 +411,11 @@ impl Store for DynamoStore {
         city: Option<&str>,
         since: EventTime,
         page: Page<EventKey>,
+        now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
         let mut out = Vec::new();
         for city in self.cities_or_all(city).await? {
-            out.extend(self.city_alerts(&city, since, &page).await?);
+            out.extend(self.city_alerts(&city, since, &page, now).await?);
         }
         Ok(newest_first(out, page.limit, EventKey::of))
     }
@@ -449,6 +452,7 @@ impl Store for DynamoStore {
         city: &str,
         event_type: Option<EventType>,
         page: Page<WindowPos>,
+        now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
         let base = self
             .client
@@ -487,7 +491,7 @@ impl Store for DynamoStore {
                 }
             }
         };
-        self.query(request, Some(page.limit), |_| true)
+        self.query(request, Some(page.limit), |i| live(i, "ttl_ms", now))
             .await?
             .iter()
             .map(window_from)
@@ -499,9 +503,9 @@ impl Store for DynamoStore {
         for city in self.city_names(None, None).await? {
             stats.total_events += self.city_total(&city, now).await?;
         }
-        for item in self.state_items("count#alerts").await? {
-            let v: Severity = text(&item, "sk")?.parse().map_err(corrupt)?;
-            stats.alerts.0[v.index()] = num(&item, "count")?;
+        for (severity, count) in self.live_buckets("count#alerts", now).await? {
+            let v: Severity = severity.parse().map_err(corrupt)?;
+            stats.alerts.0[v.index()] += count;
         }
         let mut late: Vec<LateCount> = self
             .late_counts(now)

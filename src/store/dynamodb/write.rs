@@ -234,10 +234,13 @@ impl DynamoStore {
         actions.count("cities".into(), e.city.as_str().to_owned());
         if a.is_alert() {
             actions.push(
-                put(self.plain_put(&self.alerts, alert_item(e))?),
+                put(self.plain_put(&self.alerts, alert_item(a))?),
                 Owner::Other,
             );
-            actions.count("count#alerts".into(), e.severity.as_str().to_owned());
+            actions.count(
+                "count#alerts".into(),
+                format!("{}#{}", hour(a.ttl), e.severity),
+            );
         }
         if let Placement::Late { .. } = a.placement {
             let expires = batch.rules.late_expiry(e);
@@ -317,6 +320,8 @@ impl DynamoStore {
             "#ws = :ws",
             "#wsm = :wsm",
             "#wem = :wem",
+            "#ttl = :ttl",
+            "#ttlms = :ttlms",
         ];
         let take = known.map_or(delta.severities.len(), |(room, _)| {
             (*room).min(delta.severities.len())
@@ -336,6 +341,10 @@ impl DynamoStore {
             .expression_attribute_names("#wsm", "window_start_ms")
             .expression_attribute_names("#wem", "window_end_ms")
             .expression_attribute_names("#n", "event_count")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_names("#ttlms", "ttl_ms")
+            .expression_attribute_values(":ttl", n(delta.expires_at.as_millis().div_euclid(1000)))
+            .expression_attribute_values(":ttlms", n(delta.expires_at.as_millis()))
             .expression_attribute_values(":city", s(delta.city.as_str()))
             .expression_attribute_values(":type", s(delta.event_type.as_str()))
             .expression_attribute_values(":ct", s(format!("{}#{}", delta.city, delta.event_type)))

@@ -32,7 +32,7 @@ use crate::model::{
 pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
 /// Bumped whenever `schema.sql` changes in a way an existing file cannot follow.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
 /// The writer copies the write-ahead log into the database every 256 pages: 4 MiB, SQLite's
@@ -341,9 +341,10 @@ impl Store for SqliteStore {
         city: Option<&str>,
         since: EventTime,
         page: Page<EventKey>,
+        now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
         let city = city.map(str::to_owned);
-        self.read(move |c| read::alerts(c, city.as_deref(), since, &page))
+        self.read(move |c| read::alerts(c, city.as_deref(), since, &page, now))
             .await
     }
 
@@ -360,9 +361,10 @@ impl Store for SqliteStore {
         city: &str,
         event_type: Option<EventType>,
         page: Page<WindowPos>,
+        now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
         let city = city.to_owned();
-        self.read(move |c| read::aggregations(c, &city, event_type, &page))
+        self.read(move |c| read::aggregations(c, &city, event_type, &page, now))
             .await
     }
 
@@ -392,6 +394,8 @@ impl Store for SqliteStore {
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
         Ok(Purged {
             raw: self.purge_all(now, purge::raw_chunk).await?,
+            alerts: self.purge_all(now, purge::alert_chunk).await?,
+            windows: self.purge_all(now, purge::window_chunk).await?,
             late: self.purge_all(now, purge::late_chunk).await?,
             dead_letters: self.purge_all(now, purge::dead_letter_chunk).await?,
         })

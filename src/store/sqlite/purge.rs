@@ -71,6 +71,48 @@ fn uncount_raw(
     Ok(total as u64)
 }
 
+/// Deletes up to `?2` alerts expired at `?1` (with their raw rows), returning their severities.
+pub(super) const PURGE_ALERTS: &str = concat!(
+    "DELETE FROM alerts WHERE (city, ts, event_id) IN
+         (SELECT city, ts, event_id FROM alerts WHERE ts <= ",
+    expiry_horizon!(),
+    " AND ttl <= ?1 LIMIT ?2)
+     RETURNING severity"
+);
+
+/// Deletes up to [`PURGE_CHUNK`] expired alerts and takes them off the counts.
+pub(super) fn alert_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut purged: HashMap<String, i64> = HashMap::new();
+    {
+        let mut delete = tx.prepare_cached(PURGE_ALERTS)?;
+        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            *purged.entry(row.get(0)?).or_default() += 1;
+        }
+    }
+    let mut count =
+        tx.prepare_cached("UPDATE alert_counts SET alerts = alerts - ?2 WHERE severity = ?1")?;
+    let mut total = 0;
+    for (severity, n) in &purged {
+        count.execute(params![severity, n])?;
+        total += n;
+    }
+    drop(count);
+    tx.commit()?;
+    Ok(total as u64)
+}
+
+/// Deletes up to `?2` windows whose every event expired by `?1`.
+pub(super) const PURGE_WINDOWS: &str = "DELETE FROM aggregations WHERE partition_key IN
+     (SELECT partition_key FROM aggregations WHERE expires_at <= ?1 LIMIT ?2)";
+
+/// Deletes up to [`PURGE_CHUNK`] expired windows.
+pub(super) fn window_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
+    let n = conn.execute(PURGE_WINDOWS, params![now.as_millis(), PURGE_CHUNK])?;
+    Ok(n as u64)
+}
+
 /// Deletes up to [`PURGE_CHUNK`] expired late events and takes them off the counts.
 pub(super) fn late_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -75,16 +75,16 @@ pub(super) fn recent_events(
 
 pub(super) const CITY_ALERTS: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
-     WHERE city = ?1 AND ts >= ?2 ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     WHERE city = ?1 AND ts >= ?2 AND +ttl > ?4 ORDER BY ts DESC, event_id DESC LIMIT ?3",
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
-     WHERE city = ?1 AND ts >= ?2 AND (ts, event_id) < (?4, ?5)
+     WHERE city = ?1 AND ts >= ?2 AND +ttl > ?4 AND (ts, event_id) < (?5, ?6)
      ORDER BY ts DESC, event_id DESC LIMIT ?3",
 ];
 pub(super) const ALL_ALERTS: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
-     WHERE ts >= ?2 AND ?1 IS NULL ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     WHERE ts >= ?2 AND ?1 IS NULL AND +ttl > ?4 ORDER BY ts DESC, event_id DESC LIMIT ?3",
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
-     WHERE ts >= ?2 AND ?1 IS NULL AND (ts, event_id) < (?4, ?5)
+     WHERE ts >= ?2 AND ?1 IS NULL AND +ttl > ?4 AND (ts, event_id) < (?5, ?6)
      ORDER BY ts DESC, event_id DESC LIMIT ?3",
 ];
 
@@ -93,15 +93,12 @@ pub(super) fn alerts(
     city: Option<&str>,
     since: EventTime,
     page: &Page<EventKey>,
+    now: EventTime,
 ) -> Result<Vec<CityEvent>, StoreError> {
-    let variants = if city.is_some() {
-        &CITY_ALERTS
-    } else {
-        &ALL_ALERTS
-    };
+    let variants = if city.is_some() { &CITY_ALERTS } else { &ALL_ALERTS };
     let mut stmt = c.prepare_cached(sql(variants, page))?;
     let (at, id) = event_key(page);
-    let args = params![city, since.as_millis(), limit(page), at, id];
+    let args = params![city, since.as_millis(), limit(page), now.as_millis(), at, id];
     let used = stmt.parameter_count();
     collect(&mut stmt, &args[..used], event_from_row)
 }
@@ -151,21 +148,23 @@ pub(super) fn cities(
 pub(super) const CITY_TYPE_WINDOWS: [&str; 2] = [
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
-     FROM aggregations WHERE city = ?1 AND event_type = ?2
+     FROM aggregations WHERE city = ?1 AND event_type = ?2 AND +expires_at > ?4
      ORDER BY window_start DESC LIMIT ?3",
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
-     FROM aggregations WHERE city = ?1 AND event_type = ?2 AND window_start < ?4
+     FROM aggregations WHERE city = ?1 AND event_type = ?2 AND +expires_at > ?4
+         AND window_start < ?5
      ORDER BY window_start DESC LIMIT ?3",
 ];
 pub(super) const CITY_WINDOWS: [&str; 2] = [
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
-     FROM aggregations WHERE city = ?1 AND ?2 IS NULL
+     FROM aggregations WHERE city = ?1 AND ?2 IS NULL AND +expires_at > ?4
      ORDER BY window_start DESC, event_type DESC LIMIT ?3",
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
-     FROM aggregations WHERE city = ?1 AND ?2 IS NULL AND (window_start, event_type) < (?4, ?5)
+     FROM aggregations WHERE city = ?1 AND ?2 IS NULL AND +expires_at > ?4
+         AND (window_start, event_type) < (?5, ?6)
      ORDER BY window_start DESC, event_type DESC LIMIT ?3",
 ];
 
@@ -174,6 +173,7 @@ pub(super) fn aggregations(
     city: &str,
     event_type: Option<EventType>,
     page: &Page<WindowPos>,
+    now: EventTime,
 ) -> Result<Vec<crate::model::WindowAggregate>, StoreError> {
     let variants = if event_type.is_some() {
         &CITY_TYPE_WINDOWS
@@ -189,6 +189,7 @@ pub(super) fn aggregations(
         city,
         event_type.map(EventType::as_str),
         limit(page),
+        now.as_millis(),
         start,
         after_type
     ];
@@ -246,6 +247,12 @@ fn total(c: &Connection, name: &str) -> Result<i64, StoreError> {
 
 pub(super) const EXPIRED_RAW_TOTAL: &str =
     concat!("SELECT coalesce(sum(n), 0) FROM (", expired_raw!(), ")");
+/// Alerts past their expiry that the purge has not deleted yet, per severity (`?1` is now).
+pub(super) const EXPIRED_ALERTS: &str = concat!(
+    "SELECT severity, count(*) FROM alerts WHERE ts <= ",
+    expiry_horizon!(),
+    " AND ttl <= ?1 GROUP BY +severity"
+);
 pub(super) const EXPIRED_LATE_TOTAL: &str =
     "SELECT count(*) FROM late_events WHERE expires_at <= ?1";
 pub(super) const DEAD_LETTER_KINDS: &str =
@@ -269,7 +276,14 @@ pub(super) fn stats(c: &Connection, now: EventTime) -> Result<Stats, StoreError>
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let s = severity(&row.get::<_, String>(0)?)?;
-        stats.alerts.0[s.index()] = row.get::<_, i64>(1)? as u64;
+        stats.alerts.0[s.index()] = row.get::<_, i64>(1)?.max(0) as u64;
+    }
+    let mut stmt = c.prepare_cached(EXPIRED_ALERTS)?;
+    let mut rows = stmt.query(params![now.as_millis()])?;
+    while let Some(row) = rows.next()? {
+        let s = severity(&row.get::<_, String>(0)?)?;
+        let n = row.get::<_, i64>(1)?.max(0) as u64;
+        stats.alerts.0[s.index()] = stats.alerts.0[s.index()].saturating_sub(n);
     }
     stats.late_by_city_type = late_groups(c, now)?;
     let mut stmt = c.prepare_cached(DEAD_LETTER_KINDS)?;

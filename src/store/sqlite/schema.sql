@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS totals (
 ) WITHOUT ROWID;
 
 -- Query 2: window values, sums of the new events of every write; the seed's
--- citystream-aggregations keyed city#event_type#window_start.
+-- citystream-aggregations keyed city#event_type#window_start. A window is kept until its
+-- newest event's raw row expires (expires_at).
 CREATE TABLE IF NOT EXISTS aggregations (
     partition_key TEXT    NOT NULL PRIMARY KEY,
     city          TEXT    NOT NULL,
@@ -62,13 +63,16 @@ CREATE TABLE IF NOT EXISTS aggregations (
     low           INTEGER NOT NULL,
     medium        INTEGER NOT NULL,
     high          INTEGER NOT NULL,
-    critical      INTEGER NOT NULL
+    critical      INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS agg_by_city ON aggregations (city, window_start, event_type);
 CREATE INDEX IF NOT EXISTS agg_by_city_type ON aggregations (city, event_type, window_start);
+CREATE INDEX IF NOT EXISTS agg_by_expiry ON aggregations (expires_at);
 
 -- Query 3: high and critical events; the seed's citystream-alerts (city, timestamp), with the
--- event id in the key so two alerts of one city in the same instant are both kept.
+-- event id in the key so two alerts of one city in the same instant are both kept. An alert
+-- expires with its raw row (ttl); alerts_by_time serves its purge as the raw key does.
 CREATE TABLE IF NOT EXISTS alerts (
     city        TEXT    NOT NULL,
     ts          INTEGER NOT NULL,
@@ -76,6 +80,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     event_type  TEXT    NOT NULL,
     severity    TEXT    NOT NULL,
     description TEXT    NOT NULL,
+    ttl         INTEGER NOT NULL,
     PRIMARY KEY (city, ts, event_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (ts, event_id);

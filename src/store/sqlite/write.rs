@@ -132,8 +132,8 @@ pub(super) fn add_total(tx: &Transaction<'_>, name: &str, n: i64) -> Result<(), 
 
 fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
     let mut alert = tx.prepare_cached(
-        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description, ttl)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
     )?;
     for a in effects.alert_events() {
         let e = &a.event;
@@ -144,6 +144,7 @@ fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), Stor
             e.event_type.as_str(),
             e.severity.as_str(),
             e.description,
+            a.ttl.as_millis(),
         ])?;
     }
     let mut count = tx.prepare_cached(
@@ -168,14 +169,15 @@ fn add_to_windows(
 ) -> Result<(), StoreError> {
     let mut window = tx.prepare_cached(
         "INSERT INTO aggregations (partition_key, city, event_type, window_start, window_end,
-             event_count, severities, low, medium, high, critical)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, substr(?7, 1, ?12), ?8, ?9, ?10, ?11)
+             event_count, severities, low, medium, high, critical, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, substr(?7, 1, ?12), ?8, ?9, ?10, ?11, ?13)
          ON CONFLICT (partition_key) DO UPDATE SET
              event_count = event_count + excluded.event_count,
              severities = severities
                  || substr(excluded.severities, 1, max(?12 - length(severities), 0)),
              low = low + excluded.low, medium = medium + excluded.medium,
-             high = high + excluded.high, critical = critical + excluded.critical",
+             high = high + excluded.high, critical = critical + excluded.critical,
+             expires_at = max(expires_at, excluded.expires_at)",
     )?;
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     for (key, w) in &effects.windows {
@@ -193,6 +195,7 @@ fn add_to_windows(
             c.get(Severity::High) as i64,
             c.get(Severity::Critical) as i64,
             cap,
+            w.expires_at.as_millis(),
         ])?;
     }
     Ok(())
