@@ -2,7 +2,9 @@
 //! sees it. [`TimedStore`] wraps any [`Store`]: a call that does not finish in time fails with
 //! [`StoreError::Timeout`] (the caller retries or answers 503), every failure is counted in
 //! `citystream_store_errors_total{op,class}`, and the first failure after a success, and the
-//! first success after failures, are logged at once. [`StoreHealth`] keeps that state for
+//! first success after failures, are logged at once. A call still running after a few seconds
+//! ([`Deadlines::slow`]) already counts as a failure for health: a stalled store shows within
+//! seconds, not only when the deadline ends the call. [`StoreHealth`] keeps that state for
 //! `/api/v1/health` and `citystream_store_up`.
 
 use std::future::Future;
@@ -34,6 +36,15 @@ impl Default for Deadlines {
             read: Duration::from_secs(5),
             write: Duration::from_secs(60),
         }
+    }
+}
+
+impl Deadlines {
+    /// How long a call with `limit` may run before the store counts as failing: 2 s for a read,
+    /// 10 s for a write (a large batch takes a while), never beyond the deadline itself.
+    pub fn slow(limit: Duration, write: bool) -> Duration {
+        let slow = if write { 10 } else { 2 };
+        limit.min(Duration::from_secs(slow))
     }
 }
 
@@ -117,14 +128,25 @@ impl TimedStore {
     async fn call<T>(
         &self,
         op: &'static str,
-        limit: Duration,
+        kind: Call,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let out = match tokio::time::timeout(limit, call).await {
-            Ok(out) => out,
-            Err(_) => Err(StoreError::Timeout { op, after: limit }),
+        let limit = match kind {
+            Call::Read => self.deadlines.read,
+            Call::Write => self.deadlines.write,
         };
+        let call = tokio::time::timeout(limit, call);
+        tokio::pin!(call);
+        let slow = Deadlines::slow(limit, kind == Call::Write);
+        let finished = tokio::select! {
+            finished = &mut call => finished,
+            _ = tokio::time::sleep(slow) => {
+                self.health.failed(op, &StoreError::Timeout { op, after: slow });
+                call.await
+            }
+        };
+        let out = finished.unwrap_or(Err(StoreError::Timeout { op, after: limit }));
         metrics::histogram!("citystream_store_call_seconds", "op" => op)
             .record(started.elapsed().as_secs_f64());
         match &out {
@@ -145,9 +167,13 @@ impl TimedStore {
         out
     }
 
-    fn read(&self) -> Duration {
-        self.deadlines.read
-    }
+}
+
+/// Which deadline a call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Write,
 }
 
 #[async_trait]
@@ -157,8 +183,8 @@ impl Store for TimedStore {
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError> {
-        let limit = self.deadlines.write;
-        self.call("write", limit, self.inner.write(batch)).await
+        self.call("write", Call::Write, self.inner.write(batch))
+            .await
     }
 
     async fn checkpoint(
@@ -167,12 +193,12 @@ impl Store for TimedStore {
         partition: u32,
     ) -> Result<Option<Checkpoint>, StoreError> {
         let call = self.inner.checkpoint(source, partition);
-        self.call("checkpoint", self.read(), call).await
+        self.call("checkpoint", Call::Read, call).await
     }
 
     async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError> {
         let call = self.inner.checkpoints(source);
-        self.call("checkpoints", self.read(), call).await
+        self.call("checkpoints", Call::Read, call).await
     }
 
     async fn events_since(
@@ -182,12 +208,12 @@ impl Store for TimedStore {
     ) -> Result<Vec<CityEvent>, StoreError> {
         // A resumed partition's ids may be many: this read gets the write deadline.
         let call = self.inner.events_since(since, limit);
-        self.call("events_since", self.deadlines.write, call).await
+        self.call("events_since", Call::Write, call).await
     }
 
     async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError> {
         let call = self.inner.pipeline_status(limit);
-        self.call("pipeline_status", self.read(), call).await
+        self.call("pipeline_status", Call::Read, call).await
     }
 
     async fn recent_events(
@@ -197,12 +223,12 @@ impl Store for TimedStore {
         now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let call = self.inner.recent_events(city, page, now);
-        self.call("recent_events", self.read(), call).await
+        self.call("recent_events", Call::Read, call).await
     }
 
     async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError> {
         let call = self.inner.city_summary(city, now);
-        self.call("city_summary", self.read(), call).await
+        self.call("city_summary", Call::Read, call).await
     }
 
     async fn alerts(
@@ -213,7 +239,7 @@ impl Store for TimedStore {
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
         let call = self.inner.alerts(city, since, page, now);
-        self.call("alerts", self.read(), call).await
+        self.call("alerts", Call::Read, call).await
     }
 
     async fn cities(
@@ -222,7 +248,7 @@ impl Store for TimedStore {
         now: EventTime,
     ) -> Result<Vec<CityCount>, StoreError> {
         let call = self.inner.cities(page, now);
-        self.call("cities", self.read(), call).await
+        self.call("cities", Call::Read, call).await
     }
 
     async fn aggregations(
@@ -233,11 +259,11 @@ impl Store for TimedStore {
         now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
         let call = self.inner.aggregations(city, event_type, page, now);
-        self.call("aggregations", self.read(), call).await
+        self.call("aggregations", Call::Read, call).await
     }
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {
-        self.call("stats", self.read(), self.inner.stats(now)).await
+        self.call("stats", Call::Read, self.inner.stats(now)).await
     }
 
     async fn late_events(
@@ -247,7 +273,7 @@ impl Store for TimedStore {
         now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError> {
         let call = self.inner.late_events(city, page, now);
-        self.call("late_events", self.read(), call).await
+        self.call("late_events", Call::Read, call).await
     }
 
     async fn dead_letters(
@@ -256,17 +282,16 @@ impl Store for TimedStore {
         now: EventTime,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let call = self.inner.dead_letters(page, now);
-        self.call("dead_letters", self.read(), call).await
+        self.call("dead_letters", Call::Read, call).await
     }
 
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
-        let limit = self.deadlines.write;
-        self.call("purge", limit, self.inner.purge_expired(now))
+        self.call("purge", Call::Write, self.inner.purge_expired(now))
             .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call("ping", self.read(), self.inner.ping()).await
+        self.call("ping", Call::Read, self.inner.ping()).await
     }
 }
 
