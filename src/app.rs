@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -25,7 +24,7 @@ use crate::config::{
     ApiArgs, Backend, BenchArgs, BenchStore, BrokerArgs, DestroyArgs, DynamoArgs, EngineArgs,
     ProcessArgs, ProduceArgs, ServeArgs, StoreArgs, UpArgs,
 };
-use crate::generator::Generator;
+use crate::generator::hostile::Records;
 use crate::model::EventTime;
 use crate::processor::RuntimeConfig;
 use crate::processor::{Engine, Processor};
@@ -76,22 +75,22 @@ async fn wait_for_signal() {
     }
 }
 
-/// Feeds generated events to a producer, paced at the configured rate (or as fast as the
+/// Feeds generated records to a producer, paced at the configured rate (or as fast as the
 /// producer takes them with `burst`), until the count is reached or `stop` fires.
 pub async fn run_generator(
-    mut generator: Generator,
+    mut records: Records,
     producer: &dyn Producer,
     burst: bool,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let config = generator.config().clone();
+    let config = records.config().clone();
     tracing::info!(seed = config.seed, rate = config.rate, count = ?config.count,
-        start = %config.start, burst, "generator started");
+        start = %config.start, burst, hostile = config.hostile, "generator started");
     let started = Instant::now();
-    let exhausted = |g: &Generator| g.config().count.is_some_and(|c| g.emitted() >= c);
-    while !stop.is_cancelled() && !exhausted(&generator) {
+    let mut done = false;
+    while !stop.is_cancelled() && !done {
         if !burst {
-            let due = started + generator.due_after(generator.emitted());
+            let due = started + records.due_after(records.emitted());
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(due) => {}
@@ -100,12 +99,15 @@ pub async fn run_generator(
         let now = Instant::now();
         let mut batch = Vec::new();
         while batch.len() < GENERATOR_BATCH
-            && (burst || started + generator.due_after(generator.emitted()) <= now)
+            && (burst || started + records.due_after(records.emitted()) <= now)
         {
-            let Some(event) = generator.next() else { break };
+            let Some(record) = records.next() else {
+                done = true;
+                break;
+            };
             batch.push(Message {
-                key: Bytes::copy_from_slice(event.city.as_str().as_bytes()),
-                payload: Bytes::from(event.to_json()),
+                key: record.key,
+                payload: record.bytes,
             });
         }
         if !batch.is_empty() {
@@ -117,8 +119,8 @@ pub async fn run_generator(
             metrics::counter!("citystream_generated_total").increment(n);
         }
     }
-    tracing::info!(events = generator.emitted(), "generator stopped");
-    Ok(generator.emitted())
+    tracing::info!(records = records.emitted(), "generator stopped");
+    Ok(records.emitted())
 }
 
 async fn purge_expired(store: Arc<dyn Store>, every: Duration, stop: CancellationToken) {
@@ -260,7 +262,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let listener = bind(&args.api).await?;
 
     let shutdown = shutdown_on_signal();
-    let generator = Generator::new(args.generator.config());
+    let generator = Records::new(args.generator.config());
     let burst = args.generator.burst;
     let gen_stop = shutdown.clone();
     let generator = tokio::spawn(async move {
@@ -344,7 +346,7 @@ async fn serve_ops(
 /// `citystream produce`: generated events to Kafka, or as JSON lines on standard output.
 pub async fn produce(args: ProduceArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    let generator = Generator::new(args.generator.config());
+    let generator = Records::new(args.generator.config());
     let burst = args.generator.burst;
     let Some(kafka) = args.broker.kafka() else {
         let out = LineWriter::new(tokio::io::stdout());

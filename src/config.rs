@@ -192,6 +192,10 @@ pub struct GeneratorArgs {
     /// Share of events 16 to 30 minutes behind the stream clock (late for a 10-minute watermark).
     #[arg(long, env = "CITYSTREAM_LATE", default_value_t = 0.0, value_parser = ratio)]
     pub late: f64,
+    /// Share of records that are hostile: repeats, reused ids, malformed, oversized, future,
+    /// cityless or behind a byte-order mark (to see the pipeline's defences at work).
+    #[arg(long, env = "CITYSTREAM_HOSTILE", default_value_t = 0.0, value_parser = ratio)]
+    pub hostile: f64,
 }
 
 impl GeneratorArgs {
@@ -204,6 +208,7 @@ impl GeneratorArgs {
             start: self.start_time.unwrap_or_else(EventTime::now),
             out_of_order: self.out_of_order,
             late: self.late,
+            hostile: self.hostile,
         }
     }
 }

@@ -29,6 +29,7 @@ async fn fixture() -> (tempfile::TempDir, AppState) {
         start: now.saturating_sub(Span::from_mins(30)),
         out_of_order: 0.1,
         late: 0.05,
+        hostile: 0.0,
     });
     let mut records: Vec<_> = generator
         .enumerate()

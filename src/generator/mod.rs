@@ -3,7 +3,10 @@
 //! watermark has something to do. Same seed and start time → same stream.
 //!
 //! The generator is a pure iterator; pacing it against the wall clock is the caller's job
-//! (see [`Generator::due_after`]).
+//! (see [`Generator::due_after`]). [`hostile::Records`] turns its events into broker records,
+//! with an optional share of hostile ones (repeats, reused ids, malformed, oversized, …).
+
+pub mod hostile;
 
 use std::time::Duration;
 
@@ -31,6 +34,8 @@ pub struct GeneratorConfig {
     pub out_of_order: f64,
     /// Share of events that arrive late: 16 to 30 minutes behind, past the watermark.
     pub late: f64,
+    /// Share of records that are hostile (see [`hostile`]); used by [`hostile::Records`].
+    pub hostile: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -43,6 +48,7 @@ impl Default for GeneratorConfig {
             start: EventTime::now(),
             out_of_order: 0.0,
             late: 0.0,
+            hostile: 0.0,
         }
     }
 }
@@ -141,6 +147,7 @@ mod tests {
             start: EventTime::parse_rfc3339("2026-11-25T08:00:00Z").unwrap(),
             out_of_order: 0.1,
             late: 0.05,
+            hostile: 0.0,
         }
     }
 

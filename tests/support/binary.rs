@@ -158,6 +158,7 @@ pub fn generator(seed: u64, count: u64, start: EventTime) -> GeneratorConfig {
         start,
         out_of_order: 0.1,
         late: 0.03,
+        hostile: 0.0,
     }
 }
 
