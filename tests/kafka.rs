@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use citystream::generator::{Generator, GeneratorConfig};
+use citystream::generator::GeneratorConfig;
+use citystream::generator::hostile::Records;
 use citystream::model::EventTime;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
@@ -14,7 +15,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::support::binary::{Running, append, check_against, expected_of, generator, start_time};
+use crate::support::binary::{
+    Running, append_records, check_against, expected_of, generator, start_time,
+};
 use crate::support::oracle::Results;
 use crate::support::tansu::Tansu;
 
@@ -29,7 +32,7 @@ fn stream(seed: u64) -> GeneratorConfig {
 
 fn expected(config: &GeneratorConfig) -> Results {
     let mut logs = BTreeMap::new();
-    append(&mut logs, Generator::new(config.clone()));
+    append_records(&mut logs, Records::new(config.clone()));
     expected_of(&logs)
 }
 
@@ -53,6 +56,8 @@ fn produce(kafka: &Tansu, config: &GeneratorConfig, pace: Option<u32>) -> Runnin
         config.out_of_order.to_string(),
         "--late".into(),
         config.late.to_string(),
+        "--hostile".into(),
+        config.hostile.to_string(),
     ];
     // tansu 0.6.0 answers a fetch from an offset inside a record batch with the next batch,
     // skipping the rest of the one asked for; a processor resuming at a committed offset would
@@ -85,9 +90,11 @@ fn processor(kafka: &Tansu, data: &str, group: &str) -> Running {
 async fn wait_until_complete(api: &Running, expected: &Results) {
     let total = expected.raw.len() as u64;
     let late = expected.late.len() as u64;
-    api.wait_for("every event processed", |s| {
+    let dead = expected.dead.len() as u64;
+    api.wait_for("every record processed", |s| {
         s["total_events_processed"].as_u64() == Some(total)
             && s["late_events"].as_u64() == Some(late)
+            && s["dead_letters"].as_u64() == Some(dead)
     })
     .await;
 }
@@ -136,12 +143,18 @@ async fn three_processors_one_killed_and_restarted_give_the_same_results() {
     check_against(&api, &expected).await;
 }
 
+/// The invariant tier's Kafka case: a hostile stream (repeats, reused ids, malformed,
+/// oversized, future and cityless records) through a processor killed five times.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_processor_killed_at_five_random_moments_gives_the_same_results() {
+async fn a_hostile_stream_through_a_processor_killed_at_five_random_moments_gives_the_same_results()
+{
     let kafka = Tansu::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
-    let config = stream(23);
+    let config = GeneratorConfig {
+        hostile: 0.08,
+        ..stream(23)
+    };
     let api = Running::serve(data);
     let producing = produce(&kafka, &config, Some(400));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);

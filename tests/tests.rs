@@ -5,7 +5,9 @@
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests;
 //! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
 //! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;
-//! - `dynamodb`: the DynamoDB tables against a DynamoDB-compatible server.
+//! - `dynamodb`: the DynamoDB tables against a DynamoDB-compatible server;
+//! - `invariant`: hostile input and random SIGKILLs on every source and store, ending exactly
+//!   as an uninterrupted run.
 
 mod support;
 
@@ -13,5 +15,6 @@ mod api;
 mod dynamodb;
 mod e2e;
 mod engine_props;
+mod invariant;
 mod kafka;
 mod store;

@@ -1,7 +1,7 @@
 //! The real binary: starting it, talking to its API, stopping it; the stream helpers and the
 //! oracle check shared by the end-to-end tiers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use citystream::broker::partition_for;
 use citystream::generator::GeneratorConfig;
-use citystream::model::{CityEvent, EventTime, Record, SEED_CITIES, Span};
+use citystream::model::{CityEvent, EventTime, Record, Span};
 use serde_json::Value;
 
 use super::oracle::Results;
@@ -97,6 +97,21 @@ impl Running {
             response.status()
         );
         response.json().await.expect("JSON body")
+    }
+
+    /// Every item of a list, following `next_cursor` page by page.
+    pub async fn all(&self, path: &str, key: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut next = path.to_owned();
+        let join = if path.contains('?') { '&' } else { '?' };
+        loop {
+            let page = self.get(&next).await;
+            items.extend(page[key].as_array().expect("a list").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => next = format!("{path}{join}cursor={cursor}"),
+                None => return items,
+            }
+        }
     }
 
     /// Polls `/api/v1/stats` until `done` holds, for at most a minute.
@@ -203,6 +218,20 @@ pub fn expected_of(logs: &BTreeMap<u32, Vec<Record>>) -> Results {
     )
 }
 
+/// Appends generated records (hostile ones too) to per-partition logs, partitioned by their
+/// key as the brokers do, arriving now.
+pub fn append_records(
+    logs: &mut BTreeMap<u32, Vec<Record>>,
+    records: citystream::generator::hostile::Records,
+) {
+    for r in records {
+        let p = partition_for(&r.key, 6);
+        let log = logs.entry(p).or_default();
+        let offset = log.len() as u64;
+        log.push(Record::head(p, offset, Some(EventTime::now()), &r.bytes));
+    }
+}
+
 /// Appends generated events to per-partition logs the way the embedded broker partitions them.
 pub fn append(
     logs: &mut BTreeMap<u32, Vec<Record>>,
@@ -219,7 +248,9 @@ pub fn append(
     n
 }
 
-/// Checks every endpoint's answer against the oracle's results.
+/// Checks every endpoint's answer against the oracle's results, every list in full (page by
+/// page): stats, cities, summaries, each city's events and windows, alerts, late events and
+/// dead letters.
 pub async fn check_against(api: &Running, expected: &Results) {
     let stats = api.get("/api/v1/stats").await;
     let alerts_of = |sev: &str| {
@@ -233,34 +264,26 @@ pub async fn check_against(api: &Running, expected: &Results) {
         stats["total_events_processed"].as_u64(),
         Some(expected.raw.len() as u64)
     );
-    assert_eq!(
-        stats["high_severity_alerts"].as_u64(),
-        Some(alerts_of("high"))
-    );
-    assert_eq!(
-        stats["critical_alerts"].as_u64(),
-        Some(alerts_of("critical"))
-    );
+    assert_eq!(stats["high_severity_alerts"].as_u64(), Some(alerts_of("high")));
+    assert_eq!(stats["critical_alerts"].as_u64(), Some(alerts_of("critical")));
     assert_eq!(
         stats["late_events"].as_u64(),
         Some(expected.late.len() as u64)
+    );
+    assert_eq!(
+        stats["dead_letters"].as_u64(),
+        Some(expected.dead.len() as u64)
     );
     assert!(
         !expected.late.is_empty(),
         "the stream exercises the watermark"
     );
 
-    let cities = api.get("/api/v1/cities").await;
-    let got: BTreeMap<String, u64> = cities["cities"]
-        .as_array()
-        .expect("cities")
+    let got: BTreeMap<String, u64> = api
+        .all("/api/v1/cities?limit=1000", "cities")
+        .await
         .iter()
-        .map(|c| {
-            (
-                c["city"].as_str().expect("city").to_owned(),
-                c["total_events"].as_u64().expect("n"),
-            )
-        })
+        .map(|c| (text(&c["city"]), c["total_events"].as_u64().expect("n")))
         .collect();
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for e in expected.raw.values() {
@@ -268,106 +291,127 @@ pub async fn check_against(api: &Running, expected: &Results) {
     }
     same(&got, &want, "cities");
 
-    for city in SEED_CITIES {
-        let of_city: Vec<&CityEvent> = expected
-            .raw
-            .values()
-            .filter(|e| e.city.as_str() == city)
-            .collect();
-
-        let summary = api.get(&format!("/api/v1/summary/{city}")).await;
-        for t in ["traffic", "weather", "incident", "construction"] {
-            let n = of_city
-                .iter()
-                .filter(|e| e.event_type.as_str() == t)
-                .count() as u64;
-            assert_eq!(
-                summary["event_type_breakdown"][t].as_u64(),
-                Some(n),
-                "{city} {t}"
-            );
-        }
-
-        let events = api.get(&format!("/api/v1/events/{city}?limit=20")).await;
-        let got: Vec<&str> = events["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["event_id"].as_str().expect("id"))
-            .collect();
-        let mut newest: Vec<&CityEvent> = of_city.clone();
-        newest.sort_by(|a, b| (b.timestamp, &b.event_id).cmp(&(a.timestamp, &a.event_id)));
-        let want: Vec<&str> = newest
-            .iter()
-            .take(20)
-            .map(|e| e.event_id.as_str())
-            .collect();
-        same(&got, &want, &format!("{city}: newest events"));
-
-        let alerts = api
-            .get(&format!("/api/v1/alerts?city={city}&hours=24&limit=1000"))
-            .await;
-        // Newest first, ties by id descending, at most the limit.
-        let got: Vec<(i64, String)> = alerts["alerts"]
-            .as_array()
-            .expect("alerts")
-            .iter()
-            .map(|a| {
-                let t = EventTime::parse_rfc3339(a["timestamp"].as_str().expect("ts"))
-                    .expect("rfc3339");
-                (
-                    t.as_millis(),
-                    a["event_id"].as_str().expect("id").to_owned(),
-                )
-            })
-            .collect();
-        let want: Vec<(i64, String)> = expected
-            .alerts
-            .iter()
-            .rev()
-            .filter(|(c, _, _)| c == city)
-            .map(|(_, t, id)| (*t, id.clone()))
-            .take(1000)
-            .collect();
-        same(&got, &want, &format!("{city}: alerts"));
-
-        for t in ["traffic", "weather", "incident", "construction"] {
-            let aggs = api
-                .get(&format!(
-                    "/api/v1/aggregations?city={city}&event_type={t}&limit=1000"
-                ))
-                .await;
-            let got: BTreeMap<String, (u64, Vec<String>)> = aggs["aggregations"]
-                .as_array()
-                .expect("aggregations")
-                .iter()
-                .map(|w| {
-                    let sev = w["severities"]
-                        .as_array()
-                        .expect("severities")
-                        .iter()
-                        .map(|s| s.as_str().expect("severity").to_owned())
-                        .collect();
-                    (
-                        w["partition_key"].as_str().expect("key").to_owned(),
-                        (w["event_count"].as_u64().expect("n"), sev),
-                    )
-                })
-                .collect();
-            let want: BTreeMap<String, (u64, Vec<String>)> = expected
-                .windows
-                .iter()
-                .filter(|(k, _)| k.starts_with(&format!("{city}#{t}#")))
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        (v.0, v.1.iter().map(|s| s.as_str().to_owned()).collect()),
-                    )
-                })
-                .collect();
-            same(&got, &want, &format!("{city}/{t}: windows"));
-        }
+    for city in want.keys() {
+        check_city(api, expected, city).await;
     }
+
+    let got: Vec<(i64, String)> = api
+        .all("/api/v1/alerts?hours=720&limit=1000", "alerts")
+        .await
+        .iter()
+        .map(|a| (time_of(&a["timestamp"]), text(&a["event_id"])))
+        .collect();
+    // Newest first, ties by id descending.
+    let mut want: Vec<(i64, String)> = expected
+        .alerts
+        .iter()
+        .map(|(_, t, id)| (*t, id.clone()))
+        .collect();
+    want.sort_by(|a, b| b.cmp(a));
+    same(&got, &want, "alerts");
+
+    let got: BTreeSet<(String, i64)> = api
+        .all("/api/v1/late-events?limit=1000", "late_events")
+        .await
+        .iter()
+        .map(|l| (text(&l["event_id"]), time_of(&l["timestamp"])))
+        .collect();
+    same(&got, &expected.late, "late events");
+
+    let got: BTreeSet<(u32, u64, String)> = api
+        .all("/api/v1/dead-letters?limit=1000", "dead_letters")
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["partition"].as_u64().expect("partition") as u32,
+                d["offset"].as_u64().expect("offset"),
+                text(&d["kind"]),
+            )
+        })
+        .collect();
+    same(&got, &expected.dead, "dead letters");
+}
+
+/// One city's summary, events and windows against the oracle.
+async fn check_city(api: &Running, expected: &Results, city: &str) {
+    let of_city: Vec<&CityEvent> = expected
+        .raw
+        .values()
+        .filter(|e| e.city.as_str() == city)
+        .collect();
+    let path_city = urlencode(city);
+    let summary = api.get(&format!("/api/v1/summary/{path_city}")).await;
+    for t in ["traffic", "weather", "incident", "construction"] {
+        let n = of_city
+            .iter()
+            .filter(|e| e.event_type.as_str() == t)
+            .count() as u64;
+        assert_eq!(
+            summary["event_type_breakdown"][t].as_u64(),
+            Some(n),
+            "{city} {t}"
+        );
+    }
+
+    let got: Vec<String> = api
+        .all(&format!("/api/v1/events/{path_city}?limit=1000"), "events")
+        .await
+        .iter()
+        .map(|e| text(&e["event_id"]))
+        .collect();
+    let mut newest: Vec<&CityEvent> = of_city.clone();
+    newest.sort_by(|a, b| (b.timestamp, &b.event_id).cmp(&(a.timestamp, &a.event_id)));
+    let want: Vec<String> = newest.iter().map(|e| e.event_id.clone()).collect();
+    same(&got, &want, &format!("{city}: events"));
+
+    let got: BTreeMap<String, (u64, Vec<String>)> = api
+        .all(&format!("/api/v1/aggregations?city={path_city}&limit=1000"), "aggregations")
+        .await
+        .iter()
+        .map(|w| {
+            let sev = w["severities"]
+                .as_array()
+                .expect("severities")
+                .iter()
+                .map(text)
+                .collect();
+            (text(&w["partition_key"]), (w["event_count"].as_u64().expect("n"), sev))
+        })
+        .collect();
+    let want: BTreeMap<String, (u64, Vec<String>)> = expected
+        .windows
+        .iter()
+        // city#type#start, and a city name may hold a '#'.
+        .filter(|(k, _)| k.rsplitn(3, '#').nth(2) == Some(city))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v.0, v.1.iter().map(|s| s.as_str().to_owned()).collect()),
+            )
+        })
+        .collect();
+    same(&got, &want, &format!("{city}: windows"));
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().expect("a string").to_owned()
+}
+
+fn time_of(v: &Value) -> i64 {
+    EventTime::parse_rfc3339(v.as_str().expect("timestamp"))
+        .expect("rfc3339")
+        .as_millis()
+}
+
+/// A city name as a path segment.
+fn urlencode(city: &str) -> String {
+    city.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub fn start_time() -> EventTime {
