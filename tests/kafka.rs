@@ -266,3 +266,98 @@ async fn a_plain_kafka_client_reads_and_writes_city_events_and_bad_records_reach
         .expect("a reason header");
     assert!(reason.contains("not a valid event"), "{reason}");
 }
+
+/// A 1 040 000-byte record on `city-events` is a `too_large` dead letter; its partition goes
+/// on. A dead-letter topic that refuses the record as it is gets its first KiB, marked
+/// truncated, with its length in a header; one that refuses even that is reported in
+/// `citystream_dlq_refused_total` and the record stays in the store only. Neither stalls.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_record_is_a_dead_letter_and_never_stalls_its_partition() {
+    let kafka = Tansu::start();
+    let config = GeneratorConfig {
+        count: Some(20),
+        ..stream(26)
+    };
+    assert!(
+        produce(&kafka, &config, None)
+            .wait(Duration::from_secs(60))
+            .success()
+    );
+    let writer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.addr)
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    let junk = vec![b'#'; 1_040_000];
+    let after = format!(
+        r#"{{"city":"Boston","event_type":"traffic","severity":"low","timestamp":"{}","description":"after the junk"}}"#,
+        EventTime::now().to_rfc3339()
+    );
+    for payload in [&junk[..], after.as_bytes()] {
+        writer
+            .send(
+                FutureRecord::to("city-events").key("Boston").payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+
+    // A dead-letter topic (here: the processor's producer limit) that takes not even 1 KiB.
+    let refusing = tempfile::tempdir().expect("tempdir");
+    let data = refusing.path().to_str().expect("utf-8");
+    let api = Running::serve(data);
+    let processor = Running::start(&[
+        "process", "--brokers", &kafka.addr, "--data-dir", data, "--group", "refusing",
+        "--kafka-option", "message.max.bytes=1000",
+    ]);
+    let stats = api
+        .wait_for("the junk and the event after it", |s| {
+            s["total_events_processed"] == 21 && s["dead_letters"] == 1
+        })
+        .await;
+    assert_eq!(stats["dead_letters_by_kind"]["too_large"], 1);
+    let dead = api.get("/api/v1/dead-letters").await;
+    assert_eq!(dead["dead_letters"][0]["payload_len"], 1_040_000);
+    let metrics = processor.text("/metrics").await;
+    assert!(
+        metrics.contains("citystream_dlq_refused_total 1"),
+        "{metrics}"
+    );
+
+    // A dead-letter topic that takes 1 KiB but not the 64 KiB kept of the record.
+    let truncating = tempfile::tempdir().expect("tempdir");
+    let data = truncating.path().to_str().expect("utf-8");
+    let api = Running::serve(data);
+    let _processor = Running::start(&[
+        "process", "--brokers", &kafka.addr, "--data-dir", data, "--group", "truncating",
+        "--kafka-option", "message.max.bytes=2000",
+    ]);
+    api.wait_for("the junk and the event after it", |s| {
+        s["total_events_processed"] == 21 && s["dead_letters"] == 1
+    })
+    .await;
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.addr)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    dlq.subscribe(&["city-events-dlq"]).expect("subscribe");
+    let dead = tokio::time::timeout(Duration::from_secs(30), dlq.recv())
+        .await
+        .expect("a dead letter within 30 s")
+        .expect("message");
+    assert_eq!(dead.payload().map(<[u8]>::len), Some(1024));
+    let header = |key: &str| {
+        dead.headers()
+            .expect("headers")
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("citystream-kind").as_deref(), Some("too_large"));
+    assert_eq!(header("citystream-truncated").as_deref(), Some("true"));
+    assert_eq!(header("citystream-payload-len").as_deref(), Some("1040000"));
+}

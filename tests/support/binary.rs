@@ -99,6 +99,18 @@ impl Running {
         response.json().await.expect("JSON body")
     }
 
+    /// A plain-text answer, such as `/metrics`.
+    pub async fn text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.text().await.expect("text body")
+    }
+
     /// Every item of a list, following `next_cursor` page by page.
     pub async fn all(&self, path: &str, key: &str) -> Vec<Value> {
         let mut items = Vec::new();
