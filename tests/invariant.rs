@@ -106,11 +106,25 @@ async fn a_file_processed_through_random_kills_ends_as_an_uninterrupted_run() {
     let data = dir.path().join("data");
     let input = dir.path().join("hostile.jsonl");
     let order = write_input(&input, &hostile(41, 30_000));
-    let (data, input) = (data.to_str().expect("utf-8"), input.to_str().expect("utf-8"));
-    let args = ["process", "--input", input, "--data-dir", data, "--max-batch", "100"];
+    let (data, input) = (
+        data.to_str().expect("utf-8"),
+        input.to_str().expect("utf-8"),
+    );
+    let args = [
+        "process",
+        "--input",
+        input,
+        "--data-dir",
+        data,
+        "--max-batch",
+        "100",
+    ];
     let landed = run_with_kills(&args, &[], 6, 30..200, 41);
     assert!(landed >= 2, "the kills landed mid-stream ({landed})");
-    let source = format!("file:{}", std::fs::canonicalize(input).expect("path").display());
+    let source = format!(
+        "file:{}",
+        std::fs::canonicalize(input).expect("path").display()
+    );
     let api = Running::serve(data);
     check_against(&api, &expected(&source, &order)).await;
 }
@@ -122,7 +136,12 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
     ];
-    let store = ["--store", "dynamodb", "--dynamodb-endpoint", &server.endpoint];
+    let store = [
+        "--store",
+        "dynamodb",
+        "--dynamodb-endpoint",
+        &server.endpoint,
+    ];
     let init = Command::new(BIN)
         .arg("init")
         .args(&store[2..])
@@ -136,11 +155,22 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
     let input = input.to_str().expect("utf-8");
     let data = dir.path().join("locks");
     let data = data.to_str().expect("utf-8");
-    let mut args = vec!["process", "--input", input, "--max-batch", "300", "--data-dir", data];
+    let mut args = vec![
+        "process",
+        "--input",
+        input,
+        "--max-batch",
+        "300",
+        "--data-dir",
+        data,
+    ];
     args.extend(store);
     let landed = run_with_kills(&args, &credentials, 6, 100..700, 42);
     assert!(landed >= 2, "the kills landed mid-stream ({landed})");
-    let source = format!("file:{}", std::fs::canonicalize(input).expect("path").display());
+    let source = format!(
+        "file:{}",
+        std::fs::canonicalize(input).expect("path").display()
+    );
     let mut serve = vec!["serve"];
     serve.extend(store);
     let api = Running::start_with_env(&serve, &credentials);
@@ -156,9 +186,8 @@ async fn up_killed_again_and_again_never_splits_an_event_across_tables() {
     let mut rng = ChaCha8Rng::seed_from_u64(43);
     for round in 0..5u64 {
         let mut config = hostile(100 + round, 4000);
-        config.start = start_time().saturating_add(citystream::model::Span::from_secs(
-            round as i64 * 200,
-        ));
+        config.start =
+            start_time().saturating_add(citystream::model::Span::from_secs(round as i64 * 200));
         let mut owned = Vec::new();
         let mut args = up_args(data, &config, &mut owned);
         args.extend(["--max-batch", "200"]);
@@ -170,7 +199,11 @@ async fn up_killed_again_and_again_never_splits_an_event_across_tables() {
     }
     let api = Running::serve(data);
     let stored = Stored::read(&api).await;
-    assert!(stored.raw.len() > 1000, "the runs stored events ({})", stored.raw.len());
+    assert!(
+        stored.raw.len() > 1000,
+        "the runs stored events ({})",
+        stored.raw.len()
+    );
     stored.check_invariant();
 }
 
@@ -187,7 +220,10 @@ struct Stored {
 
 fn key_of(v: &Value) -> (String, i64) {
     let t = EventTime::parse_rfc3339(v["timestamp"].as_str().expect("ts")).expect("rfc3339");
-    (v["event_id"].as_str().expect("id").to_owned(), t.as_millis())
+    (
+        v["event_id"].as_str().expect("id").to_owned(),
+        t.as_millis(),
+    )
 }
 
 impl Stored {
@@ -205,25 +241,44 @@ impl Stored {
                 .all(&format!("/api/v1/events/{city}?limit=1000"), "events")
                 .await;
             for e in events {
-                assert!(stored.raw.insert(key_of(&e), e).is_none(), "one row per event");
+                assert!(
+                    stored.raw.insert(key_of(&e), e).is_none(),
+                    "one row per event"
+                );
             }
             let windows = api
-                .all(&format!("/api/v1/aggregations?city={city}&limit=1000"), "aggregations")
+                .all(
+                    &format!("/api/v1/aggregations?city={city}&limit=1000"),
+                    "aggregations",
+                )
                 .await;
             for w in windows {
                 let counts = serde_json::from_value(w["severity_counts"].clone()).expect("counts");
                 let key = w["partition_key"].as_str().expect("key").to_owned();
-                stored.windows.insert(key, (w["event_count"].as_u64().expect("n"), counts));
+                stored
+                    .windows
+                    .insert(key, (w["event_count"].as_u64().expect("n"), counts));
             }
         }
-        for l in api.all("/api/v1/late-events?limit=1000", "late_events").await {
+        for l in api
+            .all("/api/v1/late-events?limit=1000", "late_events")
+            .await
+        {
             stored.late.insert(key_of(&l));
         }
-        for a in api.all("/api/v1/alerts?hours=720&limit=1000", "alerts").await {
+        for a in api
+            .all("/api/v1/alerts?hours=720&limit=1000", "alerts")
+            .await
+        {
             stored.alerts.insert(key_of(&a));
         }
-        for d in api.all("/api/v1/dead-letters?limit=1000", "dead_letters").await {
-            stored.dead_kinds.insert(d["kind"].as_str().expect("kind").to_owned());
+        for d in api
+            .all("/api/v1/dead-letters?limit=1000", "dead_letters")
+            .await
+        {
+            stored
+                .dead_kinds
+                .insert(d["kind"].as_str().expect("kind").to_owned());
         }
         stored
     }
@@ -231,13 +286,17 @@ impl Stored {
     fn check_invariant(&self) {
         let ids: BTreeSet<&String> = self.raw.keys().map(|(id, _)| id).collect();
         assert_eq!(ids.len(), self.raw.len(), "an event id has one raw row");
-        assert!(self.late.iter().all(|k| self.raw.contains_key(k)), "late events are raw");
+        assert!(
+            self.late.iter().all(|k| self.raw.contains_key(k)),
+            "late events are raw"
+        );
         let mut expected: HashMap<String, (u64, BTreeMap<String, u64>)> = HashMap::new();
         for (key, e) in &self.raw {
             if self.late.contains(key) {
                 continue;
             }
-            let t = EventTime::from_millis(key.1).window_start(citystream::model::Span::from_mins(5));
+            let t =
+                EventTime::from_millis(key.1).window_start(citystream::model::Span::from_mins(5));
             let window = format!(
                 "{}#{}#{}",
                 e["city"].as_str().expect("city"),
@@ -246,26 +305,47 @@ impl Stored {
             );
             let entry = expected.entry(window).or_default();
             entry.0 += 1;
-            *entry.1.entry(e["severity"].as_str().expect("sev").to_owned()).or_default() += 1;
+            *entry
+                .1
+                .entry(e["severity"].as_str().expect("sev").to_owned())
+                .or_default() += 1;
         }
-        let stored: HashMap<String, (u64, BTreeMap<String, u64>)> =
-            self.windows.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        assert_eq!(stored, expected, "each on-time event counts once in its window");
+        let stored: HashMap<String, (u64, BTreeMap<String, u64>)> = self
+            .windows
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(
+            stored, expected,
+            "each on-time event counts once in its window"
+        );
         let alerts: BTreeSet<(String, i64)> = self
             .raw
             .iter()
             .filter(|(_, e)| matches!(e["severity"].as_str(), Some("high" | "critical")))
             .map(|(k, _)| k.clone())
             .collect();
-        assert_eq!(self.alerts, alerts, "an alert exactly for each stored high or critical event");
+        assert_eq!(
+            self.alerts, alerts,
+            "an alert exactly for each stored high or critical event"
+        );
         let known: BTreeSet<String> = citystream::model::Rejection::KINDS
             .iter()
             .map(|k| (*k).to_owned())
             .collect();
         assert!(self.dead_kinds.is_subset(&known), "{:?}", self.dead_kinds);
         let seen: BTreeSet<&str> = self.dead_kinds.iter().map(String::as_str).collect();
-        for kind in ["malformed", "too_large", "duplicate_event_id", "future_timestamp", "invalid_city"] {
-            assert!(seen.contains(kind), "the hostile records reached the store: {seen:?}");
+        for kind in [
+            "malformed",
+            "too_large",
+            "duplicate_event_id",
+            "future_timestamp",
+            "invalid_city",
+        ] {
+            assert!(
+                seen.contains(kind),
+                "the hostile records reached the store: {seen:?}"
+            );
         }
     }
 }

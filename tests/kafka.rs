@@ -296,7 +296,9 @@ async fn an_oversized_record_is_a_dead_letter_and_never_stalls_its_partition() {
     for payload in [&junk[..], after.as_bytes()] {
         writer
             .send(
-                FutureRecord::to("city-events").key("Boston").payload(payload),
+                FutureRecord::to("city-events")
+                    .key("Boston")
+                    .payload(payload),
                 Duration::from_secs(10),
             )
             .await
@@ -308,8 +310,15 @@ async fn an_oversized_record_is_a_dead_letter_and_never_stalls_its_partition() {
     let data = refusing.path().to_str().expect("utf-8");
     let api = Running::serve(data);
     let processor = Running::start(&[
-        "process", "--brokers", &kafka.addr, "--data-dir", data, "--group", "refusing",
-        "--kafka-option", "message.max.bytes=1000",
+        "process",
+        "--brokers",
+        &kafka.addr,
+        "--data-dir",
+        data,
+        "--group",
+        "refusing",
+        "--kafka-option",
+        "message.max.bytes=1000",
     ]);
     let stats = api
         .wait_for("the junk and the event after it", |s| {
@@ -330,8 +339,15 @@ async fn an_oversized_record_is_a_dead_letter_and_never_stalls_its_partition() {
     let data = truncating.path().to_str().expect("utf-8");
     let api = Running::serve(data);
     let _processor = Running::start(&[
-        "process", "--brokers", &kafka.addr, "--data-dir", data, "--group", "truncating",
-        "--kafka-option", "message.max.bytes=2000",
+        "process",
+        "--brokers",
+        &kafka.addr,
+        "--data-dir",
+        data,
+        "--group",
+        "truncating",
+        "--kafka-option",
+        "message.max.bytes=2000",
     ]);
     api.wait_for("the junk and the event after it", |s| {
         s["total_events_processed"] == 21 && s["dead_letters"] == 1

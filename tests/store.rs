@@ -459,7 +459,9 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
             Page {
                 after: Some(after),
                 limit: 10,
-            }, now)
+            },
+            now,
+        )
         .await
         .expect("aggregations");
     let mut seen: Vec<(EventTime, EventType)> = windows
@@ -518,7 +520,12 @@ async fn expired_raw_events_are_invisible_and_purged(store: &dyn Store) {
     assert_eq!(stats.total_events, 1);
     assert_eq!(stats.alerts.total(), 0, "its alert expired with it");
     let alerts = store
-        .alerts(None, now.saturating_sub(Span::from_mins(48 * 60)), Page::first(10), now)
+        .alerts(
+            None,
+            now.saturating_sub(Span::from_mins(48 * 60)),
+            Page::first(10),
+            now,
+        )
         .await
         .expect("alerts");
     assert!(alerts.is_empty());

@@ -7,7 +7,9 @@
 //! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;
 //! - `dynamodb`: the DynamoDB tables against a DynamoDB-compatible server;
 //! - `invariant`: hostile input and random SIGKILLs on every source and store, ending exactly
-//!   as an uninterrupted run.
+//!   as an uninterrupted run;
+//! - `faults`: the store stalled, killed, locked and slowed, the broker restarted, the disk
+//!   full, a second processor of one source, slow and idle HTTP clients.
 
 mod support;
 
@@ -15,6 +17,7 @@ mod api;
 mod dynamodb;
 mod e2e;
 mod engine_props;
+mod faults;
 mod invariant;
 mod kafka;
 mod store;

@@ -97,7 +97,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         Ok(Err(_)) | Err(_) => (false, Vec::new()),
     };
     let seen = state.health.snapshot();
-    let status = match (reachable, seen.failing_since) {
+    let status = match (reachable, seen.failing_since()) {
         (false, _) => "DOWN",
         (true, Some(_)) => "DEGRADED",
         (true, None) => "UP",
@@ -111,7 +111,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "store": {
             "backend": state.store.backend(),
             "status": if reachable { "UP" } else { "DOWN" },
-            "failing_since": seen.failing_since,
+            "failing_since": seen.failing_since(),
             "rejected_events": seen.rejected_events,
         },
         "pipeline": {
@@ -194,7 +194,12 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult 
     let since = now.saturating_sub(Span::from_mins(i64::from(hours) * 60));
     let found = state
         .store
-        .alerts(city.as_ref().map(|c| c.as_str()), since, one_more(&page), now)
+        .alerts(
+            city.as_ref().map(|c| c.as_str()),
+            since,
+            one_more(&page),
+            now,
+        )
         .await?;
     let (alerts, next_cursor) = cut(found, page.limit, EventKey::of);
     let mut body = json!({

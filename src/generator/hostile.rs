@@ -109,8 +109,11 @@ impl Records {
             }
             (_, _) => {
                 let e = self.event()?;
-                let wire = String::from_utf8_lossy(&e.to_json())
-                    .replacen(&format!(r#""city":"{}""#, e.city), r#""city":"""#, 1);
+                let wire = String::from_utf8_lossy(&e.to_json()).replacen(
+                    &format!(r#""city":"{}""#, e.city),
+                    r#""city":"""#,
+                    1,
+                );
                 keyed(&e, wire)
             }
         };
@@ -163,7 +166,11 @@ mod tests {
         };
         let records: Vec<Payload> = Records::new(config.clone()).collect();
         assert_eq!(records.len(), 2000);
-        assert_eq!(records, Records::new(config.clone()).collect::<Vec<_>>(), "seeded");
+        assert_eq!(
+            records,
+            Records::new(config.clone()).collect::<Vec<_>>(),
+            "seeded"
+        );
         let mut kinds = std::collections::BTreeMap::new();
         let mut ids = std::collections::HashMap::new();
         for (i, p) in records.iter().enumerate() {
@@ -179,12 +186,28 @@ mod tests {
             };
             *kinds.entry(kind).or_insert(0) += 1;
         }
-        for kind in ["event", "repeat", "reuse", "malformed", "too_large", "future", "invalid_city"] {
-            assert!(kinds.get(kind).is_some_and(|n| *n > 10), "{kind}: {kinds:?}");
+        for kind in [
+            "event",
+            "repeat",
+            "reuse",
+            "malformed",
+            "too_large",
+            "future",
+            "invalid_city",
+        ] {
+            assert!(
+                kinds.get(kind).is_some_and(|n| *n > 10),
+                "{kind}: {kinds:?}"
+            );
         }
         assert!(kinds["event"] > 1600, "{kinds:?}");
-        let none = GeneratorConfig { hostile: 0.0, ..config.clone() };
-        let plain: Vec<Bytes> = Generator::new(none.clone()).map(|e| Bytes::from(e.to_json())).collect();
+        let none = GeneratorConfig {
+            hostile: 0.0,
+            ..config.clone()
+        };
+        let plain: Vec<Bytes> = Generator::new(none.clone())
+            .map(|e| Bytes::from(e.to_json()))
+            .collect();
         let records: Vec<Bytes> = Records::new(none).map(|p| p.bytes).collect();
         assert_eq!(records, plain, "no hostile share, the generator's stream");
     }

@@ -48,16 +48,34 @@ impl Deadlines {
     }
 }
 
-/// The store's state as this process last saw it.
+/// How one kind of call (reads, writes) has been going.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthState {
-    /// When the calls started failing, while they still do.
+pub struct CallsState {
+    /// When these calls started failing, while they still do.
     pub failing_since: Option<EventTime>,
     /// The latest failure: the call and its error.
     pub last_error: Option<String>,
+}
+
+/// The store's state as this process last saw it. Reads and writes are apart: an SQLite file
+/// locked by another process still serves reads while it refuses writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthState {
+    pub reads: CallsState,
+    pub writes: CallsState,
     /// Events the store refused as they are, since this process started (each became a
     /// `store_rejected` dead letter).
     pub rejected_events: u64,
+}
+
+impl HealthState {
+    /// Since when some kind of call has been failing, if one is.
+    pub fn failing_since(&self) -> Option<EventTime> {
+        match (self.reads.failing_since, self.writes.failing_since) {
+            (Some(r), Some(w)) => Some(r.min(w)),
+            (r, w) => r.or(w),
+        }
+    }
 }
 
 /// Shared by the store wrapper, the runtime and the health endpoint.
@@ -74,27 +92,43 @@ impl StoreHealth {
     fn update(&self, f: impl FnOnce(&mut HealthState)) {
         if let Ok(mut state) = self.state.lock() {
             f(&mut state);
+            let up = if state.failing_since().is_some() {
+                0.0
+            } else {
+                1.0
+            };
+            metrics::gauge!("citystream_store_up").set(up);
         }
     }
 
-    fn succeeded(&self) {
-        self.update(|s| {
-            if let Some(since) = s.failing_since.take() {
+    fn calls(state: &mut HealthState, kind: Call) -> &mut CallsState {
+        match kind {
+            Call::Read => &mut state.reads,
+            Call::Write => &mut state.writes,
+        }
+    }
+
+    fn succeeded(&self, kind: Call) {
+        self.update(|state| {
+            if let Some(since) = Self::calls(state, kind).failing_since.take() {
                 let secs = (EventTime::now().as_millis() - since.as_millis()) / 1000;
-                tracing::info!(failing_secs = secs, "the store answers again");
-                metrics::gauge!("citystream_store_up").set(1.0);
+                tracing::info!(
+                    calls = kind.name(),
+                    failing_secs = secs,
+                    "the store answers again"
+                );
             }
         });
     }
 
-    fn failed(&self, op: &'static str, error: &StoreError) {
-        self.update(|s| {
-            if s.failing_since.is_none() {
-                s.failing_since = Some(EventTime::now());
-                tracing::warn!(op, %error, "the store is failing");
-                metrics::gauge!("citystream_store_up").set(0.0);
+    fn failed(&self, op: &'static str, kind: Call, error: &StoreError) {
+        self.update(|state| {
+            let calls = Self::calls(state, kind);
+            if calls.failing_since.is_none() {
+                calls.failing_since = Some(EventTime::now());
+                tracing::warn!(op, calls = kind.name(), %error, "the store is failing");
             }
-            s.last_error = Some(format!("{op}: {error}"));
+            calls.last_error = Some(format!("{op}: {error}"));
         });
     }
 
@@ -142,7 +176,7 @@ impl TimedStore {
         let finished = tokio::select! {
             finished = &mut call => finished,
             _ = tokio::time::sleep(slow) => {
-                self.health.failed(op, &StoreError::Timeout { op, after: slow });
+                self.health.failed(op, kind, &StoreError::Timeout { op, after: slow });
                 call.await
             }
         };
@@ -150,7 +184,7 @@ impl TimedStore {
         metrics::histogram!("citystream_store_call_seconds", "op" => op)
             .record(started.elapsed().as_secs_f64());
         match &out {
-            Ok(_) => self.health.succeeded(),
+            Ok(_) => self.health.succeeded(kind),
             Err(error) => {
                 let class = match error.class() {
                     ErrorClass::Transient => "transient",
@@ -160,20 +194,28 @@ impl TimedStore {
                     .increment(1);
                 // A refused row says nothing about the store's health; the runtime reports it.
                 if error.class() == ErrorClass::Transient {
-                    self.health.failed(op, error);
+                    self.health.failed(op, kind, error);
                 }
             }
         }
         out
     }
-
 }
 
-/// Which deadline a call gets.
+/// Which deadline a call gets, and which health it counts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     Read,
     Write,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Call::Read => "reads",
+            Call::Write => "writes",
+        }
+    }
 }
 
 #[async_trait]
@@ -398,8 +440,9 @@ mod tests {
             "{error}"
         );
         let health = stalled.health().snapshot();
-        assert!(health.failing_since.is_some());
-        assert!(health.last_error.unwrap().contains("ping"));
+        assert!(health.reads.failing_since.is_some());
+        assert_eq!(health.writes.failing_since, None);
+        assert!(health.reads.last_error.unwrap().contains("ping"));
 
         let fine = TimedStore {
             inner: Arc::new(NullStore),
@@ -407,6 +450,6 @@ mod tests {
             health: stalled.health(),
         };
         fine.ping().await.unwrap();
-        assert_eq!(fine.health().snapshot().failing_since, None);
+        assert_eq!(fine.health().snapshot().failing_since(), None);
     }
 }

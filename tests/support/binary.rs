@@ -22,6 +22,8 @@ pub struct Running {
     child: Child,
     base: String,
     client: reqwest::Client,
+    /// Its log lines so far (the last 20 000).
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Running {
@@ -53,6 +55,8 @@ impl Running {
             .expect("start citystream");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let lines = log.clone();
         // With CITYSTREAM_TEST_LOGS=DIR, each process's log is kept in DIR/<pid>.log.
         let mut keep = std::env::var_os("CITYSTREAM_TEST_LOGS").and_then(|dir| {
             let path = std::path::Path::new(&dir).join(format!("{}.log", child.id()));
@@ -63,6 +67,12 @@ impl Running {
                 if let Some(file) = keep.as_mut() {
                     use std::io::Write;
                     let _ = writeln!(file, "{line}");
+                }
+                if let Ok(mut lines) = lines.lock() {
+                    if lines.len() == 20_000 {
+                        lines.pop_front();
+                    }
+                    lines.push_back(line.clone());
                 }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest
@@ -81,7 +91,28 @@ impl Running {
             child,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            log,
         }
+    }
+
+    /// `http://127.0.0.1:PORT` of its API.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether a line of its log so far contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .is_ok_and(|lines| lines.iter().any(|l| l.contains(needle)))
+    }
+
+    /// A GET with a deadline: its status and JSON body, or `None` when no answer came in time.
+    pub async fn try_get(&self, path: &str, within: Duration) -> Option<(u16, Value)> {
+        let request = self.client.get(format!("{}{path}", self.base)).send();
+        let response = tokio::time::timeout(within, request).await.ok()?.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
     }
 
     pub async fn get(&self, path: &str) -> Value {
@@ -107,7 +138,11 @@ impl Running {
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         response.text().await.expect("text body")
     }
 
@@ -276,8 +311,14 @@ pub async fn check_against(api: &Running, expected: &Results) {
         stats["total_events_processed"].as_u64(),
         Some(expected.raw.len() as u64)
     );
-    assert_eq!(stats["high_severity_alerts"].as_u64(), Some(alerts_of("high")));
-    assert_eq!(stats["critical_alerts"].as_u64(), Some(alerts_of("critical")));
+    assert_eq!(
+        stats["high_severity_alerts"].as_u64(),
+        Some(alerts_of("high"))
+    );
+    assert_eq!(
+        stats["critical_alerts"].as_u64(),
+        Some(alerts_of("critical"))
+    );
     assert_eq!(
         stats["late_events"].as_u64(),
         Some(expected.late.len() as u64)
@@ -378,7 +419,10 @@ async fn check_city(api: &Running, expected: &Results, city: &str) {
     same(&got, &want, &format!("{city}: events"));
 
     let got: BTreeMap<String, (u64, Vec<String>)> = api
-        .all(&format!("/api/v1/aggregations?city={path_city}&limit=1000"), "aggregations")
+        .all(
+            &format!("/api/v1/aggregations?city={path_city}&limit=1000"),
+            "aggregations",
+        )
         .await
         .iter()
         .map(|w| {
@@ -388,7 +432,10 @@ async fn check_city(api: &Running, expected: &Results, city: &str) {
                 .iter()
                 .map(text)
                 .collect();
-            (text(&w["partition_key"]), (w["event_count"].as_u64().expect("n"), sev))
+            (
+                text(&w["partition_key"]),
+                (w["event_count"].as_u64().expect("n"), sev),
+            )
         })
         .collect();
     let want: BTreeMap<String, (u64, Vec<String>)> = expected

@@ -11,6 +11,9 @@ pub struct Dynoxide {
     child: Child,
     /// `http://127.0.0.1:PORT`, for `--dynamodb-endpoint`.
     pub endpoint: String,
+    port: u16,
+    /// The SQLite file it keeps its tables in, when it outlives a restart.
+    db: Option<PathBuf>,
 }
 
 fn binary() -> PathBuf {
@@ -32,32 +35,74 @@ fn binary() -> PathBuf {
         })
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn spawn(port: u16, db: Option<&PathBuf>) -> Child {
+    let mut command = Command::new(binary());
+    command.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()]);
+    if let Some(db) = db {
+        command.arg("--db-path").arg(db);
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dynoxide");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "dynoxide did not listen on port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 impl Dynoxide {
+    /// In memory.
     pub fn start() -> Dynoxide {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(binary())
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dynoxide");
-        let server = Dynoxide {
-            child,
+        let port = free_port();
+        Dynoxide {
+            child: spawn(port, None),
             endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "dynoxide did not listen on port {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            port,
+            db: None,
         }
-        server
+    }
+
+    /// Keeping its tables in `db`, so that they outlive a kill.
+    pub fn start_durable(db: PathBuf) -> Dynoxide {
+        let port = free_port();
+        Dynoxide {
+            child: spawn(port, Some(&db)),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            db: Some(db),
+        }
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, `-KILL`).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    /// SIGKILLs it and starts it again on the same port and file.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = spawn(self.port, self.db.as_ref());
     }
 }
 

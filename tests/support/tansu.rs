@@ -12,6 +12,8 @@ pub struct Tansu {
     /// `127.0.0.1:PORT`, for `--brokers`.
     pub addr: String,
     log: PathBuf,
+    /// The directory of its SQLite storage, when it outlives a restart.
+    dir: Option<PathBuf>,
 }
 
 fn binary() -> PathBuf {
@@ -33,42 +35,75 @@ fn binary() -> PathBuf {
         })
 }
 
+fn spawn(addr: &str, log: &PathBuf, dir: Option<&PathBuf>) -> Child {
+    let url = format!("tcp://{addr}");
+    let out = std::fs::File::create(log).expect("tansu log file");
+    let mut command = Command::new(binary());
+    command.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ]);
+    match dir {
+        // tansu takes the path of an sqlite:// URL relative to where it runs.
+        Some(dir) => command
+            .current_dir(dir)
+            .args(["--storage-engine", "sqlite://tansu.db"]),
+        None => command.args(["--storage-engine", "memory://tansu/"]),
+    };
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log handle"))
+        .stderr(out)
+        .spawn()
+        .expect("start tansu");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tansu did not listen on {addr} within 30 s; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 impl Tansu {
+    /// With in-memory storage.
     pub fn start() -> Tansu {
+        Self::start_in(None)
+    }
+
+    /// With its logs kept in an SQLite file under `dir`, so that they outlive a restart.
+    pub fn start_durable(dir: PathBuf) -> Tansu {
+        Self::start_in(Some(dir))
+    }
+
+    fn start_in(dir: Option<PathBuf>) -> Tansu {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
         let log = std::env::temp_dir().join(format!("citystream-tansu-{port}.log"));
-        let out = std::fs::File::create(&log).expect("tansu log file");
-        let child = Command::new(binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("start tansu");
-        let tansu = Tansu { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&tansu.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {} within 30 s; its log:\n{}",
-                tansu.addr,
-                std::fs::read_to_string(&tansu.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let child = spawn(&addr, &log, dir.as_ref());
+        Tansu {
+            child,
+            addr,
+            log,
+            dir,
         }
-        tansu
+    }
+
+    /// SIGKILLs it and, after `down_for`, starts it again on the same address and storage.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = spawn(&self.addr, &self.log, self.dir.as_ref());
     }
 }
 

@@ -95,10 +95,21 @@ pub(super) fn alerts(
     page: &Page<EventKey>,
     now: EventTime,
 ) -> Result<Vec<CityEvent>, StoreError> {
-    let variants = if city.is_some() { &CITY_ALERTS } else { &ALL_ALERTS };
+    let variants = if city.is_some() {
+        &CITY_ALERTS
+    } else {
+        &ALL_ALERTS
+    };
     let mut stmt = c.prepare_cached(sql(variants, page))?;
     let (at, id) = event_key(page);
-    let args = params![city, since.as_millis(), limit(page), now.as_millis(), at, id];
+    let args = params![
+        city,
+        since.as_millis(),
+        limit(page),
+        now.as_millis(),
+        at,
+        id
+    ];
     let used = stmt.parameter_count();
     collect(&mut stmt, &args[..used], event_from_row)
 }
