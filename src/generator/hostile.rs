@@ -27,7 +27,7 @@ const RECENT: usize = 32;
 /// Size of an oversized record.
 const OVERSIZED: usize = 70_000;
 /// What the RNG of hostile records is seeded with, besides the generator's seed.
-const SALT: u64 = 0x5eed_0f_ba_d1;
+const SALT: u64 = 0x5eed_0fba_d1ce;
 
 /// One record for a broker: its partitioning key (a city) and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
