@@ -146,6 +146,13 @@ impl Running {
         response.text().await.expect("text body")
     }
 
+    /// A plain-text answer with a deadline, or `None` when none came in time.
+    pub async fn try_text(&self, path: &str, within: Duration) -> Option<String> {
+        let request = self.client.get(format!("{}{path}", self.base)).send();
+        let response = tokio::time::timeout(within, request).await.ok()?.ok()?;
+        response.text().await.ok()
+    }
+
     /// Every item of a list, following `next_cursor` page by page.
     pub async fn all(&self, path: &str, key: &str) -> Vec<Value> {
         let mut items = Vec::new();
