@@ -13,7 +13,8 @@
 - dead-letters: 1 000 000 junk lines through `process`, then the latency of
   `GET /api/v1/dead-letters?limit=10` (and of `/late-events`) from `serve`, 500 requests.
 - slow-clients: 3 000 connections that send half a request header to `serve` with its default
-  limits: when the last one is dropped, and how long a normal request waits meanwhile.
+  limits: how many are refused at once (503, over `--max-connections`), when the last held one
+  is dropped, and what a normal request gets meanwhile and once they are gone.
 
 Peak RSS is the process's VmHWM (GNU time's %M). Nothing here needs a network.
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -157,32 +159,39 @@ def slow_clients(tmp):
     subprocess.run([BIN, "process", "--input", "/dev/null", "--data-dir", data, "--log", "warn"], check=True)
     serve = Serve(data)
     opened = time.time()
-    dropped = []
+    held, refused = [], []
     lock = threading.Lock()
 
     def slow():
         s = socket.create_connection(("127.0.0.1", serve.port), timeout=60)
         s.sendall(b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\n")
         try:
-            s.recv(256)
+            answer = s.recv(256)
         except OSError:
-            pass
+            answer = b""
         with lock:
-            dropped.append(time.time() - opened)
+            (refused if answer.startswith(b"HTTP/1.1 503") else held).append(time.time() - opened)
         s.close()
 
     threads = [threading.Thread(target=slow) for _ in range(3000)]
     for t in threads:
         t.start()
     time.sleep(1)
-    t = time.time()
-    serve.get("/api/v1/stats")
-    waited = time.time() - t
+    try:
+        serve.get("/api/v1/stats")
+        during = "200"
+    except urllib.error.HTTPError as e:
+        during = str(e.code)
     for t in threads:
         t.join()
+    t = time.time()
+    serve.get("/api/v1/stats")
+    after = time.time() - t
     serve.stop()
-    print(f"slow-clients: 3000 half-sent requests, all dropped after {max(dropped):.1f} s "
-          f"(first {min(dropped):.1f} s); a normal request meanwhile waited {waited:.2f} s")
+    print(f"slow-clients: 3000 half-sent requests: {len(refused)} refused at once "
+          f"(503, within {max(refused, default=0):.2f} s), {len(held)} held and dropped after "
+          f"{min(held, default=0):.1f} to {max(held, default=0):.1f} s; a normal request meanwhile: "
+          f"{during}, after: 200 in {after * 1000:.1f} ms")
 
 
 def main():

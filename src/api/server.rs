@@ -1,7 +1,8 @@
 //! Serving HTTP with bounds, for hostile and careless clients alike:
 //!
-//! - at most `max_connections` connections at once; further ones wait in the kernel's listen
-//!   queue until one closes;
+//! - at most `max_connections` connections at once; a connection beyond them is answered
+//!   `503` at once and closed (a queue in the kernel would hold it for as long as the clients
+//!   before it take, and a flood of slow clients would keep new ones waiting for minutes);
 //! - a client must send a request's headers within `header_timeout`, which also closes a
 //!   keep-alive connection idle between requests (hyper's header read timeout, which needs a
 //!   timer to run at all);
@@ -33,6 +34,10 @@ use tokio::time::{Instant, Sleep};
 const MAX_HEADER_BUFFER: usize = 16 * 1024;
 /// How long shutdown waits for open connections.
 const DRAIN: Duration = Duration::from_secs(10);
+/// What a connection over the limit is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+connection: close\r\nretry-after: 1\r\ncontent-length: 85\r\n\r\n\
+{\"error\":\"busy\",\"message\":\"too many connections; try again in a moment\",\"status\":503}";
 
 /// The server's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,13 +74,6 @@ pub async fn serve(
         .max_buf_size(MAX_HEADER_BUFFER);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -87,6 +85,11 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("citystream_api_connections_refused_total").increment(1);
+            tokio::spawn(refuse(stream));
+            continue;
         };
         metrics::gauge!("citystream_api_connections").increment(1.0);
         let io = TokioIo::new(Idle::new(stream, limits.idle_timeout));
@@ -108,6 +111,16 @@ pub async fn serve(
         tracing::warn!("open connections did not finish within {DRAIN:?}; dropping them");
     }
     Ok(())
+}
+
+/// Tells a connection over the limit so, within a second, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// A stream that fails once no byte has moved either way for `limit`.
@@ -184,5 +197,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_is_a_whole_http_response() {
+        let text = std::str::from_utf8(BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), length);
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
     }
 }
