@@ -170,6 +170,10 @@ async fn open_store(args: &StoreArgs, mode: OpenMode) -> anyhow::Result<Opened> 
         Backend::Dynamodb => {
             let config = args.dynamo.config();
             let store = DynamoStore::open(&config).await;
+            store
+                .check_layout()
+                .await
+                .context("reading the tables (did `citystream init` run?)")?;
             tracing::info!(region = %config.region, prefix = %config.table_prefix,
                 endpoint = ?config.endpoint, "dynamodb store open");
             Arc::new(store)

@@ -452,3 +452,36 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
         .expect("dead letters");
     assert_eq!(dead[0].offset, 17);
 }
+
+/// Tables holding results of the first DynamoDB layout (full window values, checkpoints per
+/// replay offset) are refused with what to do, never misread; fresh tables are marked.
+#[tokio::test]
+async fn tables_of_another_layout_are_refused_not_misread() {
+    let server = Dynoxide::start();
+    succeeds(&server, &["init"]);
+    let db = client(&server).await;
+    db.put_item()
+        .table_name("citystream-state")
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("sources".into()))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("city-events".into()))
+        .send()
+        .await
+        .expect("an item of the first layout");
+    let refused = citystream(&server, &["serve", "--store", "dynamodb", "--listen", "127.0.0.1:0"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("hold results in layout 1 (this build writes layout 2)")
+            && err.contains("citystream destroy --yes` then `citystream init`"),
+        "{err}"
+    );
+
+    let fresh = Dynoxide::start();
+    succeeds(&fresh, &["init"]);
+    let tables = citystream::store::dynamodb::DynamoStore::with_client(
+        client(&fresh).await,
+        "citystream-",
+    );
+    tables.check_layout().await.expect("fresh tables");
+    tables.check_layout().await.expect("marked tables");
+}

@@ -88,6 +88,16 @@ pub enum StoreError {
         table: String,
         differences: Vec<String>,
     },
+    #[error(
+        "the tables with prefix {prefix} hold results in {found} (this build writes layout \
+         {expected}); replay the events into new tables: another --table-prefix, or \
+         `citystream destroy --yes` then `citystream init`"
+    )]
+    Layout {
+        prefix: String,
+        found: String,
+        expected: u32,
+    },
 }
 
 /// What a failed call says about the next attempt.

@@ -30,9 +30,14 @@ use crate::store::{
     PartitionStatus, Purged, Stats, Store, StoreError, StoredEvent, WindowPos, Written,
 };
 
+/// The layout of items this build writes, kept in `state` under `meta` / `layout`. Layout 1
+/// (the first DynamoDB store) kept full window values and checkpoints per replay offset.
+const LAYOUT: u32 = 2;
+
 /// DynamoDB-backed [`Store`].
 #[derive(Clone)]
 pub struct DynamoStore {
+    pub(super) prefix: String,
     pub(super) client: Client,
     pub(super) raw: String,
     pub(super) aggregations: String,
@@ -54,11 +59,74 @@ impl DynamoStore {
     pub fn with_client(client: Client, prefix: &str) -> Self {
         let name = |t: &str| format!("{prefix}{t}");
         DynamoStore {
+            prefix: prefix.to_owned(),
             client,
             raw: name("raw-events"),
             aggregations: name("aggregations"),
             alerts: name("alerts"),
             state: name("state"),
+        }
+    }
+
+    /// Checks that the tables hold items of this build's layout, and marks tables that hold no
+    /// results yet as such. Tables written by another layout are refused, not misread.
+    pub async fn check_layout(&self) -> Result<(), StoreError> {
+        let refuse = |found: String| StoreError::Layout {
+            prefix: self.prefix.clone(),
+            found,
+            expected: LAYOUT,
+        };
+        let marked = self
+            .client
+            .get_item()
+            .table_name(&self.state)
+            .key("pk", s("meta"))
+            .key("sk", s("layout"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk("GetItem"))?;
+        if let Some(item) = marked.item() {
+            let found: u32 = num(item, "version")?;
+            return match found {
+                LAYOUT => Ok(()),
+                other => Err(refuse(format!("layout {other}"))),
+            };
+        }
+        let written = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("sources"))
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk("Query"))?;
+        if !written.items().is_empty() {
+            return Err(refuse("layout 1".into()));
+        }
+        let mark = self
+            .client
+            .put_item()
+            .table_name(&self.state)
+            .item("pk", s("meta"))
+            .item("sk", s("layout"))
+            .item("version", super::items::n(LAYOUT))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match mark {
+            Ok(_) => Ok(()),
+            // Another process marked it meanwhile: read it again.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Box::pin(self.check_layout()).await
+            }
+            Err(e) => Err(sdk("PutItem")(e)),
         }
     }
 
