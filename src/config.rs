@@ -298,9 +298,9 @@ pub struct EngineArgs {
     /// reused with another timestamp.
     #[arg(long, env = "CITYSTREAM_DEDUP_HORIZON", default_value = "1h", value_parser = span)]
     pub dedup_horizon: Span,
-    /// Most event ids remembered per partition (about 80 bytes each); 0 turns the memory off
-    /// (the store's key still catches every repeat).
-    #[arg(long, env = "CITYSTREAM_DEDUP_CAPACITY", default_value_t = 50_000)]
+    /// Most event ids remembered per partition (about 170 bytes each, measured); 0 turns the
+    /// memory off (the store's key still catches every repeat).
+    #[arg(long, env = "CITYSTREAM_DEDUP_CAPACITY", default_value_t = 20_000)]
     pub dedup_capacity: usize,
     /// How long late events are kept after their event time.
     #[arg(long, env = "CITYSTREAM_LATE_RETENTION", default_value = "30days", value_parser = span)]

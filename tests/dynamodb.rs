@@ -462,12 +462,21 @@ async fn tables_of_another_layout_are_refused_not_misread() {
     let db = client(&server).await;
     db.put_item()
         .table_name("citystream-state")
-        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("sources".into()))
-        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("city-events".into()))
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("sources".into()),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("city-events".into()),
+        )
         .send()
         .await
         .expect("an item of the first layout");
-    let refused = citystream(&server, &["serve", "--store", "dynamodb", "--listen", "127.0.0.1:0"]);
+    let refused = citystream(
+        &server,
+        &["serve", "--store", "dynamodb", "--listen", "127.0.0.1:0"],
+    );
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -478,10 +487,8 @@ async fn tables_of_another_layout_are_refused_not_misread() {
 
     let fresh = Dynoxide::start();
     succeeds(&fresh, &["init"]);
-    let tables = citystream::store::dynamodb::DynamoStore::with_client(
-        client(&fresh).await,
-        "citystream-",
-    );
+    let tables =
+        citystream::store::dynamodb::DynamoStore::with_client(client(&fresh).await, "citystream-");
     tables.check_layout().await.expect("fresh tables");
     tables.check_layout().await.expect("marked tables");
 }

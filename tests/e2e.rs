@@ -221,3 +221,73 @@ fn bench_reports_every_event_on_both_stores() {
         );
     }
 }
+
+/// A pipe and a file backfilled into one data directory: their events of one window add up,
+/// in the window as in the summary.
+#[tokio::test]
+async fn two_sources_writing_one_store_add_up_in_a_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let at = |secs: i64| {
+        let start = start_time().window_start(Span::from_mins(5));
+        start.saturating_add(Span::from_secs(secs)).to_rfc3339()
+    };
+    let line = |id: &str, t: String| {
+        format!(
+            r#"{{"event_id":"{id}","city":"SF","event_type":"traffic","severity":"low","timestamp":"{t}","description":"d"}}"#
+        )
+    };
+    let mut piped = Command::new(BIN)
+        .args(["process", "--input", "-", "--data-dir", data])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("process stdin");
+    let mut stdin = piped.stdin.take().expect("stdin");
+    writeln!(stdin, "{}", line("from-the-pipe", at(10))).expect("write");
+    drop(stdin);
+    assert!(piped.wait().expect("wait").success());
+    let file = dir.path().join("backfill.jsonl");
+    std::fs::write(&file, line("from-the-file", at(20)) + "\n").expect("file");
+    let backfill = Command::new(BIN)
+        .args([
+            "process",
+            "--input",
+            file.to_str().expect("utf-8"),
+            "--data-dir",
+            data,
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .expect("process file");
+    assert!(backfill.success());
+    let api = Running::serve(data);
+    assert_eq!(api.get("/api/v1/summary/SF").await["total_events"], 2);
+    let windows = api.get("/api/v1/aggregations?city=SF").await;
+    assert_eq!(windows["aggregations"][0]["event_count"], 2, "{windows}");
+}
+
+/// `serve` pointed at a directory that holds no store says where it looked and creates nothing.
+#[test]
+fn serve_on_a_mistyped_data_directory_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = dir.path().join("citystrem-data");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            typo.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no CityStream store at") && err.contains("citystrem-data/citystream.db"),
+        "{err}"
+    );
+    assert!(!typo.exists());
+}

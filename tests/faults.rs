@@ -431,11 +431,15 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_are_bounded() {
         .expect("refused at once");
     assert_eq!((status, busy["error"].as_str()), (503, Some("busy")));
     // ...and answered once the slow ones are cut off.
-    wait_until("a normal request to be answered", Duration::from_secs(8), async || {
-        api.try_get("/api/v1/stats", Duration::from_secs(2))
-            .await
-            .is_some_and(|(status, _)| status == 200)
-    })
+    wait_until(
+        "a normal request to be answered",
+        Duration::from_secs(8),
+        async || {
+            api.try_get("/api/v1/stats", Duration::from_secs(2))
+                .await
+                .is_some_and(|(status, _)| status == 200)
+        },
+    )
     .await;
     for handle in slow {
         let closed_after = handle.join().expect("slow client");

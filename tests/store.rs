@@ -95,6 +95,7 @@ macro_rules! conformance {
                 expired_raw_events_are_invisible_and_purged,
                 late_events_and_dead_letters_are_kept_until_their_retention,
                 a_checkpoint_never_moves_backwards,
+                the_lists_of_stats_and_health_are_bounded,
             ]);
         }
     };
@@ -727,4 +728,32 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
     let fresh = tempfile::tempdir().expect("tempdir");
     drop(SqliteStore::open(fresh.path()).expect("first open"));
     SqliteStore::open(fresh.path()).expect("reopen");
+}
+
+async fn the_lists_of_stats_and_health_are_bounded(store: &dyn Store) {
+    use citystream::store::MAX_LATE_GROUPS;
+    let now = EventTime::now();
+    let cities = MAX_LATE_GROUPS + 5;
+    let events: Vec<Accepted> = (0..cities)
+        .map(|i| {
+            let e = event(
+                &format!("l{i}"),
+                &format!("City {i:03}"),
+                now,
+                EventType::Weather,
+                Severity::Low,
+            );
+            late(&e, i as u64)
+        })
+        .collect();
+    let mut b = batch("t", events);
+    b.checkpoints = (0..5).map(|p| checkpoint("t", p, 10)).collect();
+    store.write(Arc::new(b)).await.expect("write");
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(
+        stats.late_events, cities as u64,
+        "the total covers every group"
+    );
+    assert_eq!(stats.late_by_city_type.len(), MAX_LATE_GROUPS);
+    assert_eq!(store.pipeline_status(3).await.expect("status").len(), 3);
 }

@@ -17,7 +17,9 @@
 //! time, and only within the bounds above.
 //!
 //! An entry is a 128-bit hash of the id, the event time and a 64-bit hash of the content in a
-//! map, and the id hash again in its second's list: 48 bytes and their share of the slack.
+//! map, and the id hash again in its second's list: 48 bytes of data, and about 170 bytes of
+//! peak RSS with the map's and the allocator's slack (`citystream bench --dedup-capacity N`
+//! over a million events: +8.4 MiB at 50 000 ids, +28 MiB at 200 000).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -47,7 +47,7 @@ impl Default for EngineConfig {
             raw_ttl: Span::from_mins(30 * 24 * 60),
             max_ahead: Span::from_mins(5),
             dedup_horizon: Span::from_mins(60),
-            dedup_capacity: 50_000,
+            dedup_capacity: 20_000,
             rules: BatchRules::default(),
         }
     }
