@@ -204,8 +204,8 @@ impl MemStore {
             }
         }
         let effects = Effects::of(new.iter().copied(), batch.rules.severities_cap);
-        for (key, delta) in &effects.windows {
-            let stored = self.results.windows.entry(key.clone()).or_default();
+        for delta in effects.windows.values() {
+            let stored = self.results.windows.entry(delta.key()).or_default();
             stored.0 += delta.counts.total();
             for s in &delta.severities {
                 if stored.1.len() < batch.rules.severities_cap {

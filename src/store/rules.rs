@@ -58,13 +58,16 @@ impl WindowDelta {
     }
 }
 
+/// Which window: (city, type, start), without formatting the seed's key for every event.
+pub type WindowId<'a> = (&'a str, EventType, EventTime);
+
 /// What a set of new events adds to the store, summed per key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects<'a> {
     /// The new events, in arrival order.
     pub new: Vec<&'a Accepted>,
-    /// Window increments by window key.
-    pub windows: BTreeMap<String, WindowDelta>,
+    /// Window increments by window ([`WindowDelta::key`] is the seed's key).
+    pub windows: BTreeMap<WindowId<'a>, WindowDelta>,
     /// New alerts per severity.
     pub alerts: SeverityCounts,
     /// New late events per (city, type).
@@ -96,7 +99,7 @@ impl<'a> Effects<'a> {
             Placement::Window { start, end } => {
                 let delta = self
                     .windows
-                    .entry(window_key(&e.city, e.event_type, start))
+                    .entry((e.city.as_str(), e.event_type, start))
                     .or_insert_with(|| WindowDelta {
                         city: e.city.clone(),
                         event_type: e.event_type,
@@ -172,7 +175,8 @@ mod tests {
         ];
         let effects = Effects::of(&events, 2);
         assert_eq!(effects.windows.len(), 1);
-        let w = &effects.windows["SF#traffic#1970-01-01T00:00:00Z"];
+        let w = effects.windows.values().next().unwrap();
+        assert_eq!(w.key(), "SF#traffic#1970-01-01T00:00:00Z");
         assert_eq!(w.counts.total(), 3);
         assert_eq!(w.severities, [Severity::Low, Severity::High]);
         assert_eq!(effects.alerts.total(), 3);

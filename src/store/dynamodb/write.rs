@@ -201,10 +201,11 @@ impl DynamoStore {
             Unit::Dead(_) => None,
         });
         let effects = Effects::of(events, batch.rules.severities_cap);
-        for (key, delta) in &effects.windows {
+        for delta in effects.windows.values() {
+            let key = delta.key();
             let update =
-                self.window_update(key, delta, batch.rules.severities_cap, room.get(key))?;
-            actions.push(update, Owner::Window(key.clone()));
+                self.window_update(&key, delta, batch.rules.severities_cap, room.get(&key))?;
+            actions.push(update, Owner::Window(key));
         }
         for ((pk, sk), by) in std::mem::take(&mut actions.counters) {
             actions.push(self.counter(pk, sk, by)?, Owner::Other);

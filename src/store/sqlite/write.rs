@@ -180,10 +180,10 @@ fn add_to_windows(
              expires_at = max(expires_at, excluded.expires_at)",
     )?;
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    for (key, w) in &effects.windows {
+    for w in effects.windows.values() {
         let c = w.counts;
         window.execute(params![
-            key,
+            w.key(),
             w.city.as_str(),
             w.event_type.as_str(),
             w.start.as_millis(),
