@@ -135,16 +135,21 @@ async fn purge_expired(store: Arc<dyn Store>, every: Duration, stop: Cancellatio
             Ok(purged) => {
                 tracing::info!(
                     raw = purged.raw,
+                    alerts = purged.alerts,
+                    windows = purged.windows,
                     late = purged.late,
                     dead_letters = purged.dead_letters,
                     "expired rows purged"
                 );
-                metrics::counter!("citystream_purged_total", "table" => "raw_events")
-                    .increment(purged.raw);
-                metrics::counter!("citystream_purged_total", "table" => "late_events")
-                    .increment(purged.late);
-                metrics::counter!("citystream_purged_total", "table" => "dead_letters")
-                    .increment(purged.dead_letters);
+                for (table, n) in [
+                    ("raw_events", purged.raw),
+                    ("alerts", purged.alerts),
+                    ("aggregations", purged.windows),
+                    ("late_events", purged.late),
+                    ("dead_letters", purged.dead_letters),
+                ] {
+                    metrics::counter!("citystream_purged_total", "table" => table).increment(n);
+                }
             }
             Err(error) => tracing::warn!(%error, "purging expired rows failed"),
         }

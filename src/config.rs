@@ -375,7 +375,8 @@ pub struct StoreArgs {
     /// Directory of the embedded SQLite store.
     #[arg(long, env = "CITYSTREAM_DATA_DIR", default_value = "./citystream-data")]
     pub data_dir: PathBuf,
-    /// How often expired raw events, late events and dead letters are purged.
+    /// How often expired rows are purged: raw events with their alerts, windows whose events
+    /// all expired, late events and dead letters.
     #[arg(long, env = "CITYSTREAM_PURGE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub purge_interval: Duration,
     /// Longest a store read may take before it fails (the API answers 503).
@@ -401,7 +402,7 @@ pub struct ApiArgs {
     /// Address the API listens on (port 0 picks a free port).
     #[arg(long, env = "CITYSTREAM_LISTEN", default_value = "0.0.0.0:8082")]
     pub listen: SocketAddr,
-    /// Most connections served at once; further ones wait in the listen queue.
+    /// Most connections served at once; one more is answered 503 at once and closed.
     #[arg(long, env = "CITYSTREAM_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Longest a client may take to send a request's headers, also when idle between requests.

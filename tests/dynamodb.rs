@@ -203,12 +203,10 @@ async fn up_on_dynamodb_answers_like_the_oracle() {
     assert!(run.stop("-TERM").success());
 }
 
-/// A proxy in front of dynoxide that answers the first BatchWriteItem calls with every item
-/// unprocessed and the first TransactWriteItems calls with throttling, as DynamoDB does under
-/// load, refuses any TransactWriteItems that mentions `poison-7f3a` as DynamoDB refuses an invalid
-/// item, and forwards everything else.
+/// A proxy in front of dynoxide that answers the first TransactWriteItems calls with
+/// throttling, as DynamoDB does under load, refuses any TransactWriteItems that mentions
+/// `poison-7f3a` as DynamoDB refuses an invalid item, and forwards everything else.
 struct Faults {
-    unprocessed: std::sync::atomic::AtomicUsize,
     throttled: std::sync::atomic::AtomicUsize,
     upstream: String,
     http: reqwest::Client,
@@ -245,11 +243,6 @@ async fn faulty(
         )
             .into_response()
     };
-    if target.ends_with("BatchWriteItem") && take(&faults.unprocessed) {
-        let request: serde_json::Value = serde_json::from_slice(&body).expect("json request");
-        let answer = serde_json::json!({ "UnprocessedItems": request["RequestItems"] });
-        return (axum::http::StatusCode::OK, json, answer.to_string()).into_response();
-    }
     if target.ends_with("TransactWriteItems") {
         if take(&faults.throttled) {
             return error(
@@ -278,7 +271,6 @@ async fn faulty(
 
 /// dynoxide behind the fault proxy, with the tables made; the store talks to the proxy.
 async fn behind_faults(
-    unprocessed: usize,
     throttled: usize,
 ) -> (
     Dynoxide,
@@ -289,7 +281,6 @@ async fn behind_faults(
 
     let server = Dynoxide::start();
     let faults = std::sync::Arc::new(Faults {
-        unprocessed: unprocessed.into(),
         throttled: throttled.into(),
         upstream: server.endpoint.clone(),
         http: reqwest::Client::new(),
@@ -347,14 +338,14 @@ fn accepted_events(
 }
 
 #[tokio::test]
-async fn throttling_and_unprocessed_items_lose_nothing() {
+async fn throttling_loses_nothing_and_counts_nothing_twice() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
     use citystream::model::{BatchRules, Checkpoint, EventTime, WriteBatch};
     use citystream::store::{Page, Store};
 
-    let (_server, faults, store) = behind_faults(3, 4).await;
+    let (_server, faults, store) = behind_faults(4).await;
     let now = EventTime::now();
     let batch = WriteBatch {
         events: accepted_events(60, now),
@@ -418,7 +409,7 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
     use citystream::store::timed::StoreHealth;
     use citystream::store::{Page, Store};
 
-    let (_server, _faults, store) = behind_faults(0, 0).await;
+    let (_server, _faults, store) = behind_faults(0).await;
     let now = EventTime::now();
     let mut events = accepted_events(40, now);
     events[17].event.event_id = "poison-7f3a".into();
@@ -427,21 +418,18 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
         ..WriteBatch::new("t", BatchRules::default())
     };
     let health = StoreHealth::default();
-    let (stored, _) = tokio::time::timeout(
+    let stored = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         write_until_stored(&store, &health, batch),
     )
     .await
     .expect("the write does not stall");
-    assert_eq!(stored.events.len(), 39);
-    assert_eq!(stored.dead_letters.len(), 1);
-    assert_eq!(stored.dead_letters[0].kind, "store_rejected");
-    assert_eq!(stored.dead_letters[0].offset, 17);
-    assert!(
-        stored.dead_letters[0]
-            .reason
-            .contains("maximum allowed size")
-    );
+    assert_eq!(stored.batch.events.len(), 39);
+    assert_eq!(stored.batch.dead_letters, stored.refused);
+    assert_eq!(stored.refused.len(), 1);
+    assert_eq!(stored.refused[0].kind, "store_rejected");
+    assert_eq!(stored.refused[0].offset, 17);
+    assert!(stored.refused[0].reason.contains("maximum allowed size"));
     assert_eq!(health.snapshot().rejected_events, 1);
     let stats = store.stats(now).await.expect("stats");
     assert_eq!(stats.total_events, 39);

@@ -111,10 +111,15 @@ async fn a_stalled_dynamodb_shows_at_once_and_loses_nothing() {
     );
     tokio::time::sleep(Duration::from_secs(12).saturating_sub(stalled.elapsed())).await;
     server.signal("-CONT");
+    let resumed = Instant::now();
     run.wait_for("every event after the stall", |s| {
         s["total_events_processed"] == 2500
     })
     .await;
+    eprintln!(
+        "figure: DynamoDB stopped for 12 s: every event stored {:?} after it resumed",
+        resumed.elapsed()
+    );
     check_against(&run, &oracle(&config)).await;
     let health = run.get("/api/v1/health").await;
     assert_eq!(health["status"], "UP", "{health}");
@@ -139,10 +144,15 @@ async fn a_dynamodb_killed_and_restarted_loses_nothing() {
     let run = up(data.to_str().expect("utf-8"), &config, &store, &CREDENTIALS);
     tokio::time::sleep(Duration::from_secs(4)).await;
     server.kill_and_restart(Duration::from_secs(4));
+    let restarted = Instant::now();
     run.wait_for("every event after the restart", |s| {
         s["total_events_processed"] == 2000
     })
     .await;
+    eprintln!(
+        "figure: DynamoDB down for 4 s: every event stored {:?} after it was back",
+        restarted.elapsed()
+    );
     check_against(&run, &oracle(&config)).await;
 }
 
@@ -181,10 +191,15 @@ async fn a_locked_sqlite_store_holds_the_writer_back_and_loses_nothing() {
     .await;
     assert!(run.logged("the store is failing"));
     locker.join().expect("locker");
+    let unlocked = Instant::now();
     run.wait_for("every event after the locks", |s| {
         s["total_events_processed"] == 3000
     })
     .await;
+    eprintln!(
+        "figure: SQLite locked 12 s then 1 s in 2: every event stored {:?} after the last lock",
+        unlocked.elapsed()
+    );
     check_against(&run, &oracle(&config)).await;
     wait_until("health to say UP", Duration::from_secs(10), async || {
         run.get("/api/v1/health").await["status"] == "UP"
@@ -245,11 +260,16 @@ async fn a_broker_killed_and_restarted_loses_nothing() {
     ]);
     tokio::time::sleep(Duration::from_secs(5)).await;
     kafka.kill_and_restart(Duration::from_secs(3));
+    let restarted = Instant::now();
     assert!(producer.wait(Duration::from_secs(120)).success());
     api.wait_for("every event after the restart", |s| {
         s["total_events_processed"] == 6000
     })
     .await;
+    eprintln!(
+        "figure: broker down for 3 s: every event stored {:?} after it was back",
+        restarted.elapsed()
+    );
     check_against(&api, &oracle(&config)).await;
 }
 
@@ -308,7 +328,12 @@ async fn a_full_disk_holds_the_writer_back_and_loses_nothing() {
     })
     .await;
     std::fs::remove_file(&filler).expect("free the disk");
+    let freed = Instant::now();
     assert!(process.wait(Duration::from_secs(120)).success());
+    eprintln!(
+        "figure: disk full: the processor finished {:?} after space was freed",
+        freed.elapsed()
+    );
     let api = Running::serve(data);
     let mut logs = BTreeMap::new();
     let source = format!(

@@ -121,6 +121,10 @@ async fn a_file_processed_through_random_kills_ends_as_an_uninterrupted_run() {
     ];
     let landed = run_with_kills(&args, &[], 6, 30..200, 41);
     assert!(landed >= 2, "the kills landed mid-stream ({landed})");
+    eprintln!(
+        "figure: {} records through {landed} SIGKILLs into SQLite",
+        order.len()
+    );
     let source = format!(
         "file:{}",
         std::fs::canonicalize(input).expect("path").display()
@@ -167,6 +171,10 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
     args.extend(store);
     let landed = run_with_kills(&args, &credentials, 6, 100..700, 42);
     assert!(landed >= 2, "the kills landed mid-stream ({landed})");
+    eprintln!(
+        "figure: {} records through {landed} SIGKILLs into DynamoDB",
+        order.len()
+    );
     let source = format!(
         "file:{}",
         std::fs::canonicalize(input).expect("path").display()

@@ -1,7 +1,7 @@
 //! CityStream's integration tests, one binary. Each module is one tier:
 //!
 //! - `engine_props`: property tests of the engine against a plain batch oracle;
-//! - `store`: the SQLite store's contract (idempotence, ordering, TTL, concurrent readers);
+//! - `store`: the store contract, one conformance suite run on SQLite and on DynamoDB;
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests;
 //! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
 //! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;

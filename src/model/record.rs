@@ -129,15 +129,15 @@ impl Rejection {
         }
     }
 
-    /// Every kind, for documentation and bounded metric labels.
+    /// Every kind, in the order the checks run, for documentation and bounded metric labels.
     pub const KINDS: [&'static str; 11] = [
         "too_large",
         "invalid_utf8",
         "malformed",
-        "invalid_city",
         "invalid_timestamp",
         "description_too_long",
         "invalid_event_id",
+        "invalid_city",
         "future_timestamp",
         "expired",
         "duplicate_event_id",

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::console::ConsoleTable;
 use super::engine::Engine;
 use crate::broker::{BrokerError, Polled, Source};
-use crate::model::{Checkpoint, EventTime, Placement, Record, Rejection, WriteBatch};
+use crate::model::{Checkpoint, DeadLetter, EventTime, Placement, Record, Rejection, WriteBatch};
 use crate::store::timed::StoreHealth;
 use crate::store::{ErrorClass, Store, StoreError, Written};
 
@@ -59,8 +59,15 @@ pub enum ProcessorError {
 /// then retried, loudly, rather than emptied into the dead letters.
 const MAX_REJECTED_PER_BATCH: usize = 32;
 
-/// A stored batch and what the store made of it.
-type Stored = (Arc<WriteBatch>, Written);
+/// A stored batch and what came of it.
+#[derive(Debug)]
+pub struct Stored {
+    /// The batch as written: without the events the store refused, with their dead letters.
+    pub batch: Arc<WriteBatch>,
+    pub written: Written,
+    /// The `store_rejected` dead letters made of the events the store refused.
+    pub refused: Vec<DeadLetter>,
+}
 /// A batch being stored.
 type InFlight = tokio::task::JoinHandle<Stored>;
 
@@ -102,6 +109,8 @@ pub struct Processor {
     store: Arc<dyn Store>,
     health: Arc<StoreHealth>,
     config: RuntimeConfig,
+    /// The engine's repeats already counted in `citystream_repeats_total`.
+    counted_repeats: u64,
 }
 
 impl Processor {
@@ -120,6 +129,7 @@ impl Processor {
             store,
             health,
             config,
+            counted_repeats: 0,
         }
     }
 
@@ -183,6 +193,12 @@ impl Processor {
                 self.finish_write(stored).await?;
             }
             if !batch.is_empty() {
+                // Dead letters reach the source's dead-letter destination before the write: a
+                // crash after it reads their records again and sends them again, where a crash
+                // after the write would skip them.
+                if !batch.dead_letters.is_empty() {
+                    self.source.dead_letters(&batch.dead_letters).await?;
+                }
                 let mut write = self.start_write(batch, taken, &mut summary, console.as_mut());
                 if ended || !revoked.is_empty() {
                     // Write what was taken from revoked partitions before letting go.
@@ -237,21 +253,21 @@ impl Processor {
         tokio::spawn(async move { write_until_stored(store.as_ref(), &health, batch).await })
     }
 
-    /// Hands a stored batch's dead letters to the source, then commits the positions it covers.
+    /// Hands the dead letters made while writing to the source, then commits the positions
+    /// the batch covers.
     async fn finish_write(&mut self, stored: Stored) -> Result<(), ProcessorError> {
-        let (batch, written) = stored;
-        for dead in &written.duplicates {
+        let Stored {
+            batch,
+            written,
+            refused,
+        } = stored;
+        counter!("citystream_repeats_total").increment(written.repeats);
+        let made: Vec<DeadLetter> = written.duplicates.iter().chain(&refused).cloned().collect();
+        for dead in &made {
             counter!("citystream_dead_letters_total", "kind" => dead.kind.clone()).increment(1);
         }
-        counter!("citystream_repeats_total").increment(written.repeats);
-        let letters: Vec<_> = batch
-            .dead_letters
-            .iter()
-            .chain(&written.duplicates)
-            .cloned()
-            .collect();
-        if !letters.is_empty() {
-            self.source.dead_letters(&letters).await?;
+        if !made.is_empty() {
+            self.source.dead_letters(&made).await?;
         }
         // A fenced partition's checkpoint was not stored: a newer writer is ahead of it.
         let positions: Vec<Checkpoint> = batch
@@ -317,7 +333,10 @@ impl Processor {
         }
     }
 
-    fn record_metrics(&self, batch: &WriteBatch, records: usize) {
+    fn record_metrics(&mut self, batch: &WriteBatch, records: usize) {
+        let repeats = self.engine.counters().repeats;
+        counter!("citystream_repeats_total").increment(repeats - self.counted_repeats);
+        self.counted_repeats = repeats;
         counter!("citystream_records_total").increment(records as u64);
         counter!("citystream_events_total").increment(batch.events.len() as u64);
         counter!("citystream_alerts_total")
@@ -402,6 +421,7 @@ pub async fn write_until_stored(
 ) -> Stored {
     let started = Instant::now();
     let mut batch = Arc::new(batch);
+    let mut refused = Vec::new();
     let mut backoff = Backoff::new();
     let mut attempt = 1u32;
     loop {
@@ -413,15 +433,20 @@ pub async fn write_until_stored(
                     tracing::info!(attempt, rows = batch.len(), "store write went through");
                     gauge!("citystream_store_backpressure").set(0.0);
                 }
-                return (batch, written);
+                return Stored {
+                    batch,
+                    written,
+                    refused,
+                };
             }
             Err(error) => error,
         };
         counter!("citystream_store_write_errors_total").increment(1);
         if error.class() == ErrorClass::Rejected {
             match without_refused(store, health, &batch).await {
-                Some(rest) => {
+                Some((rest, letters)) => {
                     batch = Arc::new(rest);
+                    refused.extend(letters);
                     continue;
                 }
                 None => tracing::error!(%error, rows = batch.len(),
@@ -436,13 +461,13 @@ pub async fn write_until_stored(
     }
 }
 
-/// The batch without the events the store refuses, which become dead letters; `None` when no
-/// event alone is refused, or too many are to blame them.
+/// The batch without the events the store refuses, which become dead letters (in the batch,
+/// and returned); `None` when no event alone is refused, or too many are to blame them.
 async fn without_refused(
     store: &dyn Store,
     health: &StoreHealth,
     batch: &WriteBatch,
-) -> Option<WriteBatch> {
+) -> Option<(WriteBatch, Vec<DeadLetter>)> {
     let mut refused: Vec<(usize, StoreError)> = Vec::new();
     let mut pending = vec![(0, batch.events.len())];
     let mut backoff = Backoff::new();
@@ -478,13 +503,14 @@ async fn without_refused(
     refused.sort_by_key(|(i, _)| *i);
     let now = EventTime::now();
     let mut rest = (*batch).clone();
+    let mut letters = Vec::new();
     for (i, error) in refused.iter().rev() {
         let a = rest.events.remove(*i);
         let why = Rejection::StoreRejected(error.to_string());
         tracing::error!(partition = a.partition, offset = a.offset, event_id = %a.event.event_id,
             %error, "the store refuses this event; it becomes a dead letter");
-        rest.dead_letters
-            .push(a.dead_letter(&batch.source, &why, now));
+        letters.push(a.dead_letter(&batch.source, &why, now));
     }
-    Some(rest)
+    rest.dead_letters.extend(letters.iter().cloned());
+    Some((rest, letters))
 }

@@ -10,14 +10,15 @@
 //! 3. **Windows are sums.** [`Effects`] folds the new events of a unit into one increment per
 //!    window: counts per severity, and the severities in arrival order, of which a window keeps
 //!    at most the batch's `severities_cap` (the counts stay exact).
-//! 4. **Everything expires.** A raw row at its `ttl`, its alert with it, a window with the
-//!    newest of its events, a late event and a dead letter after their retention.
+//! 4. **Everything expires.** A raw row at its `ttl`, its alert with it, a window when all
+//!    its events can have (its end + the raw TTL), a late event and a dead letter after their
+//!    retention.
 
 use std::collections::BTreeMap;
 
 use crate::model::{
     Accepted, City, CityEvent, DeadLetter, EventTime, EventType, Placement, Rejection, Severity,
-    SeverityCounts, window_key,
+    SeverityCounts, Span, window_key,
 };
 
 /// What an accepted event is, given the raw row stored under its key.
@@ -48,7 +49,8 @@ pub struct WindowDelta {
     pub counts: SeverityCounts,
     /// Severities in arrival order, at most the cap of them.
     pub severities: Vec<Severity>,
-    /// When the newest of its events' raw rows expires: the window is kept until then.
+    /// When the raw rows of its events have all expired: the window's end + the raw TTL. The
+    /// same for every event of the window, so writers agree on it whatever their order.
     pub expires_at: EventTime,
 }
 
@@ -107,9 +109,10 @@ impl<'a> Effects<'a> {
                         end,
                         counts: SeverityCounts::default(),
                         severities: Vec::new(),
-                        expires_at: a.ttl,
+                        expires_at: end.saturating_add(Span::from_millis(
+                            a.ttl.as_millis() - e.timestamp.as_millis(),
+                        )),
                     });
-                delta.expires_at = delta.expires_at.max(a.ttl);
                 delta.counts.add(e.severity);
                 if delta.severities.len() < cap {
                     delta.severities.push(e.severity);

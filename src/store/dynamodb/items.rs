@@ -42,6 +42,12 @@ pub(super) fn hour(t: EventTime) -> String {
     pad(t.as_millis().div_euclid(HOUR_MS))
 }
 
+/// When an hour bucket of counters may be deleted: an hour after the bucket ends, when no read
+/// counts it any more (reads start at the current hour).
+pub(super) fn bucket_expiry(t: EventTime) -> EventTime {
+    EventTime::from_millis((t.as_millis().div_euclid(HOUR_MS) + 2) * HOUR_MS)
+}
+
 /// `pad(ts)#event_id`: the sort key of a city's events and late events.
 pub(super) fn time_key(t: EventTime, event_id: &str) -> String {
     format!("{}#{event_id}", pad(t.as_millis()))

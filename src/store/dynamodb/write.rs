@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::items::{
-    Item, alert_item, checkpoint_item, dead_guard, dead_item, event_from, hour, late_item, n,
-    raw_item, s,
+    Item, alert_item, bucket_expiry, checkpoint_item, dead_guard, dead_item, event_from, hour,
+    late_item, n, raw_item, s,
 };
 use super::store::DynamoStore;
 use super::{build, sdk};
@@ -55,7 +55,8 @@ enum Owner {
 struct Actions {
     items: Vec<TransactWriteItem>,
     owners: Vec<Owner>,
-    counters: BTreeMap<(String, String), i64>,
+    /// Counter items, the amount to add, and (for an hour bucket) when the item may go.
+    counters: BTreeMap<(String, String), (i64, Option<EventTime>)>,
 }
 
 impl Actions {
@@ -65,7 +66,15 @@ impl Actions {
     }
 
     fn count(&mut self, pk: String, sk: String) {
-        *self.counters.entry((pk, sk)).or_default() += 1;
+        self.counters.entry((pk, sk)).or_default().0 += 1;
+    }
+
+    /// Counts in the hour bucket of `expiry`; the item goes once the bucket is past.
+    fn count_in_hour(&mut self, pk: String, rest: String, expiry: EventTime) {
+        let sk = format!("{}#{rest}", hour(expiry));
+        let entry = self.counters.entry((pk, sk)).or_default();
+        entry.0 += 1;
+        entry.1 = Some(bucket_expiry(expiry));
     }
 }
 
@@ -207,8 +216,8 @@ impl DynamoStore {
                 self.window_update(&key, delta, batch.rules.severities_cap, room.get(&key))?;
             actions.push(update, Owner::Window(key));
         }
-        for ((pk, sk), by) in std::mem::take(&mut actions.counters) {
-            actions.push(self.counter(pk, sk, by)?, Owner::Other);
+        for ((pk, sk), (by, expires)) in std::mem::take(&mut actions.counters) {
+            actions.push(self.counter(pk, sk, by, expires)?, Owner::Other);
         }
         Ok(actions)
     }
@@ -229,19 +238,15 @@ impl DynamoStore {
             .build()
             .map_err(build("Put"))?;
         actions.push(put(raw), Owner::Guard(unit));
-        actions.count(format!("count#raw#{}", e.city), {
-            format!("{}#{}#{}", hour(a.ttl), e.event_type, e.severity)
-        });
+        let kind = format!("{}#{}", e.event_type, e.severity);
+        actions.count_in_hour(format!("count#raw#{}", e.city), kind, a.ttl);
         actions.count("cities".into(), e.city.as_str().to_owned());
         if a.is_alert() {
             actions.push(
                 put(self.plain_put(&self.alerts, alert_item(a))?),
                 Owner::Other,
             );
-            actions.count(
-                "count#alerts".into(),
-                format!("{}#{}", hour(a.ttl), e.severity),
-            );
+            actions.count_in_hour("count#alerts".into(), e.severity.to_string(), a.ttl);
         }
         if let Placement::Late { .. } = a.placement {
             let expires = batch.rules.late_expiry(e);
@@ -249,10 +254,8 @@ impl DynamoStore {
                 put(self.plain_put(&self.state, late_item(a, expires))?),
                 Owner::Other,
             );
-            actions.count(
-                "count#late".into(),
-                format!("{}#{}#{}", hour(expires), e.city, e.event_type),
-            );
+            let group = format!("{}#{}", e.city, e.event_type);
+            actions.count_in_hour("count#late".into(), group, expires);
         }
         Ok(())
     }
@@ -276,7 +279,7 @@ impl DynamoStore {
             put(self.plain_put(&self.state, dead_item(d, expires))?),
             Owner::Other,
         );
-        actions.count("count#dead".into(), format!("{}#{}", hour(expires), d.kind));
+        actions.count_in_hour("count#dead".into(), d.kind.clone(), expires);
         Ok(())
     }
 
@@ -288,16 +291,27 @@ impl DynamoStore {
             .map_err(build("Put"))
     }
 
-    fn counter(&self, pk: String, sk: String, by: i64) -> Result<TransactWriteItem, StoreError> {
+    fn counter(
+        &self,
+        pk: String,
+        sk: String,
+        by: i64,
+        expires: Option<EventTime>,
+    ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.state)
             .key("pk", s(pk))
             .key("sk", s(sk))
-            .update_expression("ADD #c :by")
             .expression_attribute_names("#c", "count")
-            .expression_attribute_values(":by", n(by))
-            .build()
-            .map_err(build("Update"))?;
+            .expression_attribute_values(":by", n(by));
+        let update = match expires {
+            None => update.update_expression("ADD #c :by"),
+            Some(t) => update
+                .update_expression("ADD #c :by SET #ttl = :ttl")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":ttl", n(t.as_millis().div_euclid(1000))),
+        };
+        let update = update.build().map_err(build("Update"))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 

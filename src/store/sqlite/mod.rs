@@ -2,9 +2,10 @@
 //!
 //! One writer connection writes each [`WriteBatch`] in a single transaction, checkpoints
 //! included, so what is stored and how far the processor got never disagree (`write.rs`).
-//! Readers use a small pool of read-only connections on the blocking pool, so a slow read
-//! never holds up the async runtime, and never block the writer; a separate `serve` process
-//! can read the same file while `process` writes it (`read.rs`). Expired rows are deleted in
+//! Readers use a small pool of read-only connections, on the calling task but never on the
+//! runtime's last worker, so a stalled read never holds up the async runtime; they never block
+//! the writer, and a separate `serve` process can read the same file while `process` writes
+//! it (`read.rs`). Expired rows are deleted in
 //! chunks (`purge.rs`).
 
 mod purge;
@@ -12,12 +13,13 @@ mod read;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row};
+use tokio::sync::Semaphore;
 
 use super::{
     CityCount, CitySummary, DeadLetterKey, EventKey, Page, PartitionStatus, Purged, Stats, Store,
@@ -62,6 +64,9 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    /// Reads that may run on the async workers at once: one fewer than there are workers
+    /// (none on a runtime of one), sized when the first read comes.
+    inline: Arc<OnceLock<Option<Arc<Semaphore>>>>,
 }
 
 impl SqliteStore {
@@ -95,21 +100,26 @@ impl SqliteStore {
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         writer.execute_batch(WRITER_PRAGMAS)?;
         let manager = SqliteConnectionManager::file(&path).with_init(|c| {
+            // Room for every read's statements (a first page and a later one each).
+            c.set_prepared_statement_cache_capacity(64);
             c.execute_batch(CONNECTION_PRAGMAS)?;
             c.execute_batch("PRAGMA query_only = ON;")
         });
         // Reads run on the blocking pool; twice the cores of connections keeps them busy
         // without queueing a read behind a slow one.
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get()) as u32;
+        // A local file's connection does not go stale: no test query on every checkout.
         let readers = r2d2::Pool::builder()
             .max_size((cores * 2).max(4))
             .min_idle(Some(1))
+            .test_on_check_out(false)
             .connection_timeout(READER_WAIT)
             .build(manager)?;
         Ok(SqliteStore {
             path,
             writer: Arc::new(Mutex::new(writer)),
             readers,
+            inline: Arc::default(),
         })
     }
 
@@ -117,19 +127,43 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs a read on the blocking pool with a pooled read-only connection. Every read is
-    /// bounded (an index range with a `LIMIT`, a key lookup, or the counters), but the disk
-    /// under it may not be: off the async workers, a stalled read costs one blocking thread,
-    /// not the runtime.
+    /// Runs a read with a pooled read-only connection. Every read is bounded (an index range
+    /// with a `LIMIT`, a key lookup, or the counters) and takes tens of microseconds, less
+    /// than the two thread switches of a hop to the blocking pool, so it runs on the calling
+    /// task, as one of at most the runtime's workers less one: a read stalled by the disk can
+    /// never take the last worker (health and every other task keep running), and a read
+    /// waits for its turn without blocking. On a runtime of one worker, reads run on the
+    /// blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || f(&*readers.get()?))
+        let Some(inline) = self.inline() else {
+            let readers = self.readers.clone();
+            return tokio::task::spawn_blocking(move || f(&*readers.get()?))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+        };
+        let _permit = inline
+            .acquire_owned()
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        tokio::task::consume_budget().await;
+        f(&*self.readers.get()?)
+    }
+
+    /// The reads that may run on the async workers, if any may (see [`SqliteStore::read`]).
+    fn inline(&self) -> Option<Arc<Semaphore>> {
+        self.inline
+            .get_or_init(|| {
+                let workers = tokio::runtime::Handle::try_current()
+                    .ok()?
+                    .metrics()
+                    .num_workers();
+                (workers > 1).then(|| Arc::new(Semaphore::new(workers - 1)))
+            })
+            .clone()
     }
 
     async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>

@@ -26,7 +26,7 @@ pub(super) const PURGE_RAW: &str = concat!(
     "DELETE FROM raw_events WHERE (ts, event_id) IN
          (SELECT ts, event_id FROM raw_events WHERE ts <= ",
     expiry_horizon!(),
-    " AND ttl <= ?1 LIMIT ?2)
+    " AND ttl <= ?1 LIMIT +?2)
      RETURNING city, event_type, severity"
 );
 
@@ -76,7 +76,7 @@ pub(super) const PURGE_ALERTS: &str = concat!(
     "DELETE FROM alerts WHERE (city, ts, event_id) IN
          (SELECT city, ts, event_id FROM alerts WHERE ts <= ",
     expiry_horizon!(),
-    " AND ttl <= ?1 LIMIT ?2)
+    " AND ttl <= ?1 LIMIT +?2)
      RETURNING severity"
 );
 
@@ -105,7 +105,7 @@ pub(super) fn alert_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, 
 
 /// Deletes up to `?2` windows whose every event expired by `?1`.
 pub(super) const PURGE_WINDOWS: &str = "DELETE FROM aggregations WHERE partition_key IN
-     (SELECT partition_key FROM aggregations WHERE expires_at <= ?1 LIMIT ?2)";
+     (SELECT partition_key FROM aggregations WHERE expires_at <= ?1 LIMIT +?2)";
 
 /// Deletes up to [`PURGE_CHUNK`] expired windows.
 pub(super) fn window_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
@@ -120,7 +120,7 @@ pub(super) fn late_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, S
     {
         let mut delete = tx.prepare_cached(
             "DELETE FROM late_events WHERE (ts, event_id) IN
-                 (SELECT ts, event_id FROM late_events WHERE expires_at <= ?1 LIMIT ?2)
+                 (SELECT ts, event_id FROM late_events WHERE expires_at <= ?1 LIMIT +?2)
              RETURNING city, event_type",
         )?;
         let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
@@ -150,7 +150,7 @@ pub(super) fn dead_letter_chunk(conn: &mut Connection, now: EventTime) -> Result
     {
         let mut delete = tx.prepare_cached(
             "DELETE FROM dead_letters WHERE id IN
-                 (SELECT id FROM dead_letters WHERE expires_at <= ?1 LIMIT ?2)
+                 (SELECT id FROM dead_letters WHERE expires_at <= ?1 LIMIT +?2)
              RETURNING kind",
         )?;
         let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;

@@ -1,17 +1,19 @@
 //! The read path: one function per query, each an index range with a `LIMIT`, a key lookup or
-//! the counters. Pages continue after a key with a row-value comparison on the index the list
+//! the counters. A bound limit is written `LIMIT +?n`: as a plain `?n` SQLite would prepare the
+//! statement again at every call (STAT4 marks it as one that may change the plan), which took
+//! 30 µs where the read takes 4. Pages continue after a key with a row-value comparison on the index the list
 //! is ordered by (`tests::every_read_is_served_by_an_index` checks the plans). Expired rows are
 //! left out whether or not the purge has deleted them yet.
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::purge::expiry_horizon;
 use super::{checkpoint_from_row, collect, event_from_row, event_type, severity, window_from_row};
 use crate::model::{CityEvent, DeadLetter, EventTime, EventType, LateEvent};
 use crate::store::{
-    CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Page,
-    PartitionStatus, Stats, StoreError, StoredEvent, WindowPos,
+    CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, Page, PartitionStatus, Stats,
+    StoreError, StoredEvent, WindowPos,
 };
 
 /// Raw events past their expiry that the purge has not deleted yet (`?1` is now), per city,
@@ -32,10 +34,10 @@ macro_rules! expired_raw {
 pub(super) const RECENT_EVENTS: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description, ttl FROM raw_events
      WHERE city = ?1 AND ttl > ?2
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
     "SELECT event_id, ts, city, event_type, severity, description, ttl FROM raw_events
      WHERE city = ?1 AND ttl > ?2 AND (ts, event_id) < (?4, ?5)
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
 ];
 
 /// The SQL of a page: the first, or the one continuing after a key.
@@ -75,17 +77,17 @@ pub(super) fn recent_events(
 
 pub(super) const CITY_ALERTS: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
-     WHERE city = ?1 AND ts >= ?2 AND +ttl > ?4 ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     WHERE city = ?1 AND ts >= ?2 AND +ttl > ?4 ORDER BY ts DESC, event_id DESC LIMIT +?3",
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
      WHERE city = ?1 AND ts >= ?2 AND +ttl > ?4 AND (ts, event_id) < (?5, ?6)
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
 ];
 pub(super) const ALL_ALERTS: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
-     WHERE ts >= ?2 AND ?1 IS NULL AND +ttl > ?4 ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     WHERE ts >= ?2 AND ?1 IS NULL AND +ttl > ?4 ORDER BY ts DESC, event_id DESC LIMIT +?3",
     "SELECT event_id, ts, city, event_type, severity, description FROM alerts
      WHERE ts >= ?2 AND ?1 IS NULL AND +ttl > ?4 AND (ts, event_id) < (?5, ?6)
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
 ];
 
 pub(super) fn alerts(
@@ -130,13 +132,13 @@ pub(super) const CITIES: [&str; 2] = [
         "SELECT c.city, c.events - coalesce(x.n, 0) AS total FROM city_counts c
          LEFT JOIN (",
         expired_by_city!(),
-        ") x USING (city) WHERE total > 0 ORDER BY c.city LIMIT ?2"
+        ") x USING (city) WHERE total > 0 ORDER BY c.city LIMIT +?2"
     ),
     concat!(
         "SELECT c.city, c.events - coalesce(x.n, 0) AS total FROM city_counts c
          LEFT JOIN (",
         expired_by_city!(),
-        ") x USING (city) WHERE c.city > ?3 AND total > 0 ORDER BY c.city LIMIT ?2"
+        ") x USING (city) WHERE c.city > ?3 AND total > 0 ORDER BY c.city LIMIT +?2"
     ),
 ];
 
@@ -160,23 +162,23 @@ pub(super) const CITY_TYPE_WINDOWS: [&str; 2] = [
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
      FROM aggregations WHERE city = ?1 AND event_type = ?2 AND +expires_at > ?4
-     ORDER BY window_start DESC LIMIT ?3",
+     ORDER BY window_start DESC LIMIT +?3",
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
      FROM aggregations WHERE city = ?1 AND event_type = ?2 AND +expires_at > ?4
          AND window_start < ?5
-     ORDER BY window_start DESC LIMIT ?3",
+     ORDER BY window_start DESC LIMIT +?3",
 ];
 pub(super) const CITY_WINDOWS: [&str; 2] = [
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
      FROM aggregations WHERE city = ?1 AND ?2 IS NULL AND +expires_at > ?4
-     ORDER BY window_start DESC, event_type DESC LIMIT ?3",
+     ORDER BY window_start DESC, event_type DESC LIMIT +?3",
     "SELECT city, event_type, window_start, window_end, event_count, severities,
          low, medium, high, critical
      FROM aggregations WHERE city = ?1 AND ?2 IS NULL AND +expires_at > ?4
          AND (window_start, event_type) < (?5, ?6)
-     ORDER BY window_start DESC, event_type DESC LIMIT ?3",
+     ORDER BY window_start DESC, event_type DESC LIMIT +?3",
 ];
 
 pub(super) fn aggregations(
@@ -247,54 +249,44 @@ pub(super) fn city_summary(
     Ok(summary)
 }
 
-fn total(c: &Connection, name: &str) -> Result<i64, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT value FROM totals WHERE name = ?1")?
-            .query_row(params![name], |r| r.get::<_, i64>(0))
-            .optional()?
-            .unwrap_or(0),
-    )
-}
-
-pub(super) const EXPIRED_RAW_TOTAL: &str =
-    concat!("SELECT coalesce(sum(n), 0) FROM (", expired_raw!(), ")");
-/// Alerts past their expiry that the purge has not deleted yet, per severity (`?1` is now).
-pub(super) const EXPIRED_ALERTS: &str = concat!(
-    "SELECT severity, count(*) FROM alerts WHERE ts <= ",
+/// The live raw and late events in all: the totals less the expired rows the purge has not
+/// deleted yet (`?1` is now).
+pub(super) const LIVE_TOTALS: &str = concat!(
+    "SELECT (SELECT coalesce(sum(value), 0) FROM totals WHERE name = 'raw')
+          - (SELECT count(*) FROM raw_events WHERE ts <= ",
     expiry_horizon!(),
-    " AND ttl <= ?1 GROUP BY +severity"
+    " AND ttl <= ?1),
+            (SELECT coalesce(sum(value), 0) FROM totals WHERE name = 'late')
+          - (SELECT count(*) FROM late_events WHERE expires_at <= ?1)"
 );
-pub(super) const EXPIRED_LATE_TOTAL: &str =
-    "SELECT count(*) FROM late_events WHERE expires_at <= ?1";
+/// Live alerts per severity: the counts less the expired alerts not purged yet.
+pub(super) const LIVE_ALERTS: &str = concat!(
+    "SELECT c.severity, c.alerts - coalesce(x.n, 0) FROM alert_counts c
+     LEFT JOIN (SELECT severity, count(*) AS n FROM alerts WHERE ts <= ",
+    expiry_horizon!(),
+    " AND ttl <= ?1 GROUP BY +severity) x USING (severity)"
+);
+/// Live dead letters per kind: the counts less the expired ones not purged yet.
 pub(super) const DEAD_LETTER_KINDS: &str =
     "SELECT k.kind, k.dead_letters - coalesce(x.n, 0) FROM dead_letter_counts k
      LEFT JOIN (SELECT kind, count(*) AS n FROM dead_letters WHERE expires_at <= ?1
                 GROUP BY kind) x USING (kind)";
 
+/// Four statements: the totals, the alerts, the largest late groups, the dead letters.
 pub(super) fn stats(c: &Connection, now: EventTime) -> Result<Stats, StoreError> {
-    let expired_raw: i64 = c
-        .prepare_cached(EXPIRED_RAW_TOTAL)?
-        .query_row(params![now.as_millis()], |r| r.get(0))?;
-    let expired_late: i64 = c
-        .prepare_cached(EXPIRED_LATE_TOTAL)?
-        .query_row(params![now.as_millis()], |r| r.get(0))?;
+    let (raw, late): (i64, i64) = c
+        .prepare_cached(LIVE_TOTALS)?
+        .query_row(params![now.as_millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut stats = Stats {
-        total_events: (total(c, "raw")? - expired_raw).max(0) as u64,
-        late_events: (total(c, "late")? - expired_late).max(0) as u64,
+        total_events: raw.max(0) as u64,
+        late_events: late.max(0) as u64,
         ..Stats::default()
     };
-    let mut stmt = c.prepare_cached("SELECT severity, alerts FROM alert_counts")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let s = severity(&row.get::<_, String>(0)?)?;
-        stats.alerts.0[s.index()] = row.get::<_, i64>(1)?.max(0) as u64;
-    }
-    let mut stmt = c.prepare_cached(EXPIRED_ALERTS)?;
+    let mut stmt = c.prepare_cached(LIVE_ALERTS)?;
     let mut rows = stmt.query(params![now.as_millis()])?;
     while let Some(row) = rows.next()? {
         let s = severity(&row.get::<_, String>(0)?)?;
-        let n = row.get::<_, i64>(1)?.max(0) as u64;
-        stats.alerts.0[s.index()] = stats.alerts.0[s.index()].saturating_sub(n);
+        stats.alerts.0[s.index()] = row.get::<_, i64>(1)?.max(0) as u64;
     }
     stats.late_by_city_type = late_groups(c, now)?;
     let mut stmt = c.prepare_cached(DEAD_LETTER_KINDS)?;
@@ -309,44 +301,41 @@ pub(super) fn stats(c: &Connection, now: EventTime) -> Result<Stats, StoreError>
     Ok(stats)
 }
 
-/// The (city, type) pairs with the most late events, at most [`MAX_LATE_GROUPS`], then by name.
+/// The (city, type) pairs with the most late events, at most [`MAX_LATE_GROUPS`] (written out:
+/// a bound `LIMIT` here makes SQLite prepare the statement again at every call), then by name.
 pub(super) const LATE_GROUPS: &str = "SELECT g.city, g.event_type, g.late_events - coalesce(
              (SELECT count(*) FROM late_events l WHERE l.expires_at <= ?1
               AND +l.city = g.city AND +l.event_type = g.event_type), 0) AS n
      FROM (SELECT city, event_type, late_events FROM late_counts
-           WHERE late_events > 0 ORDER BY late_events DESC LIMIT ?2) g
+           WHERE late_events > 0 ORDER BY late_events DESC LIMIT 100) g
      WHERE n > 0 ORDER BY n DESC, g.city, g.event_type";
 
 fn late_groups(c: &Connection, now: EventTime) -> Result<Vec<LateCount>, StoreError> {
     let mut stmt = c.prepare_cached(LATE_GROUPS)?;
-    collect(
-        &mut stmt,
-        params![now.as_millis(), MAX_LATE_GROUPS as i64],
-        |r| {
-            Ok(LateCount {
-                city: r.get(0)?,
-                event_type: event_type(&r.get::<_, String>(1)?)?,
-                late_events: r.get::<_, i64>(2)? as u64,
-            })
-        },
-    )
+    collect(&mut stmt, params![now.as_millis()], |r| {
+        Ok(LateCount {
+            city: r.get(0)?,
+            event_type: event_type(&r.get::<_, String>(1)?)?,
+            late_events: r.get::<_, i64>(2)? as u64,
+        })
+    })
 }
 
 pub(super) const CITY_LATE: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
      FROM late_events WHERE city = ?1 AND +expires_at > ?2
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
     "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
      FROM late_events WHERE city = ?1 AND +expires_at > ?2 AND (ts, event_id) < (?4, ?5)
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
 ];
 pub(super) const ALL_LATE: [&str; 2] = [
     "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
      FROM late_events WHERE ?1 IS NULL AND +expires_at > ?2
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
     "SELECT event_id, ts, city, event_type, severity, description, watermark, partition, offset
      FROM late_events WHERE ?1 IS NULL AND +expires_at > ?2 AND (ts, event_id) < (?4, ?5)
-     ORDER BY ts DESC, event_id DESC LIMIT ?3",
+     ORDER BY ts DESC, event_id DESC LIMIT +?3",
 ];
 
 pub(super) fn late_events(
@@ -377,11 +366,11 @@ pub(super) fn late_events(
 pub(super) const DEAD_LETTERS: [&str; 2] = [
     "SELECT source, partition, offset, kind, reason, payload_prefix, payload_len, received_at
      FROM dead_letters WHERE +expires_at > ?1
-     ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT ?2",
+     ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT +?2",
     "SELECT source, partition, offset, kind, reason, payload_prefix, payload_len, received_at
      FROM dead_letters
      WHERE +expires_at > ?1 AND (received_at, source, partition, offset) < (?3, ?4, ?5, ?6)
-     ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT ?2",
+     ORDER BY received_at DESC, source DESC, partition DESC, offset DESC LIMIT +?2",
 ];
 
 pub(super) fn dead_letters(
@@ -418,7 +407,7 @@ fn dead_letter_from_row(r: &Row<'_>) -> Result<DeadLetter, StoreError> {
 
 pub(super) const EVENTS_SINCE: &str =
     "SELECT event_id, ts, city, event_type, severity, description FROM raw_events
-     WHERE ts >= ?1 ORDER BY ts DESC, event_id DESC LIMIT ?2";
+     WHERE ts >= ?1 ORDER BY ts DESC, event_id DESC LIMIT +?2";
 
 pub(super) fn events_since(
     c: &Connection,
@@ -455,7 +444,7 @@ pub(super) fn checkpoints(
 
 pub(super) const PIPELINE_STATUS: &str =
     "SELECT source, partition, next_offset, max_event_time, updated_at FROM checkpoints
-     ORDER BY updated_at DESC LIMIT ?1";
+     ORDER BY updated_at DESC LIMIT +?1";
 
 pub(super) fn pipeline_status(
     c: &Connection,
@@ -474,6 +463,24 @@ pub(super) fn pipeline_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MAX_LATE_GROUPS;
+
+    /// Runs a query twice with other values bound: SQLite must not prepare it again, as it
+    /// does at every call when a bound value may change the plan (a plain `LIMIT ?n` does;
+    /// `LIMIT +?n` does not), which costs more than the read itself.
+    fn prepared_once(conn: &Connection, query: &str) {
+        let mut stmt = conn.prepare(query).unwrap();
+        for value in [1_000_i64, 2_000_000] {
+            let values = std::iter::repeat_n(value, stmt.parameter_count());
+            let mut rows = stmt.query(rusqlite::params_from_iter(values)).unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "prepared again: {query}"
+        );
+    }
 
     /// Every read the API makes, in both its first-page and continued form, with what its
     /// plan must show: the index it reads a range of, in the list's order. None walks the raw
@@ -552,11 +559,9 @@ mod tests {
             ),
             (CITY_SUMMARY, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
             (CITY_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
-            (
-                EXPIRED_RAW_TOTAL,
-                "SEARCH raw_events USING PRIMARY KEY (ts<?)",
-            ),
-            (EXPIRED_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
+            (LIVE_TOTALS, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (LIVE_TOTALS, "late_by_expiry (expires_at<?)"),
+            (LIVE_ALERTS, "alerts_by_time (ts<?)"),
             (DEAD_LETTER_KINDS, "dead_by_expiry (expires_at<?)"),
             (LATE_GROUPS, "late_counts_by_size (late_events>?)"),
             (
@@ -571,6 +576,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::SqliteStore::open(dir.path()).unwrap();
         let conn = store.readers.get().unwrap();
+        assert!(LATE_GROUPS.contains(&format!("LIMIT {MAX_LATE_GROUPS})")));
+        for (query, _) in expected.iter().filter(|(q, _)| q.starts_with("SELECT")) {
+            prepared_once(&conn, query);
+        }
         for (query, wanted) in expected {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {query}"))

@@ -50,8 +50,8 @@ CREATE TABLE IF NOT EXISTS totals (
 ) WITHOUT ROWID;
 
 -- Query 2: window values, sums of the new events of every write; the seed's
--- citystream-aggregations keyed city#event_type#window_start. A window is kept until its
--- newest event's raw row expires (expires_at).
+-- citystream-aggregations keyed city#event_type#window_start. A window is kept until all its
+-- events' raw rows can have expired: its end + the raw TTL (expires_at).
 CREATE TABLE IF NOT EXISTS aggregations (
     partition_key TEXT    NOT NULL PRIMARY KEY,
     city          TEXT    NOT NULL,
