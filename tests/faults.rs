@@ -362,15 +362,22 @@ async fn a_full_disk_holds_the_writer_back_and_loses_nothing() {
 fn a_second_processor_of_one_source_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
-    let mut first = Command::new(BIN)
-        .args(["process", "--input", "-", "--data-dir", data])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("first processor");
+    let start_first = || {
+        Command::new(BIN)
+            .args(["process", "--input", "-", "--data-dir", data])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("first processor")
+    };
+    let mut first = start_first();
     let deadline = Instant::now() + Duration::from_secs(30);
     let second = loop {
+        // A probe that held the lock while the first started refuses the first: start it again.
+        if first.try_wait().expect("first").is_some() {
+            first = start_first();
+        }
         let second = Command::new(BIN)
             .args(["process", "--input", "-", "--data-dir", data])
             .stdin(Stdio::null())
