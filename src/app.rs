@@ -266,7 +266,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         engine,
         opened.store.clone(),
         opened.health.clone(),
-        args.runtime.config(),
+        args.runtime.config(args.store.store),
     );
     let listener = bind(&args.api).await?;
 
@@ -425,7 +425,7 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
         engine,
         opened.store,
         opened.health,
-        args.runtime.config(),
+        args.runtime.config(args.store.store),
     );
     let summary = processor.run(stop).await?;
     ops_stop.cancel();

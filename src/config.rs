@@ -87,6 +87,15 @@ pub struct DynamoArgs {
     /// Prefix of every table name.
     #[arg(long, env = "CITYSTREAM_TABLE_PREFIX", default_value = "citystream-")]
     pub table_prefix: String,
+    /// Shards of every key many writers share (a city's alerts, list pages, registries), set
+    /// when `init` first marks the tables; later runs use the tables' own.
+    #[arg(long, env = "CITYSTREAM_DYNAMODB_SHARDS", default_value_t = crate::store::dynamodb::DEFAULT_SHARDS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::store::dynamodb::MAX_SHARDS)))]
+    pub dynamodb_shards: u32,
+    /// Most DynamoDB requests in flight per process.
+    #[arg(long, env = "CITYSTREAM_DYNAMODB_CONCURRENCY", default_value_t = crate::store::dynamodb::DEFAULT_CONCURRENCY,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    pub dynamodb_concurrency: usize,
 }
 
 impl DynamoArgs {
@@ -95,6 +104,8 @@ impl DynamoArgs {
             region: self.region.clone(),
             endpoint: self.dynamodb_endpoint.clone(),
             table_prefix: self.table_prefix.clone(),
+            shards: self.dynamodb_shards,
+            concurrency: self.dynamodb_concurrency,
         }
     }
 }
@@ -334,9 +345,10 @@ pub struct RuntimeArgs {
     /// Most records per store transaction.
     #[arg(long, env = "CITYSTREAM_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch: u64,
-    /// Longest wait for more records once a batch has begun.
-    #[arg(long, env = "CITYSTREAM_LINGER", default_value = "5ms", value_parser = humantime::parse_duration)]
-    pub linger: Duration,
+    /// Longest wait for more records once a batch has begun (default: 5ms on SQLite; 1s on
+    /// DynamoDB, which bills every write, so that a batch adds once to each window and counter).
+    #[arg(long, env = "CITYSTREAM_LINGER", value_parser = humantime::parse_duration)]
+    pub linger: Option<Duration>,
     /// Print a live table of counts by city × type × severity (query 4).
     #[arg(long, env = "CITYSTREAM_CONSOLE")]
     pub console: bool,
@@ -346,10 +358,15 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    pub fn config(&self) -> RuntimeConfig {
+    /// The runtime's settings for a store on `backend`.
+    pub fn config(&self, backend: Backend) -> RuntimeConfig {
+        let linger = match backend {
+            Backend::Sqlite => Duration::from_millis(5),
+            Backend::Dynamodb => Duration::from_secs(1),
+        };
         RuntimeConfig {
             max_batch: usize::try_from(self.max_batch).unwrap_or(usize::MAX),
-            linger: self.linger,
+            linger: self.linger.unwrap_or(linger),
             console: self.console.then_some(self.console_interval),
         }
     }

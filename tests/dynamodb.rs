@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProjectionType,
+    ScalarAttributeType, TimeToLiveStatus,
 };
 
 use std::collections::BTreeMap;
@@ -77,9 +77,8 @@ async fn init_creates_the_seed_tables_and_is_harmless_twice() {
         ]
     );
     assert!(
-        raw.global_secondary_indexes()
-            .iter()
-            .any(|i| i.index_name.as_deref() == Some("by-city-time"))
+        raw.global_secondary_indexes().is_empty(),
+        "no index entry per raw event"
     );
     let ttl = db
         .describe_time_to_live()
@@ -96,10 +95,25 @@ async fn init_creates_the_seed_tables_and_is_harmless_twice() {
         .table_name("citystream-aggregations")
         .send()
         .await
-        .expect("describe");
+        .expect("describe")
+        .table
+        .expect("table");
     assert_eq!(
-        keys(aggs.table.expect("table").key_schema()),
+        keys(aggs.key_schema()),
         [("partition_key".to_owned(), KeyType::Hash)]
+    );
+    let projections: Vec<_> = aggs
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| i.projection().and_then(|p| p.projection_type().cloned()))
+        .collect();
+    assert_eq!(
+        projections,
+        [
+            Some(ProjectionType::KeysOnly),
+            Some(ProjectionType::KeysOnly)
+        ],
+        "a window's update writes no index entry"
     );
     let alerts = db
         .describe_table()
@@ -140,19 +154,20 @@ async fn init_completes_a_table_without_its_index_and_refuses_a_different_key() 
             .build()
             .expect("attribute")
     };
-    // Keyed as ours, but without the city index.
+    // Keyed as ours, but without the window indexes.
     db.create_table()
-        .table_name("a-raw-events")
+        .table_name("a-aggregations")
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("event_id", KeyType::Hash))
-        .key_schema(key("timestamp", KeyType::Range))
-        .attribute_definitions(attr("event_id"))
-        .attribute_definitions(attr("timestamp"))
+        .key_schema(key("partition_key", KeyType::Hash))
+        .attribute_definitions(attr("partition_key"))
         .send()
         .await
         .expect("create");
     let completed = succeeds(&server, &["init", "--table-prefix", "a-"]);
-    assert!(completed.contains("added by-city-time"));
+    assert!(
+        completed.contains("added by-city-window, by-city-type-window"),
+        "{completed}"
+    );
 
     // Keyed differently: init says how and fails.
     db.create_table()
@@ -203,11 +218,14 @@ async fn up_on_dynamodb_answers_like_the_oracle() {
     assert!(run.stop("-TERM").success());
 }
 
-/// A proxy in front of dynoxide that answers the first TransactWriteItems calls with
-/// throttling, as DynamoDB does under load, refuses any TransactWriteItems that mentions
-/// `poison-7f3a` as DynamoDB refuses an invalid item, and forwards everything else.
+/// A proxy in front of dynoxide that answers the first raw inserts and increments with
+/// throttling, as DynamoDB does under load; applies the next increments but loses their
+/// answers (a 500 after the write, as a timeout does), so the client sends them again; refuses
+/// any insert that mentions `poison-7f3a` as DynamoDB refuses an invalid item; and forwards
+/// everything else.
 struct Faults {
     throttled: std::sync::atomic::AtomicUsize,
+    lost: std::sync::atomic::AtomicUsize,
     upstream: String,
     http: reqwest::Client,
 }
@@ -243,20 +261,21 @@ async fn faulty(
         )
             .into_response()
     };
-    if target.ends_with("TransactWriteItems") {
-        if take(&faults.throttled) {
-            return error(
-                "ProvisionedThroughputExceededException",
-                "injected throttling",
-            );
-        }
-        if String::from_utf8_lossy(&body).contains("poison-7f3a") {
-            return error(
-                "ValidationException",
-                "Item size has exceeded the maximum allowed size",
-            );
-        }
+    let insert = target.ends_with("BatchExecuteStatement");
+    let increment = target.ends_with("UpdateItem");
+    if (insert || increment) && take(&faults.throttled) {
+        return error(
+            "ProvisionedThroughputExceededException",
+            "injected throttling",
+        );
     }
+    if insert && String::from_utf8_lossy(&body).contains("poison-7f3a") {
+        return error(
+            "ValidationException",
+            "Item size has exceeded the maximum allowed size",
+        );
+    }
+    let lose = increment && take(&faults.lost);
     let mut forward = faults.http.post(&faults.upstream).body(body);
     for (name, value) in &headers {
         if name != "host" && name != "content-length" {
@@ -264,6 +283,14 @@ async fn faulty(
         }
     }
     let answer = forward.send().await.expect("dynoxide answers");
+    if lose {
+        let lost = serde_json::json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+            "message": "injected: the write went through, its answer was lost",
+        });
+        let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        return (status, json, lost.to_string()).into_response();
+    }
     let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).expect("status");
     let bytes = answer.bytes().await.expect("body");
     (status, json, bytes).into_response()
@@ -272,6 +299,7 @@ async fn faulty(
 /// dynoxide behind the fault proxy, with the tables made; the store talks to the proxy.
 async fn behind_faults(
     throttled: usize,
+    lost: usize,
 ) -> (
     Dynoxide,
     std::sync::Arc<Faults>,
@@ -282,6 +310,7 @@ async fn behind_faults(
     let server = Dynoxide::start();
     let faults = std::sync::Arc::new(Faults {
         throttled: throttled.into(),
+        lost: lost.into(),
         upstream: server.endpoint.clone(),
         http: reqwest::Client::new(),
     });
@@ -293,11 +322,7 @@ async fn behind_faults(
         .fallback(axum::routing::post(faulty))
         .with_state(faults.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let tables = DynamoConfig {
-        region: "us-east-2".into(),
-        endpoint: Some(server.endpoint.clone()),
-        table_prefix: "citystream-".into(),
-    };
+    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
     init(&client(&server).await, &tables).await.expect("init");
     let store = DynamoStore::with_client(client_at(&proxy), "citystream-");
     (server, faults, store)
@@ -338,14 +363,14 @@ fn accepted_events(
 }
 
 #[tokio::test]
-async fn throttling_loses_nothing_and_counts_nothing_twice() {
+async fn throttling_and_lost_answers_lose_nothing_and_count_nothing_twice() {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
     use citystream::model::{BatchRules, Checkpoint, EventTime, WriteBatch};
     use citystream::store::{Page, Store};
 
-    let (_server, faults, store) = behind_faults(4).await;
+    let (_server, faults, store) = behind_faults(4, 6).await;
     let now = EventTime::now();
     let batch = WriteBatch {
         events: accepted_events(60, now),
@@ -368,6 +393,11 @@ async fn throttling_loses_nothing_and_counts_nothing_twice() {
         faults.throttled.load(Ordering::SeqCst),
         0,
         "every throttle was seen"
+    );
+    assert_eq!(
+        faults.lost.load(Ordering::SeqCst),
+        0,
+        "every lost answer was seen"
     );
     let stats = store.stats(now).await.expect("stats");
     assert_eq!(stats.total_events, 60, "no raw event lost or counted twice");
@@ -409,7 +439,7 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
     use citystream::store::timed::StoreHealth;
     use citystream::store::{Page, Store};
 
-    let (_server, _faults, store) = behind_faults(0).await;
+    let (_server, _faults, store) = behind_faults(0, 0).await;
     let now = EventTime::now();
     let mut events = accepted_events(40, now);
     events[17].event.event_id = "poison-7f3a".into();
@@ -441,23 +471,26 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
     assert_eq!(dead[0].offset, 17);
 }
 
-/// Tables holding results of the first DynamoDB layout (full window values, checkpoints per
-/// replay offset) are refused with what to do, never misread; fresh tables are marked.
+/// Tables holding results of an earlier DynamoDB layout (1: full window values and
+/// checkpoints per replay offset, unmarked; 2: a transaction per event) are refused by `init`
+/// and by every role, with what to do, never misread; fresh tables are marked by `init`.
 #[tokio::test]
 async fn tables_of_another_layout_are_refused_not_misread() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
     let server = Dynoxide::start();
     succeeds(&server, &["init"]);
     let db = client(&server).await;
+    db.delete_item()
+        .table_name("citystream-state")
+        .key("pk", S("meta".into()))
+        .key("sk", S("layout".into()))
+        .send()
+        .await
+        .expect("unmark");
     db.put_item()
         .table_name("citystream-state")
-        .item(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("sources".into()),
-        )
-        .item(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S("city-events".into()),
-        )
+        .item("pk", S("sources".into()))
+        .item("sk", S("city-events".into()))
         .send()
         .await
         .expect("an item of the first layout");
@@ -468,15 +501,39 @@ async fn tables_of_another_layout_are_refused_not_misread() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("hold results in layout 1 (this build writes layout 2)")
+        err.contains("hold results in layout 1 (this build writes layout 3)")
             && err.contains("citystream destroy --yes` then `citystream init`"),
         "{err}"
     );
 
+    let second = Dynoxide::start();
+    succeeds(&second, &["init"]);
+    let db = client(&second).await;
+    db.put_item()
+        .table_name("citystream-state")
+        .item("pk", S("meta".into()))
+        .item("sk", S("layout".into()))
+        .item("version", N("2".into()))
+        .send()
+        .await
+        .expect("tables of layout 2");
+    for role in [
+        &["init"][..],
+        &["process", "--input", "-", "--store", "dynamodb"][..],
+    ] {
+        let refused = citystream(&second, role);
+        assert!(!refused.status.success(), "{role:?}");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains("hold results in layout 2 (this build writes layout 3)"),
+            "{role:?}: {err}"
+        );
+    }
+
     let fresh = Dynoxide::start();
-    succeeds(&fresh, &["init"]);
+    succeeds(&fresh, &["init", "--dynamodb-shards", "4"]);
     let tables =
         citystream::store::dynamodb::DynamoStore::with_client(client(&fresh).await, "citystream-");
-    tables.check_layout().await.expect("fresh tables");
-    tables.check_layout().await.expect("marked tables");
+    tables.check_layout().await.expect("marked by init");
+    assert_eq!(tables.shards(), 4, "the shards init marked them with");
 }

@@ -121,11 +121,7 @@ async fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
 async fn open_dynamodb() -> (Dynoxide, DynamoStore) {
     let server = Dynoxide::start();
     let client = client_at(&server.endpoint);
-    let tables = DynamoConfig {
-        region: "us-east-2".into(),
-        endpoint: Some(server.endpoint.clone()),
-        table_prefix: "citystream-".into(),
-    };
+    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
     create_tables(&client, &tables).await.expect("init");
     (server, DynamoStore::with_client(client, "citystream-"))
 }
@@ -309,7 +305,7 @@ async fn a_window_keeps_at_most_the_cap_of_severities_over_many_writes(store: &d
                         EventType::Incident,
                         Severity::ALL[i as usize],
                     ),
-                    i,
+                    round * 2 + i,
                 )
             })
             .collect();

@@ -472,7 +472,8 @@ async fn without_refused(
     let mut pending = vec![(0, batch.events.len())];
     let mut backoff = Backoff::new();
     // Halve the events until every refused one stands alone; what a half stores is applied
-    // (and counted as a repeat when the whole batch is written again).
+    // (and counted as a repeat when the whole batch is written again). Halves are written in
+    // log order: a store may take a partition's records only in the order of their offsets.
     while let Some((from, to)) = pending.pop() {
         let part = WriteBatch {
             events: batch.events[from..to].to_vec(),
@@ -485,7 +486,7 @@ async fn without_refused(
             }
             Err(e) if e.class() == ErrorClass::Rejected => {
                 let mid = from + (to - from) / 2;
-                pending.extend([(from, mid), (mid, to)]);
+                pending.extend([(mid, to), (from, mid)]);
             }
             Err(_) => {
                 pending.push((from, to));

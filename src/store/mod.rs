@@ -212,7 +212,7 @@ impl<K> Page<K> {
 }
 
 /// Position of an event in lists ordered newest first, ties by id descending.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventKey {
     pub at: EventTime,
     pub event_id: String,
@@ -280,7 +280,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a batch: every accepted event that is new to the store with everything derived
     /// from it, the dead letters, and the checkpoints that cover them. A checkpoint never
-    /// moves a partition's stored position backwards.
+    /// moves a partition's stored position backwards. A partition's records come in offset
+    /// order: a write carries none below what the writes before it carried, unless it carries
+    /// those very records again (a retry, a replay), which adds nothing twice.
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError>;
 
     /// The latest checkpoint of one partition of a source.

@@ -20,6 +20,7 @@ use crate::model::{
     Accepted, City, CityEvent, DeadLetter, EventTime, EventType, Placement, Rejection, Severity,
     SeverityCounts, Span, window_key,
 };
+use crate::store::StoreError;
 
 /// What an accepted event is, given the raw row stored under its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +137,37 @@ impl<'a> Effects<'a> {
     }
 }
 
+/// A window's severities as both backends store them: one letter per event in arrival order
+/// (`l`, `m`, `h`, `c`), so that up to `--severities-cap` of them stay small to write and cheap
+/// to read back.
+const SEVERITY_LETTERS: [u8; 4] = [b'l', b'm', b'h', b'c'];
+
+pub fn severities_text(severities: &[Severity]) -> String {
+    severities
+        .iter()
+        .map(|s| char::from(SEVERITY_LETTERS[s.index()]))
+        .collect()
+}
+
+pub fn severities_from_text(text: &str) -> Result<Vec<Severity>, StoreError> {
+    let mut severities = Vec::with_capacity(text.len());
+    for b in text.bytes() {
+        severities.push(match b {
+            b'l' => Severity::Low,
+            b'm' => Severity::Medium,
+            b'h' => Severity::High,
+            b'c' => Severity::Critical,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "severity letter {:?}",
+                    char::from(other)
+                )));
+            }
+        });
+    }
+    Ok(severities)
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -201,5 +233,22 @@ mod tests {
         assert_eq!(dead.kind, "duplicate_event_id");
         assert_eq!((dead.partition, dead.offset), (1, 2));
         assert!(dead.reason.contains("LA/traffic/low"), "{}", dead.reason);
+    }
+
+    #[test]
+    fn severities_round_trip_through_their_letters() {
+        let all = [
+            Severity::Critical,
+            Severity::Low,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+        ];
+        assert_eq!(severities_text(&all), "clhml");
+        assert_eq!(
+            severities_from_text(&severities_text(&all)).ok(),
+            Some(all.to_vec())
+        );
+        assert!(severities_from_text("lmx").is_err());
     }
 }

@@ -1,16 +1,32 @@
 //! DynamoDB: the production store. `citystream init` creates the seed's three tables with their
-//! exact key schemas, plus the secondary indexes that make every API endpoint a Query bounded
-//! by its page, and one `state` table for checkpoints, counters, late events and dead letters.
-//! `destroy` deletes them. `store.rs` is the [`crate::store::Store`] (reads), `write.rs` its
-//! write path, `items.rs` the item layouts.
+//! exact key schemas, the indexes the API reads, and one `state` table for checkpoints,
+//! counters, list pages and dead letters. `destroy` deletes them.
+//!
+//! Layout 3 applies each record exactly once without transactions, and spreads whatever many
+//! writers share over shards and per-writer positions:
+//!
+//! - `raw.rs`: raw events, and the decision whether an event is new;
+//! - `guarded.rs`: increments of shared items, each record once (`windows.rs`, `counters.rs`);
+//! - `lists.rs`: time-ordered lists in pages; `keys.rs`: where everything is;
+//! - `write.rs`: a batch, in order; `store.rs`: the [`crate::store::Store`] and its reads;
+//! - `units.rs`: write units as DynamoDB bills them; `schema.rs`: the tables.
 
+mod counters;
+mod guarded;
 mod items;
+mod keys;
+mod lists;
+mod raw;
 mod schema;
 mod store;
+mod units;
+mod windows;
 mod write;
 
+pub use keys::{DEFAULT_SHARDS, LAYOUT, MAX_SHARDS};
 pub use schema::{TableSpec, tables};
 pub use store::DynamoStore;
+pub use units::{Kind as UnitKind, WriteUnits};
 
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::Client;
@@ -31,7 +47,27 @@ pub struct DynamoConfig {
     pub endpoint: Option<String>,
     /// Prefix of every table name (`citystream-`).
     pub table_prefix: String,
+    /// Shards of shared keys, for tables that hold no layout yet (`keys.rs`).
+    pub shards: u32,
+    /// Most requests in flight per process.
+    pub concurrency: usize,
 }
+
+impl DynamoConfig {
+    /// Tables under `prefix` at `endpoint` (or AWS's), with the default shards and concurrency.
+    pub fn new(region: &str, endpoint: Option<String>, prefix: &str) -> Self {
+        DynamoConfig {
+            region: region.to_owned(),
+            endpoint,
+            table_prefix: prefix.to_owned(),
+            shards: DEFAULT_SHARDS,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+/// Requests in flight per process unless configured otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// A DynamoDB client for `config`, with credentials from the standard AWS provider chain, and
 /// deadlines on every call: 3 s to connect, 10 s per attempt, 30 s per call with its retries.
@@ -91,9 +127,22 @@ pub enum TableOutcome {
     Completed(String, Vec<String>),
 }
 
-/// Creates every table, index and TTL setting that is missing. Running it twice is harmless; a
-/// table whose key schema differs from ours is an error that names every difference.
+/// Creates every table, index and TTL setting that is missing, and marks the tables with this
+/// build's layout and `config.shards`. Running it twice is harmless; a table whose key schema
+/// differs from ours is an error that names every difference, and tables that hold results of
+/// another layout are refused, with what to do, before anything is changed.
 pub async fn init(client: &Client, config: &DynamoConfig) -> Result<Vec<TableOutcome>, StoreError> {
+    let store = DynamoStore::with_config(client.clone(), config);
+    let state = format!("{}state", config.table_prefix);
+    if client
+        .describe_table()
+        .table_name(&state)
+        .send()
+        .await
+        .is_ok()
+    {
+        store.check_layout().await?;
+    }
     let mut outcomes = Vec::new();
     for spec in tables(&config.table_prefix) {
         let described = client.describe_table().table_name(&spec.name).send().await;
@@ -136,6 +185,7 @@ pub async fn init(client: &Client, config: &DynamoConfig) -> Result<Vec<TableOut
         };
         outcomes.push(outcome);
     }
+    store.check_layout().await?;
     Ok(outcomes)
 }
 
@@ -153,18 +203,20 @@ async fn create(client: &Client, spec: &TableSpec) -> Result<(), StoreError> {
     wait_active(client, &spec.name).await
 }
 
-/// Indexes project every attribute: each endpoint reads whole items.
-fn all_attributes() -> Projection {
-    Projection::builder()
-        .projection_type(ProjectionType::All)
-        .build()
+fn projection(index: &schema::IndexSpec) -> Projection {
+    let kind = if index.all_attributes {
+        ProjectionType::All
+    } else {
+        ProjectionType::KeysOnly
+    };
+    Projection::builder().projection_type(kind).build()
 }
 
 fn gsi(index: &schema::IndexSpec) -> Result<GlobalSecondaryIndex, StoreError> {
     GlobalSecondaryIndex::builder()
         .index_name(index.name)
         .set_key_schema(Some(schema::key_schema(index.hash, index.range)?))
-        .projection(all_attributes())
+        .projection(projection(index))
         .build()
         .map_err(build("GlobalSecondaryIndex"))
 }
@@ -176,7 +228,7 @@ async fn add_index(client: &Client, spec: &TableSpec, name: &str) -> Result<(), 
     let create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
         .index_name(index.name)
         .set_key_schema(Some(schema::key_schema(index.hash, index.range)?))
-        .projection(all_attributes())
+        .projection(projection(index))
         .build()
         .map_err(build("CreateGlobalSecondaryIndexAction"))?;
     client

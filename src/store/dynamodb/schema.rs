@@ -43,12 +43,15 @@ const fn n(name: &'static str) -> Key {
     }
 }
 
-/// A global secondary index (projection: all attributes).
+/// A global secondary index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexSpec {
     pub name: &'static str,
     pub hash: Key,
     pub range: Option<Key>,
+    /// Whether it carries every attribute, or only the keys (written only when a key
+    /// changes, not at every update of the item).
+    pub all_attributes: bool,
 }
 
 /// One table.
@@ -66,15 +69,12 @@ pub struct TableSpec {
 pub fn tables(prefix: &str) -> Vec<TableSpec> {
     vec![
         TableSpec {
+            // Written once per event; `/events/{city}` reads the city's list pages instead of
+            // an index entry per event (`lists.rs`).
             name: format!("{prefix}raw-events"),
             hash: s("event_id"),
             range: Some(s("timestamp")),
-            indexes: vec![IndexSpec {
-                // A city's events, newest first: `/api/v1/events/{city}`.
-                name: "by-city-time",
-                hash: s("city"),
-                range: Some(s("time_key")),
-            }],
+            indexes: Vec::new(),
             ttl: Some("ttl"),
         },
         TableSpec {
@@ -87,18 +87,22 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
                     name: "by-city-window",
                     hash: s("city"),
                     range: Some(s("window_key")),
+                    all_attributes: false,
                 },
                 IndexSpec {
                     // One city and type: `/api/v1/aggregations?city=&event_type=`.
                     name: "by-city-type-window",
                     hash: s("city_type"),
                     range: Some(n("window_start_ms")),
+                    all_attributes: false,
                 },
             ],
-            // A window expires with the newest of its events.
+            // A window expires when all its events can have.
             ttl: Some("ttl"),
         },
         TableSpec {
+            // The city key holds a shard (`Chicago#07`): one city's alerts spread over the
+            // layout's shards.
             name: format!("{prefix}alerts"),
             hash: s("city"),
             range: Some(s("timestamp")),
@@ -107,12 +111,18 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
             ttl: Some("ttl"),
         },
         TableSpec {
-            // Checkpoints, counters, late events and dead letters, under prefixed keys; late
-            // events and dead letters expire by TTL.
+            // Checkpoints, counters, list pages, dead letters and registries, under prefixed
+            // keys (`keys.rs`); everything but checkpoints and registries expires by TTL.
             name: format!("{prefix}state"),
             hash: s("pk"),
             range: Some(s("sk")),
-            indexes: Vec::new(),
+            indexes: vec![IndexSpec {
+                // Dead letters, most recently received first, per shard: `/dead-letters`.
+                name: "dead-by-time",
+                hash: s("dls"),
+                range: Some(s("dlt")),
+                all_attributes: true,
+            }],
             ttl: Some("ttl"),
         },
     ]
@@ -271,5 +281,7 @@ mod tests {
             (t[2].hash.name, t[2].range.map(|k| k.name)),
             ("city", Some("timestamp"))
         );
+        assert!(t[0].indexes.is_empty(), "no index entry per raw event");
+        assert!(t[1].indexes.iter().all(|i| !i.all_attributes));
     }
 }

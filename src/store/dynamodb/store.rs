@@ -1,38 +1,39 @@
-//! [`Store`] on DynamoDB. Every list is a Query bounded by its page (or, across cities, by the
-//! number of cities); nothing Scans. Writes are in `write.rs`, item layouts in `items.rs`.
-//!
-//! - Raw events, alerts, late events and dead letters are written as units of
-//!   `TransactWriteItems`, with `ADD`s to counter items in `state` and to their window; a
-//!   replayed record finds its key taken, so counts and windows stay exact. Counters of raw
-//!   events, late events and dead letters are bucketed by the hour in which their rows
-//!   expire, so counts drop expired hours without a Scan (to the hour: within the hour an
-//!   expired row is counted until DynamoDB's TTL deletes it).
-//! - Checkpoints are small items in `state`, one per partition, moved only forwards.
+//! [`Store`] on DynamoDB, and its reads. Every list is a Query bounded by its page, run on the
+//! layout's shards at once and merged; nothing Scans. Counts sum a scope's items from today
+//! on (`counters.rs`). Writes are in `write.rs`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::KeysAndAttributes;
+use futures_util::future::try_join_all;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::counters::sum_live;
 use super::items::{
-    Item, alert_key, checkpoint_from, dead_from, dead_key, event_from, fixed, hour, late_from,
-    live, num, pad, s, text, time_key, window_from,
+    Item, alert_from, alert_key, checkpoint_from, dead_from, dead_order, fixed, live, n, num, pad,
+    s, text,
 };
+use super::keys::{DEFAULT_SHARDS, LAYOUT, MAX_SHARDS, alert_shard_key, cities_pk, scope_pk};
+use super::lists::{self, Want};
+use super::units::WriteUnits;
+use super::windows::window_from;
 use super::{DynamoConfig, sdk};
 use crate::model::{
-    Accepted, Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity,
-    WindowAggregate, WriteBatch,
+    Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, WindowAggregate,
+    WriteBatch,
 };
 use crate::store::{
-    CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Page,
-    PartitionStatus, Purged, Stats, Store, StoreError, StoredEvent, WindowPos, Written,
+    CityCount, CitySummary, DeadLetterKey, EventKey, MAX_LATE_GROUPS, Page, PartitionStatus,
+    Purged, Stats, Store, StoreError, StoredEvent, WindowPos, Written,
 };
 
-/// The layout of items this build writes, kept in `state` under `meta` / `layout`. Layout 1
-/// (the first DynamoDB store) kept full window values and checkpoints per replay offset.
-const LAYOUT: u32 = 2;
+/// Keys per `BatchGetItem` (DynamoDB's limit).
+const KEYS: usize = 100;
 
 /// DynamoDB-backed [`Store`].
 #[derive(Clone)]
@@ -43,55 +44,81 @@ pub struct DynamoStore {
     pub(super) aggregations: String,
     pub(super) alerts: String,
     pub(super) state: String,
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+    /// The layout's shards, as `check_layout` read them.
+    shards: Arc<AtomicU32>,
+    /// Shards to mark tables that hold no layout yet with.
+    new_shards: u32,
+    pub(super) units: Arc<WriteUnits>,
+    permits: Arc<Semaphore>,
+    /// Windows this process saw reach the severities cap: their writes add no severities.
+    pub(super) full_windows: Arc<Mutex<HashSet<String>>>,
+    /// Sources and cities this process registered.
+    pub(super) registered: Arc<Mutex<HashSet<String>>>,
 }
 
 impl DynamoStore {
     /// A store on the tables `init` made, with credentials from the AWS provider chain.
     pub async fn open(config: &DynamoConfig) -> Self {
-        Self::with_client(super::client(config).await, &config.table_prefix)
+        Self::with_config(super::client(config).await, config)
     }
 
-    /// A store on the tables named with `prefix`, through `client`.
+    /// A store on the tables named with `prefix`, through `client`, with the defaults.
     pub fn with_client(client: Client, prefix: &str) -> Self {
-        let name = |t: &str| format!("{prefix}{t}");
+        Self::with_config(client, &DynamoConfig::new("", None, prefix))
+    }
+
+    pub fn with_config(client: Client, config: &DynamoConfig) -> Self {
+        let name = |t: &str| format!("{}{t}", config.table_prefix);
+        let shards = config.shards.clamp(1, MAX_SHARDS);
         DynamoStore {
-            prefix: prefix.to_owned(),
+            prefix: config.table_prefix.clone(),
             client,
             raw: name("raw-events"),
             aggregations: name("aggregations"),
             alerts: name("alerts"),
             state: name("state"),
+            shards: Arc::new(AtomicU32::new(DEFAULT_SHARDS)),
+            new_shards: shards,
+            units: Arc::default(),
+            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            full_windows: Arc::default(),
+            registered: Arc::default(),
         }
     }
 
-    /// Checks that the tables hold items of this build's layout, and marks tables that hold no
-    /// results yet as such. Tables written by another layout are refused, not misread.
+    /// Shards of the layout's shared keys.
+    pub fn shards(&self) -> u32 {
+        self.shards.load(Ordering::Relaxed)
+    }
+
+    /// Write units spent through this store so far, per kind.
+    pub fn write_units(&self) -> &WriteUnits {
+        &self.units
+    }
+
+    /// A turn to send a request: at most `--dynamodb-concurrency` at once.
+    pub(super) async fn permit(&self) -> Option<SemaphorePermit<'_>> {
+        self.permits.acquire().await.ok()
+    }
+
+    /// Checks that the tables hold items of this build's layout and reads its shards; marks
+    /// tables that hold no results yet. Tables of another layout are refused, not misread.
     pub async fn check_layout(&self) -> Result<(), StoreError> {
         let refuse = |found: String| StoreError::Layout {
             prefix: self.prefix.clone(),
             found,
             expected: LAYOUT,
         };
-        let marked = self
-            .client
-            .get_item()
-            .table_name(&self.state)
-            .key("pk", s("meta"))
-            .key("sk", s("layout"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk("GetItem"))?;
-        if let Some(item) = marked.item() {
-            let found: u32 = num(item, "version")?;
-            return match found {
-                LAYOUT => Ok(()),
-                other => Err(refuse(format!("layout {other}"))),
-            };
+        let key = Item::from([("pk".into(), s("meta")), ("sk".into(), s("layout"))]);
+        if let Some(item) = self.get_consistent(&self.state, &key).await? {
+            let found: u32 = num(&item, "version")?;
+            if found != LAYOUT {
+                return Err(refuse(format!("layout {found}")));
+            }
+            let shards: u32 = num(&item, "shards").unwrap_or(DEFAULT_SHARDS);
+            self.shards
+                .store(shards.clamp(1, MAX_SHARDS), Ordering::Relaxed);
+            return Ok(());
         }
         let written = self
             .client
@@ -111,15 +138,15 @@ impl DynamoStore {
             .client
             .put_item()
             .table_name(&self.state)
-            .item("pk", s("meta"))
-            .item("sk", s("layout"))
-            .item("version", super::items::n(LAYOUT))
+            .set_item(Some(key))
+            .item("version", n(LAYOUT))
+            .item("shards", n(self.new_shards))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
         match mark {
-            Ok(_) => Ok(()),
-            // Another process marked it meanwhile: read it again.
+            // Marked now, or by another process meanwhile: read it.
+            Ok(_) => Box::pin(self.check_layout()).await,
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
@@ -167,132 +194,53 @@ impl DynamoStore {
         self.query(self.state_query(pk), None, |_| true).await
     }
 
-    /// The cities seen, by name, after `after`, at most `limit`.
-    async fn city_names(
-        &self,
-        after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut request = self.state_query("cities");
-        if let Some(after) = after {
-            request = request
-                .key_condition_expression("pk = :pk AND sk > :after")
-                .expression_attribute_values(":after", s(after));
+    /// Items by key, in the order asked, leaving out those not found.
+    async fn get_all(&self, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut found: Vec<Item> = Vec::new();
+        for chunk in keys.chunks(KEYS) {
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .build()
+                    .map_err(super::build("KeysAndAttributes"))?,
+            );
+            while let Some(keys) = request.take() {
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, keys)
+                    .send()
+                    .await
+                    .map_err(sdk("BatchGetItem"))?;
+                found.extend(
+                    got.responses()
+                        .and_then(|r| r.get(table))
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+                request = got
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+            }
         }
-        if let Some(limit) = limit {
-            request = request.limit(limit.min(1000) as i32);
-        }
-        self.query(request, limit, |_| true)
-            .await?
-            .iter()
-            .map(|i| text(i, "sk").map(str::to_owned))
-            .collect()
+        let order = |item: &Item| {
+            keys.iter()
+                .position(|k| k.iter().all(|(name, v)| item.get(name) == Some(v)))
+        };
+        found.sort_by_key(|i| order(i));
+        Ok(found)
     }
 
-    /// The one city asked for, or every city seen.
-    pub(super) async fn cities_or_all(
-        &self,
-        city: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        match city {
-            Some(c) => Ok(vec![c.to_owned()]),
-            None => self.city_names(None, None).await,
-        }
-    }
-
-    /// Counters under `pk` in hour buckets that have not expired at `now`: (rest of the sort
-    /// key after the hour, count).
-    async fn live_buckets(
-        &self,
-        pk: &str,
-        now: EventTime,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let request = self
-            .state_query(pk)
-            .key_condition_expression("pk = :pk AND sk >= :from")
-            .expression_attribute_values(":from", s(hour(now)));
-        let mut out = Vec::new();
-        for item in self.query(request, None, |_| true).await? {
-            let sk = text(&item, "sk")?;
-            let Some((_, rest)) = sk.split_once('#') else {
-                return Err(corrupt(sk));
-            };
-            out.push((rest.to_owned(), num(&item, "count")?));
-        }
-        Ok(out)
-    }
-
-    async fn raw_counts(
-        &self,
-        city: &str,
-        now: EventTime,
-    ) -> Result<Vec<(EventType, Severity, u64)>, StoreError> {
-        let mut out = Vec::new();
-        for (rest, count) in self.live_buckets(&format!("count#raw#{city}"), now).await? {
-            let Some((t, v)) = rest.split_once('#') else {
-                return Err(corrupt(rest));
-            };
-            out.push((
-                t.parse().map_err(corrupt)?,
-                v.parse().map_err(corrupt)?,
-                count,
-            ));
-        }
-        Ok(out)
-    }
-
+    /// One city's live raw events, from its counters.
     async fn city_total(&self, city: &str, now: EventTime) -> Result<u64, StoreError> {
-        Ok(self.raw_counts(city, now).await?.iter().map(|c| c.2).sum())
+        let counts = self.live_counts(&scope_pk(Some(city)), now).await?;
+        Ok(counts.get("e").copied().unwrap_or(0))
     }
 
-    /// Live late events per (city, type).
-    async fn late_counts(
-        &self,
-        now: EventTime,
-    ) -> Result<BTreeMap<(String, EventType), u64>, StoreError> {
-        let mut out = BTreeMap::new();
-        for (rest, count) in self.live_buckets("count#late", now).await? {
-            let Some((city, t)) = rest.rsplit_once('#') else {
-                return Err(corrupt(rest));
-            };
-            let t: EventType = t.parse().map_err(corrupt)?;
-            *out.entry((city.to_owned(), t)).or_default() += count;
-        }
-        Ok(out)
-    }
-
-    /// The raw event stored under an accepted event's key, read consistently.
-    pub(super) async fn raw_event(&self, a: &Accepted) -> Result<Option<CityEvent>, StoreError> {
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.raw)
-            .key("event_id", s(&a.event.event_id))
-            .key("timestamp", s(fixed(a.event.timestamp)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk("GetItem"))?;
-        found.item().map(event_from).transpose()
-    }
-
-    /// A window's stored event count, read consistently (0 when it has none yet).
-    pub(super) async fn window_count(&self, key: &str) -> Result<u64, StoreError> {
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.aggregations)
-            .key("partition_key", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk("GetItem"))?;
-        match found.item() {
-            Some(item) => num(item, "event_count"),
-            None => Ok(0),
-        }
-    }
-
+    /// A page of one city's alerts: its shards at once, merged.
     async fn city_alerts(
         &self,
         city: &str,
@@ -300,62 +248,108 @@ impl DynamoStore {
         page: &Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        let mut request = self
-            .client
-            .query()
-            .table_name(&self.alerts)
-            .expression_attribute_names("#city", "city")
-            .expression_attribute_names("#t", "timestamp")
-            .expression_attribute_values(":c", s(city))
-            .expression_attribute_values(":since", s(fixed(since)))
-            .scan_index_forward(false)
-            .limit(page.limit.min(1000) as i32);
-        request = match &page.after {
-            None => request.key_condition_expression("#city = :c AND #t >= :since"),
-            Some(k) => request
-                .key_condition_expression("#city = :c AND #t BETWEEN :since AND :before")
-                .expression_attribute_values(":before", s(alert_key(k.at, &k.event_id))),
-        };
-        let after = page.after.clone();
-        let items = self
-            .query(request, Some(page.limit), |i| {
+        let shards = (0..self.shards()).map(|shard| {
+            let key = alert_shard_key(city, shard);
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.alerts)
+                .expression_attribute_names("#city", "city")
+                .expression_attribute_names("#t", "timestamp")
+                .expression_attribute_values(":c", s(key))
+                .expression_attribute_values(":since", s(fixed(since)))
+                .scan_index_forward(false)
+                .limit(page.limit.min(1000) as i32);
+            request = match &page.after {
+                None => request.key_condition_expression("#city = :c AND #t >= :since"),
+                Some(k) => request
+                    .key_condition_expression("#city = :c AND #t BETWEEN :since AND :before")
+                    .expression_attribute_values(":before", s(alert_key(k.at, &k.event_id))),
+            };
+            let after = page.after.clone();
+            self.query(request, Some(page.limit), move |i| {
                 live(i, "ttl_ms", now)
                     && after.as_ref().is_none_or(|k| {
                         text(i, "timestamp").is_ok_and(|t| t != alert_key(k.at, &k.event_id))
                     })
             })
-            .await?;
-        items.iter().map(event_from).collect()
-    }
-
-    async fn city_late(
-        &self,
-        city: &str,
-        page: &Page<EventKey>,
-        now: EventTime,
-    ) -> Result<Vec<LateEvent>, StoreError> {
-        let mut request = self
-            .state_query(&format!("late#{city}"))
-            .scan_index_forward(false)
-            .limit(page.limit.min(1000) as i32);
-        if let Some(k) = &page.after {
-            request = request
-                .key_condition_expression("pk = :pk AND sk < :before")
-                .expression_attribute_values(":before", s(time_key(k.at, &k.event_id)));
+        });
+        let mut out = Vec::new();
+        for items in try_join_all(shards).await? {
+            for item in &items {
+                out.push(alert_from(item)?);
+            }
         }
-        self.query(request, Some(page.limit), |i| live(i, "expires_ms", now))
-            .await?
-            .iter()
-            .map(late_from)
-            .collect()
+        out.sort_by_key(|e| std::cmp::Reverse(EventKey::of(e)));
+        out.truncate(page.limit);
+        Ok(out)
     }
-}
 
-/// Pages of several cities merged into one: newest first, at most `limit`.
-fn newest_first<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> EventKey) -> Vec<T> {
-    items.sort_by_key(|t| std::cmp::Reverse(key(t)));
-    items.truncate(limit);
-    items
+    /// Names from the city registry after `after`, in name order, at most `limit`, and whether
+    /// the registry holds more.
+    async fn city_names(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let shards = (0..self.shards()).map(|shard| {
+            let mut request = self
+                .state_query(&cities_pk(shard))
+                .limit(limit.min(1000) as i32);
+            if let Some(after) = after {
+                request = request
+                    .key_condition_expression("pk = :pk AND sk > :after")
+                    .expression_attribute_values(":after", s(after));
+            }
+            async move {
+                let page = request.send().await.map_err(sdk("Query"))?;
+                let names = page
+                    .items()
+                    .iter()
+                    .map(|i| text(i, "sk").map(str::to_owned))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StoreError>((names, page.last_evaluated_key().is_some()))
+            }
+        });
+        let mut names = BTreeSet::new();
+        let mut more = false;
+        for (shard_names, shard_more) in try_join_all(shards).await? {
+            more |= shard_more;
+            names.extend(shard_names);
+        }
+        more |= names.len() > limit;
+        Ok((names.into_iter().take(limit).collect(), more))
+    }
+
+    /// Windows listed by an index query (keys only), read whole, live ones kept, until `limit`.
+    async fn windows_of(
+        &self,
+        mut request: QueryFluentBuilder,
+        limit: usize,
+        now: EventTime,
+    ) -> Result<Vec<WindowAggregate>, StoreError> {
+        let mut out = Vec::new();
+        loop {
+            let page = request.clone().send().await.map_err(sdk("Query"))?;
+            let keys: Vec<Item> = page
+                .items()
+                .iter()
+                .filter_map(|i| i.get("partition_key").cloned())
+                .map(|k| Item::from([("partition_key".into(), k)]))
+                .collect();
+            for item in self.get_all(&self.aggregations, keys).await? {
+                if live(&item, "ttl_ms", now) && out.len() < limit {
+                    out.push(window_from(&item)?);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if out.len() < limit => {
+                    request = request.set_exclusive_start_key(Some(key.clone()));
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -373,17 +367,15 @@ impl Store for DynamoStore {
         source: &str,
         partition: u32,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.state)
-            .key("pk", s(format!("pos#{source}")))
-            .key("sk", s(format!("{partition:010}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk("GetItem"))?;
-        found.item().map(checkpoint_from).transpose()
+        let key = Item::from([
+            ("pk".into(), s(format!("pos#{source}"))),
+            ("sk".into(), s(format!("{partition:010}"))),
+        ]);
+        self.get_consistent(&self.state, &key)
+            .await?
+            .as_ref()
+            .map(checkpoint_from)
+            .transpose()
     }
 
     async fn checkpoints(&self, source: &str) -> Result<Vec<Checkpoint>, StoreError> {
@@ -399,8 +391,8 @@ impl Store for DynamoStore {
         _since: EventTime,
         _limit: usize,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        // No index orders every city's events by time; a resumed partition starts with an
-        // empty id memory here (the table's key still catches every repeat).
+        // No list orders every city's events by time; a resumed partition starts with an empty
+        // id memory here (the raw table's key still catches every repeat).
         Ok(Vec::new())
     }
 
@@ -428,49 +420,41 @@ impl Store for DynamoStore {
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut request = self
-            .client
-            .query()
-            .table_name(&self.raw)
-            .index_name("by-city-time")
-            .key_condition_expression("#city = :c")
-            .expression_attribute_names("#city", "city")
-            .expression_attribute_values(":c", s(city))
-            .scan_index_forward(false)
-            .limit(page.limit.min(1000) as i32);
-        if let Some(k) = &page.after {
-            request = request
-                .key_condition_expression("#city = :c AND time_key < :before")
-                .expression_attribute_values(":before", s(time_key(k.at, &k.event_id)));
-        }
-        let items = self
-            .query(request, Some(page.limit), |i| live(i, "ttl_ms", now))
-            .await?;
-        items
+        let want = Want {
+            after: page.after,
+            since: None,
+            limit: page.limit,
+            now,
+        };
+        self.read_list(&lists::events_of(city), &want)
+            .await?
             .iter()
-            .map(|i| {
+            .map(|e| {
                 Ok(StoredEvent {
-                    event: event_from(i)?,
-                    ttl: num(i, "ttl")?,
+                    event: e.to_event()?,
+                    ttl: e.expires().as_millis().div_euclid(1000),
                 })
             })
             .collect()
     }
 
     async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError> {
-        let mut summary = CitySummary::default();
-        for (t, v, count) in self.raw_counts(city, now).await? {
-            summary.total_events += count;
-            *summary.by_type.entry(t).or_default() += count;
-            summary.by_severity.0[v.index()] += count;
+        let counts = self.live_counts(&scope_pk(Some(city)), now).await?;
+        let get = |name: String| counts.get(&name).copied().unwrap_or(0);
+        let mut summary = CitySummary {
+            total_events: get("e".into()),
+            ..CitySummary::default()
+        };
+        for t in EventType::ALL {
+            let events = get(format!("t{}", t.index()));
+            if events > 0 {
+                summary.by_type.insert(t, events);
+            }
+            summary.late_events += get(format!("l{}", t.index()));
         }
-        summary.late_events = self
-            .late_counts(now)
-            .await?
-            .iter()
-            .filter(|((c, _), _)| c == city)
-            .map(|(_, n)| n)
-            .sum();
+        for v in Severity::ALL {
+            summary.by_severity.0[v.index()] = get(format!("s{}", v.index()));
+        }
         Ok(summary)
     }
 
@@ -481,11 +465,20 @@ impl Store for DynamoStore {
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        let mut out = Vec::new();
-        for city in self.cities_or_all(city).await? {
-            out.extend(self.city_alerts(&city, since, &page, now).await?);
+        if let Some(city) = city {
+            return self.city_alerts(city, since, &page, now).await;
         }
-        Ok(newest_first(out, page.limit, EventKey::of))
+        let want = Want {
+            after: page.after,
+            since: Some(since),
+            limit: page.limit,
+            now,
+        };
+        self.read_list(lists::ALERTS, &want)
+            .await?
+            .iter()
+            .map(|e| e.to_event())
+            .collect()
     }
 
     async fn cities(
@@ -497,20 +490,20 @@ impl Store for DynamoStore {
         let mut after = page.after.clone();
         // Cities whose events all expired are left out, so a page may take several reads.
         while out.len() < page.limit {
-            let names = self.city_names(after.as_deref(), Some(page.limit)).await?;
-            let Some(last) = names.last().cloned() else {
-                break;
-            };
-            for city in names {
-                let total = self.city_total(&city, now).await?;
+            let (names, more) = self.city_names(after.as_deref(), page.limit).await?;
+            let totals = try_join_all(names.iter().map(|c| self.city_total(c, now))).await?;
+            for (city, total) in names.iter().zip(totals) {
                 if total > 0 && out.len() < page.limit {
                     out.push(CityCount {
-                        city,
+                        city: city.clone(),
                         total_events: total,
                     });
                 }
             }
-            after = Some(last);
+            match names.last() {
+                Some(last) if more => after = Some(last.clone()),
+                _ => break,
+            }
         }
         Ok(out)
     }
@@ -537,10 +530,7 @@ impl Store for DynamoStore {
                     None => r.key_condition_expression("city_type = :k"),
                     Some(p) => r
                         .key_condition_expression("city_type = :k AND window_start_ms < :before")
-                        .expression_attribute_values(
-                            ":before",
-                            super::items::n(p.start.as_millis()),
-                        ),
+                        .expression_attribute_values(":before", n(p.start.as_millis())),
                 }
             }
             (None, after) => {
@@ -559,47 +549,35 @@ impl Store for DynamoStore {
                 }
             }
         };
-        self.query(request, Some(page.limit), |i| live(i, "ttl_ms", now))
-            .await?
-            .iter()
-            .map(window_from)
-            .collect()
+        self.windows_of(request, page.limit, now).await
     }
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {
-        let mut stats = Stats::default();
-        for city in self.city_names(None, None).await? {
-            stats.total_events += self.city_total(&city, now).await?;
+        let all = self.all_counts(now).await?;
+        let counts = sum_live(&all, now);
+        let get = |name: &str| counts.get(name).copied().unwrap_or(0);
+        let mut stats = Stats {
+            total_events: get("e"),
+            late_events: get("l"),
+            ..Stats::default()
+        };
+        for v in Severity::ALL {
+            stats.alerts.0[v.index()] = get(&format!("a{}", v.index()));
         }
-        for (severity, count) in self.live_buckets("count#alerts", now).await? {
-            let v: Severity = severity.parse().map_err(corrupt)?;
-            stats.alerts.0[v.index()] += count;
+        for (name, count) in &counts {
+            if let Some(kind) = name.strip_prefix("x:")
+                && *count > 0
+            {
+                stats.dead_letters += count;
+                stats.dead_letters_by_kind.insert(kind.to_owned(), *count);
+            }
         }
-        let mut late: Vec<LateCount> = self
-            .late_counts(now)
-            .await?
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|((city, event_type), late_events)| LateCount {
-                city,
-                event_type,
-                late_events,
-            })
-            .collect();
-        stats.late_events = late.iter().map(|l| l.late_events).sum();
+        let mut late = self.late_groups(&all, now).await?;
         late.sort_by(|a, b| {
             (b.late_events, &a.city, a.event_type).cmp(&(a.late_events, &b.city, b.event_type))
         });
         late.truncate(MAX_LATE_GROUPS);
         stats.late_by_city_type = late;
-        let mut dead: HashMap<String, u64> = HashMap::new();
-        for (kind, count) in self.live_buckets("count#dead", now).await? {
-            *dead.entry(kind).or_default() += count;
-        }
-        for (kind, count) in dead.into_iter().filter(|(_, n)| *n > 0) {
-            stats.dead_letters += count;
-            stats.dead_letters_by_kind.insert(kind, count);
-        }
         Ok(stats)
     }
 
@@ -609,11 +587,18 @@ impl Store for DynamoStore {
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError> {
-        let mut out = Vec::new();
-        for city in self.cities_or_all(city).await? {
-            out.extend(self.city_late(&city, &page, now).await?);
-        }
-        Ok(newest_first(out, page.limit, |l| EventKey::of(&l.event)))
+        let list = city.map_or_else(|| lists::LATE.to_owned(), lists::late_of);
+        let want = Want {
+            after: page.after,
+            since: None,
+            limit: page.limit,
+            now,
+        };
+        self.read_list(&list, &want)
+            .await?
+            .iter()
+            .map(|e| e.to_late())
+            .collect()
     }
 
     async fn dead_letters(
@@ -621,23 +606,37 @@ impl Store for DynamoStore {
         page: Page<DeadLetterKey>,
         now: EventTime,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut request = self
-            .state_query("dead")
-            .scan_index_forward(false)
-            .limit(page.limit.min(1000) as i32);
-        if let Some(k) = &page.after {
-            request = request
-                .key_condition_expression("pk = :pk AND sk < :before")
-                .expression_attribute_values(
-                    ":before",
-                    s(dead_key(k.received_at, &k.source, k.partition, k.offset)),
-                );
+        let shards = (0..self.shards()).map(|shard| {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.state)
+                .index_name("dead-by-time")
+                .key_condition_expression("dls = :s")
+                .expression_attribute_values(":s", s(format!("dl#{shard:02}")))
+                .scan_index_forward(false)
+                .limit(page.limit.min(1000) as i32);
+            if let Some(k) = &page.after {
+                request = request
+                    .key_condition_expression("dls = :s AND dlt < :before")
+                    .expression_attribute_values(
+                        ":before",
+                        s(dead_order(k.received_at, &k.source, k.partition, k.offset)),
+                    );
+            }
+            self.query(request, Some(page.limit), move |i| {
+                live(i, "expires_ms", now)
+            })
+        });
+        let mut out = Vec::new();
+        for items in try_join_all(shards).await? {
+            for item in &items {
+                out.push(dead_from(item)?);
+            }
         }
-        self.query(request, Some(page.limit), |i| live(i, "expires_ms", now))
-            .await?
-            .iter()
-            .map(dead_from)
-            .collect()
+        out.sort_by_key(|d| std::cmp::Reverse(DeadLetterKey::of(d)));
+        out.truncate(page.limit);
+        Ok(out)
     }
 
     async fn purge_expired(&self, _now: EventTime) -> Result<Purged, StoreError> {

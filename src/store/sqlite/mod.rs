@@ -21,6 +21,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 
+use super::rules::severities_from_text;
 use super::{
     CityCount, CitySummary, DeadLetterKey, EventKey, Page, PartitionStatus, Purged, Stats, Store,
     StoreError, StoredEvent, WindowPos, Written,
@@ -216,32 +217,6 @@ fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError
         });
     }
     Ok(())
-}
-
-/// A window's severities as stored: one letter per event in arrival order (`l`, `m`, `h`, `c`).
-/// A window holds up to `--severities-cap` of them and is rewritten at every batch that touches
-/// it, so the column is kept small and cheap to read back.
-const SEVERITY_LETTERS: [u8; 4] = [b'l', b'm', b'h', b'c'];
-
-pub(crate) fn severities_text(severities: &[Severity]) -> String {
-    severities
-        .iter()
-        .map(|s| char::from(SEVERITY_LETTERS[s.index()]))
-        .collect()
-}
-
-fn severities_from_text(text: &str) -> Result<Vec<Severity>, StoreError> {
-    let mut severities = Vec::with_capacity(text.len());
-    for b in text.bytes() {
-        severities.push(match b {
-            b'l' => Severity::Low,
-            b'm' => Severity::Medium,
-            b'h' => Severity::High,
-            b'c' => Severity::Critical,
-            other => return Err(corrupt(format!("severity letter {:?}", char::from(other)))),
-        });
-    }
-    Ok(severities)
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -442,27 +417,5 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn severities_round_trip_through_their_letters() {
-        let all = [
-            Severity::Critical,
-            Severity::Low,
-            Severity::High,
-            Severity::Medium,
-            Severity::Low,
-        ];
-        assert_eq!(severities_text(&all), "clhml");
-        assert_eq!(
-            severities_from_text(&severities_text(&all)).ok(),
-            Some(all.to_vec())
-        );
-        assert!(severities_from_text("lmx").is_err());
     }
 }

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{event_from_row, severities_text};
+use super::event_from_row;
 use crate::model::{
     Accepted, BatchRules, Checkpoint, DeadLetter, EventTime, EventType, Placement, Severity,
     WriteBatch,
 };
+use crate::store::rules::severities_text;
 use crate::store::rules::{Effects, Found, found};
 use crate::store::{StoreError, Written};
 

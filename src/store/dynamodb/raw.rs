@@ -1,0 +1,317 @@
+//! Raw events, and with them the one decision every other table follows (`store/rules.rs`):
+//! is this event new? Each raw item is written by a PartiQL `INSERT`, which fails when an
+//! item has the key, 25 to a `BatchExecuteStatement` (each statement succeeds or fails on its
+//! own; nothing is transactional). The item names the record that wrote it (source,
+//! partition, offset), so a record written again after a crash finds its own item and is new
+//! still; another record with the key is a repeat or a reuse of the id.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, KeysAndAttributes,
+    ReturnValuesOnConditionCheckFailure,
+};
+use futures_util::future::try_join_all;
+
+use super::items::{Item, event_attributes, event_from, fixed, n, num, s, text};
+use super::sdk;
+use super::store::DynamoStore;
+use super::units::Kind;
+use crate::model::{Accepted, DeadLetter, EventTime, WriteBatch};
+use crate::store::rules::{Found, found};
+use crate::store::{ErrorClass, StoreError};
+
+/// Statements per `BatchExecuteStatement` (DynamoDB's limit).
+const STATEMENTS: usize = 25;
+/// Keys per `BatchGetItem` (DynamoDB's limit).
+const KEYS: usize = 100;
+/// Tries of statements DynamoDB throttled before the write fails and is retried whole.
+const ATTEMPTS: u32 = 8;
+
+/// What the store made of an accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its raw item is new: it counts.
+    New,
+    /// Its raw item was written by this very record before (a batch written again): what it
+    /// adds is written again, and the guards keep it from counting twice.
+    Own,
+    /// The same event is stored from another record: counted nowhere again.
+    Repeat,
+    /// Another event has its key: the record is this dead letter.
+    Taken(DeadLetter),
+}
+
+/// The raw item of an accepted event: the seed's attributes, its expiry, and its record.
+pub fn raw_item(source: &str, a: &Accepted) -> Item {
+    let mut item = event_attributes(&a.event);
+    item.insert("timestamp".into(), s(fixed(a.event.timestamp)));
+    item.insert("ttl".into(), n(a.ttl.as_millis().div_euclid(1000)));
+    item.insert("ttl_ms".into(), n(a.ttl.as_millis()));
+    item.insert("src".into(), s(source));
+    item.insert("p".into(), n(a.partition));
+    item.insert("o".into(), n(a.offset));
+    item
+}
+
+/// Whether a stored raw item was written by this record.
+fn is_own(item: &Item, source: &str, a: &Accepted) -> bool {
+    text(item, "src").is_ok_and(|s| s == source)
+        && num::<u32>(item, "p").is_ok_and(|p| p == a.partition)
+        && num::<u64>(item, "o").is_ok_and(|o| o == a.offset)
+}
+
+/// The events of a batch in rounds: an event whose key an earlier event of the batch has waits
+/// for the round after it, so the first in log order is the one that finds the key free.
+fn rounds(events: &[Accepted]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<(&str, i64), usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, a) in events.iter().enumerate() {
+        let n = seen
+            .entry((a.event.event_id.as_str(), a.event.timestamp.as_millis()))
+            .or_default();
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(i);
+        *n += 1;
+    }
+    rounds
+}
+
+impl DynamoStore {
+    /// Inserts the raw item of every accepted event of `batch`; returns what each event is.
+    pub(super) async fn insert_raw(
+        &self,
+        batch: &WriteBatch,
+        now: EventTime,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut outcomes = vec![Outcome::New; batch.events.len()];
+        for round in rounds(&batch.events) {
+            let chunks = round.chunks(STATEMENTS);
+            let taken: Vec<(usize, Option<Item>)> =
+                try_join_all(chunks.map(|chunk| self.insert_chunk(batch, chunk)))
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            let unread: Vec<usize> = taken
+                .iter()
+                .filter(|(_, item)| item.is_none())
+                .map(|(i, _)| *i)
+                .collect();
+            let mut read = self.read_raw(batch, &unread).await?;
+            for (i, item) in taken {
+                let a = &batch.events[i];
+                let key = (a.event.event_id.clone(), fixed(a.event.timestamp));
+                let Some(item) = item.or_else(|| read.remove(&key)) else {
+                    return Err(StoreError::Dynamo {
+                        op: "BatchGetItem",
+                        message: format!("raw item of {} is taken but not found", a.event.event_id),
+                        class: ErrorClass::Transient,
+                    });
+                };
+                outcomes[i] = self.outcome(batch, a, &item, now)?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn outcome(
+        &self,
+        batch: &WriteBatch,
+        a: &Accepted,
+        item: &Item,
+        now: EventTime,
+    ) -> Result<Outcome, StoreError> {
+        if is_own(item, &batch.source, a) {
+            return Ok(Outcome::Own);
+        }
+        Ok(match found(&batch.source, &event_from(item)?, a, now) {
+            Found::Repeat => Outcome::Repeat,
+            Found::Taken(dead) => Outcome::Taken(dead),
+        })
+    }
+
+    /// Inserts the raw items of `chunk` (indexes into the batch's events); returns the events
+    /// whose key was taken, with the item found there when DynamoDB returned it.
+    async fn insert_chunk(
+        &self,
+        batch: &WriteBatch,
+        chunk: &[usize],
+    ) -> Result<Vec<(usize, Option<Item>)>, StoreError> {
+        let mut pending: Vec<usize> = chunk.to_vec();
+        let mut taken = Vec::new();
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=ATTEMPTS {
+            let statements = pending
+                .iter()
+                .map(|i| self.insert_statement(batch, &batch.events[*i]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = {
+                let _permit = self.permit().await;
+                self.client
+                    .batch_execute_statement()
+                    .set_statements(Some(statements))
+                    .send()
+                    .await
+                    .map_err(sdk("BatchExecuteStatement"))?
+            };
+            let mut again = Vec::new();
+            for (i, response) in pending.iter().zip(out.responses()) {
+                let item = raw_item(&batch.source, &batch.events[*i]);
+                self.units.item(Kind::Raw, &item);
+                let Some(error) = response.error() else {
+                    continue;
+                };
+                match error.code() {
+                    Some(
+                        BatchStatementErrorCodeEnum::DuplicateItem
+                        | BatchStatementErrorCodeEnum::ConditionalCheckFailed,
+                    ) => taken.push((*i, error.item().cloned())),
+                    Some(BatchStatementErrorCodeEnum::ValidationError) => {
+                        return Err(StoreError::Dynamo {
+                            op: "BatchExecuteStatement",
+                            message: error.message().unwrap_or("validation error").to_owned(),
+                            class: ErrorClass::Rejected,
+                        });
+                    }
+                    _ => again.push(*i),
+                }
+            }
+            if again.is_empty() {
+                return Ok(taken);
+            }
+            if attempt < ATTEMPTS {
+                tracing::debug!(statements = again.len(), "raw inserts throttled; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            pending = again;
+        }
+        Err(StoreError::Dynamo {
+            op: "BatchExecuteStatement",
+            message: format!(
+                "{} raw inserts still refused after {ATTEMPTS} tries",
+                pending.len()
+            ),
+            class: ErrorClass::Transient,
+        })
+    }
+
+    fn insert_statement(
+        &self,
+        batch: &WriteBatch,
+        a: &Accepted,
+    ) -> Result<BatchStatementRequest, StoreError> {
+        let item: std::collections::BTreeMap<String, AttributeValue> =
+            raw_item(&batch.source, a).into_iter().collect();
+        let fields: Vec<String> = item.keys().map(|k| format!("'{k}': ?")).collect();
+        BatchStatementRequest::builder()
+            .statement(format!(
+                "INSERT INTO \"{}\" VALUE {{{}}}",
+                self.raw,
+                fields.join(", ")
+            ))
+            .set_parameters(Some(item.into_values().collect()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(super::build("BatchStatementRequest"))
+    }
+
+    /// The raw items of events whose key was taken, read consistently, by (id, timestamp).
+    async fn read_raw(
+        &self,
+        batch: &WriteBatch,
+        events: &[usize],
+    ) -> Result<HashMap<(String, String), Item>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in events.chunks(KEYS) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|i| {
+                    let e = &batch.events[*i].event;
+                    Item::from([
+                        ("event_id".into(), s(&e.event_id)),
+                        ("timestamp".into(), s(fixed(e.timestamp))),
+                    ])
+                })
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(super::build("KeysAndAttributes"))?,
+            );
+            while let Some(keys) = request.take() {
+                let got = {
+                    let _permit = self.permit().await;
+                    self.client
+                        .batch_get_item()
+                        .request_items(&self.raw, keys)
+                        .send()
+                        .await
+                        .map_err(sdk("BatchGetItem"))?
+                };
+                for item in got
+                    .responses()
+                    .and_then(|r| r.get(&self.raw))
+                    .into_iter()
+                    .flatten()
+                {
+                    out.insert(
+                        (
+                            text(item, "event_id")?.to_owned(),
+                            text(item, "timestamp")?.to_owned(),
+                        ),
+                        item.clone(),
+                    );
+                }
+                request = got
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.raw))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if request.is_some() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(id: &str, offset: u64) -> Accepted {
+        let t = EventTime::from_millis(60_000);
+        Accepted {
+            event: crate::model::CityEvent {
+                event_id: id.into(),
+                city: crate::model::City::parse("SF").unwrap(),
+                event_type: crate::model::EventType::Traffic,
+                severity: crate::model::Severity::Low,
+                timestamp: t,
+                description: "d".into(),
+            },
+            ttl: t,
+            placement: crate::model::Placement::Late { watermark: t },
+            partition: 0,
+            offset,
+            payload: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn an_events_second_record_in_a_batch_waits_a_round() {
+        let events = vec![accepted("a", 0), accepted("b", 1), accepted("a", 2)];
+        assert_eq!(rounds(&events), vec![vec![0, 1], vec![2]]);
+        let item = raw_item("t", &events[2]);
+        assert!(is_own(&item, "t", &events[2]));
+        assert!(!is_own(&item, "t", &events[0]));
+    }
+}
