@@ -506,11 +506,21 @@ fn peak_rss_mib() -> Option<f64> {
 /// `citystream bench --input FILE --store null|sqlite`
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let scratch = tempdir_for_bench()?;
+    let mut dynamo = None;
     let store: Arc<dyn Store> = match args.store {
         BenchStore::Null => Arc::new(NullStore),
         BenchStore::Sqlite => {
             let dir = args.data_dir.clone().unwrap_or_else(|| scratch.clone());
             Arc::new(SqliteStore::open(&dir)?)
+        }
+        BenchStore::Dynamodb => {
+            let config = args.dynamo.config();
+            let client = dynamodb::client(&config).await;
+            dynamodb::init(&client, &config).await?;
+            let store = Arc::new(DynamoStore::with_config(client, &config));
+            store.check_layout().await?;
+            dynamo = Some(store.clone());
+            store
         }
     };
     let source = LineSource::open(&args.input).await?;
@@ -535,7 +545,25 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         summary.records as f64 / seconds.max(1e-9),
         peak_rss_mib().unwrap_or(f64::NAN)
     );
+    if let Some(store) = dynamo {
+        print_write_units(store.write_units(), summary.records);
+    }
     Ok(())
+}
+
+/// Write units per event, in all and per kind of item.
+fn print_write_units(units: &dynamodb::WriteUnits, events: u64) {
+    let per_event = |n: u64| n as f64 / events.max(1) as f64;
+    let kinds: Vec<String> = dynamodb::UnitKind::ALL
+        .iter()
+        .map(|kind| format!("{}={:.3}", kind.as_str(), per_event(units.get(*kind))))
+        .collect();
+    println!(
+        "write_units={} write_units_per_event={:.3} {}",
+        units.total(),
+        per_event(units.total()),
+        kinds.join(" ")
+    );
 }
 
 fn tempdir_for_bench() -> anyhow::Result<std::path::PathBuf> {

@@ -54,6 +54,9 @@ pub enum BenchStore {
     Null,
     /// Everything is persisted as in `up`, in a SQLite store under `--data-dir`.
     Sqlite,
+    /// Everything is persisted in DynamoDB tables (made by `init` when missing); the write
+    /// units spent per event are printed per kind of item.
+    Dynamodb,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,9 @@ pub struct BenchArgs {
     pub max_batch: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// The tables of `--store dynamodb`.
+    #[command(flatten)]
+    pub dynamo: DynamoArgs,
 }
 
 /// Where the DynamoDB tables are. Credentials come from the standard AWS provider chain
@@ -342,7 +348,7 @@ impl EngineArgs {
 /// Batching and the console query.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
-    /// Most records per store transaction.
+    /// Most records per store batch (one SQLite transaction; on DynamoDB, the requests of one write).
     #[arg(long, env = "CITYSTREAM_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch: u64,
     /// Longest wait for more records once a batch has begun (default: 5ms on SQLite; 1s on

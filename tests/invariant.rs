@@ -155,7 +155,7 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
     assert!(init.status.success());
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("hostile.jsonl");
-    let order = write_input(&input, &hostile(42, 4000));
+    let order = write_input(&input, &hostile(42, 30_000));
     let input = input.to_str().expect("utf-8");
     let data = dir.path().join("locks");
     let data = data.to_str().expect("utf-8");
