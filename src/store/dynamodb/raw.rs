@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, KeysAndAttributes,
+    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest,
     ReturnValuesOnConditionCheckFailure,
 };
 use futures_util::future::try_join_all;
@@ -24,8 +24,6 @@ use crate::store::{ErrorClass, StoreError};
 
 /// Statements per `BatchExecuteStatement` (DynamoDB's limit).
 const STATEMENTS: usize = 25;
-/// Keys per `BatchGetItem` (DynamoDB's limit).
-const KEYS: usize = 100;
 /// Tries of statements DynamoDB throttled before the write fails and is retried whole.
 const ATTEMPTS: u32 = 8;
 
@@ -226,58 +224,23 @@ impl DynamoStore {
         batch: &WriteBatch,
         events: &[usize],
     ) -> Result<HashMap<(String, String), Item>, StoreError> {
+        let keys: Vec<Item> = events
+            .iter()
+            .map(|i| {
+                let e = &batch.events[*i].event;
+                Item::from([
+                    ("event_id".into(), s(&e.event_id)),
+                    ("timestamp".into(), s(fixed(e.timestamp))),
+                ])
+            })
+            .collect();
         let mut out = HashMap::new();
-        for chunk in events.chunks(KEYS) {
-            let keys: Vec<Item> = chunk
-                .iter()
-                .map(|i| {
-                    let e = &batch.events[*i].event;
-                    Item::from([
-                        ("event_id".into(), s(&e.event_id)),
-                        ("timestamp".into(), s(fixed(e.timestamp))),
-                    ])
-                })
-                .collect();
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(super::build("KeysAndAttributes"))?,
+        for item in self.get_all(&self.raw, keys, true).await? {
+            let key = (
+                text(&item, "event_id")?.to_owned(),
+                text(&item, "timestamp")?.to_owned(),
             );
-            while let Some(keys) = request.take() {
-                let got = {
-                    let _permit = self.permit().await;
-                    self.client
-                        .batch_get_item()
-                        .request_items(&self.raw, keys)
-                        .send()
-                        .await
-                        .map_err(sdk("BatchGetItem"))?
-                };
-                for item in got
-                    .responses()
-                    .and_then(|r| r.get(&self.raw))
-                    .into_iter()
-                    .flatten()
-                {
-                    out.insert(
-                        (
-                            text(item, "event_id")?.to_owned(),
-                            text(item, "timestamp")?.to_owned(),
-                        ),
-                        item.clone(),
-                    );
-                }
-                request = got
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.raw))
-                    .filter(|k| !k.keys().is_empty())
-                    .cloned();
-                if request.is_some() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+            out.insert(key, item);
         }
         Ok(out)
     }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -194,24 +195,35 @@ impl DynamoStore {
         self.query(self.state_query(pk), None, |_| true).await
     }
 
-    /// Items by key, in the order asked, leaving out those not found.
-    async fn get_all(&self, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+    /// Items by key, in the order asked, leaving out those not found; read consistently when
+    /// `consistent` (what correctness depends on is never read otherwise). Keys left
+    /// unprocessed (throttling) are asked again after a growing pause.
+    pub(super) async fn get_all(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut found: Vec<Item> = Vec::new();
         for chunk in keys.chunks(KEYS) {
             let mut request = Some(
                 KeysAndAttributes::builder()
                     .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(consistent)
                     .build()
                     .map_err(super::build("KeysAndAttributes"))?,
             );
+            let mut backoff = Duration::from_millis(50);
             while let Some(keys) = request.take() {
-                let got = self
-                    .client
-                    .batch_get_item()
-                    .request_items(table, keys)
-                    .send()
-                    .await
-                    .map_err(sdk("BatchGetItem"))?;
+                let got = {
+                    let _permit = self.permit().await;
+                    self.client
+                        .batch_get_item()
+                        .request_items(table, keys)
+                        .send()
+                        .await
+                        .map_err(sdk("BatchGetItem"))?
+                };
                 found.extend(
                     got.responses()
                         .and_then(|r| r.get(table))
@@ -224,6 +236,10 @@ impl DynamoStore {
                     .and_then(|u| u.get(table))
                     .filter(|k| !k.keys().is_empty())
                     .cloned();
+                if request.is_some() {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
             }
         }
         let order = |item: &Item| {
@@ -337,7 +353,7 @@ impl DynamoStore {
                 .filter_map(|i| i.get("partition_key").cloned())
                 .map(|k| Item::from([("partition_key".into(), k)]))
                 .collect();
-            for item in self.get_all(&self.aggregations, keys).await? {
+            for item in self.get_all(&self.aggregations, keys, false).await? {
                 if live(&item, "ttl_ms", now) && out.len() < limit {
                     out.push(window_from(&item)?);
                 }
