@@ -4,7 +4,8 @@
 //! (`guarded.rs`). Inside the item each count is kept per hour of expiry (`07e` = events
 //! expiring in hour 7), so a read sums the hours not yet gone and the counts drop expired rows
 //! to the hour, before DynamoDB's TTL deletes them. Late events per city and type, which
-//! `/stats` lists, have an item each per expiry day under `lg#<day>`.
+//! `/stats` lists, have an item each per expiry day under `lg#<day>#<shard>` (the group hashed
+//! over the layout's shards; a read queries them all).
 //!
 //! Each scope's item is written once per batch that touches it, whatever the event rate: the
 //! busiest key takes one write per processor per batch.
@@ -16,7 +17,8 @@ use futures_util::future::try_join_all;
 use super::guarded::Contribution;
 use super::items::{Item, n, s, text};
 use super::keys::{
-    Writer, attr, day_and_hour, day_expiry_secs, day_sk, late_group_sk, late_groups_pk, scope_pk,
+    Writer, attr, day_and_hour, day_expiry_secs, day_sk, late_group_shard, late_group_sk,
+    late_groups_pk, scope_pk,
 };
 use super::sdk;
 use super::store::DynamoStore;
@@ -98,7 +100,7 @@ impl DynamoStore {
                 let (day, hour) = day_and_hour(expiry);
                 let sk = late_group_sk(city, e.event_type);
                 inc.push(
-                    late_groups_pk(day),
+                    late_groups_pk(day, late_group_shard(&sk, self.shards())),
                     sk,
                     day,
                     w,
@@ -206,10 +208,14 @@ impl DynamoStore {
                     .then_some(day)
             })
             .collect();
-        let pks: Vec<String> = days.iter().map(|day| late_groups_pk(*day)).collect();
-        let pages = try_join_all(pks.iter().map(|pk| self.items_since(pk, 0)));
+        let shards = self.shards();
+        let pks: Vec<(i64, String)> = days
+            .iter()
+            .flat_map(|day| (0..shards).map(move |shard| (*day, late_groups_pk(*day, shard))))
+            .collect();
+        let pages = try_join_all(pks.iter().map(|(_, pk)| self.items_since(pk, 0)));
         let mut groups: BTreeMap<String, u64> = BTreeMap::new();
-        for (day, items) in days.iter().zip(pages.await?) {
+        for ((day, _), items) in pks.iter().zip(pages.await?) {
             for item in items {
                 let live: u64 = live_hours(&item, *day, today, this_hour)
                     .map(|(_, c)| c)

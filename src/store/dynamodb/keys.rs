@@ -8,7 +8,7 @@
 //! | window | aggregations | `partition_key` = `city#type#start` (the seed's) | — |
 //! | counters of a city | state | `c#<city>` | expiry day |
 //! | counters of all | state | `c` | expiry day |
-//! | late events of a city and type | state | `lg#<expiry day>` | `<city>#<type>` |
+//! | late events of a city and type | state | `lg#<expiry day>#<shard>`, shard from the group | `<city>#<type>` |
 //! | page of a list | state | `l#<list>#<shard>` | newest time, writer, first offset, n |
 //! | city registry | state | `cities#<shard>` | city |
 //! | checkpoint | state | `pos#<source>` | partition |
@@ -92,8 +92,14 @@ pub fn scope_pk(city: Option<&str>) -> String {
 }
 
 /// Late-event counts per city and type of one expiry day.
-pub fn late_groups_pk(day: i64) -> String {
-    format!("lg#{}", pad(day))
+pub fn late_groups_pk(day: i64, shard: u32) -> String {
+    format!("lg#{}#{shard:02}", pad(day))
+}
+
+/// The shard of a late group (`late_group_sk`): groups spread over the layout's shards, so
+/// that the writes of one day's late events do not all land on one partition key.
+pub fn late_group_shard(group: &str, shards: u32) -> u32 {
+    (xxh3_64(group.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
 pub fn late_group_sk(city: &str, event_type: EventType) -> String {
