@@ -2,8 +2,9 @@
 //! (all, and per city). An index entry per event would cost a write unit per event and put one
 //! city's writes on one partition key; instead each batch writes, per list, pages of up to
 //! [`PAGE_ENTRIES`] entries spanning at most [`PAGE_SPAN`] of event time, compressed, under
-//! `l#<list>#<shard>` (the shard of the batch's first partition) in `state`, sorted by their
-//! newest event time. A page costs its compressed size: a few dozen bytes per entry.
+//! `l#<list>#<shard>` in `state` (the shard a hash of the page's writer, first offset and
+//! number), sorted by their newest event time. A page costs its compressed size: a few dozen
+//! bytes per entry.
 //!
 //! A batch written again writes its pages again: the same keys when it is cut the same, other
 //! keys when it is not. Either way every copy of an entry is the same event, and a read merges
@@ -15,6 +16,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::items::{Item, n, pad, s, text};
 use super::keys::Writer;
@@ -143,15 +145,22 @@ pub fn pages(
     first: u64,
     shards: u32,
 ) -> Result<Vec<Item>, StoreError> {
-    let shard = writer.partition % shards.max(1);
     let mut out = Vec::new();
     for (list, mut entries) in lists {
         entries.sort_by_key(|e| std::cmp::Reverse(e.key()));
         for (n_page, page) in split(&entries).into_iter().enumerate() {
+            let shard = page_shard(&list, writer, first, n_page, shards);
             out.push(page_item(&list, shard, writer, first, n_page, page)?);
         }
     }
     Ok(out)
+}
+
+/// A page's shard: a hash of what the page is, so that the pages of every processor spread
+/// evenly over the shards, and a batch cut the same way again writes the same keys.
+fn page_shard(list: &str, writer: Writer, first: u64, n_page: usize, shards: u32) -> u32 {
+    let name = format!("{list}#{}#{n_page}", writer.at(first));
+    (xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
 /// Entries (newest first) cut into pages of at most [`PAGE_ENTRIES`], [`PAGE_BYTES`] and
