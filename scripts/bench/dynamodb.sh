@@ -9,7 +9,8 @@
 #    and the CPU seconds of dynoxide and of each processor (what bounds the figure here).
 #    DELAY=0ms leaves the round trip out.
 # 2. `up --store dynamodb --rate 1000` for 60 s: write units per event at 1 000 events/s with
-#    the generator's mix, per kind of item, from `citystream_dynamodb_write_units_total`.
+#    the generator's mix (2% of events out of order, 0.5% late), per kind of item, from
+#    `citystream_dynamodb_write_units_total`.
 #
 # Needs a release build and the test services (scripts/install-test-services.sh).
 set -euo pipefail
@@ -80,6 +81,7 @@ echo "all: events=$((events * processors)) seconds=$elapsed events_per_s=$(echo 
 echo "== up --store dynamodb --rate 1000 for 60 s: write units per event"
 "$bin" init --table-prefix rate- >/dev/null
 "$bin" up --store dynamodb --table-prefix rate- --rate 1000 --count 60000 --seed 7 \
+  --out-of-order 0.02 --late 0.005 \
   --listen "127.0.0.1:$((port + 2))" --log warn &
 up=$!
 pids+=("$up")
