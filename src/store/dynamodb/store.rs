@@ -290,15 +290,12 @@ impl DynamoStore {
                     })
             })
         });
-        let mut out = Vec::new();
-        for items in try_join_all(shards).await? {
-            for item in &items {
-                out.push(alert_from(item)?);
-            }
-        }
-        out.sort_by_key(|e| std::cmp::Reverse(EventKey::of(e)));
-        out.truncate(page.limit);
-        Ok(out)
+        newest_first(
+            try_join_all(shards).await?,
+            alert_from,
+            EventKey::of,
+            page.limit,
+        )
     }
 
     /// Names from the city registry after `after`, in name order, at most `limit`, and whether
@@ -644,15 +641,12 @@ impl Store for DynamoStore {
                 live(i, "expires_ms", now)
             })
         });
-        let mut out = Vec::new();
-        for items in try_join_all(shards).await? {
-            for item in &items {
-                out.push(dead_from(item)?);
-            }
-        }
-        out.sort_by_key(|d| std::cmp::Reverse(DeadLetterKey::of(d)));
-        out.truncate(page.limit);
-        Ok(out)
+        newest_first(
+            try_join_all(shards).await?,
+            dead_from,
+            DeadLetterKey::of,
+            page.limit,
+        )
     }
 
     async fn purge_expired(&self, _now: EventTime) -> Result<Purged, StoreError> {
@@ -669,4 +663,21 @@ impl Store for DynamoStore {
             .map(|_| ())
             .map_err(sdk("DescribeTable"))
     }
+}
+
+/// The pages that several shards returned, merged: the newest `limit` values, by `key`.
+fn newest_first<T, K: Ord>(
+    pages: Vec<Vec<Item>>,
+    parse: fn(&Item) -> Result<T, StoreError>,
+    key: fn(&T) -> K,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = pages
+        .iter()
+        .flatten()
+        .map(parse)
+        .collect::<Result<Vec<T>, _>>()?;
+    out.sort_by_key(|v| std::cmp::Reverse(key(v)));
+    out.truncate(limit);
+    Ok(out)
 }
