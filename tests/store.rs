@@ -702,6 +702,30 @@ fn a_reader_never_creates_a_store_and_says_where_it_looked() {
     assert!(!missing.exists(), "nothing was created");
 }
 
+/// Processes that open a new data directory at the same moment all get the one store: none
+/// sees another's half-made schema as a file of another version.
+#[test]
+fn stores_opened_at_once_on_a_new_directory_all_open() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = std::sync::Barrier::new(6);
+        std::thread::scope(|scope| {
+            let opened: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        SqliteStore::open(dir.path()).map(drop)
+                    })
+                })
+                .collect();
+            for open in opened {
+                let result = open.join().expect("thread");
+                assert!(result.is_ok(), "{:?}", result.err());
+            }
+        });
+    }
+}
+
 #[test]
 fn a_file_of_another_schema_version_is_refused_not_misread() {
     let dir = tempfile::tempdir().expect("tempdir");

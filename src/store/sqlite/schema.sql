@@ -1,8 +1,6 @@
 -- CityStream's embedded store. Times are integer milliseconds since the Unix epoch (UTC).
--- 16 KiB pages: fewer, shallower trees for a writer that mostly appends (about 10 % more
--- events/s than 4 KiB pages in `citystream bench`). Takes effect when the file is created.
-PRAGMA page_size = 16384;
-PRAGMA journal_mode = WAL;
+-- The file's own settings (page size, WAL) are `FILE_PRAGMAS` in mod.rs; this file runs in one
+-- transaction with the check of the schema version.
 
 -- Query 1: every valid event; the seed's citystream-raw-events, identified by (event_id,
 -- timestamp). The key leads with the time so that inserts land at the right edge of the tree
