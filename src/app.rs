@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::broker::file::{LineSource, LineWriter};
+use crate::broker::journal::Journal;
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Message, Producer, Source, embedded};
 use crate::config::{
@@ -228,8 +229,10 @@ fn app_state(
 }
 
 /// The broker side of `up`: a producer for the generator and a source for the processor.
+/// The embedded queue keeps a journal when the store writes a batch in many requests.
 async fn connect(
     broker: &BrokerArgs,
+    store_args: &StoreArgs,
     store: &dyn Store,
 ) -> anyhow::Result<(Arc<dyn Producer>, Box<dyn Source>)> {
     match broker.kafka() {
@@ -242,13 +245,27 @@ async fn connect(
         None => {
             let embedded = broker.embedded();
             let checkpoints = store.checkpoints(&embedded.topic).await?;
-            let (producer, source) = embedded::open(
+            let journal = match store_args.store {
+                Backend::Sqlite => None,
+                Backend::Dynamodb => Some(Journal::open(&journal_path(
+                    &store_args.data_dir,
+                    &embedded.topic,
+                ))?),
+            };
+            let (producer, source) = embedded::open_journaled(
                 &embedded,
                 checkpoints.iter().map(|c| (c.partition, c.next_offset)),
+                journal,
             );
             Ok((Arc::new(producer), Box::new(source)))
         }
     }
+}
+
+/// Where the embedded queue of `topic` keeps its journal (see [`Journal`]).
+fn journal_path(data_dir: &Path, topic: &str) -> std::path::PathBuf {
+    let name = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
+    data_dir.join("journal").join(format!("{name:016x}.log"))
 }
 
 /// `citystream up`
@@ -259,7 +276,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         Some(_) => None,
         None => Some(lock(&args.store, &args.broker.topic)?),
     };
-    let (producer, source) = connect(&args.broker, opened.store.as_ref()).await?;
+    let (producer, source) = connect(&args.broker, &args.store, opened.store.as_ref()).await?;
     let engine = Engine::new(source.name(), args.engine.config());
     let processor = Processor::new(
         source,

@@ -219,14 +219,17 @@ async fn up_on_dynamodb_answers_like_the_oracle() {
 }
 
 /// A proxy in front of dynoxide that answers the first raw inserts and increments with
-/// throttling, as DynamoDB does under load; applies the next increments but loses their
-/// answers (a 500 after the write, as a timeout does), so the client sends them again; refuses
-/// any insert that mentions `poison-7f3a` as DynamoDB refuses an invalid item; and forwards
-/// everything else.
-struct Faults {
+/// throttling, as DynamoDB does under load, and every increment while `increments_refused` is
+/// set; applies the next increments but loses their answers (a 500 after the write, as a
+/// timeout does), so the client sends them again; refuses any insert that mentions
+/// `poison-7f3a` as DynamoDB refuses an invalid item; and forwards everything else.
+pub(crate) struct Faults {
     throttled: std::sync::atomic::AtomicUsize,
     lost: std::sync::atomic::AtomicUsize,
+    pub(crate) increments_refused: std::sync::atomic::AtomicBool,
     upstream: String,
+    /// Where the proxy listens.
+    pub(crate) endpoint: String,
     http: reqwest::Client,
 }
 
@@ -263,7 +266,11 @@ async fn faulty(
     };
     let insert = target.ends_with("BatchExecuteStatement");
     let increment = target.ends_with("UpdateItem");
-    if (insert || increment) && take(&faults.throttled) {
+    let refused = increment
+        && faults
+            .increments_refused
+            .load(std::sync::atomic::Ordering::SeqCst);
+    if refused || ((insert || increment) && take(&faults.throttled)) {
         return error(
             "ProvisionedThroughputExceededException",
             "injected throttling",
@@ -297,7 +304,7 @@ async fn faulty(
 }
 
 /// dynoxide behind the fault proxy, with the tables made; the store talks to the proxy.
-async fn behind_faults(
+pub(crate) async fn behind_faults(
     throttled: usize,
     lost: usize,
 ) -> (
@@ -308,16 +315,18 @@ async fn behind_faults(
     use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
 
     let server = Dynoxide::start();
-    let faults = std::sync::Arc::new(Faults {
-        throttled: throttled.into(),
-        lost: lost.into(),
-        upstream: server.endpoint.clone(),
-        http: reqwest::Client::new(),
-    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let proxy = format!("http://{}", listener.local_addr().expect("addr"));
+    let faults = std::sync::Arc::new(Faults {
+        throttled: throttled.into(),
+        lost: lost.into(),
+        increments_refused: false.into(),
+        upstream: server.endpoint.clone(),
+        endpoint: proxy.clone(),
+        http: reqwest::Client::new(),
+    });
     let app = axum::Router::new()
         .fallback(axum::routing::post(faulty))
         .with_state(faults.clone());

@@ -191,36 +191,112 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
 async fn up_killed_again_and_again_never_splits_an_event_across_tables() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
+    let api = kill_up_again_and_again(data, &[], &[]).await;
+    Stored::read(&api).await.check_invariant(1000);
+}
+
+/// The same on DynamoDB, where `up` resumes each partition from the store's checkpoint and
+/// writes again the batch a kill cut short.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_on_dynamodb_killed_again_and_again_never_splits_an_event_across_tables() {
+    let server = Dynoxide::start();
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let store = [
+        "--store",
+        "dynamodb",
+        "--dynamodb-endpoint",
+        &server.endpoint,
+    ];
+    let init = Command::new(BIN)
+        .arg("init")
+        .args(&store[2..])
+        .envs(credentials)
+        .output()
+        .expect("init");
+    assert!(init.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let api = kill_up_again_and_again(data, &store, &credentials).await;
+    Stored::read(&api).await.check_invariant(200);
+}
+
+/// `up` on DynamoDB SIGKILLed while its first batch is half written (its raw events, alerts
+/// and pages are in; DynamoDB refuses its window and counter increments): the restarted `up`
+/// hands that batch out again from its journal, first, and completes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_half_written_when_up_died_is_completed_by_the_next_up() {
+    use std::sync::atomic::Ordering;
+    let (_server, faults, _store) = crate::dynamodb::behind_faults(0, 0).await;
+    faults.increments_refused.store(true, Ordering::SeqCst);
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let store = [
+        "--store",
+        "dynamodb",
+        "--dynamodb-endpoint",
+        &faults.endpoint,
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let first = start_up(data, 0, 300, &store, &credentials);
+    wait_logged(&first, "store write failed; holding the batch and retrying").await;
+    let _ = first.stop("-KILL");
+    faults.increments_refused.store(false, Ordering::SeqCst);
+    let next = start_up(data, 1, 300, &store, &credentials);
+    wait_logged(&next, "stream finished and fully processed").await;
+    Stored::read(&next).await.check_invariant(400);
+}
+
+async fn wait_logged(run: &Running, line: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !run.logged(line) {
+        assert!(std::time::Instant::now() < deadline, "logged: {line}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Five runs of `up` over hostile streams of their own, each SIGKILLed at a random moment,
+/// then a sixth that runs its stream to the end; returns the sixth, which serves the API.
+async fn kill_up_again_and_again(data: &str, extra: &[&str], env: &[(&str, &str)]) -> Running {
     let mut rng = ChaCha8Rng::seed_from_u64(43);
     for round in 0..5u64 {
-        let mut config = hostile(100 + round, 4000);
-        config.start =
-            start_time().saturating_add(citystream::model::Span::from_secs(round as i64 * 200));
-        let mut owned = Vec::new();
-        let mut args = up_args(data, &config, &mut owned);
-        args.extend(["--max-batch", "200"]);
-        let owned_hostile = config.hostile.to_string();
-        args.extend(["--hostile", &owned_hostile]);
-        let run = Running::start(&args);
+        let run = start_up(data, round, 4000, extra, env);
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..600))).await;
         let _ = run.stop("-KILL");
     }
-    let api = Running::serve(data);
-    let stored = Stored::read(&api).await;
-    assert!(
-        stored.raw.len() > 1000,
-        "the runs stored events ({})",
-        stored.raw.len()
-    );
-    stored.check_invariant();
+    let last = start_up(data, 5, 300, extra, env);
+    wait_logged(&last, "stream finished and fully processed").await;
+    last
 }
+
+/// `up` over a hostile stream of `count` records, its own for each `round`.
+fn start_up(data: &str, round: u64, count: u64, extra: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut config = hostile(100 + round, count);
+    config.start =
+        start_time().saturating_add(citystream::model::Span::from_secs(round as i64 * 200));
+    let mut owned = Vec::new();
+    let mut args = up_args(data, &config, &mut owned);
+    args.extend(["--max-batch", "200"]);
+    let owned_hostile = config.hostile.to_string();
+    args.extend(["--hostile", &owned_hostile]);
+    args.extend(extra);
+    Running::start_with_env(&args, env)
+}
+
+/// A window's event count and its counts per severity.
+type WindowCounts = (u64, BTreeMap<String, u64>);
 
 /// Everything a store holds, read back through the API.
 struct Stored {
     /// (event id, time) → event.
     raw: BTreeMap<(String, i64), Value>,
     /// window key → (count, severity counts).
-    windows: BTreeMap<String, (u64, BTreeMap<String, u64>)>,
+    windows: BTreeMap<String, WindowCounts>,
     late: BTreeSet<(String, i64)>,
     alerts: BTreeSet<(String, i64)>,
     dead_kinds: BTreeSet<String>,
@@ -291,14 +367,20 @@ impl Stored {
         stored
     }
 
-    fn check_invariant(&self) {
+    /// Checks that every event is whole in every table, after at least `at_least` were stored.
+    fn check_invariant(&self, at_least: usize) {
+        assert!(
+            self.raw.len() >= at_least,
+            "the runs stored events ({})",
+            self.raw.len()
+        );
         let ids: BTreeSet<&String> = self.raw.keys().map(|(id, _)| id).collect();
         assert_eq!(ids.len(), self.raw.len(), "an event id has one raw row");
         assert!(
             self.late.iter().all(|k| self.raw.contains_key(k)),
             "late events are raw"
         );
-        let mut expected: HashMap<String, (u64, BTreeMap<String, u64>)> = HashMap::new();
+        let mut expected: HashMap<String, WindowCounts> = HashMap::new();
         for (key, e) in &self.raw {
             if self.late.contains(key) {
                 continue;
@@ -318,14 +400,20 @@ impl Stored {
                 .entry(e["severity"].as_str().expect("sev").to_owned())
                 .or_default() += 1;
         }
-        let stored: HashMap<String, (u64, BTreeMap<String, u64>)> = self
+        let stored: HashMap<String, WindowCounts> = self
             .windows
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        assert_eq!(
-            stored, expected,
-            "each on-time event counts once in its window"
+        let differ: BTreeMap<&String, (Option<&WindowCounts>, Option<&WindowCounts>)> = stored
+            .keys()
+            .chain(expected.keys())
+            .filter(|k| stored.get(*k) != expected.get(*k))
+            .map(|k| (k, (stored.get(k), expected.get(k))))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "each on-time event counts once in its window; (stored, from the raw events): {differ:?}"
         );
         let alerts: BTreeSet<(String, i64)> = self
             .raw

@@ -1,16 +1,20 @@
 //! The embedded broker: one in-process log per partition behind a bounded queue.
 //!
 //! Offsets are assigned per partition as messages are accepted and continue from the
-//! positions the store last checkpointed, so a restart on the same data directory never
-//! reuses an offset. A full queue is backpressure: [`Producer::send`] waits for room.
+//! positions the store last checkpointed. A full queue is backpressure: [`Producer::send`]
+//! waits for room. The queue is in memory: a crash loses what it holds. With a [`Journal`]
+//! the records of the batch being written survive it, and the restarted queue hands them out
+//! again first, at their offsets, before numbering new records after them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 
+use super::journal::Journal;
 use super::{BrokerError, Message, Polled, Producer, Source, partition_for};
-use crate::model::{EventTime, Record};
+use crate::model::{Checkpoint, EventTime, Record};
 
 /// Shape of the embedded broker.
 #[derive(Debug, Clone)]
@@ -50,6 +54,9 @@ pub struct EmbeddedSource {
     topic: String,
     partitions: u32,
     rx: mpsc::Receiver<Record>,
+    /// Records a journal kept from before a crash, handed out before any new one.
+    replay: VecDeque<Record>,
+    journal: Option<Journal>,
 }
 
 /// Opens an embedded broker whose partitions continue at `start_offsets` (partition, next
@@ -58,6 +65,16 @@ pub fn open(
     config: &EmbeddedConfig,
     start_offsets: impl IntoIterator<Item = (u32, u64)>,
 ) -> (EmbeddedProducer, EmbeddedSource) {
+    open_journaled(config, start_offsets, None)
+}
+
+/// Like [`open`], with a journal and the records it held: those the store has not checkpointed
+/// are handed out first, and new records are numbered after them.
+pub fn open_journaled(
+    config: &EmbeddedConfig,
+    start_offsets: impl IntoIterator<Item = (u32, u64)>,
+    journal: Option<(Journal, Vec<Record>)>,
+) -> (EmbeddedProducer, EmbeddedSource) {
     let partitions = config.partitions.max(1);
     let capacity = config.capacity.max(1);
     let mut next_offsets = vec![0; partitions as usize];
@@ -65,6 +82,21 @@ pub fn open(
         if let Some(slot) = next_offsets.get_mut(p as usize) {
             *slot = offset;
         }
+    }
+    let (mut journal, found) = journal.unzip();
+    let mut replay = VecDeque::new();
+    for r in found.into_iter().flatten() {
+        let Some(next) = next_offsets.get_mut(r.partition as usize) else {
+            continue;
+        };
+        // Below the checkpoint: stored already. At it or above: the batch a crash cut short.
+        if r.offset >= *next {
+            *next = r.offset + 1;
+            replay.push_back(r);
+        }
+    }
+    if let Some(journal) = &mut journal {
+        journal.keeping(replay.make_contiguous());
     }
     let (tx, rx) = mpsc::channel(capacity);
     let producer = EmbeddedProducer {
@@ -76,6 +108,8 @@ pub fn open(
         topic: config.topic.clone(),
         partitions,
         rx,
+        replay,
+        journal,
     };
     (producer, source)
 }
@@ -121,10 +155,32 @@ impl Source for EmbeddedSource {
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {
+        if !self.replay.is_empty() {
+            let n = max.clamp(1, self.replay.len());
+            // Already in the journal's file: not noted again.
+            return Ok(Polled::Records(self.replay.drain(..n).collect()));
+        }
         let mut records = Vec::with_capacity(max.min(4096));
-        match self.rx.recv_many(&mut records, max.max(1)).await {
-            0 => Ok(Polled::End),
-            _ => Ok(Polled::Records(records)),
+        if self.rx.recv_many(&mut records, max.max(1)).await == 0 {
+            return Ok(Polled::End);
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.handed_out(&records);
+        }
+        Ok(Polled::Records(records))
+    }
+
+    async fn persist(&mut self) -> Result<(), BrokerError> {
+        match &mut self.journal {
+            Some(journal) => journal.persist().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn commit(&mut self, positions: &[Checkpoint]) -> Result<(), BrokerError> {
+        match &mut self.journal {
+            Some(journal) => journal.committed(positions),
+            None => Ok(()),
         }
     }
 }
@@ -166,6 +222,47 @@ mod tests {
         assert_eq!(offsets, (100..110).collect::<Vec<_>>());
         assert!(seen.iter().all(|r| r.partition == sf));
         assert_eq!(source.partition_of("SF"), sf);
+    }
+
+    #[tokio::test]
+    async fn a_journal_hands_out_the_uncommitted_batch_again_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.log");
+        let config = EmbeddedConfig::default();
+        let sf = partition_for(b"SF", config.partitions);
+        let (producer, mut source) =
+            open_journaled(&config, [], Some(Journal::open(&path).unwrap()));
+        producer
+            .send((0..5).map(|n| msg("SF", n)).collect())
+            .await
+            .unwrap();
+        let Polled::Records(first) = source.poll(5).await.unwrap() else {
+            panic!("records");
+        };
+        source.persist().await.unwrap();
+        drop((producer, source)); // a crash: offsets 0..5 were being written
+
+        // The store checkpointed offset 2 before the crash.
+        let (producer, mut source) =
+            open_journaled(&config, [(sf, 2)], Some(Journal::open(&path).unwrap()));
+        producer.send(vec![msg("SF", 9)]).await.unwrap();
+        drop(producer);
+        let mut seen = Vec::new();
+        while let Polled::Records(records) = source.poll(10).await.unwrap() {
+            seen.extend(records);
+        }
+        assert_eq!(seen[..3], first[2..], "the uncommitted records, first");
+        assert_eq!(seen[3].offset, 5, "new records after them");
+        assert_eq!(seen[3].payload, Bytes::from("9"));
+        source.persist().await.unwrap();
+        let stored = Checkpoint {
+            source: config.topic.clone(),
+            partition: sf,
+            next_offset: 6,
+            max_event_time: None,
+        };
+        source.commit(&[stored]).await.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "all committed");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod file;
+pub mod journal;
 pub mod kafka;
 
 use async_trait::async_trait;
@@ -85,6 +86,13 @@ pub trait Source: Send {
     /// they are stored and before the positions that cover them are committed. A dead letter
     /// the destination can never take is reported and skipped, never retried forever.
     async fn dead_letters(&mut self, _letters: &[DeadLetter]) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// The records handed out so far are about to be written to the store. A source that
+    /// could not hand them out again after a crash keeps them now (the embedded queue's
+    /// journal, on a store that writes a batch in many requests).
+    async fn persist(&mut self) -> Result<(), BrokerError> {
         Ok(())
     }
 

@@ -193,6 +193,7 @@ impl Processor {
                 self.finish_write(stored).await?;
             }
             if !batch.is_empty() {
+                self.source.persist().await?;
                 // Dead letters reach the source's dead-letter destination before the write: a
                 // crash after it reads their records again and sends them again, where a crash
                 // after the write would skip them.
