@@ -93,11 +93,19 @@ pub struct DynamoArgs {
     /// Prefix of every table name.
     #[arg(long, env = "CITYSTREAM_TABLE_PREFIX", default_value = "citystream-")]
     pub table_prefix: String,
-    /// Shards of every key many writers share (a city's alerts, list pages, registries), set
-    /// when `init` first marks the tables; later runs use the tables' own.
+    /// Shards of every key of the state table that many writers share (list pages, late
+    /// groups, the dead-letter index, the city registry), set when `init` first marks the
+    /// tables; later runs use the tables' own.
     #[arg(long, env = "CITYSTREAM_DYNAMODB_SHARDS", default_value_t = crate::store::dynamodb::DEFAULT_SHARDS,
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::store::dynamodb::MAX_SHARDS)))]
     pub dynamodb_shards: u32,
+    /// Shards of a city's alerts: 1 keeps the seed's key (`city`), which the seed's
+    /// `aws dynamodb query … city = :city` reads; more spread a city's alerts over `<city>#NN`
+    /// for more than about 1 000 alerts per second per city. Set when `init` first marks the
+    /// tables, like `--dynamodb-shards`.
+    #[arg(long, env = "CITYSTREAM_ALERT_SHARDS", default_value_t = crate::store::dynamodb::DEFAULT_ALERT_SHARDS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::store::dynamodb::MAX_SHARDS)))]
+    pub alert_shards: u32,
     /// Most DynamoDB requests in flight per process.
     #[arg(long, env = "CITYSTREAM_DYNAMODB_CONCURRENCY", default_value_t = crate::store::dynamodb::DEFAULT_CONCURRENCY,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
@@ -111,6 +119,7 @@ impl DynamoArgs {
             endpoint: self.dynamodb_endpoint.clone(),
             table_prefix: self.table_prefix.clone(),
             shards: self.dynamodb_shards,
+            alert_shards: self.alert_shards,
             concurrency: self.dynamodb_concurrency,
         }
     }

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProjectionType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ProjectionType,
     ScalarAttributeType, TimeToLiveStatus,
 };
 
@@ -215,6 +215,37 @@ async fn up_on_dynamodb_answers_like_the_oracle() {
     check_against(&run, &expected_of(&logs)).await;
     let health = run.get("/api/v1/health").await;
     assert_eq!(health["store"]["backend"], "dynamodb");
+    // The seed's `aws dynamodb query --table-name citystream-alerts --key-condition-expression
+    // "city = :city"` finds a city's alerts under its name, as the API lists them.
+    let dynamodb = client(&server).await;
+    for city in ["Chicago", "SF"] {
+        let listed = run
+            .all(&format!("/api/v1/alerts?city={city}&limit=1000"), "alerts")
+            .await;
+        let mut found = 0;
+        let mut next = None;
+        loop {
+            let page = dynamodb
+                .query()
+                .table_name("citystream-alerts")
+                .key_condition_expression("city = :city")
+                .expression_attribute_values(":city", AttributeValue::S(city.into()))
+                .set_exclusive_start_key(next)
+                .send()
+                .await
+                .expect("the seed's query");
+            found += page.items().len();
+            next = page.last_evaluated_key().cloned();
+            if next.is_none() {
+                break;
+            }
+        }
+        assert!(
+            found > 0 && found == listed.len(),
+            "{city}: {found} items, {} listed",
+            listed.len()
+        );
+    }
     assert!(run.stop("-TERM").success());
 }
 
@@ -540,9 +571,16 @@ async fn tables_of_another_layout_are_refused_not_misread() {
     }
 
     let fresh = Dynoxide::start();
-    succeeds(&fresh, &["init", "--dynamodb-shards", "4"]);
+    succeeds(
+        &fresh,
+        &["init", "--dynamodb-shards", "4", "--alert-shards", "2"],
+    );
     let tables =
         citystream::store::dynamodb::DynamoStore::with_client(client(&fresh).await, "citystream-");
     tables.check_layout().await.expect("marked by init");
-    assert_eq!(tables.shards(), 4, "the shards init marked them with");
+    assert_eq!(
+        (tables.shards(), tables.alert_shards()),
+        (4, 2),
+        "the shards init marked them with"
+    );
 }

@@ -117,13 +117,20 @@ async fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
     open()
 }
 
-/// A DynamoDB store on fresh tables in a fresh dynoxide.
+/// A DynamoDB store on fresh tables in a fresh dynoxide, with 3 shards of every shared key
+/// and of each city's alerts, so that every read merges shards (the end-to-end tests run the
+/// defaults).
 async fn open_dynamodb() -> (Dynoxide, DynamoStore) {
     let server = Dynoxide::start();
     let client = client_at(&server.endpoint);
-    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
+    let mut tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
+    tables.shards = 3;
+    tables.alert_shards = 3;
     create_tables(&client, &tables).await.expect("init");
-    (server, DynamoStore::with_client(client, "citystream-"))
+    let store = DynamoStore::with_client(client, "citystream-");
+    store.check_layout().await.expect("layout");
+    assert_eq!((store.shards(), store.alert_shards()), (3, 3));
+    (server, store)
 }
 
 fn open() -> (tempfile::TempDir, SqliteStore) {

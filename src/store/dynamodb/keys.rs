@@ -4,7 +4,7 @@
 //! | Item | Table | Partition key | Sort key |
 //! |---|---|---|---|
 //! | raw event | raw-events | `event_id` | `timestamp` (the seed's) |
-//! | alert | alerts | `city` = `<city>#<shard>`, shard from the event id | `timestamp`#`event_id` |
+//! | alert | alerts | `city`, or `<city>#<shard>` with alert shards, shard from the event id | `timestamp`#`event_id` |
 //! | window | aggregations | `partition_key` = `city#type#start` (the seed's) | — |
 //! | counters of a city | state | `c#<city>` | expiry day |
 //! | counters of all | state | `c` | expiry day |
@@ -26,8 +26,11 @@ use crate::model::{EventTime, EventType, Severity};
 /// transaction with shared counters and an index on every raw event.
 pub const LAYOUT: u32 = 3;
 
-/// Shards of every shared key unless `init --dynamodb-shards` says otherwise.
+/// Shards of every shared key of the state table unless `init --dynamodb-shards` says otherwise.
 pub const DEFAULT_SHARDS: u32 = 16;
+
+/// Shards of a city's alerts unless `init --alert-shards` says otherwise: one, the seed's key.
+pub const DEFAULT_ALERT_SHARDS: u32 = 1;
 
 /// Most shards a layout may have (every list read queries all of them).
 pub const MAX_SHARDS: u32 = 64;
@@ -62,16 +65,21 @@ impl Writer {
     }
 }
 
-/// The shard of an alert's city key: from its event id, so that one city's alerts spread
-/// evenly, and a replay writes the same key.
+/// An alert's city key: the city itself with one alert shard (the seed's key, which the seed's
+/// `aws dynamodb query … city = :city` reads), else `<city>#NN`, the shard from its event id,
+/// so that one city's alerts spread evenly and a replay writes the same key.
 pub fn alert_city(city: &str, event_id: &str, shards: u32) -> String {
     let shard = xxh3_64(event_id.as_bytes()) % u64::from(shards.max(1));
-    alert_shard_key(city, shard as u32)
+    alert_shard_key(city, shard as u32, shards)
 }
 
-/// The city key of one shard of a city's alerts.
-pub fn alert_shard_key(city: &str, shard: u32) -> String {
-    format!("{city}#{shard:02}")
+/// The city key of one of a city's `shards` alert shards.
+pub fn alert_shard_key(city: &str, shard: u32, shards: u32) -> String {
+    if shards <= 1 {
+        city.to_owned()
+    } else {
+        format!("{city}#{shard:02}")
+    }
 }
 
 /// The shard of a city in the registry.
@@ -172,6 +180,7 @@ mod tests {
         assert_eq!(w, Writer::new("kafka:city-events", 3));
         assert_ne!(w, Writer::new("file:x", 3));
         assert!(w.position_attr().starts_with('@'));
+        assert_eq!(alert_city("Chicago", "e1", 1), "Chicago");
         let key = alert_city("Chicago", "e1", 16);
         assert!(key.starts_with("Chicago#"));
         assert_eq!(key, alert_city("Chicago", "e1", 16));

@@ -23,7 +23,7 @@ mod units;
 mod windows;
 mod write;
 
-pub use keys::{DEFAULT_SHARDS, LAYOUT, MAX_SHARDS};
+pub use keys::{DEFAULT_ALERT_SHARDS, DEFAULT_SHARDS, LAYOUT, MAX_SHARDS};
 pub use schema::{TableSpec, tables};
 pub use store::DynamoStore;
 pub use units::{Kind as UnitKind, WriteUnits};
@@ -49,6 +49,8 @@ pub struct DynamoConfig {
     pub table_prefix: String,
     /// Shards of shared keys, for tables that hold no layout yet (`keys.rs`).
     pub shards: u32,
+    /// Shards of a city's alerts, for tables that hold no layout yet.
+    pub alert_shards: u32,
     /// Most requests in flight per process.
     pub concurrency: usize,
 }
@@ -61,6 +63,7 @@ impl DynamoConfig {
             endpoint,
             table_prefix: prefix.to_owned(),
             shards: DEFAULT_SHARDS,
+            alert_shards: DEFAULT_ALERT_SHARDS,
             concurrency: DEFAULT_CONCURRENCY,
         }
     }

@@ -19,7 +19,9 @@ use super::items::{
     Item, alert_from, alert_key, checkpoint_from, dead_from, dead_order, fixed, live, n, num, pad,
     s, text,
 };
-use super::keys::{DEFAULT_SHARDS, LAYOUT, MAX_SHARDS, alert_shard_key, cities_pk, scope_pk};
+use super::keys::{
+    DEFAULT_ALERT_SHARDS, DEFAULT_SHARDS, LAYOUT, MAX_SHARDS, alert_shard_key, cities_pk, scope_pk,
+};
 use super::lists::{self, Want};
 use super::units::WriteUnits;
 use super::windows::window_from;
@@ -45,10 +47,12 @@ pub struct DynamoStore {
     pub(super) aggregations: String,
     pub(super) alerts: String,
     pub(super) state: String,
-    /// The layout's shards, as `check_layout` read them.
+    /// The layout's shards and alert shards, as `check_layout` read them.
     shards: Arc<AtomicU32>,
-    /// Shards to mark tables that hold no layout yet with.
+    alert_shards: Arc<AtomicU32>,
+    /// Shards and alert shards to mark tables that hold no layout yet with.
     new_shards: u32,
+    new_alert_shards: u32,
     pub(super) units: Arc<WriteUnits>,
     permits: Arc<Semaphore>,
     /// Windows this process saw reach the severities cap: their writes add no severities.
@@ -79,7 +83,9 @@ impl DynamoStore {
             alerts: name("alerts"),
             state: name("state"),
             shards: Arc::new(AtomicU32::new(DEFAULT_SHARDS)),
+            alert_shards: Arc::new(AtomicU32::new(DEFAULT_ALERT_SHARDS)),
             new_shards: shards,
+            new_alert_shards: config.alert_shards.clamp(1, MAX_SHARDS),
             units: Arc::default(),
             permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
             full_windows: Arc::default(),
@@ -90,6 +96,11 @@ impl DynamoStore {
     /// Shards of the layout's shared keys.
     pub fn shards(&self) -> u32 {
         self.shards.load(Ordering::Relaxed)
+    }
+
+    /// Shards of a city's alerts.
+    pub fn alert_shards(&self) -> u32 {
+        self.alert_shards.load(Ordering::Relaxed)
     }
 
     /// Write units spent through this store so far, per kind.
@@ -119,6 +130,9 @@ impl DynamoStore {
             let shards: u32 = num(&item, "shards").unwrap_or(DEFAULT_SHARDS);
             self.shards
                 .store(shards.clamp(1, MAX_SHARDS), Ordering::Relaxed);
+            let alert_shards: u32 = num(&item, "alert_shards").unwrap_or(DEFAULT_ALERT_SHARDS);
+            self.alert_shards
+                .store(alert_shards.clamp(1, MAX_SHARDS), Ordering::Relaxed);
             return Ok(());
         }
         let written = self
@@ -142,6 +156,7 @@ impl DynamoStore {
             .set_item(Some(key))
             .item("version", n(LAYOUT))
             .item("shards", n(self.new_shards))
+            .item("alert_shards", n(self.new_alert_shards))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -264,8 +279,9 @@ impl DynamoStore {
         page: &Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        let shards = (0..self.shards()).map(|shard| {
-            let key = alert_shard_key(city, shard);
+        let alert_shards = self.alert_shards();
+        let shards = (0..alert_shards).map(|shard| {
+            let key = alert_shard_key(city, shard, alert_shards);
             let mut request = self
                 .client
                 .query()

@@ -76,7 +76,7 @@ impl DynamoStore {
     async fn put_alerts(&self, effects: &Effects<'_>) -> Result<(), StoreError> {
         let items = effects
             .alert_events()
-            .map(|a| alert_item(a, self.shards()))
+            .map(|a| alert_item(a, self.alert_shards()))
             .collect();
         self.put_all(&self.alerts, items, Kind::Alert).await
     }
