@@ -133,13 +133,14 @@ async fn a_file_processed_through_random_kills_ends_as_an_uninterrupted_run() {
     check_against(&api, &expected(&source, &order)).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterrupted_run() {
-    let server = Dynoxide::start();
-    let credentials = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
+/// Any credentials: the SDK signs every request, even to an emulator.
+const CREDENTIALS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+];
+
+/// Makes the tables in `server` and returns the flags that point a role at them.
+fn dynamodb_tables(server: &Dynoxide) -> [&str; 4] {
     let store = [
         "--store",
         "dynamodb",
@@ -149,10 +150,17 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
     let init = Command::new(BIN)
         .arg("init")
         .args(&store[2..])
-        .envs(credentials)
+        .envs(CREDENTIALS)
         .output()
         .expect("init");
     assert!(init.status.success());
+    store
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterrupted_run() {
+    let server = Dynoxide::start();
+    let store = dynamodb_tables(&server);
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("hostile.jsonl");
     let order = write_input(&input, &hostile(42, 30_000));
@@ -169,7 +177,7 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
         data,
     ];
     args.extend(store);
-    let landed = run_with_kills(&args, &credentials, 6, 100..700, 42);
+    let landed = run_with_kills(&args, &CREDENTIALS, 6, 100..700, 42);
     assert!(landed >= 2, "the kills landed mid-stream ({landed})");
     eprintln!(
         "figure: {} records through {landed} SIGKILLs into DynamoDB",
@@ -181,7 +189,7 @@ async fn a_file_processed_into_dynamodb_through_random_kills_ends_as_an_uninterr
     );
     let mut serve = vec!["serve"];
     serve.extend(store);
-    let api = Running::start_with_env(&serve, &credentials);
+    let api = Running::start_with_env(&serve, &CREDENTIALS);
     check_against(&api, &expected(&source, &order)).await;
 }
 
@@ -200,26 +208,10 @@ async fn up_killed_again_and_again_never_splits_an_event_across_tables() {
 #[tokio::test(flavor = "multi_thread")]
 async fn up_on_dynamodb_killed_again_and_again_never_splits_an_event_across_tables() {
     let server = Dynoxide::start();
-    let credentials = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
-    let store = [
-        "--store",
-        "dynamodb",
-        "--dynamodb-endpoint",
-        &server.endpoint,
-    ];
-    let init = Command::new(BIN)
-        .arg("init")
-        .args(&store[2..])
-        .envs(credentials)
-        .output()
-        .expect("init");
-    assert!(init.status.success());
+    let store = dynamodb_tables(&server);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
-    let api = kill_up_again_and_again(data, &store, &credentials).await;
+    let api = kill_up_again_and_again(data, &store, &CREDENTIALS).await;
     Stored::read(&api).await.check_invariant(200);
 }
 
@@ -231,10 +223,6 @@ async fn a_batch_half_written_when_up_died_is_completed_by_the_next_up() {
     use std::sync::atomic::Ordering;
     let (_server, faults, _store) = crate::dynamodb::behind_faults(0, 0).await;
     faults.increments_refused.store(true, Ordering::SeqCst);
-    let credentials = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
     let store = [
         "--store",
         "dynamodb",
@@ -243,11 +231,11 @@ async fn a_batch_half_written_when_up_died_is_completed_by_the_next_up() {
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
-    let first = start_up(data, 0, 300, &store, &credentials);
+    let first = start_up(data, 0, 300, &store, &CREDENTIALS);
     wait_logged(&first, "store write failed; holding the batch and retrying").await;
     let _ = first.stop("-KILL");
     faults.increments_refused.store(false, Ordering::SeqCst);
-    let next = start_up(data, 1, 300, &store, &credentials);
+    let next = start_up(data, 1, 300, &store, &CREDENTIALS);
     wait_logged(&next, "stream finished and fully processed").await;
     Stored::read(&next).await.check_invariant(400);
 }
