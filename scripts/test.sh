@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CityStream's whole test suite, as CI runs it: formatting, lints, then every test tier
-# (unit, property, store, API, end-to-end against the real binary, and Kafka against a real
-# Kafka-protocol broker). The broker is installed here when missing; the tests start it on
-# 127.0.0.1 and stop it themselves.
+# (unit, property, store, API, end-to-end against the real binary, Kafka against a real
+# Kafka-protocol broker, DynamoDB against a DynamoDB-compatible server), then the compose tier
+# (the Docker image and compose.yaml, run for real in a Docker engine of its own). What they
+# need is installed here when missing; the tests start it on 127.0.0.1 and stop it themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +15,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test
+echo "== compose tier"
+scripts/test-compose.sh target/debug/citystream
