@@ -49,9 +49,13 @@ cleanup() {
     [ $status -eq 0 ] || compose logs --tail 40 2>&1 | tail -80 >&2 || true
     compose down -v --timeout 5 >/dev/null 2>&1 || true
   fi
-  [ -f "$work/docker.pid" ] && kill "$(cat "$work/docker.pid")" 2>/dev/null && sleep 2
-  # Containers' mounts live under the data root; let go of them before removing it.
-  umount -R "$work/data" 2>/dev/null || true
+  if [ -f "$work/docker.pid" ]; then
+    pid=$(cat "$work/docker.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+  # The engine's mounts (its network namespace, containers' layers) live under the directory.
+  grep -o " $work/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work" 2>/dev/null || true
   exit $status
 }
