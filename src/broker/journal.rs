@@ -11,7 +11,7 @@
 //!
 //! Format: per record, little-endian `partition: u32`, `offset: u64`, `timestamp: i64` (ms,
 //! `i64::MIN` for none), `size: u64`, `len: u32`, then `len` payload bytes. A torn tail (a
-//! crash in the middle of an append) is ignored: its batch had not started writing.
+//! crash in the middle of an append) is cut off at open: its batch had not started writing.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -56,7 +56,9 @@ impl Journal {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let records = decode(Bytes::from(bytes));
+        let (records, whole) = decode(Bytes::from(bytes));
+        // A torn tail goes, or the next append would follow it and be misread.
+        file.set_len(whole as u64).map_err(io)?;
         let mut journal = Journal {
             path: path.to_owned(),
             file: Some(file),
@@ -145,9 +147,10 @@ fn encode(r: &Record, buf: &mut BytesMut) {
     buf.put_slice(&r.payload);
 }
 
-/// The whole records in `bytes`; a torn last one is left out.
-fn decode(mut bytes: Bytes) -> Vec<Record> {
+/// The whole records in `bytes`, and how many bytes they take; a torn last one is left out.
+fn decode(mut bytes: Bytes) -> (Vec<Record>, usize) {
     let mut records = Vec::new();
+    let mut whole = 0;
     while bytes.len() >= HEADER {
         let mut header = &bytes[..HEADER];
         let partition = header.get_u32_le();
@@ -163,6 +166,7 @@ fn decode(mut bytes: Bytes) -> Vec<Record> {
         }
         bytes.advance(HEADER);
         let payload = bytes.split_to(len);
+        whole += HEADER + len;
         records.push(Record {
             partition,
             offset,
@@ -171,7 +175,7 @@ fn decode(mut bytes: Bytes) -> Vec<Record> {
             payload,
         });
     }
-    records
+    (records, whole)
 }
 
 #[cfg(test)]
@@ -224,13 +228,20 @@ mod tests {
         assert!(Journal::open(&path).unwrap().1.is_empty());
     }
 
-    #[test]
-    fn a_torn_tail_is_left_out() {
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_off_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.log");
         let mut buf = BytesMut::new();
         encode(&record(0, 1, b"whole"), &mut buf);
         encode(&record(0, 2, b"torn record"), &mut buf);
-        let torn = buf.len() - 3;
-        let records = decode(buf.freeze().slice(..torn));
-        assert_eq!(records, vec![record(0, 1, b"whole")]);
+        std::fs::write(&path, &buf[..buf.len() - 3]).unwrap();
+
+        let (mut journal, found) = Journal::open(&path).unwrap();
+        assert_eq!(found, vec![record(0, 1, b"whole")]);
+        journal.handed_out(&[record(0, 2, b"next")]);
+        journal.persist().await.unwrap();
+        let (_, found) = Journal::open(&path).unwrap();
+        assert_eq!(found, vec![record(0, 1, b"whole"), record(0, 2, b"next")]);
     }
 }
