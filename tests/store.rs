@@ -88,6 +88,7 @@ macro_rules! conformance {
         mod $backend {
             conformance!(@cases $open, [
                 writing_a_batch_twice_changes_nothing,
+                a_dead_letter_written_again_after_midnight_counts_once,
                 an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees,
                 contributions_of_two_sources_to_one_window_add_up,
                 a_window_keeps_at_most_the_cap_of_severities_over_many_writes,
@@ -137,6 +138,31 @@ fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path()).expect("open store");
     (dir, store)
+}
+
+/// A dead letter stored just before midnight and written again just after (a retry, a replay
+/// after a crash) counts once, in the day the stored one falls in.
+async fn a_dead_letter_written_again_after_midnight_counts_once(store: &dyn Store) {
+    let now = EventTime::now();
+    const DAY_MS: i64 = 24 * 3_600_000;
+    let midnight = EventTime::from_millis(now.as_millis().div_euclid(DAY_MS) * DAY_MS);
+    for received in [
+        midnight.saturating_sub(Span::from_millis(1)),
+        midnight.saturating_add(Span::from_millis(1)),
+    ] {
+        let mut b = batch("t", Vec::new());
+        b.dead_letters.push(dead(7, received));
+        b.checkpoints.push(checkpoint("t", 1, 8));
+        store.write(Arc::new(b)).await.expect("write");
+    }
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.dead_letters, 1);
+    assert_eq!(stats.dead_letters_by_kind.values().sum::<u64>(), 1);
+    let listed = store
+        .dead_letters(Page::first(10), now)
+        .await
+        .expect("dead letters");
+    assert_eq!(listed.len(), 1);
 }
 
 async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures_util::future::try_join_all;
 
-use super::items::{Item, alert_item, checkpoint_item, dead_item, n, s};
+use super::items::{Item, alert_item, checkpoint_item, dead_from, dead_item, n, s};
 use super::keys::{Writer, cities_pk, city_shard};
 use super::lists::{self, Entry};
 use super::raw::Outcome;
@@ -61,10 +61,13 @@ impl DynamoStore {
             .iter()
             .chain(&written.duplicates)
             .collect();
+        // Dead letters first: each is counted by the time the stored one was received, which
+        // a try before this one may have fixed.
+        let stored = self.put_dead_letters(batch, &dead).await?;
+        let dead: Vec<&DeadLetter> = stored.iter().collect();
         tokio::try_join!(
             self.put_alerts(&effects),
             self.put_lists(batch, &effects),
-            self.put_dead_letters(batch, &dead),
             self.add_windows(batch, &effects),
             self.add_counters(batch, &effects, &dead),
             self.register(batch, &effects),
@@ -112,12 +115,13 @@ impl DynamoStore {
         self.put_all(&self.state, pages, Kind::List).await
     }
 
-    /// Each dead letter, unless a try before stored it (which keeps when it was received).
+    /// Each dead letter, unless a try before stored it; returns them as stored (a try before
+    /// fixed when the record was received, and so the counters' expiry day).
     async fn put_dead_letters(
         &self,
         batch: &WriteBatch,
         dead: &[&DeadLetter],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         try_join_all(dead.iter().map(|d| async move {
             let expires = batch.rules.dead_letter_expiry(d);
             let item = dead_item(d, expires, self.shards());
@@ -136,19 +140,26 @@ impl DynamoStore {
                 Ok(_) => {
                     // Its entry in `dead-by-time` was written too.
                     self.units.item(Kind::List, &item);
-                    Ok(())
+                    Ok((*d).clone())
                 }
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
                 {
-                    Ok(())
+                    let key = Item::from([
+                        ("pk".into(), item["pk"].clone()),
+                        ("sk".into(), item["sk"].clone()),
+                    ]);
+                    match self.get_consistent(&self.state, &key).await? {
+                        Some(stored) => dead_from(&stored),
+                        // Expired and deleted meanwhile: nothing of it is counted any more.
+                        None => Ok((*d).clone()),
+                    }
                 }
                 Err(e) => Err(sdk("PutItem")(e)),
             }
         }))
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Registers the batch's source and the new events' cities once per process: what
