@@ -89,6 +89,7 @@ macro_rules! conformance {
             conformance!(@cases $open, [
                 writing_a_batch_twice_changes_nothing,
                 a_dead_letter_written_again_after_midnight_counts_once,
+                a_batch_of_many_partitions_counts_every_event_once,
                 an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees,
                 contributions_of_two_sources_to_one_window_add_up,
                 a_window_keeps_at_most_the_cap_of_severities_over_many_writes,
@@ -163,6 +164,41 @@ async fn a_dead_letter_written_again_after_midnight_counts_once(store: &dyn Stor
         .await
         .expect("dead letters");
     assert_eq!(listed.len(), 1);
+}
+
+/// Events of 40 partitions in one batch add to the same window and counters (on DynamoDB, more
+/// writers than one update's condition holds), twice over: each counts once.
+async fn a_batch_of_many_partitions_counts_every_event_once(store: &dyn Store) {
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(1));
+    let events: Vec<Accepted> = (0..40u32)
+        .map(|p| {
+            let e = event(
+                &format!("p{p}"),
+                "SF",
+                t,
+                EventType::Traffic,
+                Severity::High,
+            );
+            Accepted {
+                partition: p,
+                ..on_time(&e, 10)
+            }
+        })
+        .collect();
+    let b = Arc::new(batch("t", events));
+    store.write(b.clone()).await.expect("write");
+    store.write(b).await.expect("write again");
+    let summary = store.city_summary("SF", now).await.expect("summary");
+    assert_eq!(summary.total_events, 40);
+    assert_eq!(store.stats(now).await.expect("stats").total_events, 40);
+    let windows = store
+        .aggregations("SF", None, Page::first(10), now)
+        .await
+        .expect("windows");
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0].event_count, 40);
+    assert_eq!(windows[0].severities.len(), 40);
 }
 
 async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {

@@ -35,6 +35,11 @@ use crate::store::{ErrorClass, StoreError};
 /// runtime retries the batch).
 const ATTEMPTS: usize = 16;
 
+/// Most writers one `UpdateItem` guards: DynamoDB takes at most 300 operators and 4 KB in a
+/// condition, and each writer's guard costs 4 operators and about 50 bytes. An item that more
+/// writers add to in one batch gets one update per group of them.
+const WRITERS_PER_UPDATE: usize = 16;
+
 /// What one batch adds to one shared item: per writer, its records' deltas in offset order.
 #[derive(Debug, Clone)]
 pub struct Contribution<D> {
@@ -72,6 +77,19 @@ impl<D> Contribution<D> {
         let parts = self.parts.entry(writer).or_default();
         let at = parts.partition_point(|(o, _)| *o <= offset);
         parts.insert(at, (offset, delta));
+    }
+
+    /// The contribution in parts of at most `writers` writers each.
+    fn split(&self, writers: usize) -> Vec<Contribution<D>>
+    where
+        D: Clone,
+    {
+        let all: Vec<_> = self.parts.iter().collect();
+        all.chunks(writers.max(1))
+            .map(|group| Contribution {
+                parts: group.iter().map(|(w, p)| (**w, (*p).clone())).collect(),
+            })
+            .collect()
     }
 
     /// The records not in the item yet: all of them when nothing is known of it, else those
@@ -194,7 +212,33 @@ impl DynamoStore {
     /// what the pending records add (given the item as read, once a guard failed), and the
     /// guards and positions are added here. Returns the item as it is after the update and the
     /// number of records the update added, or `None` when everything was in it already.
-    pub(super) async fn apply_guarded<D>(
+    pub(super) async fn apply_guarded<D: Clone>(
+        &self,
+        table: &str,
+        key: &Item,
+        contribution: &Contribution<D>,
+        kind: Kind,
+        build: impl Fn(&[Pending<'_, D>], Option<&Item>, &mut Expr),
+    ) -> Result<Option<(Item, usize)>, StoreError> {
+        if contribution.parts.len() <= WRITERS_PER_UPDATE {
+            return self
+                .apply_guarded_once(table, key, contribution, kind, &build)
+                .await;
+        }
+        let mut applied: Option<(Item, usize)> = None;
+        for part in contribution.split(WRITERS_PER_UPDATE) {
+            if let Some((item, added)) = self
+                .apply_guarded_once(table, key, &part, kind, &build)
+                .await?
+            {
+                let before = applied.map_or(0, |(_, n)| n);
+                applied = Some((item, before + added));
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn apply_guarded_once<D>(
         &self,
         table: &str,
         key: &Item,
@@ -306,5 +350,29 @@ mod tests {
         assert_eq!(e.conditions, ["#n0 = :v0"]);
         assert_eq!(e.set, ["#n0 = :v1"]);
         assert_eq!(e.values[":v1"], n(10));
+    }
+
+    #[test]
+    fn many_writers_are_split_into_updates_a_condition_can_hold() {
+        let mut c = Contribution::default();
+        for p in 0..40 {
+            c.push(Writer::new("kafka:city-events", p), u64::from(p), p);
+            c.push(Writer::new("kafka:city-events", p), u64::from(p) + 100, p);
+        }
+        let parts = c.split(WRITERS_PER_UPDATE);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|c| c.parts.len() <= WRITERS_PER_UPDATE));
+        let mut e = Expr::default();
+        for p in parts[0].pending(None) {
+            e.guard(&p);
+        }
+        let condition = e.conditions.join(" AND ");
+        assert!(condition.len() < 4096 && e.conditions.len() * 4 < 300);
+        let records: usize = parts
+            .iter()
+            .flat_map(|c| c.parts.values())
+            .map(Vec::len)
+            .sum();
+        assert_eq!(records, 80);
     }
 }
