@@ -156,6 +156,18 @@ impl DynamoStore {
                     .await
                     .map_err(sdk("BatchExecuteStatement"))?
             };
+            if out.responses().len() != pending.len() {
+                // One answer per statement, in order, or none of them can be trusted.
+                return Err(StoreError::Dynamo {
+                    op: "BatchExecuteStatement",
+                    message: format!(
+                        "{} answers to {} statements",
+                        out.responses().len(),
+                        pending.len()
+                    ),
+                    class: ErrorClass::Transient,
+                });
+            }
             let mut again = Vec::new();
             for (i, response) in pending.iter().zip(out.responses()) {
                 let item = raw_item(&batch.source, &batch.events[*i]);
