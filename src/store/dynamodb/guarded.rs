@@ -247,7 +247,12 @@ impl DynamoStore {
         build: impl Fn(&[Pending<'_, D>], Option<&Item>, &mut Expr),
     ) -> Result<Option<(Item, usize)>, StoreError> {
         let mut known: Option<Item> = None;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 1 {
+                // Another writer keeps changing the item: give it room (20 ms, doubling, up to 640 ms).
+                let pause = 5u64 << attempt.min(7);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
             let pending = contribution.pending(known.as_ref());
             if pending.is_empty() {
                 return Ok(None);
