@@ -18,7 +18,7 @@
 //! by a stale processor at the same time as the new owner) adds each record once, and the
 //! position and the values it produced are one item: one fact.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -77,19 +77,6 @@ impl<D> Contribution<D> {
         let parts = self.parts.entry(writer).or_default();
         let at = parts.partition_point(|(o, _)| *o <= offset);
         parts.insert(at, (offset, delta));
-    }
-
-    /// The contribution in parts of at most `writers` writers each.
-    fn split(&self, writers: usize) -> Vec<Contribution<D>>
-    where
-        D: Clone,
-    {
-        let all: Vec<_> = self.parts.iter().collect();
-        all.chunks(writers.max(1))
-            .map(|group| Contribution {
-                parts: group.iter().map(|(w, p)| (**w, (*p).clone())).collect(),
-            })
-            .collect()
     }
 
     /// The records not in the item yet: all of them when nothing is known of it, else those
@@ -210,9 +197,10 @@ impl Expr {
 impl DynamoStore {
     /// Applies `contribution` to the item at `key` of `table`: `build` adds to the expression
     /// what the pending records add (given the item as read, once a guard failed), and the
-    /// guards and positions are added here. Returns the item as it is after the update and the
-    /// number of records the update added, or `None` when everything was in it already.
-    pub(super) async fn apply_guarded<D: Clone>(
+    /// guards and positions are added here, for at most [`WRITERS_PER_UPDATE`] writers per
+    /// update. Returns the item as the last update left it and the number of records the
+    /// updates added, or `None` when everything was in it already.
+    pub(super) async fn apply_guarded<D>(
         &self,
         table: &str,
         key: &Item,
@@ -220,91 +208,93 @@ impl DynamoStore {
         kind: Kind,
         build: impl Fn(&[Pending<'_, D>], Option<&Item>, &mut Expr),
     ) -> Result<Option<(Item, usize)>, StoreError> {
-        if contribution.parts.len() <= WRITERS_PER_UPDATE {
-            return self
-                .apply_guarded_once(table, key, contribution, kind, &build)
-                .await;
-        }
         let mut applied: Option<(Item, usize)> = None;
-        for part in contribution.split(WRITERS_PER_UPDATE) {
-            if let Some((item, added)) = self
-                .apply_guarded_once(table, key, &part, kind, &build)
-                .await?
-            {
-                let before = applied.map_or(0, |(_, n)| n);
-                applied = Some((item, before + added));
-            }
-        }
-        Ok(applied)
-    }
-
-    async fn apply_guarded_once<D>(
-        &self,
-        table: &str,
-        key: &Item,
-        contribution: &Contribution<D>,
-        kind: Kind,
-        build: impl Fn(&[Pending<'_, D>], Option<&Item>, &mut Expr),
-    ) -> Result<Option<(Item, usize)>, StoreError> {
+        let mut done: BTreeSet<Writer> = BTreeSet::new();
         let mut known: Option<Item> = None;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 1 {
-                // Another writer keeps changing the item: give it room (20 ms, doubling, up to 640 ms).
-                let pause = 5u64 << attempt.min(7);
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-            }
-            let pending = contribution.pending(known.as_ref());
+        let mut conflicts = 0;
+        loop {
+            let pending: Vec<Pending<'_, D>> = contribution
+                .pending(known.as_ref())
+                .into_iter()
+                .filter(|p| !done.contains(&p.writer))
+                .take(WRITERS_PER_UPDATE)
+                .collect();
             if pending.is_empty() {
-                return Ok(None);
+                return Ok(applied);
+            }
+            if conflicts == ATTEMPTS {
+                return Err(StoreError::Dynamo {
+                    op: "UpdateItem",
+                    message: format!(
+                        "{table} item {key:?} changed under {ATTEMPTS} increments in a row; the \
+                         batch is written again"
+                    ),
+                    class: ErrorClass::Transient,
+                });
+            }
+            if conflicts > 1 {
+                // Another writer keeps changing the item: give it room (20 ms, doubling, up to 640 ms).
+                let pause = 5u64 << conflicts.min(7);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
             let mut expr = Expr::default();
             for p in &pending {
                 expr.guard(p);
             }
             build(&pending, known.as_ref(), &mut expr);
-            let request = self
-                .client
-                .update_item()
-                .table_name(table)
-                .set_key(Some(key.clone()))
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            let sent = {
-                let _permit = self.permit().await;
-                expr.apply(request).send().await
-            };
-            match sent {
-                Ok(out) => {
-                    let item = out.attributes.unwrap_or_default();
-                    self.units.add(kind, units(item_size(&item)));
-                    let added = pending.iter().map(|p| p.parts.len()).sum();
-                    return Ok(Some((item, added)));
+            match self.send_guarded(table, key, expr, kind).await? {
+                Ok(item) => {
+                    let added: usize = pending.iter().map(|p| p.parts.len()).sum();
+                    done.extend(pending.iter().map(|p| p.writer));
+                    let before = applied.map_or(0, |(_, n)| n);
+                    applied = Some((item, before + added));
+                    (known, conflicts) = (None, 0);
                 }
-                Err(e) => {
-                    let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
-                        e.as_service_error()
-                    else {
-                        return Err(sdk("UpdateItem")(e));
-                    };
-                    let item = match failed.item() {
-                        Some(item) => item.clone(),
-                        None => self.get_consistent(table, key).await?.unwrap_or_default(),
-                    };
-                    self.units.add(kind, units(item_size(&item)));
+                Err(item) => {
                     known = Some(item);
+                    conflicts += 1;
                 }
             }
         }
-        Err(StoreError::Dynamo {
-            op: "UpdateItem",
-            message: format!(
-                "{table} item {key:?} changed under {ATTEMPTS} increments in a row; the batch \
-                 is written again"
-            ),
-            class: ErrorClass::Transient,
-        })
+    }
+
+    /// Sends one guarded update: `Ok` with the item as it left it, or `Err` with the item as it
+    /// was when a guard failed.
+    async fn send_guarded(
+        &self,
+        table: &str,
+        key: &Item,
+        expr: Expr,
+        kind: Kind,
+    ) -> Result<Result<Item, Item>, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key.clone()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let sent = {
+            let _permit = self.permit().await;
+            expr.apply(request).send().await
+        };
+        let item = match sent {
+            Ok(out) => Ok(out.attributes.unwrap_or_default()),
+            Err(e) => {
+                let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
+                    e.as_service_error()
+                else {
+                    return Err(sdk("UpdateItem")(e));
+                };
+                Err(match failed.item() {
+                    Some(item) => item.clone(),
+                    None => self.get_consistent(table, key).await?.unwrap_or_default(),
+                })
+            }
+        };
+        let (Ok(written) | Err(written)) = &item;
+        self.units.add(kind, units(item_size(written)));
+        Ok(item)
     }
 
     /// An item read with strong consistency.
@@ -358,26 +348,21 @@ mod tests {
     }
 
     #[test]
-    fn many_writers_are_split_into_updates_a_condition_can_hold() {
+    fn the_guards_of_one_update_fit_dynamodbs_condition_limits() {
         let mut c = Contribution::default();
         for p in 0..40 {
             c.push(Writer::new("kafka:city-events", p), u64::from(p), p);
             c.push(Writer::new("kafka:city-events", p), u64::from(p) + 100, p);
         }
-        let parts = c.split(WRITERS_PER_UPDATE);
-        assert_eq!(parts.len(), 3);
-        assert!(parts.iter().all(|c| c.parts.len() <= WRITERS_PER_UPDATE));
+        let all = c.pending(None);
+        assert_eq!(all.len(), 40);
         let mut e = Expr::default();
-        for p in parts[0].pending(None) {
-            e.guard(&p);
+        for p in all.iter().take(WRITERS_PER_UPDATE) {
+            e.guard(p);
         }
         let condition = e.conditions.join(" AND ");
         assert!(condition.len() < 4096 && e.conditions.len() * 4 < 300);
-        let records: usize = parts
-            .iter()
-            .flat_map(|c| c.parts.values())
-            .map(Vec::len)
-            .sum();
+        let records: usize = all.iter().map(|p| p.parts.len()).sum();
         assert_eq!(records, 80);
     }
 }
