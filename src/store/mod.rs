@@ -5,8 +5,9 @@
 //! [`WriteBatch`]es, the API reads. The rules both backends share are in [`rules`]: an
 //! accepted event is applied once, by whichever write first stores its raw row (keyed, as the
 //! seed's table is, by event id and event time), and its alert, its window count or late row,
-//! and every counter follow in the same atomic unit; a record whose key is taken by other
-//! content is a `duplicate_event_id` dead letter. Writing a batch twice, or two sources
+//! and every counter follow it exactly once (in the same transaction on SQLite; on DynamoDB by
+//! writes guarded by each writer's position); a record whose key is taken by other content is
+//! a `duplicate_event_id` dead letter. Writing a batch twice, or two sources
 //! writing the same window, therefore adds up exactly.
 //!
 //! - [`sqlite`]: one file under the data directory (the default).

@@ -4,9 +4,10 @@
 //!    id, event time). When one has, the event is either a repeat of it (the same content:
 //!    counted nowhere again) or a reuse of the id ([`found`] says which).
 //! 2. **Everything follows the raw row.** Only a new event adds its alert (query 3), its window
-//!    count or late row (query 2) and its counters, in the same atomic unit as its raw row
-//!    (query 1). So every table agrees, a batch written twice changes nothing, and windows fed
-//!    by several sources add up.
+//!    count or late row (query 2) and its counters, exactly once with its raw row (query 1): in
+//!    one transaction on SQLite; on DynamoDB after it, by writes that apply once however often
+//!    they are sent. So every table agrees, a batch written twice changes nothing, and windows
+//!    fed by several sources add up.
 //! 3. **Windows are sums.** [`Effects`] folds the new events of a unit into one increment per
 //!    window: counts per severity, and the severities in arrival order, of which a window keeps
 //!    at most the batch's `severities_cap` (the counts stay exact).
