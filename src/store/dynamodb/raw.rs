@@ -170,8 +170,6 @@ impl DynamoStore {
             }
             let mut again = Vec::new();
             for (i, response) in pending.iter().zip(out.responses()) {
-                let item = raw_item(&batch.source, &batch.events[*i]);
-                self.units.item(Kind::Raw, &item);
                 let Some(error) = response.error() else {
                     continue;
                 };
@@ -210,13 +208,16 @@ impl DynamoStore {
         })
     }
 
+    /// The `INSERT` of an event's raw item; counts its write units (a failed insert costs as
+    /// much as one that lands).
     fn insert_statement(
         &self,
         batch: &WriteBatch,
         a: &Accepted,
     ) -> Result<BatchStatementRequest, StoreError> {
-        let item: std::collections::BTreeMap<String, AttributeValue> =
-            raw_item(&batch.source, a).into_iter().collect();
+        let item = raw_item(&batch.source, a);
+        self.units.item(Kind::Raw, &item);
+        let item: std::collections::BTreeMap<String, AttributeValue> = item.into_iter().collect();
         let fields: Vec<String> = item.keys().map(|k| format!("'{k}': ?")).collect();
         BatchStatementRequest::builder()
             .statement(format!(
