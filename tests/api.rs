@@ -293,3 +293,47 @@ async fn every_list_pages_with_a_cursor() {
         assert!(pages > 1, "{list}");
     }
 }
+
+/// The API describes itself, and the dashboard is served from the binary.
+#[tokio::test]
+async fn the_openapi_document_swagger_ui_and_the_dashboard_are_served() {
+    let (_dir, state) = fixture().await;
+    let (s, doc) = get(&state, "/api/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let params = &doc["paths"]["/api/v1/aggregations"]["get"]["parameters"];
+    let city = params
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "city"))
+        .expect("city documented");
+    assert_eq!(city["in"], "query");
+    assert_eq!(city["required"], true);
+
+    for (uri, kind) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        (
+            "/assets/vendor/uPlot.iife.min.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/docs/", "text/html"),
+    ] {
+        let response = app(state.clone())
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        assert_eq!(response.headers()["content-type"], kind, "{uri}");
+    }
+    let page = app(state.clone())
+        .oneshot(Request::get("/").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    let (s, missing) = get(&state, "/assets/../Cargo.toml").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"], "not_found");
+}

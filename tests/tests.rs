@@ -2,7 +2,9 @@
 //!
 //! - `engine_props`: property tests of the engine against a plain batch oracle;
 //! - `store`: the store contract, one conformance suite run on SQLite and on DynamoDB;
-//! - `api`: every endpoint through `app().oneshot()`, good and bad requests;
+//! - `api`: every endpoint through `app().oneshot()`, good and bad requests, the OpenAPI
+//!   document, Swagger UI and the dashboard's files;
+//! - `stream`: the live stream of a real `serve` process: latency, cost, resume, bounds;
 //! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
 //! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;
 //! - `dynamodb`: the DynamoDB tables against a DynamoDB-compatible server;
@@ -21,3 +23,4 @@ mod faults;
 mod invariant;
 mod kafka;
 mod store;
+mod stream;

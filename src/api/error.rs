@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::body::ErrorBody;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,20 +14,25 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("only GET is served")]
+    MethodNotAllowed,
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
+    #[error("{0} streams are open already")]
+    TooManyStreams(usize),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
-            ApiError::NotFound(m) => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no route for {m}"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                self.to_string(),
             ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store query failed");
@@ -42,11 +47,17 @@ impl IntoResponse for ApiError {
                 "timeout",
                 format!("no answer within {} ms; try again", limit.as_millis()),
             ),
+            ApiError::TooManyStreams(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                format!("{self}; try again later"),
+            ),
         };
-        (
-            status,
-            Json(json!({ "error": error, "message": message, "status": status.as_u16() })),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error,
+            message,
+            status: status.as_u16(),
+        };
+        (status, Json(body)).into_response()
     }
 }

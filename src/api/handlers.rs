@@ -1,4 +1,6 @@
-//! The seven endpoints of the original API, plus late events and dead letters.
+//! The seven endpoints of the original API, plus late events and dead letters. Each one's
+//! `#[utoipa::path]` is its entry in the OpenAPI document: parameters with their bounds (as
+//! [`Params`] checks them), the body type it answers and its errors.
 
 use std::collections::BTreeMap;
 
@@ -7,125 +9,34 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
-
-use serde::Serialize;
 
 use super::AppState;
+use super::body::*;
 use super::error::ApiError;
-use super::params::{Params, city, cut, one_more};
-use crate::model::{
-    City, CityEvent, EventTime, EventType, Severity, SeverityCounts, Span, WindowAggregate,
-};
-use crate::store::{DeadLetterKey, EventKey, StoredEvent, WindowPos};
+use super::params::{Paging, Params, city, cut, one_more};
+use crate::model::{EventTime, EventType, Severity, Span};
+use crate::store::{DeadLetterKey, EventKey, WindowPos};
 
 /// How long `/api/v1/health` waits for the store before it says `DOWN`.
 const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most partitions `/api/v1/health` lists (the most recently updated).
 const HEALTH_PARTITIONS: usize = 256;
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
 fn path_city(path: Result<Path<String>, PathRejection>) -> Result<crate::model::City, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     city(&raw)
 }
 
-fn alert_json(e: &CityEvent) -> Value {
-    json!({
-        "city": e.city,
-        "timestamp": e.timestamp,
-        "event_id": e.event_id,
-        "event_type": e.event_type,
-        "severity": e.severity,
-        "description": e.description,
-    })
-}
-
-/// One window as the API shows it. Serialized straight from the stored value: a window holds up
-/// to `--severities-cap` severities, and going through a `serde_json::Value` would allocate a
-/// string for each.
-#[derive(Serialize)]
-struct WindowBody<'a> {
-    partition_key: String,
-    city: &'a City,
-    event_type: EventType,
-    window_start: EventTime,
-    window_end: EventTime,
-    event_count: u64,
-    severities: &'a [Severity],
-    severities_capped: bool,
-    severity_counts: SeverityCounts,
-}
-
-impl<'a> From<&'a WindowAggregate> for WindowBody<'a> {
-    fn from(w: &'a WindowAggregate) -> Self {
-        WindowBody {
-            partition_key: w.partition_key(),
-            city: &w.city,
-            event_type: w.event_type,
-            window_start: w.window_start,
-            window_end: w.window_end,
-            event_count: w.event_count,
-            severities: &w.severities,
-            severities_capped: w.event_count > w.severities.len() as u64,
-            severity_counts: w.severity_counts,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct AggregationsBody<'a> {
-    city: &'a City,
-    event_type: Option<EventType>,
-    count: usize,
-    aggregations: Vec<WindowBody<'a>>,
-    next_cursor: Option<String>,
-}
-
 /// `GET /api/v1/health`: `UP`; `DEGRADED` (200) while the store's calls fail in this
 /// process but it still answers; `DOWN` (503) when it does not answer within two seconds.
+#[utoipa::path(get, path = "/api/v1/health", tag = "operations",
+    responses(
+        (status = 200, description = "The store answers (`UP` or `DEGRADED`)", body = HealthBody),
+        (status = 503, description = "The store did not answer within 2 s (`DOWN`)", body = HealthBody),
+    ))]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let now = EventTime::now();
-    let checked = tokio::time::timeout(HEALTH_DEADLINE, async {
-        state.store.ping().await?;
-        state.store.pipeline_status(HEALTH_PARTITIONS).await
-    })
-    .await;
-    let (reachable, partitions) = match checked {
-        Ok(Ok(partitions)) => (true, partitions),
-        Ok(Err(_)) | Err(_) => (false, Vec::new()),
-    };
-    let seen = state.health.snapshot();
-    let status = match (reachable, seen.failing_since()) {
-        (false, _) => "DOWN",
-        (true, Some(_)) => "DEGRADED",
-        (true, None) => "UP",
-    };
-    let body = json!({
-        "status": status,
-        "timestamp": now,
-        "service": "CityStream API",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "store": {
-            "backend": state.store.backend(),
-            "status": if reachable { "UP" } else { "DOWN" },
-            "failing_since": seen.failing_since(),
-            "rejected_events": seen.rejected_events,
-        },
-        "pipeline": {
-            "partitions": partitions.iter().map(|p| json!({
-                "source": p.checkpoint.source,
-                "partition": p.checkpoint.partition,
-                "next_offset": p.checkpoint.next_offset,
-                "watermark": p.checkpoint.max_event_time
-                    .map(|t| t.saturating_sub(state.watermark_delay)),
-                "updated_at": p.updated_at,
-            })).collect::<Vec<_>>(),
-            "last_checkpoint_at": partitions.iter().map(|p| p.updated_at).max(),
-        },
-    });
+    let body = check_health(&state).await;
+    let reachable = body.store.status == Reachable::Up;
     let code = if reachable {
         StatusCode::OK
     } else {
@@ -134,7 +45,76 @@ pub async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /api/v1/events/{city}?limit=20&cursor=`
+/// What `/health` says: whether the store answers within [`HEALTH_DEADLINE`], and its
+/// partitions.
+pub(super) async fn check_health(state: &AppState) -> HealthBody {
+    let checked = tokio::time::timeout(HEALTH_DEADLINE, async {
+        state.store.ping().await?;
+        state.store.pipeline_status(HEALTH_PARTITIONS).await
+    })
+    .await;
+    match checked {
+        Ok(Ok(partitions)) => health_body(state, true, &partitions),
+        Ok(Err(_)) | Err(_) => health_body(state, false, &[]),
+    }
+}
+
+fn health_body(
+    state: &AppState,
+    reachable: bool,
+    partitions: &[crate::store::PartitionStatus],
+) -> HealthBody {
+    let seen = state.health.snapshot();
+    let status = match (reachable, seen.failing_since()) {
+        (false, _) => HealthStatus::Down,
+        (true, Some(_)) => HealthStatus::Degraded,
+        (true, None) => HealthStatus::Up,
+    };
+    HealthBody {
+        status,
+        timestamp: EventTime::now(),
+        service: "CityStream API",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        store: StoreHealthBody {
+            backend: state.store.backend(),
+            status: if reachable {
+                Reachable::Up
+            } else {
+                Reachable::Down
+            },
+            failing_since: seen.failing_since(),
+            rejected_events: seen.rejected_events,
+        },
+        pipeline: PipelineBody {
+            partitions: partitions
+                .iter()
+                .map(|p| PartitionBody {
+                    source: p.checkpoint.source.clone(),
+                    partition: p.checkpoint.partition,
+                    next_offset: p.checkpoint.next_offset,
+                    watermark: p
+                        .checkpoint
+                        .max_event_time
+                        .map(|t| t.saturating_sub(state.watermark_delay)),
+                    updated_at: p.updated_at,
+                })
+                .collect(),
+            last_checkpoint_at: partitions.iter().map(|p| p.updated_at).max(),
+        },
+    }
+}
+
+/// `GET /api/v1/events/{city}?limit=20&cursor=`: a city's live raw events, newest first.
+#[utoipa::path(get, path = "/api/v1/events/{city}", tag = "results",
+    params(
+        ("city" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "A city name: at most 64 bytes of UTF-8, no control characters"),
+        Paging,
+    ),
+    responses(
+        (status = 200, description = "Newest event time first, ties by event id descending", body = EventsBody),
+        Failures,
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -147,14 +127,7 @@ pub async fn events(
         .recent_events(city.as_str(), one_more(&page), EventTime::now())
         .await?;
     let (events, next_cursor) = cut(found, page.limit, |e| EventKey::of(&e.event));
-    #[derive(Serialize)]
-    struct Body<'a> {
-        city: &'a City,
-        count: usize,
-        events: &'a [StoredEvent],
-        next_cursor: Option<String>,
-    }
-    let body = Body {
+    let body = EventsBody {
         city: &city,
         count: events.len(),
         events: &events,
@@ -163,30 +136,46 @@ pub async fn events(
     Ok(Json(body).into_response())
 }
 
-/// `GET /api/v1/summary/{city}`
+/// `GET /api/v1/summary/{city}`: counts of a city's live raw events.
+#[utoipa::path(get, path = "/api/v1/summary/{city}", tag = "results",
+    params(("city" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "A city name: at most 64 bytes of UTF-8, no control characters")),
+    responses(
+        (status = 200, description = "The city's counts (zeros for a city never seen)", body = SummaryBody),
+        Failures,
+    ))]
 pub async fn summary(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+) -> Result<Json<SummaryBody>, ApiError> {
     let city = path_city(path)?;
     let now = EventTime::now();
     let s = state.store.city_summary(city.as_str(), now).await?;
-    let by_type: BTreeMap<&str, u64> = EventType::ALL
+    let event_type_breakdown: BTreeMap<&str, u64> = EventType::ALL
         .iter()
         .map(|t| (t.as_str(), s.by_type.get(t).copied().unwrap_or(0)))
         .collect();
-    Ok(Json(json!({
-        "city": city,
-        "total_events": s.total_events,
-        "event_type_breakdown": by_type,
-        "severity_breakdown": s.by_severity,
-        "late_events": s.late_events,
-        "generated_at": now,
-    })))
+    Ok(Json(SummaryBody {
+        city,
+        total_events: s.total_events,
+        event_type_breakdown,
+        severity_breakdown: s.by_severity,
+        late_events: s.late_events,
+        generated_at: now,
+    }))
 }
 
-/// `GET /api/v1/alerts?city=&hours=24&limit=100&cursor=`
-pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult {
+/// `GET /api/v1/alerts?city=&hours=24&limit=100&cursor=`: live high and critical events.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "results",
+    params(
+        ("city" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "One city's alerts (default: every city's)"),
+        ("hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "Alerts of the last this many hours (default 24)"),
+        Paging,
+    ),
+    responses(
+        (status = 200, description = "Newest event time first, ties by event id descending", body = AlertsBody),
+        Failures,
+    ))]
+pub async fn alerts(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let city = params.city("city")?;
     let hours = params.int("hours", 24, 1..=720)?;
     let page = params.page::<EventKey>(100)?;
@@ -202,34 +191,52 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> ApiResult 
         )
         .await?;
     let (alerts, next_cursor) = cut(found, page.limit, EventKey::of);
-    let mut body = json!({
-        "count": alerts.len(),
-        "time_range_hours": hours,
-        "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    });
-    if let Some(city) = city {
-        body["city"] = json!(city);
-    }
-    Ok(Json(body))
+    let body = AlertsBody {
+        count: alerts.len(),
+        time_range_hours: hours,
+        city: city.as_ref(),
+        alerts: alerts.iter().map(AlertBody::from).collect(),
+        next_cursor,
+    };
+    Ok(Json(body).into_response())
 }
 
-/// `GET /api/v1/cities?limit=100&cursor=`
-pub async fn cities(State(state): State<AppState>, params: Params) -> ApiResult {
+/// `GET /api/v1/cities?limit=100&cursor=`: cities with live raw events.
+#[utoipa::path(get, path = "/api/v1/cities", tag = "results",
+    params(
+        Paging,
+    ),
+    responses(
+        (status = 200, description = "By city name", body = CitiesBody),
+        Failures,
+    ))]
+pub async fn cities(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let page = params.page::<String>(100)?;
     let found = state
         .store
         .cities(one_more(&page), EventTime::now())
         .await?;
     let (cities, next_cursor) = cut(found, page.limit, |c| c.city.clone());
-    Ok(Json(json!({
-        "count": cities.len(),
-        "cities": cities,
-        "next_cursor": next_cursor,
-    })))
+    let body = CitiesBody {
+        count: cities.len(),
+        cities: &cities,
+        next_cursor,
+    };
+    Ok(Json(body).into_response())
 }
 
-/// `GET /api/v1/aggregations?city=&event_type=&limit=10&cursor=` (`eventType` accepted too)
+/// `GET /api/v1/aggregations?city=&event_type=&limit=10&cursor=` (`eventType` accepted too):
+/// a city's live 5-minute windows.
+#[utoipa::path(get, path = "/api/v1/aggregations", tag = "results",
+    params(
+        ("city" = String, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "The city (required)"),
+        ("event_type" = Option<EventType>, Query, description = "One event type's windows (default: all); `eventType` is accepted too"),
+        Paging,
+    ),
+    responses(
+        (status = 200, description = "Newest window first; without `event_type`, ties by type descending", body = AggregationsBody),
+        Failures,
+    ))]
 pub async fn aggregations(
     State(state): State<AppState>,
     params: Params,
@@ -255,24 +262,45 @@ pub async fn aggregations(
     Ok(Json(body).into_response())
 }
 
-/// `GET /api/v1/stats`
-pub async fn stats(State(state): State<AppState>) -> ApiResult {
-    let now = EventTime::now();
-    let s = state.store.stats(now).await?;
-    Ok(Json(json!({
-        "total_events_processed": s.total_events,
-        "high_severity_alerts": s.alerts.get(crate::model::Severity::High),
-        "critical_alerts": s.alerts.get(crate::model::Severity::Critical),
-        "late_events": s.late_events,
-        "late_events_by_city_type": s.late_by_city_type,
-        "dead_letters": s.dead_letters,
-        "dead_letters_by_kind": s.dead_letters_by_kind,
-        "generated_at": now,
-    })))
+/// `GET /api/v1/stats`: totals over the whole store.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "results",
+    responses(
+        (status = 200, description = "Totals of live rows", body = StatsBody),
+        Unavailable,
+    ))]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsBody>, ApiError> {
+    Ok(Json(stats_body(&state, EventTime::now()).await?))
 }
 
-/// `GET /api/v1/late-events?city=&limit=100&cursor=`
-pub async fn late_events(State(state): State<AppState>, params: Params) -> ApiResult {
+/// What `/stats` says at `now`.
+pub(super) async fn stats_body(state: &AppState, now: EventTime) -> Result<StatsBody, ApiError> {
+    let s = state.store.stats(now).await?;
+    Ok(StatsBody {
+        total_events_processed: s.total_events,
+        high_severity_alerts: s.alerts.get(Severity::High),
+        critical_alerts: s.alerts.get(Severity::Critical),
+        late_events: s.late_events,
+        late_events_by_city_type: s.late_by_city_type,
+        dead_letters: s.dead_letters,
+        dead_letters_by_kind: s.dead_letters_by_kind,
+        generated_at: now,
+    })
+}
+
+/// `GET /api/v1/late-events?city=&limit=100&cursor=`: events that came behind the watermark.
+#[utoipa::path(get, path = "/api/v1/late-events", tag = "results",
+    params(
+        ("city" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "One city's late events (default: every city's)"),
+        Paging,
+    ),
+    responses(
+        (status = 200, description = "Newest event time first, ties by event id descending", body = LateEventsBody),
+        Failures,
+    ))]
+pub async fn late_events(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let city = params.city("city")?;
     let page = params.page::<EventKey>(100)?;
     let found = state
@@ -284,52 +312,42 @@ pub async fn late_events(State(state): State<AppState>, params: Params) -> ApiRe
         )
         .await?;
     let (late, next_cursor) = cut(found, page.limit, |l| EventKey::of(&l.event));
-    let items: Vec<Value> = late
-        .iter()
-        .map(|l| {
-            let mut v = alert_json(&l.event);
-            v["watermark"] = json!(l.watermark);
-            v["window_start"] = json!(l.event.timestamp.window_start(state.window));
-            v["partition"] = json!(l.partition);
-            v["offset"] = json!(l.offset);
-            v
-        })
-        .collect();
-    Ok(Json(json!({
-        "count": items.len(),
-        "late_events": items,
-        "next_cursor": next_cursor,
-    })))
+    let body = LateEventsBody {
+        count: late.len(),
+        late_events: late
+            .iter()
+            .map(|l| LateEventBody::new(l, state.window))
+            .collect(),
+        next_cursor,
+    };
+    Ok(Json(body).into_response())
 }
 
-/// `GET /api/v1/dead-letters?limit=100&cursor=`
-pub async fn dead_letters(State(state): State<AppState>, params: Params) -> ApiResult {
+/// `GET /api/v1/dead-letters?limit=100&cursor=`: records that could not be processed.
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "results",
+    params(
+        Paging,
+    ),
+    responses(
+        (status = 200, description = "Most recently received first, ties by source, partition and offset descending", body = DeadLettersBody),
+        Failures,
+    ))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let page = params.page::<DeadLetterKey>(100)?;
     let found = state
         .store
         .dead_letters(one_more(&page), EventTime::now())
         .await?;
     let (dead, next_cursor) = cut(found, page.limit, DeadLetterKey::of);
-    let items: Vec<Value> = dead
-        .iter()
-        .map(|d| {
-            json!({
-                "source": d.source,
-                "partition": d.partition,
-                "offset": d.offset,
-                "kind": d.kind,
-                "reason": d.reason,
-                "payload_prefix": String::from_utf8_lossy(d.payload_prefix()),
-                "payload_len": d.payload_len,
-                "received_at": d.received_at,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "count": items.len(),
-        "dead_letters": items,
-        "next_cursor": next_cursor,
-    })))
+    let body = DeadLettersBody {
+        count: dead.len(),
+        dead_letters: dead.iter().map(DeadLetterBody::from).collect(),
+        next_cursor,
+    };
+    Ok(Json(body).into_response())
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -345,10 +363,6 @@ pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(uri.path().to_owned())
 }
 
-pub async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({ "error": "method_not_allowed", "message": "only GET is served", "status": 405 })),
-    )
-        .into_response()
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

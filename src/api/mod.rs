@@ -1,12 +1,18 @@
 //! The REST API (axum): the original's seven endpoints under `/api/v1`, plus late events,
-//! dead letters and `/metrics`. It reads only from the store, so it runs beside the processor
-//! or as a separate `serve` process on the same data. [`server`] serves it with bounds: a
-//! connection limit and deadlines on every phase of a connection.
+//! dead letters, live updates over Server-Sent Events ([`stream`]), `/metrics`, the OpenAPI
+//! document with Swagger UI ([`doc`]) and the dashboard at `/` ([`dashboard`]). It reads only
+//! from the store, so it runs beside the processor or as a separate `serve` process on the
+//! same data. [`server`] serves it with bounds: a connection limit and deadlines on every phase
+//! of a connection.
 
+mod body;
+mod dashboard;
+pub mod doc;
 mod error;
 mod handlers;
 mod params;
 pub mod server;
+pub mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::ApiError;
 pub use server::Limits;
@@ -41,6 +48,8 @@ pub struct AppState {
     pub window: Span,
     /// Longest a request may take.
     pub request_timeout: Duration,
+    /// What the live stream's clients share.
+    pub stream: Arc<stream::Hub>,
 }
 
 impl AppState {
@@ -54,24 +63,55 @@ impl AppState {
             watermark_delay: rules.watermark_delay,
             window: rules.window,
             request_timeout: Limits::default().request_timeout,
+            stream: Arc::default(),
         }
     }
 }
 
+/// The documented routes, as the OpenAPI document lists them.
+pub const ROUTES: [&str; 10] = [
+    "/api/v1/health",
+    "/api/v1/events/{city}",
+    "/api/v1/summary/{city}",
+    "/api/v1/alerts",
+    "/api/v1/cities",
+    "/api/v1/aggregations",
+    "/api/v1/stats",
+    "/api/v1/late-events",
+    "/api/v1/dead-letters",
+    "/api/v1/stream",
+];
+
 /// The API's routes.
 pub fn app(state: AppState) -> Router {
     use handlers::*;
+    let [
+        health_,
+        events_,
+        summary_,
+        alerts_,
+        cities_,
+        aggregations_,
+        stats_,
+        late_,
+        dead_,
+        stream_,
+    ] = ROUTES;
     Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/events/{city}", get(events))
-        .route("/api/v1/summary/{city}", get(summary))
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/cities", get(cities))
-        .route("/api/v1/aggregations", get(aggregations))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/late-events", get(late_events))
-        .route("/api/v1/dead-letters", get(dead_letters))
+        .route(health_, get(health))
+        .route(events_, get(events))
+        .route(summary_, get(summary))
+        .route(alerts_, get(alerts))
+        .route(cities_, get(cities))
+        .route(aggregations_, get(aggregations))
+        .route(stats_, get(stats))
+        .route(late_, get(late_events))
+        .route(dead_, get(dead_letters))
+        .route(stream_, get(stream::stream))
         .route("/metrics", get(metrics))
+        .route("/", get(dashboard::page))
+        .route("/assets/{*path}", get(dashboard::asset))
+        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", doc::document()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -120,5 +160,10 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let streams = state.stream.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.close();
+    };
     server::serve(listener, app(state), limits, shutdown).await
 }

@@ -16,6 +16,25 @@ use crate::store::{DeadLetterKey, EventKey, Page, WindowPos};
 
 /// Longest cursor accepted, in characters.
 const MAX_CURSOR: usize = 1024;
+/// Largest page a list serves (the handlers' OpenAPI attributes say the same; `doc` checks).
+pub const MAX_LIMIT: u32 = 1000;
+
+/// `limit` and `cursor` as the OpenAPI document describes them, for every paged list;
+/// [`Params::page`] reads them. Each list's default `limit` is in its path's first line.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the parameters; `Params::page` parses them"
+)]
+pub struct Paging {
+    /// Items per page, from 1 to 1000.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the page before; anything else is a 400.
+    #[param(max_length = 1024)]
+    cursor: Option<String>,
+}
 
 /// The raw query string as name → value; typed parsing happens in the helpers below so that
 /// every mistake becomes a JSON 400.
@@ -97,7 +116,7 @@ impl Params {
 
     /// `limit` (1 to 1000, `default` when absent) and `cursor` (where the previous page ended).
     pub fn page<K: CursorKey>(&self, default: u32) -> Result<Page<K>, ApiError> {
-        let limit = self.int("limit", default, 1..=1000)? as usize;
+        let limit = self.int("limit", default, 1..=MAX_LIMIT)? as usize;
         let after = self.get("cursor").map(K::from_cursor).transpose()?;
         Ok(Page { after, limit })
     }

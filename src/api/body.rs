@@ -1,0 +1,335 @@
+//! What the endpoints answer, as typed bodies. They are serialized straight to JSON and the
+//! OpenAPI document (`doc`) is generated from the same types, so the two cannot drift apart.
+//! Bodies borrow from what the store returned where a list can be long.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::model::{
+    City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, SeverityCounts,
+    WindowAggregate,
+};
+use crate::store::{CityCount, LateCount, StoredEvent};
+
+/// A client mistake or an unavailable store.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable label: `bad_request`, `not_found`, `method_not_allowed`, `store_unavailable`,
+    /// `timeout`, `busy` or `too_many_streams`.
+    #[schema(example = "bad_request")]
+    pub error: &'static str,
+    /// What went wrong, for a person.
+    #[schema(example = "limit must be an integer from 1 to 1000, got `0`")]
+    pub message: String,
+    /// The HTTP status, repeated.
+    #[schema(example = 400)]
+    pub status: u16,
+}
+
+/// The errors of an endpoint with parameters.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "describes the responses; `ApiError` makes them")]
+pub enum Failures {
+    /// A bad or missing parameter.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// The store could not answer, or not in time.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+}
+
+/// The error of an endpoint without parameters.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "describes the response; `ApiError` makes it")]
+pub enum Unavailable {
+    /// The store could not answer, or not in time.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+}
+
+/// `UP`, `DEGRADED` or `DOWN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HealthStatus {
+    Up,
+    Degraded,
+    Down,
+}
+
+/// `UP` or `DOWN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Reachable {
+    Up,
+    Down,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthBody {
+    pub status: HealthStatus,
+    pub timestamp: EventTime,
+    #[schema(example = "CityStream API")]
+    pub service: &'static str,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub store: StoreHealthBody,
+    pub pipeline: PipelineBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StoreHealthBody {
+    /// `sqlite` or `dynamodb`.
+    pub backend: &'static str,
+    pub status: Reachable,
+    /// When this process's store calls started failing; `null` while they do not.
+    pub failing_since: Option<EventTime>,
+    /// Events the store refused as they are, since this process started.
+    pub rejected_events: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PipelineBody {
+    /// At most the 256 most recently updated partitions.
+    pub partitions: Vec<PartitionBody>,
+    pub last_checkpoint_at: Option<EventTime>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartitionBody {
+    pub source: String,
+    pub partition: u32,
+    /// Everything before this offset is stored.
+    pub next_offset: u64,
+    /// Largest event time seen in the partition minus the watermark delay.
+    pub watermark: Option<EventTime>,
+    pub updated_at: EventTime,
+}
+
+/// A raw event with its expiry.
+#[derive(Serialize, ToSchema)]
+#[schema(as = StoredEvent)]
+pub struct StoredEventDoc {
+    pub event_id: String,
+    pub city: City,
+    pub event_type: EventType,
+    pub severity: Severity,
+    pub timestamp: EventTime,
+    pub description: String,
+    /// Expiry in epoch seconds (DynamoDB's TTL convention).
+    pub ttl: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsBody<'a> {
+    pub city: &'a City,
+    pub count: usize,
+    #[schema(value_type = Vec<StoredEventDoc>)]
+    pub events: &'a [StoredEvent],
+    /// Pass back as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryBody {
+    pub city: City,
+    pub total_events: u64,
+    /// Every event type, with zeros.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub event_type_breakdown: BTreeMap<&'static str, u64>,
+    pub severity_breakdown: SeverityCounts,
+    pub late_events: u64,
+    pub generated_at: EventTime,
+}
+
+/// A high or critical event.
+#[derive(Serialize, ToSchema)]
+pub struct AlertBody<'a> {
+    pub city: &'a City,
+    pub timestamp: EventTime,
+    pub event_id: &'a str,
+    pub event_type: EventType,
+    pub severity: Severity,
+    pub description: &'a str,
+}
+
+impl<'a> From<&'a CityEvent> for AlertBody<'a> {
+    fn from(e: &'a CityEvent) -> Self {
+        AlertBody {
+            city: &e.city,
+            timestamp: e.timestamp,
+            event_id: &e.event_id,
+            event_type: e.event_type,
+            severity: e.severity,
+            description: &e.description,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertsBody<'a> {
+    pub count: usize,
+    pub time_range_hours: u32,
+    /// The `city` asked for; absent when all cities were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<&'a City>,
+    pub alerts: Vec<AlertBody<'a>>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CitiesBody<'a> {
+    pub count: usize,
+    #[schema(value_type = Vec<CityCountDoc>)]
+    pub cities: &'a [CityCount],
+    pub next_cursor: Option<String>,
+}
+
+/// A city and its number of live raw events.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CityCount)]
+pub struct CityCountDoc {
+    pub city: City,
+    pub total_events: u64,
+}
+
+/// One window as the API shows it. Serialized straight from the stored value: a window holds up
+/// to `--severities-cap` severities, and going through a `serde_json::Value` would allocate a
+/// string for each.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Window)]
+pub struct WindowBody<'a> {
+    /// The seed's key: `city#event_type#window_start`.
+    pub partition_key: String,
+    pub city: &'a City,
+    pub event_type: EventType,
+    pub window_start: EventTime,
+    pub window_end: EventTime,
+    pub event_count: u64,
+    /// Severities in the order they were stored (the seed's `collect_list`), at most
+    /// `--severities-cap` of them.
+    pub severities: &'a [Severity],
+    /// True when `severities` holds fewer than `event_count`.
+    pub severities_capped: bool,
+    pub severity_counts: SeverityCounts,
+}
+
+impl<'a> From<&'a WindowAggregate> for WindowBody<'a> {
+    fn from(w: &'a WindowAggregate) -> Self {
+        WindowBody {
+            partition_key: w.partition_key(),
+            city: &w.city,
+            event_type: w.event_type,
+            window_start: w.window_start,
+            window_end: w.window_end,
+            event_count: w.event_count,
+            severities: &w.severities,
+            severities_capped: w.event_count > w.severities.len() as u64,
+            severity_counts: w.severity_counts,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AggregationsBody<'a> {
+    pub city: &'a City,
+    /// The `event_type` asked for, or `null` for all.
+    pub event_type: Option<EventType>,
+    pub count: usize,
+    pub aggregations: Vec<WindowBody<'a>>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsBody {
+    pub total_events_processed: u64,
+    pub high_severity_alerts: u64,
+    pub critical_alerts: u64,
+    pub late_events: u64,
+    /// The (city, type) pairs with the most late events, at most 100.
+    #[schema(value_type = Vec<LateCountDoc>)]
+    pub late_events_by_city_type: Vec<LateCount>,
+    pub dead_letters: u64,
+    pub dead_letters_by_kind: BTreeMap<String, u64>,
+    pub generated_at: EventTime,
+}
+
+/// Late events of one city and type.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LateCount)]
+pub struct LateCountDoc {
+    pub city: City,
+    pub event_type: EventType,
+    pub late_events: u64,
+}
+
+/// An event that came behind its partition's watermark: stored raw, counted in no window.
+#[derive(Serialize, ToSchema)]
+pub struct LateEventBody<'a> {
+    #[serde(flatten)]
+    pub event: AlertBody<'a>,
+    /// The partition's watermark when it arrived.
+    pub watermark: EventTime,
+    /// The window it would have counted in.
+    pub window_start: EventTime,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl<'a> LateEventBody<'a> {
+    pub fn new(late: &'a LateEvent, window: crate::model::Span) -> Self {
+        LateEventBody {
+            event: AlertBody::from(&late.event),
+            watermark: late.watermark,
+            window_start: late.event.timestamp.window_start(window),
+            partition: late.partition,
+            offset: late.offset,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LateEventsBody<'a> {
+    pub count: usize,
+    pub late_events: Vec<LateEventBody<'a>>,
+    pub next_cursor: Option<String>,
+}
+
+/// A record that could not be processed, and why.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterBody<'a> {
+    pub source: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+    /// A stable label of the reason, e.g. `malformed`, `invalid_city`, `duplicate_event_id`.
+    pub kind: &'a str,
+    pub reason: &'a str,
+    /// The record's first bytes, as text (invalid UTF-8 replaced).
+    pub payload_prefix: String,
+    /// The record's full length in bytes.
+    pub payload_len: usize,
+    pub received_at: EventTime,
+}
+
+impl<'a> From<&'a DeadLetter> for DeadLetterBody<'a> {
+    fn from(d: &'a DeadLetter) -> Self {
+        DeadLetterBody {
+            source: &d.source,
+            partition: d.partition,
+            offset: d.offset,
+            kind: &d.kind,
+            reason: &d.reason,
+            payload_prefix: String::from_utf8_lossy(d.payload_prefix()).into_owned(),
+            payload_len: d.payload_len,
+            received_at: d.received_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLettersBody<'a> {
+    pub count: usize,
+    pub dead_letters: Vec<DeadLetterBody<'a>>,
+    pub next_cursor: Option<String>,
+}

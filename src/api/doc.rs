@@ -1,0 +1,171 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes and the
+//! body types, served at `/api/v1/openapi.json` and browsed with Swagger UI at `/docs`.
+//!
+//! The model's values serialize by hand (a city is a string, a time an RFC 3339 string), so
+//! their schemas are written here, next to the rules they describe.
+
+use std::borrow::Cow;
+
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+
+use super::body;
+use super::handlers;
+use super::stream;
+use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, SeverityCounts};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CityStream API",
+        description = "Results of the CityStream pipeline: raw city events, 5-minute windows per \
+            city and event type, high and critical alerts, late events and dead letters, read \
+            from the store. Every list is paged with `limit` and `cursor`.",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        handlers::health,
+        handlers::events,
+        handlers::summary,
+        handlers::alerts,
+        handlers::cities,
+        handlers::aggregations,
+        handlers::stats,
+        handlers::late_events,
+        handlers::dead_letters,
+        stream::stream,
+    ),
+    components(schemas(body::ErrorBody, stream::StreamWindow, stream::StreamHealth)),
+    tags(
+        (name = "results", description = "What the pipeline stored"),
+        (name = "operations", description = "Health and live updates"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The document as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+fn string(format: Option<SchemaFormat>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(format)
+}
+
+fn closed_set(values: impl IntoIterator<Item = &'static str>, what: &str) -> RefOr<Schema> {
+    string(None)
+        .enum_values(Some(values))
+        .description(Some(what))
+        .into()
+}
+
+impl PartialSchema for City {
+    fn schema() -> RefOr<Schema> {
+        string(None)
+            .description(Some("A city name: no control characters"))
+            .min_length(Some(1))
+            .max_length(Some(MAX_CITY_BYTES))
+            .examples(["Chicago"])
+            .into()
+    }
+}
+impl ToSchema for City {}
+
+impl PartialSchema for EventTime {
+    fn schema() -> RefOr<Schema> {
+        string(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some("UTC, RFC 3339 with milliseconds"))
+            .examples(["2026-11-25T10:12:41.503Z"])
+            .into()
+    }
+}
+impl ToSchema for EventTime {
+    fn name() -> Cow<'static, str> {
+        "Timestamp".into()
+    }
+}
+
+impl PartialSchema for EventType {
+    fn schema() -> RefOr<Schema> {
+        closed_set(EventType::ALL.map(EventType::as_str), "What happened")
+    }
+}
+impl ToSchema for EventType {}
+
+impl PartialSchema for Severity {
+    fn schema() -> RefOr<Schema> {
+        closed_set(
+            Severity::ALL.map(Severity::as_str),
+            "How bad it is; high and critical events are alerts",
+        )
+    }
+}
+impl ToSchema for Severity {}
+
+impl PartialSchema for SeverityCounts {
+    fn schema() -> RefOr<Schema> {
+        let count = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+        };
+        Severity::ALL
+            .iter()
+            .fold(ObjectBuilder::new(), |o, s| o.property(s.as_str(), count()))
+            .description(Some(
+                "Events per severity; a severity with none is left out",
+            ))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+impl ToSchema for SeverityCounts {}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Every query parameter is declared `in: query` with its bounds, as `params.rs` checks them.
+    #[test]
+    fn the_document_declares_every_route_and_its_query_parameters() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        for route in super::super::ROUTES {
+            assert!(paths.contains_key(route), "{route} is not documented");
+        }
+        let mut limits = 0;
+        for (path, item) in paths {
+            let params = item["get"]["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for p in &params {
+                let name = p["name"].as_str().unwrap();
+                let placed = p["in"].as_str().unwrap();
+                let expected = match name {
+                    "Last-Event-ID" => "header",
+                    _ if path.contains(&format!("{{{name}}}")) => "path",
+                    _ => "query",
+                };
+                assert_eq!(placed, expected, "{path} {name}");
+                if name == "limit" {
+                    limits += 1;
+                    assert_eq!(p["schema"]["minimum"], Value::from(1));
+                    assert_eq!(
+                        p["schema"]["maximum"],
+                        Value::from(super::super::params::MAX_LIMIT)
+                    );
+                }
+            }
+        }
+        assert_eq!(limits, 6, "every paged list documents `limit`");
+    }
+}
