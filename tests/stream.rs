@@ -105,20 +105,27 @@ fn alert_ids(events: &[Sse]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Writes `n` critical events stamped now into the store, as a processor of source `source`
-/// would, from offset `from`; returns their ids.
-async fn write_alerts(store: &SqliteStore, source: &str, from: u64, n: u64) -> BTreeSet<String> {
+/// A critical incident in `city`, stamped now.
+fn critical(id: String, city: &str) -> CityEvent {
+    CityEvent {
+        event_id: id,
+        city: City::parse(city).expect("city"),
+        event_type: EventType::Incident,
+        severity: Severity::Critical,
+        timestamp: EventTime::now(),
+        description: "critical incident reported".into(),
+    }
+}
+
+/// Writes `events` into the store as a processor of source `source` would, from offset `from`
+/// of partition 0; returns their ids.
+async fn write(
+    store: &SqliteStore,
+    source: &str,
+    from: u64,
+    events: Vec<CityEvent>,
+) -> BTreeSet<String> {
     let now = EventTime::now();
-    let events: Vec<CityEvent> = (from..from + n)
-        .map(|i| CityEvent {
-            event_id: format!("{source}-alert-{i}"),
-            city: City::parse(["SF", "NYC", "Boston"][i as usize % 3]).expect("city"),
-            event_type: EventType::Incident,
-            severity: Severity::Critical,
-            timestamp: now,
-            description: "critical incident reported".into(),
-        })
-        .collect();
     let records: Vec<_> = events
         .iter()
         .enumerate()
@@ -130,6 +137,15 @@ async fn write_alerts(store: &SqliteStore, source: &str, from: u64, n: u64) -> B
     engine.flush(&mut batch);
     store.write(Arc::new(batch)).await.expect("write");
     events.into_iter().map(|e| e.event_id).collect()
+}
+
+/// Writes `n` critical events stamped now, from offset `from`; returns their ids.
+async fn write_alerts(store: &SqliteStore, source: &str, from: u64, n: u64) -> BTreeSet<String> {
+    let cities = ["SF", "NYC", "Boston"];
+    let events = (from..from + n)
+        .map(|i| critical(format!("{source}-alert-{i:04}"), cities[i as usize % 3]))
+        .collect();
+    write(store, source, from, events).await
 }
 
 /// How many times `serve` has read alerts from the store, from its `/metrics`.
@@ -156,14 +172,14 @@ async fn every_client_sees_each_new_alert_within_two_seconds_for_the_cost_of_one
     for _ in 0..30 {
         clients.push(Client::open(&api, None).await);
     }
-    // The first read of the poller only learns what is there; a health tick says it runs.
+    // The first read of the poller only learns what is there; its first stats come after it.
     for client in &mut clients {
         let seen = client
             .until(Duration::from_secs(5), |s| {
-                s.iter().any(|e| e.event == "health")
+                s.iter().any(|e| e.event == "stats")
             })
             .await;
-        assert!(seen.iter().any(|e| e.event == "health"), "{seen:?}");
+        assert!(seen.iter().any(|e| e.event == "stats"), "{seen:?}");
     }
     let reads_before = alert_reads(&api).await;
     let measured = Instant::now();
@@ -337,4 +353,73 @@ async fn a_separate_serve_streams_what_up_stores_in_dynamodb() {
         ids.contains(&&alert.data["event_id"]),
         "streamed alerts are stored ones"
     );
+}
+
+/// More new alerts between two reads than a read takes: the newest 500 are streamed, the rest
+/// are in `/alerts` only.
+#[tokio::test]
+async fn a_read_streams_at_most_the_newest_500_alerts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Running::serve(dir.path().to_str().expect("utf-8"));
+    let store = open_store(dir.path());
+    let mut client = Client::open(&api, None).await;
+    let _ = client
+        .until(Duration::from_secs(5), |s| {
+            s.iter().any(|e| e.event == "stats")
+        })
+        .await;
+    // One timestamp for all: the newest are the greatest ids.
+    let at = EventTime::now();
+    let events: Vec<CityEvent> = (0..600)
+        .map(|i| CityEvent {
+            timestamp: at,
+            ..critical(format!("burst-{i:04}"), "SF")
+        })
+        .collect();
+    let written = write(&store, "burst", 0, events).await;
+    let seen = client
+        .until(Duration::from_secs(3), |s| alert_ids(s).len() >= 500)
+        .await;
+    let rest = client.until(Duration::from_secs(1), |_| false).await;
+    let streamed: BTreeSet<String> = alert_ids(&seen).union(&alert_ids(&rest)).cloned().collect();
+    let newest: BTreeSet<String> = written.iter().rev().take(500).cloned().collect();
+    assert_eq!(streamed, newest);
+}
+
+/// The windows of the first 1 000 cities by name are watched; the 1 001st is not.
+#[tokio::test]
+async fn windows_are_watched_for_at_most_1000_cities() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Running::serve(dir.path().to_str().expect("utf-8"));
+    let store = open_store(dir.path());
+    let cities: Vec<String> = (0..=1000).map(|i| format!("City {i:04}")).collect();
+    let batch = |round: u32| {
+        cities
+            .iter()
+            .map(|c| critical(format!("{c}-{round}"), c))
+            .collect::<Vec<_>>()
+    };
+    write(&store, "many", 0, batch(0)).await;
+    let mut client = Client::open(&api, None).await;
+    // The first windows read only learns them; the next tick reports the changes.
+    let _ = client
+        .until(Duration::from_secs(5), |s| {
+            s.iter().any(|e| e.event == "stats")
+        })
+        .await;
+    write(&store, "many", 1001, batch(1)).await;
+    let seen = client
+        .until(Duration::from_secs(6), |s| {
+            s.iter().filter(|e| e.event == "window").count() >= 1000
+        })
+        .await;
+    let rest = client.until(Duration::from_secs(3), |_| false).await;
+    let changed: BTreeSet<&str> = seen
+        .iter()
+        .chain(&rest)
+        .filter(|e| e.event == "window")
+        .map(|e| e.data["city"].as_str().expect("city"))
+        .collect();
+    assert_eq!(changed.len(), 1000);
+    assert!(!changed.contains("City 1000"));
 }

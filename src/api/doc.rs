@@ -37,6 +37,7 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
         handlers::late_events,
         handlers::dead_letters,
         stream::stream,
+        handlers::metrics,
     ),
     components(schemas(body::ErrorBody, stream::StreamWindow, stream::StreamHealth)),
     tags(
@@ -138,8 +139,8 @@ mod tests {
         let doc = serde_json::to_value(document()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let paths = doc["paths"].as_object().unwrap();
-        for route in super::super::ROUTES {
-            assert!(paths.contains_key(route), "{route} is not documented");
+        for route in super::super::ROUTES.iter().chain(&["/metrics"]) {
+            assert!(paths.contains_key(*route), "{route} is not documented");
         }
         let mut limits = 0;
         for (path, item) in paths {

@@ -351,6 +351,12 @@ pub async fn dead_letters(
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "This process's counters, gauges and histograms",
+            content_type = "text/plain", body = String),
+        (status = 404, description = "No metrics recorder in this process", body = ErrorBody),
+    ))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => handle.render().into_response(),
