@@ -49,8 +49,28 @@ const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct Message {
     seq: u64,
+    /// `<run>-<seq>`.
+    id: String,
     event: &'static str,
     data: String,
+}
+
+/// What a stream sends: a message, or a `reset` with its reason.
+#[derive(Debug)]
+enum Item {
+    Message(Arc<Message>),
+    Reset(&'static str),
+}
+
+impl Item {
+    fn into_event(self) -> Event {
+        match self {
+            Item::Message(m) => Event::default().event(m.event).id(&m.id).data(&m.data),
+            Item::Reset(reason) => Event::default()
+                .event("reset")
+                .data(serde_json::json!({ "reason": reason }).to_string()),
+        }
+    }
 }
 
 /// Messages kept for replay, and the run they belong to.
@@ -94,6 +114,16 @@ enum Catchup {
     Reset(&'static str),
 }
 
+impl Catchup {
+    fn items(self) -> Vec<Item> {
+        match self {
+            Catchup::Nothing => Vec::new(),
+            Catchup::Replay(missed) => missed.into_iter().map(Item::Message).collect(),
+            Catchup::Reset(reason) => vec![Item::Reset(reason)],
+        }
+    }
+}
+
 impl Hub {
     fn log(&self) -> MutexGuard<'_, Log> {
         self.log
@@ -113,6 +143,7 @@ impl Hub {
         let mut log = self.log();
         let message = Arc::new(Message {
             seq: log.next_seq,
+            id: format!("{}-{}", log.run, log.next_seq),
             event,
             data,
         });
@@ -156,10 +187,6 @@ impl Hub {
         (receiver, catchup)
     }
 
-    fn id(&self, message: &Message) -> String {
-        format!("{}-{}", self.log().run, message.seq)
-    }
-
     /// Ends every stream (the server is shutting down).
     pub fn close(&self) {
         self.closed.cancel();
@@ -198,56 +225,28 @@ pub async fn stream(
     poller::ensure_running(&state);
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let (receiver, catchup) = hub.subscribe(last);
-    let first = stream::iter(opening(&hub, catchup));
-    let live = live(hub.clone(), receiver, permit);
-    let events = first
-        .chain(live)
+    let opening = Event::default().retry(RETRY).comment("citystream");
+    let items = stream::iter(catchup.items())
+        .chain(live(receiver, permit))
         .take_until(hub.closed.clone().cancelled_owned());
+    let events = stream::once(async { opening }).chain(items.map(Item::into_event));
     Ok(Sse::new(events.map(Ok)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
-}
-
-/// What a stream starts with: how long to wait before a reconnect, then its catch-up.
-fn opening(hub: &Hub, catchup: Catchup) -> Vec<Event> {
-    let mut events = vec![Event::default().retry(RETRY).comment("citystream")];
-    match catchup {
-        Catchup::Nothing => {}
-        Catchup::Replay(missed) => events.extend(missed.iter().map(|m| to_event(hub, m))),
-        Catchup::Reset(reason) => events.push(reset(reason)),
-    }
-    events
-}
-
-fn to_event(hub: &Hub, message: &Message) -> Event {
-    Event::default()
-        .event(message.event)
-        .id(hub.id(message))
-        .data(&message.data)
-}
-
-fn reset(reason: &str) -> Event {
-    Event::default()
-        .event("reset")
-        .data(serde_json::json!({ "reason": reason }).to_string())
 }
 
 /// What is published from now on; a client that fell behind gets a `reset` and goes on from
 /// the newest. The permit is held for as long as the stream lives.
 fn live(
-    hub: Arc<Hub>,
     receiver: broadcast::Receiver<Arc<Message>>,
     permit: OwnedSemaphorePermit,
-) -> impl Stream<Item = Event> {
-    stream::unfold(
-        (hub, receiver, permit),
-        |(hub, mut receiver, permit)| async move {
-            let event = match receiver.recv().await {
-                Ok(message) => to_event(&hub, &message),
-                Err(broadcast::error::RecvError::Lagged(_)) => reset("fell behind"),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            Some((event, (hub, receiver, permit)))
-        },
-    )
+) -> impl Stream<Item = Item> {
+    stream::unfold((receiver, permit), |(mut receiver, permit)| async move {
+        let item = match receiver.recv().await {
+            Ok(message) => Item::Message(message),
+            Err(broadcast::error::RecvError::Lagged(_)) => Item::Reset("fell behind"),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((item, (receiver, permit)))
+    })
 }
 
 #[cfg(test)]
@@ -295,5 +294,22 @@ mod tests {
         assert_eq!(replayed.map(|s| s.len()), Some(REPLAY));
         let too_old = hub.subscribe(Some(&format!("{run}-8"))).1;
         assert!(matches!(too_old, Catchup::Reset(_)));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_the_backlog_gets_a_reset_then_goes_on() {
+        let hub = Hub::default();
+        let (receiver, _) = hub.subscribe(None);
+        let permit = hub.streams.clone().try_acquire_owned().unwrap();
+        for n in 0..BACKLOG + 5 {
+            hub.publish("stats", &n);
+        }
+        let items: Vec<Item> = live(receiver, permit).take(2).collect().await;
+        assert!(matches!(items[0], Item::Reset("fell behind")), "{items:?}");
+        // It goes on from the oldest message still in the backlog.
+        assert!(
+            matches!(&items[1], Item::Message(m) if m.seq == 5),
+            "{items:?}"
+        );
     }
 }
