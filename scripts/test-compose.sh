@@ -108,6 +108,10 @@ within 60 grows || fail "events do not flow from the producer to the API"
 metrics=$(curl -fsS "http://127.0.0.1:$PRODUCER_PORT/metrics")
 grep -q citystream_kafka_sent_total <<<"$metrics" || fail "the producer's /metrics"
 echo "   events flow: $(stat) stored so far"
+page=$(curl -fsS "http://127.0.0.1:$API_PORT/")
+grep -q '<title>CityStream dashboard</title>' <<<"$page" || fail "the dashboard at /"
+stream=$(curl -sS --max-time 3 "$api/stream" || true)
+grep -q '^event: stats' <<<"$stream" || fail "the live stream of the API container"
 
 step "logs and ps"
 logs=$(compose logs producer 2>&1)
