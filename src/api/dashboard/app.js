@@ -112,7 +112,7 @@
   async function getJson(path) {
     let res;
     try {
-      res = await fetch(API + path, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(8000) });
+      res = await fetch(API + path, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(12000) });
     } catch (err) {
       setApiOk(false);
       throw err;
@@ -166,18 +166,19 @@
     return trackedCities().filter((c) => !before.has(c));
   }
 
-  // The periodic refresh: new cities in the top N need their windows.
+  // The periodic refresh: the ranking, and the windows of every city shown. The stream sends
+  // changes of each city's current and previous window only (and of the first 1 000 cities by
+  // name), so older points that late-ish events still move, and cities beyond those, catch up
+  // here.
   async function refreshCities() {
-    const added = await loadCities();
-    await Promise.all(added.map((c) => quietly(loadWindows(c))));
+    await loadCities();
+    await Promise.all(trackedCities().map((c) => quietly(loadWindows(c))));
   }
 
   async function loadWindows(city) {
     const body = await getJson(`/aggregations?city=${encodeURIComponent(city)}&limit=60`);
     if (!trackedCities().includes(city)) return;
-    // The answer replaces what we had (after a reset it may be less); from now on a missing
-    // window is a zero.
-    state.windows.set(city, new Map());
+    // Merged, not replaced: a stream update that arrived while this read ran may be newer.
     body.aggregations.forEach(mergeWindow);
     scheduleRender();
   }
@@ -304,10 +305,17 @@
     $('stat-total').textContent = fmtInt(s.total_events_processed);
     $('stat-high').textContent = fmtInt(s.high_severity_alerts);
     $('stat-critical').textContent = fmtInt(s.critical_alerts);
-    if ('events_per_second' in s) {
-      const rate = s.events_per_second == null ? '—' : s.events_per_second.toFixed(1);
+    // The stream's stats carry the processors' rate (records checkpointed per second).
+    if ('records_per_second' in s) {
+      const rate = s.records_per_second == null ? '—' : s.records_per_second.toFixed(1);
       $('stat-rate').textContent = rate;
-      $('health-rate').textContent = s.events_per_second == null ? 'measuring…' : `${rate} events/s`;
+      $('health-rate').textContent = s.records_per_second == null ? 'measuring…' : `${rate} records/s`;
+      if (alertsAfterConnect) {
+        // The stream reports alerts stored after its reader's first look; reading the list
+        // once that look is done closes the gap between it and the list loaded at connect.
+        alertsAfterConnect = false;
+        quietly(loadAlerts());
+      }
     }
     $('late-total').textContent = fmtInt(s.late_events);
     $('dead-total').textContent = fmtInt(s.dead_letters);
@@ -581,12 +589,18 @@
     $('alert-empty').hidden = items.length > 0;
   }
 
-  // A live alert goes straight to the top of the feed.
+  // A live alert goes straight to the top of the feed, or, when it is older than the top (it
+  // came out of order), the feed is drawn again in order.
   function onLiveAlert(a) {
     if (!rememberAlert(a)) return;
     trimAlerts();
     if (!alertMatches(a)) return;
     const feed = $('alert-feed');
+    const top = state.alerts.get(feed.firstElementChild?.dataset.eventId);
+    if (top && byTimeDesc(state.alerts.get(a.event_id), top) > 0) {
+      renderFeed();
+      return;
+    }
     feed.prepend(alertItem(a));
     while (feed.children.length > MAX_FEED_ITEMS) feed.lastElementChild.remove();
     $('alert-empty').hidden = true;
@@ -686,8 +700,11 @@
   let errorTimer = null;
   let reconnectTimer = null;
   let needsReload = false;
+  let alertsAfterConnect = false;
+  let closedRetries = 0; // how often in a row the stream was refused (e.g. 503: too many streams)
 
   function connectStream() {
+    alertsAfterConnect = true;
     source = new EventSource(`${API}/stream`);
     source.addEventListener('open', onStreamOpen);
     source.addEventListener('error', onStreamError);
@@ -715,6 +732,8 @@
   }
 
   function onStreamOpen() {
+    closedRetries = 0;
+    alertsAfterConnect = true;
     clearTimeout(errorTimer);
     errorTimer = null;
     state.lastStreamMessage = Date.now();
@@ -729,7 +748,11 @@
   // short drop shows nothing. It gives up for good on an HTTP error status: then we start over.
   function onStreamError() {
     if (source.readyState === EventSource.CLOSED) {
-      restartStream(3000);
+      // Refused with a status: back off, with jitter, so that many pages do not come back at
+      // the same moment (3 s, 6 s, … up to a minute).
+      const backoff = Math.min(60000, 3000 * 2 ** closedRetries);
+      closedRetries += 1;
+      restartStream(backoff * (0.5 + Math.random() / 2));
     }
     if (errorTimer) return;
     errorTimer = setTimeout(() => {

@@ -1,21 +1,25 @@
 //! Live updates over Server-Sent Events: `GET /api/v1/stream`.
 //!
-//! One poller per process reads the store and publishes what changed (new alerts, changed
-//! windows, a stats and a health tick) to every connected client, so a thousand open dashboards
-//! cost the store what one does. It follows the store, not a processor's memory, so a `serve`
-//! process separate from the processors streams too. It runs only while a client is connected.
+//! One poller per process reads the store and publishes what changed to every connected
+//! client, so a thousand open dashboards cost the store what one does. It follows the store,
+//! not a processor's memory, so a `serve` process separate from the processors streams too. It
+//! runs only while a client is connected.
 //!
-//! Every message carries an id `<run>-<seq>`. The last [`REPLAY`] messages are kept, so a client
-//! that reconnects with `Last-Event-ID` gets what it missed; when they are gone (or the poller
-//! stopped and started again, a new run) it gets a `reset` and reloads from the REST API. A
-//! client too slow to keep up gets a `reset` too, never an unbounded queue.
+//! Two kinds of message:
+//! - **changes** (`alert`, `window`) carry an id `<run>-<seq>`. The last [`REPLAY`] are kept, so
+//!   a client that reconnects with `Last-Event-ID` gets what it missed; when they are gone (or
+//!   the poller stopped and started again: a new run) it gets a `reset` and reloads from the
+//!   REST API. A client more than [`REPLAY`] changes behind gets a `reset` too, never an
+//!   unbounded queue.
+//! - **snapshots** (`stats`, `health`) have no id: only the latest of each is kept, and a client
+//!   gets it when it connects and whenever it changes. However slow a client, they hold one
+//!   message each.
 
+mod changes;
 mod poller;
-mod watch;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,18 +28,17 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use poller::{StreamHealth, StreamWindow};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::model::EventTime;
 
-/// Messages kept for clients that reconnect, and that a client may fall behind before it is
-/// told to reset: more than one tick can publish (the windows of every watched city, and four
-/// reads of alerts), so a client that keeps up never resets.
+/// Changes kept for clients that reconnect, and that a client may fall behind before it is told
+/// to reset. One tick publishes at most 8 000 windows (1 000 cities) and 2 000 alerts, each
+/// under 1.3 KB, so a client that keeps up never resets and the log holds at most about 21 MB.
 pub const REPLAY: usize = 16 * 1024;
 const BACKLOG: usize = REPLAY;
 /// Clients streaming at once; one more is answered 503.
@@ -49,8 +52,8 @@ const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct Message {
     seq: u64,
-    /// `<run>-<seq>`.
-    id: String,
+    /// `<run>-<seq>` for a change; none for a snapshot.
+    id: Option<String>,
     event: &'static str,
     data: String,
 }
@@ -65,7 +68,14 @@ enum Item {
 impl Item {
     fn into_event(self) -> Event {
         match self {
-            Item::Message(m) => Event::default().event(m.event).id(&m.id).data(&m.data),
+            Item::Message(m) => {
+                let event = Event::default().event(m.event);
+                let event = match &m.id {
+                    Some(id) => event.id(id),
+                    None => event,
+                };
+                event.data(&m.data)
+            }
             Item::Reset(reason) => Event::default()
                 .event("reset")
                 .data(serde_json::json!({ "reason": reason }).to_string()),
@@ -73,18 +83,21 @@ impl Item {
     }
 }
 
-/// Messages kept for replay, and the run they belong to.
+/// The changes kept for replay, the run they belong to, and whether a poller runs: one lock,
+/// so that a client's subscription and the poller's start and stop are never in a race.
 struct Log {
     run: u64,
     next_seq: u64,
     kept: VecDeque<Arc<Message>>,
+    polling: bool,
 }
 
 /// The fan-out between the poller and the clients.
 pub struct Hub {
     log: Mutex<Log>,
-    sender: broadcast::Sender<Arc<Message>>,
-    polling: AtomicBool,
+    changes: broadcast::Sender<Arc<Message>>,
+    stats: watch::Sender<Option<Arc<Message>>>,
+    health: watch::Sender<Option<Arc<Message>>>,
     streams: Arc<Semaphore>,
     closed: CancellationToken,
 }
@@ -93,21 +106,24 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             log: Mutex::new(Log {
-                // Runs count up from the time the process started, so an id given out by an
-                // earlier process is never taken for one of this process's.
-                run: EventTime::now().as_millis().unsigned_abs(),
+                // Random, so that an id given out by another process (an earlier one, or
+                // another replica) is not taken for one of this process's.
+                run: u64::from(rand::random::<u32>()) << 16,
                 next_seq: 0,
                 kept: VecDeque::new(),
+                polling: false,
             }),
-            sender: broadcast::channel(BACKLOG).0,
-            polling: AtomicBool::new(false),
+            changes: broadcast::channel(BACKLOG).0,
+            stats: watch::channel(None).0,
+            health: watch::channel(None).0,
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             closed: CancellationToken::new(),
         }
     }
 }
 
-/// What a new client gets first: the messages it missed, or a reset.
+/// What a new client gets first: the changes it missed, or a reset.
+#[derive(Debug)]
 enum Catchup {
     Nothing,
     Replay(Vec<Arc<Message>>),
@@ -124,6 +140,14 @@ impl Catchup {
     }
 }
 
+/// A new client's subscription.
+struct Subscription {
+    changes: broadcast::Receiver<Arc<Message>>,
+    catchup: Catchup,
+    /// This client started the poller: the caller spawns it.
+    start_poller: bool,
+}
+
 impl Hub {
     fn log(&self) -> MutexGuard<'_, Log> {
         self.log
@@ -131,19 +155,21 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Publishes one message to every client and keeps it for replay.
+    fn serialize(event: &'static str, data: &impl Serialize) -> Option<String> {
+        serde_json::to_string(data)
+            .inspect_err(|error| tracing::error!(%error, event, "stream message not serializable"))
+            .ok()
+    }
+
+    /// Publishes a change to every client and keeps it for replay.
     fn publish(&self, event: &'static str, data: &impl Serialize) {
-        let data = match serde_json::to_string(data) {
-            Ok(data) => data,
-            Err(error) => {
-                tracing::error!(%error, event, "stream message not serializable");
-                return;
-            }
+        let Some(data) = Self::serialize(event, data) else {
+            return;
         };
         let mut log = self.log();
         let message = Arc::new(Message {
             seq: log.next_seq,
-            id: format!("{}-{}", log.run, log.next_seq),
+            id: Some(format!("{}-{}", log.run, log.next_seq)),
             event,
             data,
         });
@@ -153,38 +179,74 @@ impl Hub {
         }
         log.kept.push_back(message.clone());
         // No receiver is fine: nobody is listening right now.
-        let _ = self.sender.send(message);
+        let _ = self.changes.send(message);
     }
 
-    /// Starts a new run: ids of an earlier run cannot be resumed, since nothing was watched in
-    /// between.
-    fn new_run(&self) {
-        let mut log = self.log();
-        log.run += 1;
-        log.kept.clear();
-    }
-
-    /// A receiver of what is published from now on, and what `last_event_id` missed before.
-    fn subscribe(
-        &self,
-        last_event_id: Option<&str>,
-    ) -> (broadcast::Receiver<Arc<Message>>, Catchup) {
-        let log = self.log();
-        let receiver = self.sender.subscribe();
-        let Some(last) = last_event_id else {
-            return (receiver, Catchup::Nothing);
+    /// Replaces the latest snapshot of its kind (`stats` or `health`).
+    fn snapshot(&self, event: &'static str, data: &impl Serialize) {
+        let Some(data) = Self::serialize(event, data) else {
+            return;
         };
+        let sender = if event == "health" {
+            &self.health
+        } else {
+            &self.stats
+        };
+        let message = Arc::new(Message {
+            seq: 0,
+            id: None,
+            event,
+            data,
+        });
+        sender.send_replace(Some(message));
+    }
+
+    /// Subscribes a client that last saw `last_event_id`, and starts a poller (a new run: ids
+    /// of an earlier run cannot be resumed, since nothing was watched in between) unless one
+    /// runs or the server is shutting down.
+    fn subscribe(&self, last_event_id: Option<&str>) -> Subscription {
+        let mut log = self.log();
+        let start_poller = !log.polling && !self.closed.is_cancelled();
+        if start_poller {
+            log.polling = true;
+            log.run += 1;
+            log.kept.clear();
+            self.stats.send_replace(None);
+            self.health.send_replace(None);
+        }
+        let changes = self.changes.subscribe();
+        let catchup = match last_event_id {
+            None => Catchup::Nothing,
+            Some(last) => Self::catchup(&log, last),
+        };
+        Subscription {
+            changes,
+            catchup,
+            start_poller,
+        }
+    }
+
+    fn catchup(log: &Log, last: &str) -> Catchup {
         let resumable = parse_id(last).filter(|&(run, seq)| {
             let oldest = log.kept.front().map_or(log.next_seq, |m| m.seq);
             run == log.run && seq < log.next_seq && seq + 1 >= oldest
         });
-        let catchup = match resumable {
+        match resumable {
             Some((_, seq)) => {
                 Catchup::Replay(log.kept.iter().filter(|m| m.seq > seq).cloned().collect())
             }
             None => Catchup::Reset("cannot resume from this Last-Event-ID"),
-        };
-        (receiver, catchup)
+        }
+    }
+
+    /// Whether the poller should go on: while a client is subscribed and the server is not
+    /// shutting down. When not, it is marked stopped under the same lock that subscriptions
+    /// take, so the next client starts a new one.
+    fn keep_polling(&self) -> bool {
+        let mut log = self.log();
+        let wanted = self.changes.receiver_count() > 0 && !self.closed.is_cancelled();
+        log.polling = wanted;
+        wanted
     }
 
     /// Ends every stream (the server is shutting down).
@@ -201,14 +263,15 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 /// `GET /api/v1/stream`: Server-Sent Events.
 #[utoipa::path(get, path = "/api/v1/stream", tag = "operations",
     params(("Last-Event-ID" = Option<String>, Header,
-        description = "The id of the last message received; what was missed is sent first, or a `reset`")),
+        description = "The id of the last change received; what was missed is sent first, or a `reset`")),
     responses(
         (status = 200, content_type = "text/event-stream",
-            description = "Events `alert` (an item of `/alerts`, as each is stored), `window` \
-                (a `StreamWindow` whose counts changed: the newest two windows of each city and \
-                type), `stats` (the `/stats` body plus `events_per_second`, every 2 s), `health` \
-                (a `StreamHealth`, every 2 s) and `reset` (reload everything from the REST API). \
-                Each but `reset` has an id for `Last-Event-ID`.",
+            description = "Changes, each with an id for `Last-Event-ID`: `alert` (an item of \
+                `/alerts`, as it is stored, among the newest 500 by event time) and `window` (a \
+                `StreamWindow` whose counts changed: each city's current and previous window). \
+                Snapshots, without id, on connecting and every 2 s: `stats` (the `/stats` body \
+                plus `records_per_second`) and `health` (a `StreamHealth`). And `reset`: reload \
+                everything from the REST API.",
             body = String),
         (status = 503, description = "Too many streams open", body = super::body::ErrorBody),
     ))]
@@ -222,19 +285,27 @@ pub async fn stream(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyStreams(MAX_STREAMS))?;
-    poller::ensure_running(&state);
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let (receiver, catchup) = hub.subscribe(last);
+    let subscription = hub.subscribe(last);
+    if subscription.start_poller {
+        poller::spawn(&state);
+    }
+    let items = stream::iter(subscription.catchup.items())
+        .chain(live(subscription.changes, permit))
+        .boxed();
+    let items = stream::select_all([
+        items,
+        latest(hub.stats.subscribe()).boxed(),
+        latest(hub.health.subscribe()).boxed(),
+    ])
+    .take_until(hub.closed.clone().cancelled_owned());
     let opening = Event::default().retry(RETRY).comment("citystream");
-    let items = stream::iter(catchup.items())
-        .chain(live(receiver, permit))
-        .take_until(hub.closed.clone().cancelled_owned());
     let events = stream::once(async { opening }).chain(items.map(Item::into_event));
     Ok(Sse::new(events.map(Ok)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
-/// What is published from now on; a client that fell behind gets a `reset` and goes on from
-/// the newest. The permit is held for as long as the stream lives.
+/// The changes published from now on; a client that fell behind gets a `reset` and goes on
+/// from the oldest change still kept. The permit is held for as long as the stream lives.
 fn live(
     receiver: broadcast::Receiver<Arc<Message>>,
     permit: OwnedSemaphorePermit,
@@ -246,6 +317,20 @@ fn live(
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((item, (receiver, permit)))
+    })
+}
+
+/// The latest snapshot now (if there is one), then each new one.
+fn latest(mut receiver: watch::Receiver<Option<Arc<Message>>>) -> impl Stream<Item = Item> {
+    receiver.mark_changed();
+    stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            receiver.changed().await.ok()?;
+            let current = receiver.borrow_and_update().clone();
+            if let Some(message) = current {
+                return Some((Item::Message(message), receiver));
+            }
+        }
     })
 }
 
@@ -261,55 +346,97 @@ mod tests {
     }
 
     #[test]
-    fn a_client_resumes_from_its_last_id_while_the_messages_are_kept() {
+    fn a_client_resumes_from_its_last_id_while_the_changes_are_kept() {
         let hub = Hub::default();
-        hub.new_run();
+        assert!(hub.subscribe(None).start_poller);
         let run = hub.log().run;
         for n in 0..5 {
-            hub.publish("stats", &n);
+            hub.publish("alert", &n);
         }
         let id = |seq: &str| format!("{run}-{seq}");
-        assert_eq!(seqs(hub.subscribe(Some(&id("2"))).1), Some(vec![3, 4]));
-        assert_eq!(seqs(hub.subscribe(Some(&id("4"))).1), Some(vec![]));
-        assert!(matches!(hub.subscribe(None).1, Catchup::Nothing));
+        assert_eq!(
+            seqs(hub.subscribe(Some(&id("2"))).catchup),
+            Some(vec![3, 4])
+        );
+        assert_eq!(seqs(hub.subscribe(Some(&id("4"))).catchup), Some(vec![]));
+        assert!(matches!(hub.subscribe(None).catchup, Catchup::Nothing));
         let earlier = format!("{}-2", run - 1);
         for bad in [&earlier, &id("5"), "1", "x-y", &id("18446744073709551615")] {
-            let catchup = hub.subscribe(Some(bad)).1;
+            let catchup = hub.subscribe(Some(bad)).catchup;
             assert!(matches!(catchup, Catchup::Reset(_)), "{bad}");
         }
-        hub.new_run();
-        assert!(matches!(hub.subscribe(Some(&id("4"))).1, Catchup::Reset(_)));
+    }
+
+    #[test]
+    fn the_poller_starts_with_the_first_client_and_a_new_run_after_it_stopped() {
+        let hub = Hub::default();
+        let first = hub.subscribe(None);
+        assert!(first.start_poller);
+        assert!(!hub.subscribe(None).start_poller, "one poller at a time");
+        assert!(hub.keep_polling(), "a client is subscribed");
+        let run = hub.log().run;
+        hub.publish("alert", &1);
+        drop(first);
+        assert!(!hub.keep_polling(), "nobody is subscribed");
+        let again = hub.subscribe(Some(&format!("{run}-0")));
+        assert!(again.start_poller);
+        assert!(
+            matches!(again.catchup, Catchup::Reset(_)),
+            "nothing was watched meanwhile"
+        );
+        hub.close();
+        assert!(!hub.keep_polling());
+        drop(again);
+        assert!(
+            !hub.subscribe(None).start_poller,
+            "no poller after shutdown"
+        );
     }
 
     #[test]
     fn replay_keeps_a_bounded_log() {
         let hub = Hub::default();
+        let _first = hub.subscribe(None);
         let run = hub.log().run;
         for n in 0..REPLAY + 10 {
-            hub.publish("stats", &n);
+            hub.publish("alert", &n);
         }
         assert_eq!(hub.log().kept.len(), REPLAY);
         // The oldest kept is seq 10: a client that saw 9 misses nothing; one that saw 8 did.
-        let replayed = seqs(hub.subscribe(Some(&format!("{run}-9"))).1);
+        let replayed = seqs(hub.subscribe(Some(&format!("{run}-9"))).catchup);
         assert_eq!(replayed.map(|s| s.len()), Some(REPLAY));
-        let too_old = hub.subscribe(Some(&format!("{run}-8"))).1;
+        let too_old = hub.subscribe(Some(&format!("{run}-8"))).catchup;
         assert!(matches!(too_old, Catchup::Reset(_)));
     }
 
     #[tokio::test]
     async fn a_client_that_falls_behind_the_backlog_gets_a_reset_then_goes_on() {
         let hub = Hub::default();
-        let (receiver, _) = hub.subscribe(None);
+        let subscription = hub.subscribe(None);
         let permit = hub.streams.clone().try_acquire_owned().unwrap();
         for n in 0..BACKLOG + 5 {
-            hub.publish("stats", &n);
+            hub.publish("alert", &n);
         }
-        let items: Vec<Item> = live(receiver, permit).take(2).collect().await;
+        let items: Vec<Item> = live(subscription.changes, permit).take(2).collect().await;
         assert!(matches!(items[0], Item::Reset("fell behind")), "{items:?}");
-        // It goes on from the oldest message still in the backlog.
+        // It goes on from the oldest change still in the backlog.
         assert!(
             matches!(&items[1], Item::Message(m) if m.seq == 5),
             "{items:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn snapshots_keep_only_the_latest_for_a_slow_client() {
+        let hub = Hub::default();
+        let mut stats = Box::pin(latest(hub.stats.subscribe()));
+        for n in 0..1000 {
+            hub.snapshot("stats", &n);
+        }
+        let Some(Item::Message(m)) = stats.next().await else {
+            panic!("a snapshot")
+        };
+        assert_eq!(m.data, "999");
+        assert!(m.id.is_none());
     }
 }

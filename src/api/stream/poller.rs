@@ -1,8 +1,9 @@
-//! The one reader of the store behind every stream: alerts every half second, windows, stats
-//! and health every two. It stops when the last client has gone.
+//! The one reader of the store behind every stream, in three loops so that a slow read of one
+//! kind never holds up another: alerts every half second; windows and stats every two seconds;
+//! health every two seconds. It stops when the last client has gone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -10,28 +11,34 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Hub;
-use super::watch::{AlertWatch, WindowWatch};
+use super::changes::{AlertWatch, WindowWatch};
 use crate::api::AppState;
 use crate::api::body::{AlertBody, HealthStatus, Reachable, StatsBody};
 use crate::api::handlers::{check_health, stats_body};
 use crate::model::{City, EventTime, EventType, SeverityCounts, Span, WindowAggregate};
-use crate::store::{Page, StoreError};
+use crate::store::{CityCount, Page, StoreError};
 
 /// How often new alerts are looked for: an alert shows within this of being stored.
 const ALERT_EVERY: Duration = Duration::from_millis(500);
-/// Windows, stats and health are read every this many alert reads (2 s).
-const TICK_EVERY: u32 = 4;
+/// How often windows, stats and health are read.
+const TICK: Duration = Duration::from_secs(2);
 /// Alerts further back than this from now are not streamed (they are in `/alerts`).
 const ALERT_LOOKBACK: Span = Span::from_mins(60);
-/// Most alerts one read looks at; more new ones between two reads than this are only in
-/// `/alerts`.
+/// The alerts a read looks at: the newest this many by event time. The stream keeps them
+/// current; an alert stored below them (far out of order, or one of more than this many new
+/// ones between two reads) is in `/alerts` only.
 const ALERT_READ: usize = 500;
 /// Most cities whose windows are watched (the first by name).
 pub const WATCHED_CITIES: usize = 1000;
-/// Windows read per city: the newest two of each type.
+/// The watched cities are listed again every this many ticks (cities come rarely), and every
+/// tick while there are none.
+const CITIES_EVERY: u32 = 5;
+/// Windows read per city: its newest two of each type.
 const WINDOWS_PER_CITY: usize = 2 * EventType::ALL.len();
 /// Cities read at once.
 const CITY_READS: usize = 8;
+/// Partitions whose checkpoints make the processing rate.
+const RATE_PARTITIONS: usize = 256;
 
 /// A window whose counts changed.
 #[derive(Serialize, ToSchema)]
@@ -71,11 +78,50 @@ pub struct StreamPartition {
     pub updated_at: EventTime,
 }
 
+/// `/stats`, and how fast the processors go.
 #[derive(Serialize)]
 struct StreamStats {
     #[serde(flatten)]
     stats: StatsBody,
-    events_per_second: Option<f64>,
+    /// Records (events, repeats and dead letters) the processors checkpointed per second since
+    /// the previous tick; `null` on the first.
+    records_per_second: Option<f64>,
+}
+
+/// Starts a poller for the run the hub just began.
+pub fn spawn(state: &AppState) {
+    let state = state.clone();
+    let run = state.stream.log().run;
+    tokio::spawn(async move {
+        let _stopped = Stopped {
+            hub: state.stream.clone(),
+            run,
+        };
+        let mut alerts = AlertWatch::default();
+        // The first read learns what is there before anything else is read.
+        poll_alerts(&state, &mut alerts).await;
+        tokio::select! {
+            () = alert_loop(&state, alerts) => {}
+            () = tick_loop(&state) => {}
+            () = health_loop(&state) => {}
+        }
+    });
+}
+
+/// Marks the poller of `run` stopped however its task ends, a panic included, so that the next
+/// client starts another.
+struct Stopped {
+    hub: Arc<Hub>,
+    run: u64,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let mut log = self.hub.log();
+        if log.run == self.run {
+            log.polling = false;
+        }
+    }
 }
 
 fn ticks(every: Duration) -> tokio::time::Interval {
@@ -84,146 +130,161 @@ fn ticks(every: Duration) -> tokio::time::Interval {
     ticks
 }
 
-/// Whether to read again: while a client is connected and the server is not shutting down.
-/// The first read runs before the client that started the poller has subscribed.
-fn wanted(state: &AppState, n: u32) -> bool {
-    let hub = &state.stream;
-    let alone = n > 0 && hub.sender.receiver_count() == 0;
-    !alone && !hub.closed.is_cancelled()
+async fn alert_loop(state: &AppState, mut alerts: AlertWatch) {
+    let mut every = ticks(ALERT_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if !state.stream.keep_polling() {
+            return;
+        }
+        poll_alerts(state, &mut alerts).await;
+    }
 }
 
-/// Starts the poller unless it runs.
-pub fn ensure_running(state: &AppState) {
-    let hub = &state.stream;
-    if hub.polling.swap(true, Ordering::AcqRel) {
-        return;
+async fn poll_alerts(state: &AppState, alerts: &mut AlertWatch) {
+    let now = EventTime::now();
+    let since = now.saturating_sub(ALERT_LOOKBACK);
+    let page = Page::first(ALERT_READ);
+    match state.store.alerts(None, since, page, now).await {
+        Ok(read) => {
+            for alert in alerts.update(&read, ALERT_READ) {
+                state.stream.publish("alert", &AlertBody::from(&alert));
+            }
+        }
+        Err(error) => tracing::debug!(%error, "stream: reading alerts failed"),
     }
-    hub.new_run();
-    let mut poller = Poller {
-        state: state.clone(),
-        alerts: AlertWatch::default(),
-        windows: WindowWatch::default(),
-        last_total: None,
+}
+
+/// Windows and stats, with what they remember between ticks.
+async fn tick_loop(state: &AppState) {
+    let mut every = ticks(TICK);
+    let mut windows = WindowWatch::default();
+    let mut cities = Vec::new();
+    let mut rate = Rate::default();
+    for n in 0u32.. {
+        every.tick().await;
+        if !state.stream.keep_polling() {
+            return;
+        }
+        if n % CITIES_EVERY == 0 || cities.is_empty() {
+            match list_cities(state).await {
+                Ok(listed) => cities = listed,
+                Err(error) => tracing::debug!(%error, "stream: listing cities failed"),
+            }
+        }
+        poll_windows(state, &cities, &mut windows).await;
+        poll_stats(state, &mut rate).await;
+    }
+}
+
+async fn list_cities(state: &AppState) -> Result<Vec<CityCount>, StoreError> {
+    let page = Page::first(WATCHED_CITIES);
+    state.store.cities(page, EventTime::now()).await
+}
+
+async fn poll_windows(state: &AppState, cities: &[CityCount], windows: &mut WindowWatch) {
+    match read_windows(state, cities).await {
+        Ok(read) => {
+            for w in windows.update(read, state.window) {
+                state.stream.publish("window", &stream_window(w));
+            }
+        }
+        Err(error) => tracing::debug!(%error, "stream: reading windows failed"),
+    }
+}
+
+/// The newest windows of every watched city.
+async fn read_windows(
+    state: &AppState,
+    cities: &[CityCount],
+) -> Result<Vec<WindowAggregate>, StoreError> {
+    let store = &state.store;
+    let now = EventTime::now();
+    // Owned names: a future borrowing the list would not be `Send` for every lifetime.
+    let names: Vec<String> = cities.iter().map(|c| c.city.clone()).collect();
+    let per_city: Vec<Vec<WindowAggregate>> = stream::iter(names)
+        .map(|city| async move {
+            let page = Page::first(WINDOWS_PER_CITY);
+            store.aggregations(&city, None, page, now).await
+        })
+        .buffer_unordered(CITY_READS)
+        .try_collect()
+        .await?;
+    Ok(per_city.into_iter().flatten().collect())
+}
+
+fn stream_window(w: WindowAggregate) -> StreamWindow {
+    StreamWindow {
+        city: w.city,
+        event_type: w.event_type,
+        window_start: w.window_start,
+        window_end: w.window_end,
+        event_count: w.event_count,
+        severity_counts: w.severity_counts,
+    }
+}
+
+async fn poll_stats(state: &AppState, rate: &mut Rate) {
+    let stats = match stats_body(state, EventTime::now()).await {
+        Ok(stats) => stats,
+        Err(error) => return tracing::debug!(%error, "stream: reading stats failed"),
     };
-    tokio::spawn(async move { poller.run().await });
+    let records_per_second = match state.store.pipeline_status(RATE_PARTITIONS).await {
+        Ok(partitions) => rate.update(partitions.into_iter().map(|p| {
+            (
+                (p.checkpoint.source, p.checkpoint.partition),
+                p.checkpoint.next_offset,
+            )
+        })),
+        Err(error) => {
+            tracing::debug!(%error, "stream: reading checkpoints failed");
+            None
+        }
+    };
+    let stats = StreamStats {
+        stats,
+        records_per_second,
+    };
+    state.stream.snapshot("stats", &stats);
 }
 
-struct Poller {
-    state: AppState,
-    alerts: AlertWatch,
-    windows: WindowWatch,
-    /// The total of events at the previous stats tick, for the rate.
-    last_total: Option<(Instant, u64)>,
+/// Each partition's (source, number) next offset.
+type Offsets = HashMap<(String, u32), u64>;
+
+/// The processing rate, from how far the partitions' checkpoints moved between two reads.
+#[derive(Default)]
+struct Rate {
+    last: Option<(Instant, Offsets)>,
 }
 
-impl Poller {
-    fn hub(&self) -> &Arc<Hub> {
-        &self.state.stream
-    }
-
-    /// Reads until the last client has gone. Health has a loop of its own, so that a store
-    /// that hangs on the other reads is reported within a tick.
-    async fn run(&mut self) {
-        let health = health_loop(self.state.clone());
-        tokio::select! {
-            () = self.read_loop() => {}
-            () = health => {}
-        }
-        self.hub().polling.store(false, Ordering::Release);
-        // A client that came between the last check and the flag would wait for nobody.
-        if self.hub().sender.receiver_count() > 0 {
-            ensure_running(&self.state);
-        }
-    }
-
-    async fn read_loop(&mut self) {
-        let mut every = ticks(ALERT_EVERY);
-        for n in 0u32.. {
-            every.tick().await;
-            if !wanted(&self.state, n) {
-                return;
-            }
-            self.poll_alerts().await;
-            if n % TICK_EVERY == 0 {
-                self.poll_windows().await;
-                self.poll_stats().await;
-            }
-        }
-    }
-
-    async fn poll_alerts(&mut self) {
-        let now = EventTime::now();
-        let since = now.saturating_sub(ALERT_LOOKBACK);
-        let read = self
-            .state
-            .store
-            .alerts(None, since, Page::first(ALERT_READ), now)
-            .await;
-        match read {
-            Ok(read) => {
-                for alert in self.alerts.update(&read, ALERT_READ) {
-                    self.hub().publish("alert", &AlertBody::from(&alert));
-                }
-            }
-            Err(error) => tracing::debug!(%error, "stream: reading alerts failed"),
-        }
-    }
-
-    async fn poll_windows(&mut self) {
-        match self.read_windows().await {
-            Ok(read) => {
-                for w in self.windows.update(read, self.state.window) {
-                    self.hub().publish("window", &stream_window(w));
-                }
-            }
-            Err(error) => tracing::debug!(%error, "stream: reading windows failed"),
-        }
-    }
-
-    /// The newest windows of every watched city.
-    async fn read_windows(&self) -> Result<Vec<WindowAggregate>, StoreError> {
-        let store = &self.state.store;
-        let now = EventTime::now();
-        let cities = store.cities(Page::first(WATCHED_CITIES), now).await?;
-        let per_city: Vec<Vec<WindowAggregate>> = stream::iter(cities)
-            .map(|c| async move {
-                let page = Page::first(WINDOWS_PER_CITY);
-                store.aggregations(&c.city, None, page, now).await
-            })
-            .buffer_unordered(CITY_READS)
-            .try_collect()
-            .await?;
-        Ok(per_city.into_iter().flatten().collect())
-    }
-
-    async fn poll_stats(&mut self) {
-        let stats = match stats_body(&self.state, EventTime::now()).await {
-            Ok(stats) => stats,
-            Err(error) => return tracing::debug!(%error, "stream: reading stats failed"),
-        };
+impl Rate {
+    /// Takes each partition's next offset now; returns records per second since the last call
+    /// over the partitions both reads hold.
+    fn update(&mut self, offsets: impl Iterator<Item = ((String, u32), u64)>) -> Option<f64> {
         let now = Instant::now();
-        let total = stats.total_events_processed;
-        let events_per_second = self.last_total.map(|(then, before)| {
-            total.saturating_sub(before) as f64 / now.duration_since(then).as_secs_f64()
+        let offsets: Offsets = offsets.collect();
+        let rate = self.last.as_ref().map(|(then, before)| {
+            let moved: u64 = offsets
+                .iter()
+                .filter_map(|(key, next)| before.get(key).map(|b| next.saturating_sub(*b)))
+                .sum();
+            moved as f64 / now.duration_since(*then).as_secs_f64().max(1e-3)
         });
-        self.last_total = Some((now, total));
-        let stats = StreamStats {
-            stats,
-            events_per_second,
-        };
-        self.hub().publish("stats", &stats);
+        self.last = Some((now, offsets));
+        rate
     }
 }
 
 /// Publishes health every tick while clients want it.
-async fn health_loop(state: AppState) {
-    let mut every = ticks(ALERT_EVERY * TICK_EVERY);
-    for n in 0u32.. {
+async fn health_loop(state: &AppState) {
+    let mut every = ticks(TICK);
+    loop {
         every.tick().await;
-        if !wanted(&state, n) {
+        if !state.stream.keep_polling() {
             return;
         }
-        poll_health(&state).await;
+        poll_health(state).await;
     }
 }
 
@@ -251,16 +312,5 @@ async fn poll_health(state: &AppState) {
             .collect(),
         checked_at: now,
     };
-    state.stream.publish("health", &health);
-}
-
-fn stream_window(w: WindowAggregate) -> StreamWindow {
-    StreamWindow {
-        city: w.city,
-        event_type: w.event_type,
-        window_start: w.window_start,
-        window_end: w.window_end,
-        event_count: w.event_count,
-        severity_counts: w.severity_counts,
-    }
+    state.stream.snapshot("health", &health);
 }

@@ -6,13 +6,16 @@ use std::collections::{HashMap, HashSet};
 use crate::model::{City, CityEvent, EventTime, EventType, SeverityCounts, Span, WindowAggregate};
 use crate::store::EventKey;
 
-/// Finds the alerts stored since the last read, from reads of the newest alerts.
+/// Finds the alerts stored since the last read, among the newest ones, from reads of the
+/// newest alerts.
 ///
 /// Alerts are listed newest event time first, not in the order they were stored, so an alert
-/// stored late (out of order) can show up below alerts already seen. A read of at most `limit`
-/// alerts therefore covers everything at or above its oldest item when it is full, and
-/// everything since its start when it is not; an item is new when the previous read covered its
-/// place and did not hold it. The first read only learns what is there.
+/// stored out of order can show up below alerts already seen. A read of at most `limit` alerts
+/// covers everything at or above its oldest item when it is full, and everything since its
+/// start when it is not; an item is new when the previous read covered its place and did not
+/// hold it. So every alert stored into the newest `limit` is found, once; one stored below them
+/// is not (no read can tell it from one that was always there). The first read only learns
+/// what is there.
 #[derive(Debug, Default)]
 pub struct AlertWatch {
     seen: HashSet<EventKey>,
@@ -50,7 +53,8 @@ impl AlertWatch {
 /// A window's place: city, type and start.
 type WindowId = (City, EventType, EventTime);
 
-/// Finds the windows whose counts changed, among each city's newest two windows per type.
+/// Finds the windows whose counts changed, among each city's current and previous windows (its
+/// newest window start, of any type, and the one before).
 #[derive(Debug, Default)]
 pub struct WindowWatch {
     counts: HashMap<WindowId, (u64, SeverityCounts)>,
