@@ -16,9 +16,14 @@ use crate::store::EventKey;
 /// hold it. So every alert stored into the newest `limit` is found, once; one stored below them
 /// is not (no read can tell it from one that was always there). The first read only learns
 /// what is there.
+///
+/// What the read before the previous one held counts as seen too: a read that is not strongly
+/// consistent (DynamoDB's lists) can miss an item the read before had, and the item would
+/// otherwise be new again when it is back.
 #[derive(Debug, Default)]
 pub struct AlertWatch {
     seen: HashSet<EventKey>,
+    seen_before: HashSet<EventKey>,
     /// The previous read covered only keys at or above this one (it was full).
     floor: Option<EventKey>,
     primed: bool,
@@ -33,7 +38,7 @@ impl AlertWatch {
             read.iter()
                 .filter(|e| {
                     let key = EventKey::of(e);
-                    covered(&key) && !self.seen.contains(&key)
+                    covered(&key) && !self.seen.contains(&key) && !self.seen_before.contains(&key)
                 })
                 .cloned()
                 .collect()
@@ -41,7 +46,8 @@ impl AlertWatch {
             Vec::new()
         };
         new.reverse();
-        self.seen = read.iter().map(EventKey::of).collect();
+        self.seen_before =
+            std::mem::replace(&mut self.seen, read.iter().map(EventKey::of).collect());
         self.floor = (read.len() >= limit)
             .then(|| read.last().map(EventKey::of))
             .flatten();
@@ -158,6 +164,18 @@ mod tests {
             severities: Vec::new(),
             severity_counts: SeverityCounts([count, 0, 0, 0]),
         }
+    }
+
+    #[test]
+    fn an_alert_a_stale_read_missed_is_not_new_again() {
+        let mut watch = AlertWatch::default();
+        watch.update(&[alert("b", 20), alert("a", 10)], 10);
+        assert!(watch.update(&[alert("a", 10)], 10).is_empty());
+        assert!(
+            watch
+                .update(&[alert("b", 20), alert("a", 10)], 10)
+                .is_empty()
+        );
     }
 
     #[test]
