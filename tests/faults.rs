@@ -70,6 +70,7 @@ fn init_tables(server: &Dynoxide) {
 /// it resumes every event is stored exactly once, also the writes that timed out on the way.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_dynamodb_shows_at_once_and_loses_nothing() {
+    let _alone = crate::support::timing_sensitive().await;
     let server = Dynoxide::start();
     init_tables(&server);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -421,6 +422,7 @@ fn a_second_processor_of_one_source_is_refused() {
 /// A normal client is answered as soon as a slot frees.
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_and_idle_clients_are_cut_off_and_connections_are_bounded() {
+    let _alone = crate::support::timing_sensitive().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
     drop(citystream::store::sqlite::SqliteStore::open(dir.path()).expect("store"));

@@ -168,6 +168,7 @@ fn open_store(dir: &Path) -> SqliteStore {
 
 #[tokio::test]
 async fn every_client_sees_each_new_alert_within_two_seconds_for_the_cost_of_one() {
+    let _alone = crate::support::timing_sensitive().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
     let api = Running::serve(data);
@@ -276,6 +277,7 @@ async fn a_client_that_reconnects_with_last_event_id_misses_nothing() {
 
 #[tokio::test]
 async fn streams_are_bounded_and_a_closed_one_frees_its_place() {
+    let _alone = crate::support::timing_sensitive().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let api = Running::serve(dir.path().to_str().expect("utf-8"));
     let mut open = Vec::new();
@@ -372,6 +374,7 @@ async fn a_separate_serve_streams_what_up_stores_in_dynamodb() {
 /// are in `/alerts` only.
 #[tokio::test]
 async fn a_read_streams_at_most_the_newest_500_alerts() {
+    let _alone = crate::support::timing_sensitive().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let api = Running::serve(dir.path().to_str().expect("utf-8"));
     let store = open_store(dir.path());
@@ -402,6 +405,7 @@ async fn a_read_streams_at_most_the_newest_500_alerts() {
 /// The windows of the first 1 000 cities by name are watched; the 1 001st is not.
 #[tokio::test]
 async fn windows_are_watched_for_at_most_1000_cities() {
+    let _alone = crate::support::timing_sensitive().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let api = Running::serve(dir.path().to_str().expect("utf-8"));
     let store = open_store(dir.path());
