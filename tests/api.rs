@@ -51,11 +51,16 @@ async fn fixture() -> (tempfile::TempDir, AppState) {
     (dir, AppState::new(store))
 }
 
-async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let response = app(state.clone())
+/// The app's response to `GET uri`.
+async fn respond(state: &AppState, uri: &str) -> axum::response::Response {
+    app(state.clone())
         .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
         .await
-        .expect("infallible");
+        .expect("infallible")
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
+    let response = respond(state, uri).await;
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
         .await
@@ -318,17 +323,11 @@ async fn the_openapi_document_swagger_ui_and_the_dashboard_are_served() {
         ),
         ("/docs/", "text/html"),
     ] {
-        let response = app(state.clone())
-            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-            .await
-            .expect("infallible");
+        let response = respond(&state, uri).await;
         assert_eq!(response.status(), StatusCode::OK, "{uri}");
         assert_eq!(response.headers()["content-type"], kind, "{uri}");
     }
-    let page = app(state.clone())
-        .oneshot(Request::get("/").body(Body::empty()).expect("request"))
-        .await
-        .expect("infallible");
+    let page = respond(&state, "/").await;
     let policy = page.headers()["content-security-policy"]
         .to_str()
         .expect("ascii");

@@ -3,7 +3,6 @@
 //! `Last-Event-ID`, its bound, and its end at shutdown.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +62,17 @@ impl Client {
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
             }
         }
+    }
+
+    /// Reads until the first `stats`, which the poller sends after its first look at the store
+    /// (that look only learns what is there).
+    async fn first_stats(&mut self) {
+        let seen = self
+            .until(Duration::from_secs(5), |s| {
+                s.iter().any(|e| e.event == "stats")
+            })
+            .await;
+        assert!(seen.iter().any(|e| e.event == "stats"), "{seen:?}");
     }
 
     /// Reads until `done` holds of what was read, for at most `limit`; returns all it read.
@@ -162,25 +172,22 @@ async fn alert_reads(api: &Running) -> u64 {
         .expect("serve's /metrics counts its alert reads")
 }
 
-fn open_store(dir: &Path) -> SqliteStore {
-    SqliteStore::open(dir).expect("store")
+/// A `serve` over a new SQLite store, and the store to write into as another process would.
+fn serving() -> (tempfile::TempDir, Running, SqliteStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Running::serve(dir.path().to_str().expect("utf-8"));
+    let store = SqliteStore::open(dir.path()).expect("store");
+    (dir, api, store)
 }
 
 #[tokio::test]
 async fn a_client_that_reconnects_with_last_event_id_misses_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().to_str().expect("utf-8");
-    let api = Running::serve(data);
-    let store = open_store(dir.path());
+    let (_dir, api, store) = serving();
     // A second client keeps the poller (and its run) alive while the first is away.
     let mut watcher = Client::open(&api, None).await;
     let mut client = Client::open(&api, None).await;
     // Stats come after the reader's first look, which only learns what is there.
-    let _ = client
-        .until(Duration::from_secs(5), |s| {
-            s.iter().any(|e| e.event == "stats")
-        })
-        .await;
+    client.first_stats().await;
     let first = write_alerts(&store, "writer", 0, 3).await;
     let seen = client
         .until(Duration::from_secs(5), |s| {
@@ -312,9 +319,7 @@ async fn a_separate_serve_streams_what_up_stores_in_dynamodb() {
 /// The windows of the first 1 000 cities by name are watched; the 1 001st is not.
 #[tokio::test]
 async fn windows_are_watched_for_at_most_1000_cities() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Running::serve(dir.path().to_str().expect("utf-8"));
-    let store = open_store(dir.path());
+    let (_dir, api, store) = serving();
     let cities: Vec<String> = (0..=1000).map(|i| format!("City {i:04}")).collect();
     let batch = |round: u32| {
         cities
@@ -325,11 +330,7 @@ async fn windows_are_watched_for_at_most_1000_cities() {
     write(&store, "many", 0, batch(0)).await;
     let mut client = Client::open(&api, None).await;
     // The first windows read only learns them; the next tick reports the changes.
-    let _ = client
-        .until(Duration::from_secs(5), |s| {
-            s.iter().any(|e| e.event == "stats")
-        })
-        .await;
+    client.first_stats().await;
     write(&store, "many", 1001, batch(1)).await;
     let seen = client
         .until(Duration::from_secs(6), |s| {
@@ -355,22 +356,14 @@ mod about_time {
 
     #[tokio::test]
     async fn every_client_sees_each_new_alert_within_two_seconds_for_the_cost_of_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().to_str().expect("utf-8");
-        let api = Running::serve(data);
-        let store = open_store(dir.path());
+        let (_dir, api, store) = serving();
         let mut clients = Vec::new();
         for _ in 0..30 {
             clients.push(Client::open(&api, None).await);
         }
         // The first read of the poller only learns what is there; its first stats come after it.
         for client in &mut clients {
-            let seen = client
-                .until(Duration::from_secs(5), |s| {
-                    s.iter().any(|e| e.event == "stats")
-                })
-                .await;
-            assert!(seen.iter().any(|e| e.event == "stats"), "{seen:?}");
+            client.first_stats().await;
         }
         let reads_before = alert_reads(&api).await;
         let measured = Instant::now();
@@ -416,15 +409,9 @@ mod about_time {
     /// are in `/alerts` only.
     #[tokio::test]
     async fn a_read_streams_at_most_the_newest_500_alerts() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let api = Running::serve(dir.path().to_str().expect("utf-8"));
-        let store = open_store(dir.path());
+        let (_dir, api, store) = serving();
         let mut client = Client::open(&api, None).await;
-        let _ = client
-            .until(Duration::from_secs(5), |s| {
-                s.iter().any(|e| e.event == "stats")
-            })
-            .await;
+        client.first_stats().await;
         // One timestamp for all: the newest are the greatest ids.
         let at = EventTime::now();
         let events: Vec<CityEvent> = (0..600)

@@ -122,6 +122,13 @@ impl Default for Hub {
     }
 }
 
+/// The kinds of snapshot: only the latest of each is kept.
+#[derive(Debug, Clone, Copy)]
+enum Snapshot {
+    Stats,
+    Health,
+}
+
 /// What a new client gets first: the changes it missed, or a reset.
 #[derive(Debug)]
 enum Catchup {
@@ -144,8 +151,8 @@ impl Catchup {
 struct Subscription {
     changes: broadcast::Receiver<Arc<Message>>,
     catchup: Catchup,
-    /// This client started the poller: the caller spawns it.
-    start_poller: bool,
+    /// The run this client started: the caller spawns its poller.
+    start_poller: Option<u64>,
 }
 
 impl Hub {
@@ -182,15 +189,14 @@ impl Hub {
         let _ = self.changes.send(message);
     }
 
-    /// Replaces the latest snapshot of its kind (`stats` or `health`).
-    fn snapshot(&self, event: &'static str, data: &impl Serialize) {
+    /// Replaces the latest snapshot of its kind.
+    fn snapshot(&self, kind: Snapshot, data: &impl Serialize) {
+        let (event, sender) = match kind {
+            Snapshot::Stats => ("stats", &self.stats),
+            Snapshot::Health => ("health", &self.health),
+        };
         let Some(data) = Self::serialize(event, data) else {
             return;
-        };
-        let sender = if event == "health" {
-            &self.health
-        } else {
-            &self.stats
         };
         let message = Arc::new(Message {
             seq: 0,
@@ -206,14 +212,14 @@ impl Hub {
     /// runs or the server is shutting down.
     fn subscribe(&self, last_event_id: Option<&str>) -> Subscription {
         let mut log = self.log();
-        let start_poller = !log.polling && !self.closed.is_cancelled();
-        if start_poller {
+        let start_poller = (!log.polling && !self.closed.is_cancelled()).then(|| {
             log.polling = true;
             log.run += 1;
             log.kept.clear();
             self.stats.send_replace(None);
             self.health.send_replace(None);
-        }
+            log.run
+        });
         let changes = self.changes.subscribe();
         let catchup = match last_event_id {
             None => Catchup::Nothing,
@@ -287,8 +293,8 @@ pub async fn stream(
         .map_err(|_| ApiError::TooManyStreams(MAX_STREAMS))?;
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let subscription = hub.subscribe(last);
-    if subscription.start_poller {
-        poller::spawn(&state);
+    if let Some(run) = subscription.start_poller {
+        poller::spawn(&state, run);
     }
     let items = stream::iter(subscription.catchup.items())
         .chain(live(subscription.changes, permit))
@@ -348,7 +354,7 @@ mod tests {
     #[test]
     fn a_client_resumes_from_its_last_id_while_the_changes_are_kept() {
         let hub = Hub::default();
-        assert!(hub.subscribe(None).start_poller);
+        assert!(hub.subscribe(None).start_poller.is_some());
         let run = hub.log().run;
         for n in 0..5 {
             hub.publish("alert", &n);
@@ -371,15 +377,18 @@ mod tests {
     fn the_poller_starts_with_the_first_client_and_a_new_run_after_it_stopped() {
         let hub = Hub::default();
         let first = hub.subscribe(None);
-        assert!(first.start_poller);
-        assert!(!hub.subscribe(None).start_poller, "one poller at a time");
+        assert!(first.start_poller.is_some());
+        assert!(
+            hub.subscribe(None).start_poller.is_none(),
+            "one poller at a time"
+        );
         assert!(hub.keep_polling(), "a client is subscribed");
         let run = hub.log().run;
         hub.publish("alert", &1);
         drop(first);
         assert!(!hub.keep_polling(), "nobody is subscribed");
         let again = hub.subscribe(Some(&format!("{run}-0")));
-        assert!(again.start_poller);
+        assert!(again.start_poller.is_some());
         assert!(
             matches!(again.catchup, Catchup::Reset(_)),
             "nothing was watched meanwhile"
@@ -388,7 +397,7 @@ mod tests {
         assert!(!hub.keep_polling());
         drop(again);
         assert!(
-            !hub.subscribe(None).start_poller,
+            hub.subscribe(None).start_poller.is_none(),
             "no poller after shutdown"
         );
     }
@@ -431,7 +440,7 @@ mod tests {
         let hub = Hub::default();
         let mut stats = Box::pin(latest(hub.stats.subscribe()));
         for n in 0..1000 {
-            hub.snapshot("stats", &n);
+            hub.snapshot(Snapshot::Stats, &n);
         }
         let Some(Item::Message(m)) = stats.next().await else {
             panic!("a snapshot")

@@ -10,8 +10,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::Hub;
 use super::changes::{AlertWatch, WindowWatch};
+use super::{Hub, Snapshot};
 use crate::api::AppState;
 use crate::api::body::{AlertBody, HealthStatus, Reachable, StatsBody};
 use crate::api::handlers::{check_health, stats_body};
@@ -29,7 +29,7 @@ const ALERT_LOOKBACK: Span = Span::from_mins(60);
 /// ones between two reads) is in `/alerts` only.
 const ALERT_READ: usize = 500;
 /// Most cities whose windows are watched (the first by name).
-pub const WATCHED_CITIES: usize = 1000;
+const WATCHED_CITIES: usize = 1000;
 /// The watched cities are listed again every this many ticks (cities come rarely), and every
 /// tick while there are none.
 const CITIES_EVERY: u32 = 5;
@@ -88,10 +88,9 @@ struct StreamStats {
     records_per_second: Option<f64>,
 }
 
-/// Starts a poller for the run the hub just began.
-pub fn spawn(state: &AppState) {
+/// Starts the poller of `run`, which a subscription just began.
+pub fn spawn(state: &AppState, run: u64) {
     let state = state.clone();
-    let run = state.stream.log().run;
     tokio::spawn(async move {
         let _stopped = Stopped {
             hub: state.stream.clone(),
@@ -246,7 +245,7 @@ async fn poll_stats(state: &AppState, rate: &mut Rate) {
         stats,
         records_per_second,
     };
-    state.stream.snapshot("stats", &stats);
+    state.stream.snapshot(Snapshot::Stats, &stats);
 }
 
 /// Each partition's (source, number) next offset.
@@ -312,5 +311,5 @@ async fn poll_health(state: &AppState) {
             .collect(),
         checked_at: now,
     };
-    state.stream.snapshot("health", &health);
+    state.stream.snapshot(Snapshot::Health, &health);
 }
