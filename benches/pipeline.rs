@@ -12,7 +12,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use citystream::generator::{Generator, GeneratorConfig};
 use citystream::model::{EventTime, Record, WriteBatch, decode};
 use citystream::processor::{Engine, EngineConfig};
-use citystream::store::Store;
+use citystream::store::Sink;
 use citystream::store::sqlite::SqliteStore;
 
 const BATCH: usize = 10_000;

@@ -23,6 +23,8 @@ echo "== cargo test: the tests about time, one at a time"
 cargo test --test tests -- ::about_time:: --test-threads=1
 echo "== OpenAPI tier"
 scripts/test-openapi.sh target/debug/citystream
+echo "== dashboard unit tests"
+node --test tests/dashboard/
 echo "== browser tier"
 scripts/test-browser.sh target/debug/citystream
 echo "== compose tier"

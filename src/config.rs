@@ -1,20 +1,25 @@
 //! Typed configuration: every flag has a `CITYSTREAM_*` environment fallback and a default.
-//! Precedence: flag > environment > default.
+//! Precedence: flag > environment > default. A default is the component's own (its
+//! `Default`, or its constant): each is written once, there, and shown here by clap.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use humantime::Duration as Human;
 
 use crate::api::Limits;
 use crate::broker::embedded::EmbeddedConfig;
 use crate::broker::kafka::KafkaConfig;
 use crate::generator::GeneratorConfig;
-use crate::model::{BatchRules, EventTime, Span};
+use crate::model::{
+    BASE, BatchRules, DEFAULT_SEVERITIES_CAP, EventTime, ROLLUPS, Resolution, Resolutions, Span,
+};
 use crate::processor::{EngineConfig, RuntimeConfig};
 use crate::store::dynamodb::DynamoConfig;
 use crate::store::timed::Deadlines;
+use crate::store::{Backend, Properties, StoreConfig};
 
 /// CityStream: city events → broker → stream processor → store → REST API, in one binary.
 #[derive(Debug, Parser)]
@@ -40,7 +45,7 @@ pub enum Command {
     /// Serve the REST API over an existing store.
     Serve(ServeArgs),
     /// Create the DynamoDB tables, indexes and TTL setting that are missing (safe to repeat).
-    Init(DynamoArgs),
+    Init(InitArgs),
     /// Delete the DynamoDB tables (the seed's cleanup script).
     Destroy(DestroyArgs),
     /// Run the processor over a JSON-lines file as fast as it goes and report events/s.
@@ -78,6 +83,26 @@ pub struct BenchArgs {
     /// The tables of `--store dynamodb`.
     #[command(flatten)]
     pub dynamo: DynamoArgs,
+}
+
+impl BenchArgs {
+    /// The store `bench` writes to: under `--data-dir` or `scratch`, every write given ten
+    /// minutes (a batch of `--max-batch` records may be large).
+    pub fn store_config(&self, scratch: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            backend: match self.store {
+                BenchStore::Null => Backend::Null,
+                BenchStore::Sqlite => Backend::Sqlite,
+                BenchStore::Dynamodb => Backend::Dynamodb,
+            },
+            data_dir: self.data_dir.clone().unwrap_or_else(|| scratch.to_owned()),
+            dynamo: self.dynamo.config(),
+            deadlines: Deadlines {
+                write: Duration::from_secs(600),
+                ..Deadlines::default()
+            },
+        }
+    }
 }
 
 /// Where the DynamoDB tables are. Credentials come from the standard AWS provider chain
@@ -123,6 +148,16 @@ impl DynamoArgs {
             concurrency: self.dynamodb_concurrency,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub dynamo: DynamoArgs,
+    /// Move tables of the layout before (3) to this build's in place: stop every processor
+    /// first (SIGTERM lets each finish its batch).
+    #[arg(long)]
+    pub migrate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,7 +229,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct GeneratorArgs {
     /// Events per second; fractions allowed (0.2 = one every 5 s, as the original).
-    #[arg(long, env = "CITYSTREAM_RATE", default_value_t = 0.2, value_parser = positive_rate)]
+    #[arg(long, env = "CITYSTREAM_RATE", default_value_t = GeneratorConfig::default().rate, value_parser = positive_rate)]
     pub rate: f64,
     /// Stop after this many events (default: run until stopped).
     #[arg(long, env = "CITYSTREAM_COUNT")]
@@ -246,13 +281,13 @@ pub struct BrokerArgs {
     #[arg(long, env = "CITYSTREAM_BROKERS")]
     pub brokers: Option<String>,
     /// Topic name: scopes checkpoints and derived event ids.
-    #[arg(long, env = "CITYSTREAM_TOPIC", default_value = "city-events")]
+    #[arg(long, env = "CITYSTREAM_TOPIC", default_value_t = EmbeddedConfig::default().topic)]
     pub topic: String,
     /// Partitions of the embedded broker, or of the Kafka topics when they are created.
-    #[arg(long, env = "CITYSTREAM_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "CITYSTREAM_PARTITIONS", default_value_t = EmbeddedConfig::default().partitions, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
     /// Records the embedded queue holds before producers wait.
-    #[arg(long, env = "CITYSTREAM_QUEUE_CAPACITY", default_value_t = 65_536)]
+    #[arg(long, env = "CITYSTREAM_QUEUE_CAPACITY", default_value_t = EmbeddedConfig::default().capacity)]
     pub queue_capacity: usize,
     /// Kafka consumer group shared by all processors.
     #[arg(long, env = "CITYSTREAM_GROUP", default_value = "citystream-processor")]
@@ -301,51 +336,85 @@ impl BrokerArgs {
     }
 }
 
-/// Event-time rules.
+/// Event-time rules, and what is kept for how long.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// Size of the tumbling windows.
-    #[arg(long, env = "CITYSTREAM_WINDOW", default_value = "5m", value_parser = positive_span)]
+    /// Size of the tumbling windows (the base resolution); the rollups it does not divide are
+    /// left out.
+    #[arg(long, env = "CITYSTREAM_WINDOW", default_value_t = BASE.span, value_parser = positive_span)]
     pub window: Span,
+    /// How long a window is kept after it ends.
+    #[arg(long, env = "CITYSTREAM_WINDOW_RETENTION", default_value_t = BASE.retention, value_parser = span)]
+    pub window_retention: Span,
+    /// How long an hour's rollup is kept after it ends.
+    #[arg(long, env = "CITYSTREAM_ROLLUP_1H_RETENTION", default_value_t = ROLLUPS[0].retention, value_parser = span)]
+    pub rollup_1h_retention: Span,
+    /// How long a day's rollup is kept after it ends.
+    #[arg(long, env = "CITYSTREAM_ROLLUP_1D_RETENTION", default_value_t = ROLLUPS[1].retention, value_parser = span)]
+    pub rollup_1d_retention: Span,
     /// How far the watermark trails the largest event time of a partition.
-    #[arg(long, env = "CITYSTREAM_WATERMARK_DELAY", default_value = "10m", value_parser = span)]
+    #[arg(long, env = "CITYSTREAM_WATERMARK_DELAY", default_value_t = EngineConfig::default().watermark_delay, value_parser = span)]
     pub watermark_delay: Span,
-    /// How long raw events are kept after their event time.
-    #[arg(long, env = "CITYSTREAM_RAW_TTL", default_value = "30days", value_parser = span)]
+    /// How long raw events (and their alerts) are kept after their event time.
+    #[arg(long, env = "CITYSTREAM_RAW_TTL", default_value_t = EngineConfig::default().raw_ttl, value_parser = span)]
     pub raw_ttl: Span,
     /// How far ahead of its arrival an event may be stamped before it is a dead letter.
-    #[arg(long, env = "CITYSTREAM_MAX_AHEAD", default_value = "5m", value_parser = span)]
+    #[arg(long, env = "CITYSTREAM_MAX_AHEAD", default_value_t = EngineConfig::default().max_ahead, value_parser = span)]
     pub max_ahead: Span,
     /// Longest severities list kept per window; `severity_counts` stays exact and the API marks
     /// the window `severities_capped`.
-    #[arg(long, env = "CITYSTREAM_SEVERITIES_CAP", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CITYSTREAM_SEVERITIES_CAP", default_value_t = DEFAULT_SEVERITIES_CAP as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub severities_cap: u64,
     /// How far behind a partition's newest event time event ids are remembered, to catch an id
     /// reused with another timestamp.
-    #[arg(long, env = "CITYSTREAM_DEDUP_HORIZON", default_value = "1h", value_parser = span)]
+    #[arg(long, env = "CITYSTREAM_DEDUP_HORIZON", default_value_t = EngineConfig::default().dedup_horizon, value_parser = span)]
     pub dedup_horizon: Span,
     /// Most event ids remembered per partition (about 170 bytes each, measured); 0 turns the
     /// memory off (the store's key still catches every repeat).
-    #[arg(long, env = "CITYSTREAM_DEDUP_CAPACITY", default_value_t = 20_000)]
+    #[arg(long, env = "CITYSTREAM_DEDUP_CAPACITY", default_value_t = EngineConfig::default().dedup_capacity)]
     pub dedup_capacity: usize,
     /// How long late events are kept after their event time.
-    #[arg(long, env = "CITYSTREAM_LATE_RETENTION", default_value = "30days", value_parser = span)]
+    #[arg(long, env = "CITYSTREAM_LATE_RETENTION", default_value_t = BatchRules::default().late_retention, value_parser = span)]
     pub late_retention: Span,
     /// How long dead letters are kept after they arrived.
-    #[arg(long, env = "CITYSTREAM_DEAD_LETTER_RETENTION", default_value = "7days", value_parser = span)]
+    #[arg(long, env = "CITYSTREAM_DEAD_LETTER_RETENTION", default_value_t = BatchRules::default().dead_letter_retention, value_parser = span)]
     pub dead_letter_retention: Span,
 }
 
 impl EngineArgs {
+    /// The retention of each rollup of [`ROLLUPS`], in its order.
+    fn rollup_retentions(&self) -> [Span; ROLLUPS.len()] {
+        [self.rollup_1h_retention, self.rollup_1d_retention]
+    }
+
+    /// The resolutions kept: the window and the rollups it divides (those it does not are
+    /// logged and left out).
+    pub fn resolutions(&self) -> Resolutions {
+        let base = Resolution {
+            span: self.window,
+            retention: self.window_retention,
+        };
+        let rollups = ROLLUPS
+            .iter()
+            .zip(self.rollup_retentions())
+            .map(|(r, retention)| Resolution { retention, ..*r });
+        let (kept, left_out) = Resolutions::new(base, rollups);
+        for r in left_out {
+            tracing::warn!(window = %self.window, rollup = %r.name(),
+                "the window does not divide this rollup's span: it is not kept");
+        }
+        kept
+    }
+
     pub fn config(&self) -> EngineConfig {
         EngineConfig {
-            window: self.window,
             watermark_delay: self.watermark_delay,
             raw_ttl: self.raw_ttl,
             max_ahead: self.max_ahead,
             dedup_horizon: self.dedup_horizon,
             dedup_capacity: self.dedup_capacity,
             rules: BatchRules {
+                resolutions: self.resolutions(),
                 severities_cap: usize::try_from(self.severities_cap).unwrap_or(usize::MAX),
                 late_retention: self.late_retention,
                 dead_letter_retention: self.dead_letter_retention,
@@ -358,42 +427,30 @@ impl EngineArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
     /// Most records per store batch (one SQLite transaction; on DynamoDB, the requests of one write).
-    #[arg(long, env = "CITYSTREAM_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CITYSTREAM_MAX_BATCH", default_value_t = RuntimeConfig::default().max_batch as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch: u64,
-    /// Longest wait for more records once a batch has begun (default: 5ms on SQLite; 1s on
-    /// DynamoDB, which bills every write, so that a batch adds once to each window and counter).
+    /// Longest wait for more records once a batch has begun (default: the store's own, 5ms on
+    /// SQLite; 1s on DynamoDB, which bills every write, so that a batch adds once to each
+    /// window and counter).
     #[arg(long, env = "CITYSTREAM_LINGER", value_parser = humantime::parse_duration)]
     pub linger: Option<Duration>,
     /// Print a live table of counts by city × type × severity (query 4).
     #[arg(long, env = "CITYSTREAM_CONSOLE")]
     pub console: bool,
     /// How often the console table is printed.
-    #[arg(long, env = "CITYSTREAM_CONSOLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub console_interval: Duration,
+    #[arg(long, env = "CITYSTREAM_CONSOLE_INTERVAL", default_value_t = Human::from(Duration::from_secs(5)), value_parser = positive_duration)]
+    pub console_interval: Human,
 }
 
 impl RuntimeArgs {
-    /// The runtime's settings for a store on `backend`.
-    pub fn config(&self, backend: Backend) -> RuntimeConfig {
-        let linger = match backend {
-            Backend::Sqlite => Duration::from_millis(5),
-            Backend::Dynamodb => Duration::from_secs(1),
-        };
+    /// The runtime's settings for a store that takes batches as `store` says.
+    pub fn config(&self, store: Properties) -> RuntimeConfig {
         RuntimeConfig {
             max_batch: usize::try_from(self.max_batch).unwrap_or(usize::MAX),
-            linger: self.linger.unwrap_or(linger),
-            console: self.console.then_some(self.console_interval),
+            linger: self.linger.unwrap_or(store.linger),
+            console: self.console.then_some(*self.console_interval),
         }
     }
-}
-
-/// Which store backend holds the results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// One SQLite file under `--data-dir` (nothing to install).
-    Sqlite,
-    /// DynamoDB tables made by `citystream init` (AWS, or `--dynamodb-endpoint`).
-    Dynamodb,
 }
 
 /// Where results are kept.
@@ -404,26 +461,31 @@ pub struct StoreArgs {
     pub store: Backend,
     #[command(flatten)]
     pub dynamo: DynamoArgs,
-    /// Directory of the embedded SQLite store.
+    /// Directory of the embedded SQLite store (and of the locks and journal on every store).
     #[arg(long, env = "CITYSTREAM_DATA_DIR", default_value = "./citystream-data")]
     pub data_dir: PathBuf,
-    /// How often expired rows are purged: raw events with their alerts, windows whose events
-    /// all expired, late events and dead letters.
-    #[arg(long, env = "CITYSTREAM_PURGE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub purge_interval: Duration,
+    /// How often expired rows are purged: raw events with their alerts, windows, late events
+    /// and dead letters.
+    #[arg(long, env = "CITYSTREAM_PURGE_INTERVAL", default_value_t = Human::from(Duration::from_secs(60)), value_parser = positive_duration)]
+    pub purge_interval: Human,
     /// Longest a store read may take before it fails (the API answers 503).
-    #[arg(long, env = "CITYSTREAM_STORE_READ_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
-    pub store_read_timeout: Duration,
+    #[arg(long, env = "CITYSTREAM_STORE_READ_TIMEOUT", default_value_t = Human::from(Deadlines::default().read), value_parser = positive_duration)]
+    pub store_read_timeout: Human,
     /// Longest a batch write may take before it fails and is retried.
-    #[arg(long, env = "CITYSTREAM_STORE_WRITE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
-    pub store_write_timeout: Duration,
+    #[arg(long, env = "CITYSTREAM_STORE_WRITE_TIMEOUT", default_value_t = Human::from(Deadlines::default().write), value_parser = positive_duration)]
+    pub store_write_timeout: Human,
 }
 
 impl StoreArgs {
-    pub fn deadlines(&self) -> Deadlines {
-        Deadlines {
-            read: self.store_read_timeout,
-            write: self.store_write_timeout,
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig {
+            backend: self.store,
+            data_dir: self.data_dir.clone(),
+            dynamo: self.dynamo.config(),
+            deadlines: Deadlines {
+                read: *self.store_read_timeout,
+                write: *self.store_write_timeout,
+            },
         }
     }
 }
@@ -435,26 +497,26 @@ pub struct ApiArgs {
     #[arg(long, env = "CITYSTREAM_LISTEN", default_value = "0.0.0.0:8082")]
     pub listen: SocketAddr,
     /// Most connections served at once; one more is answered 503 at once and closed.
-    #[arg(long, env = "CITYSTREAM_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CITYSTREAM_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Longest a client may take to send a request's headers, also when idle between requests.
-    #[arg(long, env = "CITYSTREAM_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub header_timeout: Duration,
+    #[arg(long, env = "CITYSTREAM_HEADER_TIMEOUT", default_value_t = Human::from(Limits::default().header_timeout), value_parser = positive_duration)]
+    pub header_timeout: Human,
     /// Longest a request may take to be answered (503 after it).
-    #[arg(long, env = "CITYSTREAM_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub request_timeout: Duration,
+    #[arg(long, env = "CITYSTREAM_REQUEST_TIMEOUT", default_value_t = Human::from(Limits::default().request_timeout), value_parser = positive_duration)]
+    pub request_timeout: Human,
     /// A connection on which no byte moves either way for this long is closed.
-    #[arg(long, env = "CITYSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
-    pub idle_timeout: Duration,
+    #[arg(long, env = "CITYSTREAM_IDLE_TIMEOUT", default_value_t = Human::from(Limits::default().idle_timeout), value_parser = positive_duration)]
+    pub idle_timeout: Human,
 }
 
 impl ApiArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             max_connections: self.max_connections as usize,
-            header_timeout: self.header_timeout,
-            request_timeout: self.request_timeout,
-            idle_timeout: self.idle_timeout,
+            header_timeout: *self.header_timeout,
+            request_timeout: *self.request_timeout,
+            idle_timeout: *self.idle_timeout,
         }
     }
 }
@@ -494,18 +556,16 @@ fn positive_span(s: &str) -> Result<Span, String> {
     }
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+fn positive_duration(s: &str) -> Result<Human, String> {
     match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(d) if !d.is_zero() => Ok(d.into()),
         Ok(_) => Err(format!("`{s}` must be longer than zero")),
         Err(e) => Err(format!("`{s}`: {e} (e.g. 500ms, 10s)")),
     }
 }
 
 fn span(s: &str) -> Result<Span, String> {
-    humantime::parse_duration(s)
-        .map(Span::from)
-        .map_err(|e| format!("`{s}`: {e} (e.g. 5m, 10m, 30days)"))
+    Span::parse(s)
 }
 
 fn rfc3339(s: &str) -> Result<EventTime, String> {

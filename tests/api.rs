@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use citystream::api::{AppState, app};
 use citystream::model::{EventTime, Span};
 use citystream::processor::{Engine, EngineConfig};
-use citystream::store::Store;
+use citystream::store::Sink;
 use citystream::store::sqlite::SqliteStore;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -316,7 +316,7 @@ async fn the_openapi_document_swagger_ui_and_the_dashboard_are_served() {
 
     for (uri, kind) in [
         ("/", "text/html; charset=utf-8"),
-        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/main.js", "text/javascript; charset=utf-8"),
         (
             "/assets/vendor/uPlot.iife.min.js",
             "text/javascript; charset=utf-8",

@@ -203,9 +203,21 @@ impl MemStore {
                 }
             }
         }
-        let effects = Effects::of(new.iter().copied(), batch.rules.severities_cap);
+        let rules = &batch.rules;
+        let effects = Effects::of(
+            new.iter().copied(),
+            &rules.resolutions,
+            rules.severities_cap,
+        );
         for delta in effects.windows.values() {
-            let stored = self.results.windows.entry(delta.key()).or_default();
+            let id = oracle::window_id(
+                delta.city.as_str(),
+                delta.event_type,
+                delta.start,
+                delta.resolution,
+                &rules.resolutions,
+            );
+            let stored = self.results.windows.entry(id).or_default();
             stored.0 += delta.counts.total();
             for s in &delta.severities {
                 if stored.1.len() < batch.rules.severities_cap {
@@ -251,8 +263,8 @@ impl MemStore {
 
     /// A fresh engine resuming every partition from its checkpoint, remembering the ids of
     /// the stored events of its cities within the horizon, as the runtime does.
-    fn restart(&self, config: EngineConfig, partition_of: &HashMap<String, u32>) -> Engine {
-        let mut engine = Engine::new(SOURCE, config);
+    fn restart(&self, config: &EngineConfig, partition_of: &HashMap<String, u32>) -> Engine {
+        let mut engine = Engine::new(SOURCE, config.clone());
         for (p, cp) in &self.checkpoints {
             let floor = cp
                 .max_event_time
@@ -296,7 +308,7 @@ fn run(
         .collect();
 
     let mut store = MemStore::default();
-    let mut engine = Engine::new(SOURCE, config);
+    let mut engine = Engine::new(SOURCE, config.clone());
     let mut pending = engine.batch();
     let mut input: Vec<Record> = order.clone();
     let mut at = 0;
@@ -311,7 +323,7 @@ fn run(
             crashes += 1;
             // Unflushed output is lost; the source redelivers from where it says, and the new
             // engine skips what the store's checkpoints cover.
-            engine = store.restart(config, &partition_of);
+            engine = store.restart(&config, &partition_of);
             pending = engine.batch();
             let from = store.redeliver_from(how);
             input = order
@@ -366,11 +378,15 @@ proptest! {
         severities_cap in 1..6usize,
     ) {
         let mut config = EngineConfig {
-            window: Span::from_secs(window_secs),
             watermark_delay: Span::from_secs(delay_secs),
             dedup_horizon: Span::from_secs(horizon_secs),
             ..EngineConfig::default()
         };
+        let base = citystream::model::Resolution {
+            span: Span::from_secs(window_secs),
+            ..citystream::model::BASE
+        };
+        config.rules.resolutions = citystream::model::Resolutions::new(base, citystream::model::ROLLUPS).0;
         config.rules.severities_cap = severities_cap;
         let (got, expected) = run(&specs, partitions, &cuts, config);
         prop_assert_eq!(got, expected);
@@ -439,12 +455,24 @@ fn the_oracle_sees_what_the_definitions_say() {
         r.late.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
         ["c"]
     );
-    let counts: Vec<u64> = r.windows.values().map(|w| w.0).collect();
+    let counts: Vec<u64> = r
+        .windows
+        .iter()
+        .filter(|((res, _, _), _)| res == "5m")
+        .map(|(_, w)| w.0)
+        .collect();
     assert_eq!(
         counts,
         [1, 1, 1],
         "10:00, 10:05 and 10:15 windows hold one event each"
     );
+    let hour: Vec<u64> = r
+        .windows
+        .iter()
+        .filter(|((res, _, _), _)| res == "1h")
+        .map(|(_, w)| w.0)
+        .collect();
+    assert_eq!(hour, [3], "and the hour the sum of them");
     assert_eq!(
         r.dead.into_iter().collect::<Vec<_>>(),
         [(0, 5, "duplicate_event_id".to_owned())]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use citystream::model::{City, CityEvent, EventTime, EventType, Severity};
 use citystream::processor::{Engine, EngineConfig};
-use citystream::store::Store;
+use citystream::store::Sink;
 use citystream::store::sqlite::SqliteStore;
 use serde_json::Value;
 

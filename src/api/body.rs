@@ -1,6 +1,9 @@
-//! What the endpoints answer, as typed bodies. They are serialized straight to JSON and the
-//! OpenAPI document (`doc`) is generated from the same types, so the two cannot drift apart.
-//! Bodies borrow from what the store returned where a list can be long.
+//! What the endpoints answer, as typed bodies, serialized straight to JSON; the OpenAPI
+//! document (`doc`) is generated from the same types. Where a field borrows a model value
+//! (`&[StoredEvent]`, a `LateCount`), its schema is a `…Doc` mirror written by hand beside
+//! it: those can drift, and the OpenAPI tier (`scripts/test-openapi.sh`) catches it, as its
+//! schemathesis run checks every response against the document. Bodies borrow from what the
+//! store returned where a list can be long.
 
 use std::collections::BTreeMap;
 
@@ -8,10 +11,32 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::model::{
-    City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, SeverityCounts,
-    WindowAggregate,
+    City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Resolution, Severity,
+    SeverityCounts, WindowAggregate, window_key,
 };
-use crate::store::{CityCount, LateCount, StoredEvent};
+use crate::store::{CityCount, LateCount, StoredEvent, TimeRange};
+
+/// The range a list was read over, and from when what it lists is kept (a range that starts
+/// earlier holds what is kept).
+#[derive(Serialize, ToSchema)]
+pub struct RangeBody {
+    /// The start asked for (`from`, or what `hours` gave), or `null` for as far back as kept.
+    pub from: Option<EventTime>,
+    /// The end asked for (`to`, excluded), or `null` for open.
+    pub to: Option<EventTime>,
+    /// The earliest time still kept.
+    pub kept_from: EventTime,
+}
+
+impl RangeBody {
+    pub fn of(range: TimeRange, kept_from: EventTime) -> Self {
+        RangeBody {
+            from: range.from,
+            to: range.to,
+            kept_from,
+        }
+    }
+}
 
 /// A client mistake or an unavailable store.
 #[derive(Serialize, ToSchema)]
@@ -125,6 +150,8 @@ pub struct StoredEventDoc {
 pub struct EventsBody<'a> {
     pub city: &'a City,
     pub count: usize,
+    #[serde(flatten)]
+    pub range: RangeBody,
     #[schema(value_type = Vec<StoredEventDoc>)]
     pub events: &'a [StoredEvent],
     /// Pass back as `cursor` for the next page; `null` on the last page.
@@ -170,7 +197,10 @@ impl<'a> From<&'a CityEvent> for AlertBody<'a> {
 #[derive(Serialize, ToSchema)]
 pub struct AlertsBody<'a> {
     pub count: usize,
-    pub time_range_hours: u32,
+    /// The `hours` the alerts are of; `null` when `from` was given.
+    pub time_range_hours: Option<u32>,
+    #[serde(flatten)]
+    pub range: RangeBody,
     /// The `city` asked for; absent when all cities were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<&'a City>,
@@ -200,7 +230,8 @@ pub struct CityCountDoc {
 #[derive(Serialize, ToSchema)]
 #[schema(as = Window)]
 pub struct WindowBody<'a> {
-    /// The seed's key: `city#event_type#window_start`.
+    /// The seed's key, `city#event_type#window_start`, for a base window; `…#<resolution>` for
+    /// a rollup (`Chicago#traffic#2026-11-25T10:00:00Z#1h`).
     pub partition_key: String,
     pub city: &'a City,
     pub event_type: EventType,
@@ -215,10 +246,11 @@ pub struct WindowBody<'a> {
     pub severity_counts: SeverityCounts,
 }
 
-impl<'a> From<&'a WindowAggregate> for WindowBody<'a> {
-    fn from(w: &'a WindowAggregate) -> Self {
+impl<'a> WindowBody<'a> {
+    /// `w`, a base window or a window of the `rollup` resolution.
+    pub fn new(w: &'a WindowAggregate, rollup: Option<Resolution>) -> Self {
         WindowBody {
-            partition_key: w.partition_key(),
+            partition_key: window_key(w.city.as_str(), w.event_type, w.window_start, rollup),
             city: &w.city,
             event_type: w.event_type,
             window_start: w.window_start,
@@ -236,9 +268,34 @@ pub struct AggregationsBody<'a> {
     pub city: &'a City,
     /// The `event_type` asked for, or `null` for all.
     pub event_type: Option<EventType>,
+    /// The resolution of the windows listed.
+    #[schema(example = "1h")]
+    pub resolution: String,
+    #[serde(flatten)]
+    pub range: RangeBody,
     pub count: usize,
     pub aggregations: Vec<WindowBody<'a>>,
     pub next_cursor: Option<String>,
+}
+
+/// One resolution at which windows are kept.
+#[derive(Serialize, ToSchema)]
+pub struct ResolutionBody {
+    /// What `resolution=` names it by: its span (`5m`, `1h`, `1d`).
+    #[schema(example = "1h")]
+    pub name: String,
+    /// The span of each window.
+    pub span_seconds: i64,
+    /// How long a window is kept after it ends.
+    pub retention_seconds: i64,
+    /// The earliest window start still kept.
+    pub kept_from: EventTime,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResolutionsBody {
+    /// The base window (`--window`) first, then its rollups, finest first.
+    pub resolutions: Vec<ResolutionBody>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -292,6 +349,8 @@ impl<'a> LateEventBody<'a> {
 #[derive(Serialize, ToSchema)]
 pub struct LateEventsBody<'a> {
     pub count: usize,
+    #[serde(flatten)]
+    pub range: RangeBody,
     pub late_events: Vec<LateEventBody<'a>>,
     pub next_cursor: Option<String>,
 }

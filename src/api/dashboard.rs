@@ -10,12 +10,73 @@ use super::error::ApiError;
 /// Everything the page loads comes from this server, and no script runs inline.
 const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'";
 
-/// The assets under `/assets/`: path, content type, bytes.
-const ASSETS: [(&str, &str, &str); 4] = [
+/// The assets under `/assets/`: path, content type, bytes. The page's script is ES modules
+/// (`main.js` imports the others by relative path); every module must be listed here.
+const ASSETS: [(&str, &str, &str); 16] = [
     (
-        "app.js",
+        "main.js",
         "text/javascript; charset=utf-8",
-        include_str!("dashboard/app.js"),
+        include_str!("dashboard/main.js"),
+    ),
+    (
+        "alerts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/alerts.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/api.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/charts.js"),
+    ),
+    (
+        "cities.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/cities.js"),
+    ),
+    (
+        "constants.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/constants.js"),
+    ),
+    (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/dom.js"),
+    ),
+    (
+        "format.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/format.js"),
+    ),
+    (
+        "history.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/history.js"),
+    ),
+    (
+        "history-view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/history-view.js"),
+    ),
+    (
+        "live.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/live.js"),
+    ),
+    (
+        "panels.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/panels.js"),
+    ),
+    (
+        "windows.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/windows.js"),
     ),
     (
         "app.css",

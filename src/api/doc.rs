@@ -21,9 +21,11 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
 #[openapi(
     info(
         title = "CityStream API",
-        description = "Results of the CityStream pipeline: raw city events, 5-minute windows per \
-            city and event type, high and critical alerts, late events and dead letters, read \
-            from the store. Every list is paged with `limit` and `cursor`.",
+        description = "Results of the CityStream pipeline: raw city events, tumbling windows per \
+            city and event type at every resolution kept (the base window, 5 minutes by \
+            default, and its hourly and daily rollups), high and critical alerts, late events \
+            and dead letters, read from the store. Every list is paged with `limit` and \
+            `cursor`; the lists of a time range take `from` and `to`.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -33,6 +35,7 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
         handlers::alerts,
         handlers::cities,
         handlers::aggregations,
+        handlers::resolutions,
         handlers::stats,
         handlers::late_events,
         handlers::dead_letters,
@@ -68,9 +71,10 @@ fn closed_set(values: impl IntoIterator<Item = &'static str>, what: &str) -> Ref
 impl PartialSchema for City {
     fn schema() -> RefOr<Schema> {
         string(None)
-            .description(Some("A city name: no control characters"))
+            .description(Some(format!(
+                "A city name: at most {MAX_CITY_BYTES} bytes of UTF-8, no control characters"
+            )))
             .min_length(Some(1))
-            .max_length(Some(MAX_CITY_BYTES))
             .examples(["Chicago"])
             .into()
     }

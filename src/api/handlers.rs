@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::body::*;
 use super::error::ApiError;
-use super::params::{Paging, Params, city, cut, one_more};
+use super::params::{Paging, Params, Range, city, cut, one_more};
 use crate::model::{EventTime, EventType, Severity, Span};
-use crate::store::{DeadLetterKey, EventKey, WindowPos};
+use crate::store::{DeadLetterKey, EventKey, WindowPos, WindowQuery};
 
 /// How long `/api/v1/health` waits for the store before it says `DOWN`.
 const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -105,10 +105,12 @@ fn health_body(
     }
 }
 
-/// `GET /api/v1/events/{city}?limit=20&cursor=`: a city's live raw events, newest first.
+/// `GET /api/v1/events/{city}?from=&to=&limit=20&cursor=`: a city's live raw events, newest
+/// first.
 #[utoipa::path(get, path = "/api/v1/events/{city}", tag = "results",
     params(
-        ("city" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "A city name: at most 64 bytes of UTF-8, no control characters"),
+        ("city" = String, Path, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "A city name: at most 64 bytes of UTF-8, no control characters"),
+        Range,
         Paging,
     ),
     responses(
@@ -121,15 +123,18 @@ pub async fn events(
     params: Params,
 ) -> Result<Response, ApiError> {
     let city = path_city(path)?;
+    let range = params.range()?;
     let page = params.page::<EventKey>(20)?;
+    let now = EventTime::now();
     let found = state
         .store
-        .recent_events(city.as_str(), one_more(&page), EventTime::now())
+        .recent_events(city.as_str(), range, one_more(&page), now)
         .await?;
     let (events, next_cursor) = cut(found, page.limit, |e| EventKey::of(&e.event));
     let body = EventsBody {
         city: &city,
         count: events.len(),
+        range: RangeBody::of(range, now.saturating_sub(state.raw_ttl)),
         events: &events,
         next_cursor,
     };
@@ -138,7 +143,7 @@ pub async fn events(
 
 /// `GET /api/v1/summary/{city}`: counts of a city's live raw events.
 #[utoipa::path(get, path = "/api/v1/summary/{city}", tag = "results",
-    params(("city" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "A city name: at most 64 bytes of UTF-8, no control characters")),
+    params(("city" = String, Path, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "A city name: at most 64 bytes of UTF-8, no control characters")),
     responses(
         (status = 200, description = "The city's counts (zeros for a city never seen)", body = SummaryBody),
         Failures,
@@ -164,11 +169,13 @@ pub async fn summary(
     }))
 }
 
-/// `GET /api/v1/alerts?city=&hours=24&limit=100&cursor=`: live high and critical events.
+/// `GET /api/v1/alerts?city=&hours=24&from=&to=&limit=100&cursor=`: live high and critical
+/// events, of the last `hours` or from `from`.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "results",
     params(
-        ("city" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "One city's alerts (default: every city's)"),
-        ("hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "Alerts of the last this many hours (default 24)"),
+        ("city" = Option<String>, Query, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "One city's alerts (default: every city's)"),
+        ("hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "Alerts of the last this many hours (default 24, unless `from` is given; not with `from`)"),
+        Range,
         Paging,
     ),
     responses(
@@ -177,15 +184,25 @@ pub async fn summary(
     ))]
 pub async fn alerts(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let city = params.city("city")?;
-    let hours = params.int("hours", 24, 1..=720)?;
-    let page = params.page::<EventKey>(100)?;
+    let mut range = params.range()?;
     let now = EventTime::now();
-    let since = now.saturating_sub(Span::from_mins(i64::from(hours) * 60));
+    let hours = match (range.from, params.has("hours")) {
+        (Some(_), true) => {
+            return Err(ApiError::BadRequest("give hours or from, not both".into()));
+        }
+        (Some(_), false) => None,
+        (None, _) => {
+            let hours = params.int("hours", 24, 1..=720)?;
+            range.from = Some(now.saturating_sub(Span::from_hours(i64::from(hours))));
+            Some(hours)
+        }
+    };
+    let page = params.page::<EventKey>(100)?;
     let found = state
         .store
         .alerts(
             city.as_ref().map(|c| c.as_str()),
-            since,
+            range,
             one_more(&page),
             now,
         )
@@ -194,6 +211,7 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> Result<Res
     let body = AlertsBody {
         count: alerts.len(),
         time_range_hours: hours,
+        range: RangeBody::of(range, now.saturating_sub(state.raw_ttl)),
         city: city.as_ref(),
         alerts: alerts.iter().map(AlertBody::from).collect(),
         next_cursor,
@@ -225,16 +243,19 @@ pub async fn cities(State(state): State<AppState>, params: Params) -> Result<Res
     Ok(Json(body).into_response())
 }
 
-/// `GET /api/v1/aggregations?city=&event_type=&limit=10&cursor=` (`eventType` accepted too):
-/// a city's live 5-minute windows.
+/// `GET /api/v1/aggregations?city=&event_type=&resolution=&from=&to=&limit=10&cursor=`
+/// (`eventType` accepted too): a city's live windows of one resolution (the base window by
+/// default), newest first.
 #[utoipa::path(get, path = "/api/v1/aggregations", tag = "results",
     params(
-        ("city" = String, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "The city (required)"),
+        ("city" = String, Query, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "The city (required)"),
         ("event_type" = Option<EventType>, Query, description = "One event type's windows (default: all); `eventType` is accepted too"),
+        ("resolution" = Option<String>, Query, example = "1h", description = "Which windows: the base window (`--window`, `5m` by default, the default here) or a rollup (`1h`, `1d`); `/api/v1/resolutions` lists them"),
+        Range,
         Paging,
     ),
     responses(
-        (status = 200, description = "Newest window first; without `event_type`, ties by type descending", body = AggregationsBody),
+        (status = 200, description = "Windows whose start is in the range, newest first; without `event_type`, ties by type descending", body = AggregationsBody),
         Failures,
     ))]
 pub async fn aggregations(
@@ -243,23 +264,53 @@ pub async fn aggregations(
 ) -> Result<Response, ApiError> {
     let city = params.required_city("city")?;
     let event_type = params.event_type(&["event_type", "eventType"])?;
+    let resolution = params.resolution(&state.resolutions)?;
+    let range = params.range()?;
     let page = params.page::<WindowPos>(10)?;
-    let found = state
-        .store
-        .aggregations(city.as_str(), event_type, one_more(&page), EventTime::now())
-        .await?;
+    let now = EventTime::now();
+    let query = WindowQuery {
+        city: city.as_str().to_owned(),
+        event_type,
+        resolution,
+        range,
+    };
+    let found = state.store.windows(&query, one_more(&page), now).await?;
     let (windows, next_cursor) = cut(found, page.limit, |w| WindowPos {
         start: w.window_start,
         event_type: w.event_type,
     });
+    let rollup = (!state.resolutions.is_base(resolution)).then_some(resolution);
     let body = AggregationsBody {
         city: &city,
         event_type,
+        resolution: resolution.name(),
+        range: RangeBody::of(range, resolution.kept_from(now)),
         count: windows.len(),
-        aggregations: windows.iter().map(WindowBody::from).collect(),
+        aggregations: windows.iter().map(|w| WindowBody::new(w, rollup)).collect(),
         next_cursor,
     };
     Ok(Json(body).into_response())
+}
+
+/// `GET /api/v1/resolutions`: the windows kept, finest first.
+#[utoipa::path(get, path = "/api/v1/resolutions", tag = "results",
+    responses(
+        (status = 200, description = "The base window (`--window`) first, then its rollups", body = ResolutionsBody),
+    ))]
+pub async fn resolutions(State(state): State<AppState>) -> Json<ResolutionsBody> {
+    let now = EventTime::now();
+    Json(ResolutionsBody {
+        resolutions: state
+            .resolutions
+            .iter()
+            .map(|r| ResolutionBody {
+                name: r.name(),
+                span_seconds: r.span.as_millis() / 1000,
+                retention_seconds: r.retention.as_millis() / 1000,
+                kept_from: r.kept_from(now),
+            })
+            .collect(),
+    })
 }
 
 /// `GET /api/v1/stats`: totals over the whole store.
@@ -287,10 +338,12 @@ pub(super) async fn stats_body(state: &AppState, now: EventTime) -> Result<Stats
     })
 }
 
-/// `GET /api/v1/late-events?city=&limit=100&cursor=`: events that came behind the watermark.
+/// `GET /api/v1/late-events?city=&from=&to=&limit=100&cursor=`: events that came behind the
+/// watermark.
 #[utoipa::path(get, path = "/api/v1/late-events", tag = "results",
     params(
-        ("city" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "One city's late events (default: every city's)"),
+        ("city" = Option<String>, Query, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "One city's late events (default: every city's)"),
+        Range,
         Paging,
     ),
     responses(
@@ -302,22 +355,24 @@ pub async fn late_events(
     params: Params,
 ) -> Result<Response, ApiError> {
     let city = params.city("city")?;
+    let range = params.range()?;
     let page = params.page::<EventKey>(100)?;
+    let now = EventTime::now();
     let found = state
         .store
         .late_events(
             city.as_ref().map(|c| c.as_str()),
+            range,
             one_more(&page),
-            EventTime::now(),
+            now,
         )
         .await?;
     let (late, next_cursor) = cut(found, page.limit, |l| EventKey::of(&l.event));
+    let window = state.resolutions.base().span;
     let body = LateEventsBody {
         count: late.len(),
-        late_events: late
-            .iter()
-            .map(|l| LateEventBody::new(l, state.window))
-            .collect(),
+        range: RangeBody::of(range, now.saturating_sub(state.late_retention)),
+        late_events: late.iter().map(|l| LateEventBody::new(l, window)).collect(),
         next_cursor,
     };
     Ok(Json(body).into_response())

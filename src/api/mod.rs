@@ -31,21 +31,25 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use error::ApiError;
 pub use server::Limits;
 
-use crate::model::Span;
-use crate::store::Store;
+use crate::model::{Resolutions, Span};
+use crate::store::Reader;
 use crate::store::timed::StoreHealth;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Reader>,
     /// How the store has been answering this process.
     pub health: Arc<StoreHealth>,
     pub metrics: Option<PrometheusHandle>,
     pub started: Instant,
-    /// For reporting watermarks and window starts.
+    /// For reporting watermarks.
     pub watermark_delay: Span,
-    pub window: Span,
+    /// The resolutions kept (the base window first), and how long raw events and late events
+    /// are kept: what a range can reach.
+    pub resolutions: Resolutions,
+    pub raw_ttl: Span,
+    pub late_retention: Span,
     /// Longest a request may take.
     pub request_timeout: Duration,
     /// What the live stream's clients share.
@@ -53,7 +57,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Reader>) -> Self {
         let rules = crate::processor::EngineConfig::default();
         AppState {
             store,
@@ -61,7 +65,9 @@ impl AppState {
             metrics: None,
             started: Instant::now(),
             watermark_delay: rules.watermark_delay,
-            window: rules.window,
+            resolutions: rules.rules.resolutions,
+            raw_ttl: rules.raw_ttl,
+            late_retention: rules.rules.late_retention,
             request_timeout: Limits::default().request_timeout,
             stream: Arc::default(),
         }
@@ -69,13 +75,14 @@ impl AppState {
 }
 
 /// The documented routes, as the OpenAPI document lists them.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 11] = [
     "/api/v1/health",
     "/api/v1/events/{city}",
     "/api/v1/summary/{city}",
     "/api/v1/alerts",
     "/api/v1/cities",
     "/api/v1/aggregations",
+    "/api/v1/resolutions",
     "/api/v1/stats",
     "/api/v1/late-events",
     "/api/v1/dead-letters",
@@ -92,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         alerts_,
         cities_,
         aggregations_,
+        resolutions_,
         stats_,
         late_,
         dead_,
@@ -104,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .route(alerts_, get(alerts))
         .route(cities_, get(cities))
         .route(aggregations_, get(aggregations))
+        .route(resolutions_, get(resolutions))
         .route(stats_, get(stats))
         .route(late_, get(late_events))
         .route(dead_, get(dead_letters))

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::model::{City, EventTime, EventType};
-use crate::store::{DeadLetterKey, EventKey, Page, WindowPos};
+use crate::model::{City, EventTime, EventType, Resolution, Resolutions};
+use crate::store::{DeadLetterKey, EventKey, Page, TimeRange, WindowPos};
 
 /// Longest cursor accepted, in characters.
 const MAX_CURSOR: usize = 1024;
@@ -34,6 +34,23 @@ pub struct Paging {
     /// The `next_cursor` of the page before; anything else is a 400.
     #[param(max_length = 1024)]
     cursor: Option<String>,
+}
+
+/// `from` and `to` as the OpenAPI document describes them, for every list of a time range;
+/// [`Params::range`] reads them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "describes the parameters; `Params::range` parses them"
+)]
+pub struct Range {
+    /// The range's start, RFC 3339, included (default: as far back as is kept).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-24T00:00:00Z")]
+    from: Option<String>,
+    /// The range's end, RFC 3339, excluded (default: open); not before `from`.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T00:00:00Z")]
+    to: Option<String>,
 }
 
 /// The raw query string as name → value; typed parsing happens in the helpers below so that
@@ -112,6 +129,51 @@ impl Params {
             }
         }
         Ok(found.map(|(_, t)| t))
+    }
+
+    /// An optional time, RFC 3339.
+    pub fn time(&self, name: &str) -> Result<Option<EventTime>, ApiError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        EventTime::parse_rfc3339(raw.trim()).map(Some).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 time such as 2026-11-25T10:00:00Z, got `{raw}`: {e}"
+            ))
+        })
+    }
+
+    /// `from` and `to`: a half-open range, `from` not after `to`.
+    pub fn range(&self) -> Result<TimeRange, ApiError> {
+        let range = TimeRange {
+            from: self.time("from")?,
+            to: self.time("to")?,
+        };
+        match (range.from, range.to) {
+            (Some(from), Some(to)) if from > to => Err(ApiError::BadRequest(format!(
+                "from ({from}) is after to ({to})"
+            ))),
+            _ => Ok(range),
+        }
+    }
+
+    /// `resolution`, one of those kept (the base window when absent).
+    pub fn resolution(&self, kept: &Resolutions) -> Result<Resolution, ApiError> {
+        let Some(raw) = self.get("resolution") else {
+            return Ok(kept.base());
+        };
+        kept.named(raw.trim()).ok_or_else(|| {
+            let names: Vec<String> = kept.iter().map(|r| r.name()).collect();
+            ApiError::BadRequest(format!(
+                "resolution must be one of {}, got `{raw}`",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// Whether the query string names `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 
     /// `limit` (1 to 1000, `default` when absent) and `cursor` (where the previous page ended).
@@ -231,6 +293,49 @@ pub fn cut<T, K: CursorKey>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_range_is_two_times_in_order_and_a_resolution_one_kept() {
+        let range = params(&[
+            ("from", "2026-11-25T10:00:00Z"),
+            ("to", "2026-11-25T11:00:00+01:00"),
+        ])
+        .range()
+        .unwrap();
+        assert_eq!(range.from, range.to, "the same instant: an empty range");
+        for bad in [
+            &[("from", "yesterday")][..],
+            &[
+                ("from", "2026-11-25T10:00:01Z"),
+                ("to", "2026-11-25T10:00:00Z"),
+            ][..],
+        ] {
+            assert!(matches!(params(bad).range(), Err(ApiError::BadRequest(_))));
+        }
+        let kept = Resolutions::default();
+        assert_eq!(params(&[]).resolution(&kept).unwrap(), kept.base());
+        assert_eq!(
+            params(&[("resolution", "1d")])
+                .resolution(&kept)
+                .unwrap()
+                .name(),
+            "1d"
+        );
+        let Err(ApiError::BadRequest(why)) = params(&[("resolution", "15m")]).resolution(&kept)
+        else {
+            panic!("15m is not kept");
+        };
+        assert!(why.contains("5m, 1h, 1d"), "{why}");
+    }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_a_400() {

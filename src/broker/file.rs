@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{BrokerError, Polled, Source};
-use crate::model::{MAX_RECORD_BYTES, Record};
+use crate::model::{Checkpoint, MAX_RECORD_BYTES, Record};
 
 /// The line being read: its head (at most [`MAX_RECORD_BYTES`]), its full length so far, and
 /// whether all of it is whitespace.
@@ -93,8 +93,11 @@ impl LineSource {
         Ok(Self::from_reader(name, file, 0))
     }
 
-    /// Standard input; offsets continue at `next_offset`.
-    pub fn stdin(next_offset: u64) -> Self {
+    /// Standard input; its offsets continue after its stored checkpoint, so that the lines of
+    /// this run are numbered after those the runs before stored, and none is taken for one of
+    /// them.
+    pub fn stdin(checkpoint: Option<&Checkpoint>) -> Self {
+        let next_offset = checkpoint.map_or(0, |c| c.next_offset);
         Self::from_reader(STDIN_SOURCE.to_owned(), tokio::io::stdin(), next_offset)
     }
 

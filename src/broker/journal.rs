@@ -38,6 +38,12 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// Where the embedded queue of `topic` keeps its journal under a data directory.
+    pub fn path_in(data_dir: &Path, topic: &str) -> PathBuf {
+        let name = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
+        data_dir.join("journal").join(format!("{name:016x}.log"))
+    }
+
     /// Opens the journal at `path` (creating it and its directory), with the records it holds
     /// in the order they were handed out.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), BrokerError> {

@@ -2,11 +2,15 @@
 //! cities × four types × four severities, with optional disorder and lateness so the
 //! watermark has something to do. Same seed and start time → same stream.
 //!
-//! The generator is a pure iterator; pacing it against the wall clock is the caller's job
-//! (see [`Generator::due_after`]). [`hostile::Records`] turns its events into broker records,
-//! with an optional share of hostile ones (repeats, reused ids, malformed, oversized, …).
+//! The generator is a pure iterator; [`run`] paces it against the wall clock (see
+//! [`Generator::due_after`]) and hands it to a producer. [`hostile::Records`] turns its events
+//! into broker records, with an optional share of hostile ones (repeats, reused ids,
+//! malformed, oversized, …).
 
 pub mod hostile;
+mod run;
+
+pub use run::run;
 
 use std::time::Duration;
 

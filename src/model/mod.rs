@@ -3,6 +3,7 @@
 
 mod event;
 mod record;
+mod resolution;
 mod results;
 mod time;
 
@@ -14,6 +15,7 @@ pub use record::{
     DEAD_LETTER_PREFIX_BYTES, DeadLetter, MAX_RECORD_BYTES, Record, Rejection, decode,
     derived_event_id,
 };
+pub use resolution::{BASE, ROLLUPS, Resolution, Resolutions};
 pub use results::{
     Accepted, BatchRules, Checkpoint, DEFAULT_SEVERITIES_CAP, LateEvent, Placement, SeverityCounts,
     WindowAggregate, WriteBatch, window_key,

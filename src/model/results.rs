@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::event::{City, CityEvent, EventType, Severity};
 use super::record::{DeadLetter, Rejection};
+use super::resolution::{Resolution, Resolutions};
 use super::{EventTime, Span};
 
 /// Longest `severities` list a window keeps unless configured otherwise.
@@ -47,9 +48,19 @@ impl Serialize for SeverityCounts {
     }
 }
 
-/// The seed's key of a window: `city#event_type#window_start`.
-pub fn window_key(city: &City, event_type: EventType, start: EventTime) -> String {
-    format!("{city}#{event_type}#{}", start.to_rfc3339())
+/// A window's key: the seed's `city#event_type#window_start` for a base window, with
+/// `#<resolution>` after it for a rollup (`Chicago#traffic#2026-11-25T10:00:00Z#1h`).
+pub fn window_key(
+    city: &str,
+    event_type: EventType,
+    start: EventTime,
+    rollup: Option<Resolution>,
+) -> String {
+    let seed = format!("{city}#{event_type}#{}", start.to_rfc3339());
+    match rollup {
+        Some(r) => format!("{seed}#{}", r.name()),
+        None => seed,
+    }
 }
 
 /// The value of one tumbling window of one city and event type, as a store serves it.
@@ -64,13 +75,6 @@ pub struct WindowAggregate {
     /// severities cap of them.
     pub severities: Vec<Severity>,
     pub severity_counts: SeverityCounts,
-}
-
-impl WindowAggregate {
-    /// The seed's key: `city#event_type#window_start`.
-    pub fn partition_key(&self) -> String {
-        window_key(&self.city, self.event_type, self.window_start)
-    }
 }
 
 /// Where an accepted event counts (query 2).
@@ -144,8 +148,11 @@ pub struct Checkpoint {
 }
 
 /// The store-side rules the engine hands along with every batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchRules {
+    /// The windows each event counts in: the base window and its rollups, each with its
+    /// retention.
+    pub resolutions: Resolutions,
     /// Longest `severities` list kept per window (`event_count` and the counts stay exact).
     pub severities_cap: usize,
     /// How long late events are kept after their event time.
@@ -157,9 +164,10 @@ pub struct BatchRules {
 impl Default for BatchRules {
     fn default() -> Self {
         BatchRules {
+            resolutions: Resolutions::default(),
             severities_cap: DEFAULT_SEVERITIES_CAP,
-            late_retention: Span::from_mins(30 * 24 * 60),
-            dead_letter_retention: Span::from_mins(7 * 24 * 60),
+            late_retention: Span::from_days(30),
+            dead_letter_retention: Span::from_days(7),
         }
     }
 }

@@ -28,8 +28,48 @@ impl Span {
     pub const fn from_mins(m: i64) -> Self {
         Span(m * 60_000)
     }
+    pub const fn from_hours(h: i64) -> Self {
+        Span(h * 3_600_000)
+    }
+    pub const fn from_days(d: i64) -> Self {
+        Span(d * 86_400_000)
+    }
     pub const fn as_millis(self) -> i64 {
         self.0
+    }
+}
+
+/// The largest unit that divides a span exactly: `5m`, `1h`, `30d`, `1500ms`. What clap shows
+/// as a default and what `--window` names a resolution by; [`Span::parse`] reads it back.
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(i64, &str); 4] = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ];
+        let ms = self.0;
+        match UNITS.iter().find(|(unit, _)| ms != 0 && ms % unit == 0) {
+            Some((unit, name)) => write!(f, "{}{name}", ms / unit),
+            None => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+impl Span {
+    /// A span in humantime's syntax (`5m`, `10min`, `30days`, `1h 30m`).
+    pub fn parse(s: &str) -> Result<Span, String> {
+        humantime::parse_duration(s)
+            .map(Span::from)
+            .map_err(|e| format!("`{s}`: {e} (e.g. 5m, 1h, 30d)"))
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Span, String> {
+        Span::parse(s)
     }
 }
 
@@ -113,6 +153,22 @@ mod tests {
         assert_eq!(z.to_rfc3339(), "2026-11-25T10:00:05Z");
         assert_eq!(frac.to_rfc3339(), "2026-11-25T10:00:05.250Z");
         assert!(EventTime::parse_rfc3339("2026-11-25 10:00:05").is_err());
+    }
+
+    #[test]
+    fn spans_print_in_their_largest_exact_unit_and_read_back() {
+        for (span, text) in [
+            (Span::from_mins(5), "5m"),
+            (Span::from_hours(1), "1h"),
+            (Span::from_days(400), "400d"),
+            (Span::from_secs(90), "90s"),
+            (Span::from_millis(1500), "1500ms"),
+            (Span::from_millis(0), "0ms"),
+        ] {
+            assert_eq!(span.to_string(), text);
+            assert_eq!(Span::parse(text), Ok(span));
+        }
+        assert!(Span::parse("soon").is_err());
     }
 
     #[test]

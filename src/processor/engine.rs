@@ -21,10 +21,8 @@ use crate::model::{
 };
 
 /// Event-time rules of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Size of the tumbling windows.
-    pub window: Span,
     /// How far the watermark trails the largest event time seen.
     pub watermark_delay: Span,
     /// How long raw events are served after their event time.
@@ -35,16 +33,23 @@ pub struct EngineConfig {
     pub dedup_horizon: Span,
     /// Most ids remembered per partition.
     pub dedup_capacity: usize,
-    /// What the store applies with each batch: the severities cap and the retentions.
+    /// What the store applies with each batch: the resolutions (the base window first), the
+    /// severities cap and the retentions.
     pub rules: BatchRules,
+}
+
+impl EngineConfig {
+    /// Size of the tumbling windows that events are placed in (or found late for).
+    pub fn window(&self) -> Span {
+        self.rules.resolutions.base().span
+    }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            window: Span::from_mins(5),
             watermark_delay: Span::from_mins(10),
-            raw_ttl: Span::from_mins(30 * 24 * 60),
+            raw_ttl: Span::from_days(30),
             max_ahead: Span::from_mins(5),
             dedup_horizon: Span::from_mins(60),
             dedup_capacity: 20_000,
@@ -85,11 +90,11 @@ pub struct Engine {
 impl Engine {
     pub fn new(source: impl Into<String>, config: EngineConfig) -> Self {
         Engine {
+            windows: Windows {
+                size: config.window(),
+            },
             config,
             source: source.into(),
-            windows: Windows {
-                size: config.window,
-            },
             partitions: BTreeMap::new(),
             counters: EngineCounters::default(),
         }
@@ -109,7 +114,7 @@ impl Engine {
 
     /// An empty batch carrying this engine's store rules.
     pub fn batch(&self) -> WriteBatch {
-        WriteBatch::new(self.source.clone(), self.config.rules)
+        WriteBatch::new(self.source.clone(), self.config.rules.clone())
     }
 
     /// Whether the engine holds state for a partition.
@@ -377,7 +382,7 @@ mod tests {
     #[test]
     fn a_resumed_partition_remembers_the_ids_of_its_recent_events() {
         let config = EngineConfig::default();
-        let mut first = Engine::new("t", config);
+        let mut first = Engine::new("t", config.clone());
         let mut out = first.batch();
         let original = event_json("y", "2026-11-25T10:00:00Z", "SF", "low");
         first.process(&[record(0, 0, &original)], now(), &mut out);

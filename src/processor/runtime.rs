@@ -3,10 +3,12 @@
 //!
 //! A batch gathers what the source has ready (up to `max_batch` records, waiting at most
 //! `linger` for more), so one store transaction covers many events at high rates and latency
-//! stays low at low rates. A store that fails is retried with backoff until it takes the
-//! batch; meanwhile nothing is polled, so the broker's bound pushes back on producers. A batch
-//! the store refuses as it is (an event it can never take) has its offending events found and
-//! turned into `store_rejected` dead letters, so one bad event never stalls a partition.
+//! stays low at low rates. One batch is written while the next is read and processed; a store
+//! that fails is retried with backoff until it takes the batch, and the next batch is not
+//! written before it, so at most one batch waits beside the one being retried and the
+//! broker's bound pushes back on producers. A batch the store refuses as it is (an event it
+//! can never take) has its offending events found and turned into `store_rejected` dead
+//! letters, so one bad event never stalls a partition.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use super::engine::Engine;
 use crate::broker::{BrokerError, Polled, Source};
 use crate::model::{Checkpoint, DeadLetter, EventTime, Placement, Record, Rejection, WriteBatch};
 use crate::store::timed::StoreHealth;
-use crate::store::{ErrorClass, Store, StoreError, Written};
+use crate::store::{Fault, Sink, StoreError, Written};
 
 /// How the run loop batches and reports.
 #[derive(Debug, Clone)]
@@ -106,7 +108,7 @@ pub struct RunSummary {
 pub struct Processor {
     source: Box<dyn Source>,
     engine: Engine,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Sink>,
     health: Arc<StoreHealth>,
     config: RuntimeConfig,
     /// The engine's repeats already counted in `citystream_repeats_total`.
@@ -119,7 +121,7 @@ impl Processor {
     pub fn new(
         source: Box<dyn Source>,
         engine: Engine,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Sink>,
         health: Arc<StoreHealth>,
         config: RuntimeConfig,
     ) -> Self {
@@ -302,7 +304,7 @@ impl Processor {
             .await;
             checkpoints.push((partition, cp));
         }
-        let config = *self.engine.config();
+        let config = self.engine.config().clone();
         let floor = checkpoints
             .iter()
             .filter_map(|(_, cp)| cp.as_ref()?.max_event_time)
@@ -405,7 +407,7 @@ where
         match call().await {
             Ok(found) => return found,
             Err(error) => {
-                tracing::warn!(%error, what, "store read failed; retrying");
+                tracing::warn!(error = %error.report(), what, "store read failed; retrying");
                 backoff.wait().await;
             }
         }
@@ -413,10 +415,10 @@ where
 }
 
 /// Writes a batch, retrying with backoff until the store takes it. Nothing is dropped: while
-/// this waits, the processor polls nothing. Events the store refuses as they are become
+/// this waits, the next batch is not written. Events the store refuses as they are become
 /// `store_rejected` dead letters (at most [`MAX_REJECTED_PER_BATCH`]).
 pub async fn write_until_stored(
-    store: &dyn Store,
+    store: &dyn Sink,
     health: &StoreHealth,
     batch: WriteBatch,
 ) -> Stored {
@@ -443,49 +445,86 @@ pub async fn write_until_stored(
             Err(error) => error,
         };
         counter!("citystream_store_write_errors_total").increment(1);
-        if error.class() == ErrorClass::Rejected {
+        if error.fault() == Fault::BadInput {
             match without_refused(store, health, &batch).await {
                 Some((rest, letters)) => {
                     batch = Arc::new(rest);
                     refused.extend(letters);
                     continue;
                 }
-                None => tracing::error!(%error, rows = batch.len(),
+                None => tracing::error!(error = %error.report(), rows = batch.len(),
                     "the store refuses this batch and not for any one event; retrying"),
             }
         }
         gauge!("citystream_store_backpressure").set(1.0);
         let waited = backoff.wait().await;
-        tracing::warn!(%error, attempt, waited_ms = waited.as_millis() as u64,
+        tracing::warn!(error = %error.report(), attempt, waited_ms = waited.as_millis() as u64,
             rows = batch.len(), "store write failed; holding the batch and retrying");
         attempt += 1;
     }
 }
 
+/// One record of a batch, as the refused-event search splits it.
+#[derive(Debug, Clone)]
+enum Row {
+    Event(crate::model::Accepted),
+    Dead(DeadLetter),
+}
+
+impl Row {
+    fn position(&self) -> (u32, u64) {
+        match self {
+            Row::Event(a) => (a.partition, a.offset),
+            Row::Dead(d) => (d.partition, d.offset),
+        }
+    }
+}
+
+/// A batch of some of `batch`'s rows, without checkpoints.
+fn part_of(batch: &WriteBatch, rows: &[Row]) -> WriteBatch {
+    let mut part = WriteBatch::new(batch.source.clone(), batch.rules.clone());
+    for row in rows {
+        match row {
+            Row::Event(a) => part.events.push(a.clone()),
+            Row::Dead(d) => part.dead_letters.push(d.clone()),
+        }
+    }
+    part
+}
+
 /// The batch without the events the store refuses, which become dead letters (in the batch,
 /// and returned); `None` when no event alone is refused, or too many are to blame them.
+///
+/// The rows (events and dead letters) are split in halves until every refused one stands
+/// alone, and the halves are written in log order, each refused event replaced by its dead
+/// letter where it stood: a store may take a partition's records only in the order of their
+/// offsets, and what a half stores is applied (a repeat when the whole batch is written again).
 async fn without_refused(
-    store: &dyn Store,
+    store: &dyn Sink,
     health: &StoreHealth,
     batch: &WriteBatch,
 ) -> Option<(WriteBatch, Vec<DeadLetter>)> {
-    let mut refused: Vec<(usize, StoreError)> = Vec::new();
-    let mut pending = vec![(0, batch.events.len())];
+    let mut rows: Vec<Row> = batch.events.iter().cloned().map(Row::Event).collect();
+    rows.extend(batch.dead_letters.iter().cloned().map(Row::Dead));
+    rows.sort_by_key(Row::position);
+    let mut letters: Vec<(usize, DeadLetter, StoreError)> = Vec::new();
+    let mut pending = vec![(0, rows.len())];
     let mut backoff = Backoff::new();
-    // Halve the events until every refused one stands alone; what a half stores is applied
-    // (and counted as a repeat when the whole batch is written again). Halves are written in
-    // log order: a store may take a partition's records only in the order of their offsets.
     while let Some((from, to)) = pending.pop() {
-        let part = WriteBatch {
-            events: batch.events[from..to].to_vec(),
-            ..WriteBatch::new(batch.source.clone(), batch.rules)
-        };
-        match store.write(Arc::new(part)).await {
+        match store.write(Arc::new(part_of(batch, &rows[from..to]))).await {
             Ok(_) => {}
-            Err(e) if e.class() == ErrorClass::Rejected && to - from == 1 => {
-                refused.push((from, e))
+            Err(e) if e.fault() == Fault::BadInput && to - from == 1 => {
+                let Row::Event(a) = &rows[from] else {
+                    return None;
+                };
+                let why = Rejection::StoreRejected(e.report());
+                let dead = a.dead_letter(&batch.source, &why, EventTime::now());
+                rows[from] = Row::Dead(dead.clone());
+                letters.push((from, dead, e));
+                // Written where the event stood, before the rows after it.
+                pending.push((from, to));
             }
-            Err(e) if e.class() == ErrorClass::Rejected => {
+            Err(e) if e.fault() == Fault::BadInput => {
                 let mid = from + (to - from) / 2;
                 pending.extend([(mid, to), (from, mid)]);
             }
@@ -494,25 +533,24 @@ async fn without_refused(
                 backoff.wait().await;
             }
         }
-        if refused.len() > MAX_REJECTED_PER_BATCH {
+        if letters.len() > MAX_REJECTED_PER_BATCH {
             return None;
         }
     }
-    if refused.is_empty() {
+    if letters.is_empty() {
         return None;
     }
-    health.rejected(refused.len() as u64);
-    refused.sort_by_key(|(i, _)| *i);
-    let now = EventTime::now();
-    let mut rest = (*batch).clone();
-    let mut letters = Vec::new();
-    for (i, error) in refused.iter().rev() {
-        let a = rest.events.remove(*i);
-        let why = Rejection::StoreRejected(error.to_string());
-        tracing::error!(partition = a.partition, offset = a.offset, event_id = %a.event.event_id,
-            %error, "the store refuses this event; it becomes a dead letter");
-        letters.push(a.dead_letter(&batch.source, &why, now));
+    health.rejected(letters.len() as u64);
+    for (i, dead, error) in &letters {
+        let a = batch
+            .events
+            .iter()
+            .find(|a| (a.partition, a.offset) == rows[*i].position());
+        tracing::error!(partition = dead.partition, offset = dead.offset,
+            event_id = a.map_or("", |a| a.event.event_id.as_str()), error = %error.report(),
+            "the store refuses this event; it becomes a dead letter");
     }
-    rest.dead_letters.extend(letters.iter().cloned());
-    Some((rest, letters))
+    let mut rest = part_of(batch, &rows);
+    rest.checkpoints = batch.checkpoints.clone();
+    Some((rest, letters.into_iter().map(|(_, d, _)| d).collect()))
 }

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
-use super::StoreError;
+use super::{Fault, StoreError};
 
 /// Held while a process writes a source; released on drop or exit.
 #[derive(Debug)]
@@ -20,9 +20,12 @@ pub struct SourceLock {
 /// Takes the lock of `source` under `data_dir`, or says who holds it.
 pub fn lock_source(data_dir: &Path, source: &str) -> Result<SourceLock, StoreError> {
     let dir = data_dir.join("locks");
-    let io = |source: std::io::Error| StoreError::DataDir {
-        path: dir.display().to_string(),
-        source,
+    let io = |source: std::io::Error| {
+        StoreError::caused(
+            Fault::Down,
+            format!("creating the lock under {}", dir.display()),
+            source,
+        )
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
     let path = dir.join(format!(
@@ -41,15 +44,16 @@ pub fn lock_source(data_dir: &Path, source: &str) -> Result<SourceLock, StoreErr
         Err(TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            return Err(StoreError::Locked {
-                path: data_dir.display().to_string(),
-                source_name: source.to_owned(),
-                reason: format!(
-                    "{} holds {}; run one such process at a time",
+            return Err(StoreError::new(
+                Fault::Fenced,
+                format!(
+                    "{} is in use by another process writing the same source ({source}): {} \
+                     holds {}; run one such process at a time",
+                    data_dir.display(),
                     holder.trim(),
                     path.display()
                 ),
-            });
+            ));
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }

@@ -1,134 +1,51 @@
 //! Where results live: the seed's three tables (raw events, aggregations, alerts), plus late
 //! events, dead letters and the processor's checkpoints.
 //!
-//! [`Store`] is the one seam every backend implements: the processor writes
-//! [`WriteBatch`]es, the API reads. The rules both backends share are in [`rules`]: an
-//! accepted event is applied once, by whichever write first stores its raw row (keyed, as the
-//! seed's table is, by event id and event time), and its alert, its window count or late row,
-//! and every counter follow it exactly once (in the same transaction on SQLite; on DynamoDB by
-//! writes guarded by each writer's position); a record whose key is taken by other content is
-//! a `duplicate_event_id` dead letter. Writing a batch twice, or two sources
-//! writing the same window, therefore adds up exactly.
+//! The seam is a trait per role, so each caller sees only what it uses:
 //!
-//! - [`sqlite`]: one file under the data directory (the default).
-//! - [`dynamodb`]: the production store's tables (`citystream init`).
-//! - [`null`]: discards everything, for benchmarks.
-//! - [`timed`]: a deadline on every call, and the store's health as this process sees it.
-//! - [`lock`]: one writer per source and data directory.
+//! - [`Sink`]: the processor writes [`WriteBatch`]es and reads its checkpoints;
+//! - [`Reader`]: the API reads live rows, a bounded page at a time;
+//! - [`Maintenance`]: the purge loop deletes what expired.
+//!
+//! A backend implements all three; [`open`] picks it (the one place a backend is chosen) and
+//! wraps it in [`timed`], which puts a deadline on every call. Every call fails with one
+//! [`StoreError`], whose [`Fault`] says what the caller can do. The rules both backends apply
+//! are in [`rules`], once.
+//!
+//! - [`sqlite`]: one file under the data directory (the default);
+//! - [`dynamodb`]: the production store's tables (`citystream init`);
+//! - [`null`]: discards everything, for benchmarks;
+//! - [`maintenance`]: the purge loop; [`lock`]: one writer per source and data directory.
 
 pub mod dynamodb;
+mod error;
 pub mod lock;
+pub mod maintenance;
 pub mod null;
+mod query;
 pub mod rules;
 pub mod sqlite;
 pub mod timed;
 
-use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
 
-use crate::model::{
-    Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, SeverityCounts,
-    WindowAggregate, WriteBatch,
+pub use error::{Fault, StoreError};
+pub use query::{
+    CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Page,
+    PartitionStatus, Stats, StoredEvent, TimeRange, WindowPos, WindowQuery,
 };
 
-/// Errors at the store boundary.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("sqlite connection pool: {0}")]
-    Pool(#[from] r2d2::Error),
-    #[error("creating data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "no CityStream store at {path}: `up` or `process` create one there; give the directory \
-         they wrote with --data-dir"
-    )]
-    Missing { path: String },
-    #[error(
-        "{path} is in use by another process writing the same source ({source_name}): {reason}"
-    )]
-    Locked {
-        path: String,
-        source_name: String,
-        reason: String,
-    },
-    #[error("stored value is corrupt: {0}")]
-    Corrupt(String),
-    #[error("store task failed: {0}")]
-    Task(String),
-    #[error("dynamodb {op}: {message}")]
-    Dynamo {
-        op: &'static str,
-        message: String,
-        class: ErrorClass,
-    },
-    #[error("{op} did not finish within {after:?}")]
-    Timeout {
-        op: &'static str,
-        after: std::time::Duration,
-    },
-    #[error(
-        "{path} was written by another version of CityStream (schema {found}, this build uses \
-         {expected}); move it aside and replay the events into a new data directory"
-    )]
-    SchemaVersion {
-        path: String,
-        found: i64,
-        expected: i64,
-    },
-    #[error("table {table} exists with a different schema: {}", differences.join("; "))]
-    Schema {
-        table: String,
-        differences: Vec<String>,
-    },
-    #[error(
-        "the tables with prefix {prefix} hold results in {found} (this build writes layout \
-         {expected}); replay the events into new tables: another --table-prefix, or \
-         `citystream destroy --yes` then `citystream init`"
-    )]
-    Layout {
-        prefix: String,
-        found: String,
-        expected: u32,
-    },
-}
-
-/// What a failed call says about the next attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Worth retrying as it is: a timeout, throttling, a busy or full database, a lost
-    /// connection.
-    Transient,
-    /// The data itself cannot be written (too large, invalid for the store): retrying the
-    /// same rows can never succeed.
-    Rejected,
-}
-
-impl StoreError {
-    /// Whether retrying the same call can succeed.
-    pub fn class(&self) -> ErrorClass {
-        use rusqlite::ErrorCode;
-        match self {
-            StoreError::Dynamo { class, .. } => *class,
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => match e.code {
-                ErrorCode::TooBig | ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch => {
-                    ErrorClass::Rejected
-                }
-                _ => ErrorClass::Transient,
-            },
-            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => ErrorClass::Rejected,
-            _ => ErrorClass::Transient,
-        }
-    }
-}
+use crate::model::{
+    Checkpoint, CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate, WriteBatch,
+};
+use dynamodb::{DynamoConfig, DynamoStore};
+use null::NullStore;
+use sqlite::{OpenMode, SqliteStore};
+use timed::{Deadlines, StoreHealth, TimedStore};
 
 /// What a write did besides storing the batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,117 +59,6 @@ pub struct Written {
     /// Accepted events whose key it found taken by the same event (a repeat across partitions
     /// or sources): counted nowhere again.
     pub repeats: u64,
-}
-
-/// A raw event as served, with its expiry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StoredEvent {
-    #[serde(flatten)]
-    pub event: CityEvent,
-    /// Expiry in epoch seconds, DynamoDB's TTL convention.
-    pub ttl: i64,
-}
-
-/// Counts of one city's live raw events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CitySummary {
-    pub total_events: u64,
-    pub by_type: BTreeMap<EventType, u64>,
-    pub by_severity: SeverityCounts,
-    pub late_events: u64,
-}
-
-/// A city and its number of live raw events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CityCount {
-    pub city: String,
-    pub total_events: u64,
-}
-
-/// Late events of one city and type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LateCount {
-    pub city: String,
-    pub event_type: EventType,
-    pub late_events: u64,
-}
-
-/// Most (city, type) pairs `/stats` lists with their late counts; the total covers all.
-pub const MAX_LATE_GROUPS: usize = 100;
-
-/// Totals over the whole store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub total_events: u64,
-    pub alerts: SeverityCounts,
-    pub late_events: u64,
-    /// The (city, type) pairs with the most late events, at most [`MAX_LATE_GROUPS`].
-    pub late_by_city_type: Vec<LateCount>,
-    pub dead_letters: u64,
-    pub dead_letters_by_kind: BTreeMap<String, u64>,
-}
-
-/// How far a processor has got in one partition, as last checkpointed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStatus {
-    pub checkpoint: Checkpoint,
-    pub updated_at: EventTime,
-}
-
-/// Where a list continues: its limit, and the key of the last item of the page before.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page<K> {
-    pub after: Option<K>,
-    pub limit: usize,
-}
-
-impl<K> Page<K> {
-    pub fn first(limit: usize) -> Self {
-        Page { after: None, limit }
-    }
-}
-
-/// Position of an event in lists ordered newest first, ties by id descending.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventKey {
-    pub at: EventTime,
-    pub event_id: String,
-}
-
-impl EventKey {
-    pub fn of(event: &CityEvent) -> Self {
-        EventKey {
-            at: event.timestamp,
-            event_id: event.event_id.clone(),
-        }
-    }
-}
-
-/// Position of a window in a city's list: newest window first, then type descending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct WindowPos {
-    pub start: EventTime,
-    pub event_type: EventType,
-}
-
-/// Position of a dead letter: most recently received first, then by where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DeadLetterKey {
-    pub received_at: EventTime,
-    pub source: String,
-    pub partition: u32,
-    pub offset: u64,
-}
-
-impl DeadLetterKey {
-    pub fn of(d: &DeadLetter) -> Self {
-        DeadLetterKey {
-            received_at: d.received_at,
-            source: d.source.clone(),
-            partition: d.partition,
-            offset: d.offset,
-        }
-    }
 }
 
 /// What a purge deleted.
@@ -271,13 +77,22 @@ impl Purged {
     }
 }
 
-/// A result store. Reads leave out expired rows themselves, whether or not the background
-/// purge has removed them yet. Every list read is a page: at most `limit` items after the
-/// page's key.
+/// How a backend takes a batch: what the parts around it adapt to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Properties {
+    /// Whether a batch is stored all at once (one transaction) or in many requests that a
+    /// crash can cut short; then the embedded queue keeps a journal of the batch being
+    /// written, so that the next run writes it again.
+    pub atomic_batches: bool,
+    /// How long the processor waits for more records once a batch has begun, unless
+    /// configured: short where a batch is cheap, longer where every write is billed.
+    pub linger: Duration,
+}
+
+/// What the processor needs of a store.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Short name of the backend, for health and logs.
-    fn backend(&self) -> &'static str;
+pub trait Sink: Send + Sync + 'static {
+    fn properties(&self) -> Properties;
 
     /// Writes a batch: every accepted event that is new to the store with everything derived
     /// from it, the dead letters, and the checkpoints that cover them. A checkpoint never
@@ -303,25 +118,38 @@ pub trait Store: Send + Sync + 'static {
         since: EventTime,
         limit: usize,
     ) -> Result<Vec<CityEvent>, StoreError>;
+}
+
+/// What the API needs of a store. Reads leave out expired rows themselves, whether or not the
+/// purge has removed them yet. Every list read is a page: at most `limit` items after the
+/// page's key, within a [`TimeRange`] where it has one.
+#[async_trait]
+pub trait Reader: Send + Sync + 'static {
+    /// Short name of the backend, for health and logs.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Checkpoints of the most recently updated partitions, at most `limit`, for health.
     async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError>;
 
-    /// A page of a city's live raw events, newest first.
+    /// A page of a city's live raw events in `range`, newest first.
     async fn recent_events(
         &self,
         city: &str,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
     async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError>;
 
-    /// A page of live alerts at or after `since`, newest first, of one city or all.
+    /// A page of live alerts in `range`, newest first, of one city or all.
     async fn alerts(
         &self,
         city: Option<&str>,
-        since: EventTime,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError>;
@@ -333,21 +161,22 @@ pub trait Store: Send + Sync + 'static {
         now: EventTime,
     ) -> Result<Vec<CityCount>, StoreError>;
 
-    /// A page of a city's live windows (of one type, or all), newest window first.
-    async fn aggregations(
+    /// A page of a city's live windows of one resolution (of one type, or all) whose start is
+    /// in the query's range, newest window first.
+    async fn windows(
         &self,
-        city: &str,
-        event_type: Option<EventType>,
+        query: &WindowQuery,
         page: Page<WindowPos>,
         now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError>;
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError>;
 
-    /// A page of live late events, newest event time first, of one city or all.
+    /// A page of live late events in `range`, newest event time first, of one city or all.
     async fn late_events(
         &self,
         city: Option<&str>,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError>;
@@ -358,11 +187,78 @@ pub trait Store: Send + Sync + 'static {
         page: Page<DeadLetterKey>,
         now: EventTime,
     ) -> Result<Vec<DeadLetter>, StoreError>;
+}
 
-    /// Deletes rows whose expiry has passed: raw events with their alerts, windows whose
-    /// events all expired, late events and dead letters.
+/// What the purge loop needs of a store.
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Deletes rows whose expiry has passed: raw events with their alerts, windows, late
+    /// events and dead letters. A backend whose tables expire by themselves deletes nothing.
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError>;
+}
 
-    /// Checks that the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+/// Which backend holds the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// One SQLite file under `--data-dir` (nothing to install).
+    Sqlite,
+    /// DynamoDB tables made by `citystream init` (AWS, or `--dynamodb-endpoint`).
+    Dynamodb,
+    /// Nothing is kept: every stage before the store runs (`bench` only).
+    #[value(skip)]
+    Null,
+}
+
+/// Where a process keeps its results.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// Directory of the SQLite file (and of the locks and the journal on every backend).
+    pub data_dir: PathBuf,
+    pub dynamo: DynamoConfig,
+    pub deadlines: Deadlines,
+}
+
+/// A store opened for one process: one backend seen through each role's trait, every call
+/// with its deadline, and the store's health as this process sees it.
+#[derive(Clone)]
+pub struct Opened {
+    pub sink: Arc<dyn Sink>,
+    pub reader: Arc<dyn Reader>,
+    pub maintenance: Arc<dyn Maintenance>,
+    pub health: Arc<StoreHealth>,
+}
+
+impl Opened {
+    /// `backend` through each role's trait, every call with its deadline.
+    pub fn new<B: Sink + Reader + Maintenance>(backend: B, deadlines: Deadlines) -> Self {
+        let timed = Arc::new(TimedStore::new(backend, deadlines));
+        Opened {
+            health: timed.health(),
+            sink: timed.clone(),
+            reader: timed.clone(),
+            maintenance: timed,
+        }
+    }
+}
+
+/// Opens the configured backend (the one place it is chosen) and checks that it answers.
+/// Readers (`serve`, `mode` [`OpenMode::Existing`]) open an existing SQLite store only.
+pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Opened, StoreError> {
+    let opened = match config.backend {
+        Backend::Sqlite => {
+            let store = SqliteStore::open_with(&config.data_dir, mode)?;
+            tracing::info!(path = %store.path().display(), "sqlite store open");
+            Opened::new(store, config.deadlines)
+        }
+        Backend::Dynamodb => {
+            let store = DynamoStore::open(&config.dynamo).await?;
+            tracing::info!(region = %config.dynamo.region, prefix = %config.dynamo.table_prefix,
+                endpoint = ?config.dynamo.endpoint, "dynamodb store open");
+            Opened::new(store, config.deadlines)
+        }
+        Backend::Null => Opened::new(NullStore, config.deadlines),
+    };
+    opened.reader.ping().await?;
+    Ok(opened)
 }

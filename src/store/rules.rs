@@ -4,22 +4,27 @@
 //!    id, event time). When one has, the event is either a repeat of it (the same content:
 //!    counted nowhere again) or a reuse of the id ([`found`] says which).
 //! 2. **Everything follows the raw row.** Only a new event adds its alert (query 3), its window
-//!    count or late row (query 2) and its counters, exactly once with its raw row (query 1): in
-//!    one transaction on SQLite; on DynamoDB after it, by writes that apply once however often
-//!    they are sent. So every table agrees, a batch written twice changes nothing, and windows
-//!    fed by several sources add up.
-//! 3. **Windows are sums.** [`Effects`] folds the new events of a unit into one increment per
-//!    window: counts per severity, and the severities in arrival order, of which a window keeps
-//!    at most the batch's `severities_cap` (the counts stay exact).
-//! 4. **Everything expires.** A raw row at its `ttl`, its alert with it, a window when all
-//!    its events can have (its end + the raw TTL), a late event and a dead letter after their
-//!    retention.
+//!    counts or late row (query 2) and its counters, exactly once with its raw row (query 1):
+//!    in one transaction on SQLite; on DynamoDB after it, by writes that apply once however
+//!    often they are sent. So every table agrees, a batch written twice changes nothing, and
+//!    windows fed by several sources add up.
+//! 3. **Windows are sums, at every resolution.** An event that is not late counts in one
+//!    window of each resolution ([`windows_of`]): the base window and each rollup, so a
+//!    rollup is the sum of the base windows it covers. [`Effects`] folds the new events of a
+//!    write into one increment per window: counts per severity, and the severities in arrival
+//!    order, of which a window keeps the first `severities_cap` ([`severities_room`]; the
+//!    counts stay exact).
+//! 4. **Everything expires.** A raw row at its `ttl` (event time + `--raw-ttl`), its alert with
+//!    it; a window its resolution's retention after it ends ([`Resolution::expiry`]); a late
+//!    event and a dead letter their retention after their event time and arrival.
+//! 5. **Positions only move forwards.** A checkpoint behind the stored one is left alone: a
+//!    newer writer owns the partition ([`fenced`]).
 
 use std::collections::BTreeMap;
 
 use crate::model::{
-    Accepted, City, CityEvent, DeadLetter, EventTime, EventType, Placement, Rejection, Severity,
-    SeverityCounts, Span, window_key,
+    Accepted, Checkpoint, City, CityEvent, EventTime, EventType, Placement, Rejection, Resolution,
+    Resolutions, Severity, SeverityCounts,
 };
 use crate::store::StoreError;
 
@@ -29,7 +34,7 @@ pub enum Found {
     /// The same event, stored before (a repeat, or this very record written again).
     Repeat,
     /// Another event's key: the record becomes this dead letter.
-    Taken(DeadLetter),
+    Taken(crate::model::DeadLetter),
 }
 
 /// Rule 1, for an accepted event whose key holds `existing`.
@@ -41,36 +46,68 @@ pub fn found(source: &str, existing: &CityEvent, incoming: &Accepted, now: Event
     Found::Taken(incoming.dead_letter(source, &rejection, now))
 }
 
+/// Rule 3: the windows an accepted event counts in, one per resolution (start of each), or
+/// none when it is late.
+pub fn windows_of<'r>(
+    a: &Accepted,
+    resolutions: &'r Resolutions,
+) -> impl Iterator<Item = (Resolution, EventTime)> + 'r {
+    let t = a.event.timestamp;
+    let counts = matches!(a.placement, Placement::Window { .. });
+    resolutions
+        .iter()
+        .filter(move |_| counts)
+        .map(move |r| (r, r.start_of(t)))
+}
+
+/// Rule 3: how many more severities a window that holds `stored` events keeps.
+pub fn severities_room(stored: u64, cap: usize) -> usize {
+    cap.saturating_sub(usize::try_from(stored).unwrap_or(usize::MAX))
+}
+
+/// Rule 5: a checkpoint the store left alone because a newer writer's position is ahead.
+/// Logged and counted the same on every backend; returns the partition, not to be committed.
+pub fn fenced(c: &Checkpoint) -> u32 {
+    tracing::warn!(source = %c.source, partition = c.partition, ours = c.next_offset,
+        "a newer writer owns this partition; its checkpoint stays");
+    metrics::counter!("citystream_stale_writes_fenced_total").increment(1);
+    c.partition
+}
+
 /// One window's increment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowDelta {
     pub city: City,
     pub event_type: EventType,
+    pub resolution: Resolution,
+    /// Whether this is the base window (`--window`) rather than a rollup.
+    pub base: bool,
     pub start: EventTime,
-    pub end: EventTime,
     pub counts: SeverityCounts,
     /// Severities in arrival order, at most the cap of them.
     pub severities: Vec<Severity>,
-    /// When the raw rows of its events have all expired: the window's end + the raw TTL. The
-    /// same for every event of the window, so writers agree on it whatever their order.
-    pub expires_at: EventTime,
 }
 
 impl WindowDelta {
-    pub fn key(&self) -> String {
-        window_key(&self.city, self.event_type, self.start)
+    pub fn end(&self) -> EventTime {
+        self.resolution.end_of(self.start)
+    }
+
+    /// Rule 4: when the window expires.
+    pub fn expires_at(&self) -> EventTime {
+        self.resolution.expiry(self.start)
     }
 }
 
-/// Which window: (city, type, start), without formatting the seed's key for every event.
-pub type WindowId<'a> = (&'a str, EventType, EventTime);
+/// Which window: (span in ms, city, type, start), without formatting a key for every event.
+pub type WindowId<'a> = (i64, &'a str, EventType, EventTime);
 
 /// What a set of new events adds to the store, summed per key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects<'a> {
     /// The new events, in arrival order.
     pub new: Vec<&'a Accepted>,
-    /// Window increments by window ([`WindowDelta::key`] is the seed's key).
+    /// Window increments by window, every resolution.
     pub windows: BTreeMap<WindowId<'a>, WindowDelta>,
     /// New alerts per severity.
     pub alerts: SeverityCounts,
@@ -80,45 +117,48 @@ pub struct Effects<'a> {
 
 impl<'a> Effects<'a> {
     /// Folds new events (rule 3), keeping at most `cap` severities per window increment.
-    pub fn of(new: impl IntoIterator<Item = &'a Accepted>, cap: usize) -> Self {
+    pub fn of(
+        new: impl IntoIterator<Item = &'a Accepted>,
+        resolutions: &Resolutions,
+        cap: usize,
+    ) -> Self {
         let mut effects = Effects::default();
         for a in new {
-            effects.add(a, cap);
+            effects.add(a, resolutions, cap);
         }
         effects
     }
 
-    fn add(&mut self, a: &'a Accepted, cap: usize) {
+    fn add(&mut self, a: &'a Accepted, resolutions: &Resolutions, cap: usize) {
         let e = &a.event;
         if a.is_alert() {
             self.alerts.add(e.severity);
         }
-        match a.placement {
-            Placement::Late { .. } => {
-                *self
-                    .late
-                    .entry((e.city.as_str(), e.event_type))
-                    .or_default() += 1;
-            }
-            Placement::Window { start, end } => {
-                let delta = self
-                    .windows
-                    .entry((e.city.as_str(), e.event_type, start))
-                    .or_insert_with(|| WindowDelta {
-                        city: e.city.clone(),
-                        event_type: e.event_type,
-                        start,
-                        end,
-                        counts: SeverityCounts::default(),
-                        severities: Vec::new(),
-                        expires_at: end.saturating_add(Span::from_millis(
-                            a.ttl.as_millis() - e.timestamp.as_millis(),
-                        )),
-                    });
-                delta.counts.add(e.severity);
-                if delta.severities.len() < cap {
-                    delta.severities.push(e.severity);
-                }
+        if let Placement::Late { .. } = a.placement {
+            *self
+                .late
+                .entry((e.city.as_str(), e.event_type))
+                .or_default() += 1;
+        }
+        for (resolution, start) in windows_of(a, resolutions) {
+            let id = (
+                resolution.span.as_millis(),
+                e.city.as_str(),
+                e.event_type,
+                start,
+            );
+            let delta = self.windows.entry(id).or_insert_with(|| WindowDelta {
+                city: e.city.clone(),
+                event_type: e.event_type,
+                resolution,
+                base: resolutions.is_base(resolution),
+                start,
+                counts: SeverityCounts::default(),
+                severities: Vec::new(),
+            });
+            delta.counts.add(e.severity);
+            if delta.severities.len() < cap {
+                delta.severities.push(e.severity);
             }
         }
         self.new.push(a);
@@ -159,7 +199,7 @@ pub fn severities_from_text(text: &str) -> Result<Vec<Severity>, StoreError> {
             b'h' => Severity::High,
             b'c' => Severity::Critical,
             other => {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "severity letter {:?}",
                     char::from(other)
                 )));
@@ -209,11 +249,15 @@ mod tests {
             accepted("c", Severity::Critical, false),
             accepted("d", Severity::High, true),
         ];
-        let effects = Effects::of(&events, 2);
-        assert_eq!(effects.windows.len(), 1);
+        let effects = Effects::of(&events, &Resolutions::default(), 2);
+        assert_eq!(effects.windows.len(), 3, "one window per resolution");
         let w = effects.windows.values().next().unwrap();
-        assert_eq!(w.key(), "SF#traffic#1970-01-01T00:00:00Z");
-        assert_eq!(w.counts.total(), 3);
+        assert!(w.base);
+        assert_eq!(w.start, EventTime::from_millis(0));
+        assert_eq!(w.end(), EventTime::from_millis(300_000));
+        for w in effects.windows.values() {
+            assert_eq!(w.counts.total(), 3, "{}", w.resolution.name());
+        }
         assert_eq!(w.severities, [Severity::Low, Severity::High]);
         assert_eq!(effects.alerts.total(), 3);
         assert_eq!(effects.late[&("SF", EventType::Traffic)], 1);

@@ -1,7 +1,7 @@
 //! A deadline on every store call, whatever the backend, and the store's health as this process
-//! sees it. [`TimedStore`] wraps any [`Store`]: a call that does not finish in time fails with
-//! [`StoreError::Timeout`] (the caller retries or answers 503), every failure is counted in
-//! `citystream_store_errors_total{op,class}`, and the first failure after a success, and the
+//! sees it. [`TimedStore`] wraps any backend, through each role's trait: a call that does not
+//! finish in time fails with a [`Fault::Retry`] timeout (the caller retries or answers 503),
+//! every failure is counted in `citystream_store_errors_total{op,fault}`, and the first failure after a success, and the
 //! first success after failures, are logged at once. A call still running after a few seconds
 //! ([`Deadlines::slow`]) already counts as a failure for health: a stalled store shows within
 //! seconds, not only when the deadline ends the call. [`StoreHealth`] keeps that state for
@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    CityCount, CitySummary, DeadLetterKey, ErrorClass, EventKey, Page, PartitionStatus, Purged,
-    Stats, Store, StoreError, StoredEvent, WindowPos, Written,
+    CityCount, CitySummary, DeadLetterKey, EventKey, Fault, Maintenance, Page, PartitionStatus,
+    Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange, WindowPos,
+    WindowQuery, Written,
 };
 use crate::model::{
-    Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, WindowAggregate, WriteBatch,
+    Checkpoint, CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate, WriteBatch,
 };
 
 /// How long store calls may take.
@@ -126,9 +127,9 @@ impl StoreHealth {
             let calls = Self::calls(state, kind);
             if calls.failing_since.is_none() {
                 calls.failing_since = Some(EventTime::now());
-                tracing::warn!(op, calls = kind.name(), %error, "the store is failing");
+                tracing::warn!(op, calls = kind.name(), error = %error.report(), "the store is failing");
             }
-            calls.last_error = Some(format!("{op}: {error}"));
+            calls.last_error = Some(format!("{op}: {}", error.report()));
         });
     }
 
@@ -138,15 +139,15 @@ impl StoreHealth {
     }
 }
 
-/// A [`Store`] whose every call has a deadline and is counted.
-pub struct TimedStore {
-    inner: Arc<dyn Store>,
+/// A backend whose every call, through each role's trait, has a deadline and is counted.
+pub struct TimedStore<B> {
+    inner: B,
     deadlines: Deadlines,
     health: Arc<StoreHealth>,
 }
 
-impl TimedStore {
-    pub fn new(inner: Arc<dyn Store>, deadlines: Deadlines) -> Self {
+impl<B> TimedStore<B> {
+    pub fn new(inner: B, deadlines: Deadlines) -> Self {
         metrics::gauge!("citystream_store_up").set(1.0);
         TimedStore {
             inner,
@@ -176,24 +177,21 @@ impl TimedStore {
         let finished = tokio::select! {
             finished = &mut call => finished,
             _ = tokio::time::sleep(slow) => {
-                self.health.failed(op, kind, &StoreError::Timeout { op, after: slow });
+                self.health.failed(op, kind, &StoreError::timeout(op, slow));
                 call.await
             }
         };
-        let out = finished.unwrap_or(Err(StoreError::Timeout { op, after: limit }));
+        let out = finished.unwrap_or_else(|_| Err(StoreError::timeout(op, limit)));
         metrics::histogram!("citystream_store_call_seconds", "op" => op)
             .record(started.elapsed().as_secs_f64());
         match &out {
             Ok(_) => self.health.succeeded(kind),
             Err(error) => {
-                let class = match error.class() {
-                    ErrorClass::Transient => "transient",
-                    ErrorClass::Rejected => "rejected",
-                };
-                metrics::counter!("citystream_store_errors_total", "op" => op, "class" => class)
+                let fault = error.fault();
+                metrics::counter!("citystream_store_errors_total", "op" => op, "fault" => fault.as_str())
                     .increment(1);
-                // A refused row says nothing about the store's health; the runtime reports it.
-                if error.class() == ErrorClass::Transient {
+                // Refused input says nothing about the store's health; the runtime reports it.
+                if fault != Fault::BadInput {
                     self.health.failed(op, kind, error);
                 }
             }
@@ -219,9 +217,9 @@ impl Call {
 }
 
 #[async_trait]
-impl Store for TimedStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
+impl<B: Sink> Sink for TimedStore<B> {
+    fn properties(&self) -> Properties {
+        self.inner.properties()
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError> {
@@ -252,6 +250,17 @@ impl Store for TimedStore {
         let call = self.inner.events_since(since, limit);
         self.call("events_since", Call::Write, call).await
     }
+}
+
+#[async_trait]
+impl<B: Reader> Reader for TimedStore<B> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call("ping", Call::Read, self.inner.ping()).await
+    }
 
     async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError> {
         let call = self.inner.pipeline_status(limit);
@@ -261,10 +270,11 @@ impl Store for TimedStore {
     async fn recent_events(
         &self,
         city: &str,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let call = self.inner.recent_events(city, page, now);
+        let call = self.inner.recent_events(city, range, page, now);
         self.call("recent_events", Call::Read, call).await
     }
 
@@ -276,11 +286,11 @@ impl Store for TimedStore {
     async fn alerts(
         &self,
         city: Option<&str>,
-        since: EventTime,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
-        let call = self.inner.alerts(city, since, page, now);
+        let call = self.inner.alerts(city, range, page, now);
         self.call("alerts", Call::Read, call).await
     }
 
@@ -293,15 +303,14 @@ impl Store for TimedStore {
         self.call("cities", Call::Read, call).await
     }
 
-    async fn aggregations(
+    async fn windows(
         &self,
-        city: &str,
-        event_type: Option<EventType>,
+        query: &WindowQuery,
         page: Page<WindowPos>,
         now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
-        let call = self.inner.aggregations(city, event_type, page, now);
-        self.call("aggregations", Call::Read, call).await
+        let call = self.inner.windows(query, page, now);
+        self.call("windows", Call::Read, call).await
     }
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {
@@ -311,10 +320,11 @@ impl Store for TimedStore {
     async fn late_events(
         &self,
         city: Option<&str>,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError> {
-        let call = self.inner.late_events(city, page, now);
+        let call = self.inner.late_events(city, range, page, now);
         self.call("late_events", Call::Read, call).await
     }
 
@@ -326,14 +336,13 @@ impl Store for TimedStore {
         let call = self.inner.dead_letters(page, now);
         self.call("dead_letters", Call::Read, call).await
     }
+}
 
+#[async_trait]
+impl<B: Maintenance> Maintenance for TimedStore<B> {
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
         self.call("purge", Call::Write, self.inner.purge_expired(now))
             .await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.call("ping", Call::Read, self.inner.ping()).await
     }
 }
 
@@ -346,20 +355,11 @@ mod tests {
     struct Stalled;
 
     #[async_trait]
-    impl Store for Stalled {
+    impl Reader for Stalled {
         fn backend(&self) -> &'static str {
             "stalled"
         }
-        async fn write(&self, _: Arc<WriteBatch>) -> Result<Written, StoreError> {
-            std::future::pending().await
-        }
-        async fn checkpoint(&self, _: &str, _: u32) -> Result<Option<Checkpoint>, StoreError> {
-            std::future::pending().await
-        }
-        async fn checkpoints(&self, _: &str) -> Result<Vec<Checkpoint>, StoreError> {
-            std::future::pending().await
-        }
-        async fn events_since(&self, _: EventTime, _: usize) -> Result<Vec<CityEvent>, StoreError> {
+        async fn ping(&self) -> Result<(), StoreError> {
             std::future::pending().await
         }
         async fn pipeline_status(&self, _: usize) -> Result<Vec<PartitionStatus>, StoreError> {
@@ -368,6 +368,7 @@ mod tests {
         async fn recent_events(
             &self,
             _: &str,
+            _: TimeRange,
             _: Page<EventKey>,
             _: EventTime,
         ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -379,7 +380,7 @@ mod tests {
         async fn alerts(
             &self,
             _: Option<&str>,
-            _: EventTime,
+            _: TimeRange,
             _: Page<EventKey>,
             _: EventTime,
         ) -> Result<Vec<CityEvent>, StoreError> {
@@ -392,10 +393,9 @@ mod tests {
         ) -> Result<Vec<CityCount>, StoreError> {
             std::future::pending().await
         }
-        async fn aggregations(
+        async fn windows(
             &self,
-            _: &str,
-            _: Option<EventType>,
+            _: &WindowQuery,
             _: Page<WindowPos>,
             _: EventTime,
         ) -> Result<Vec<WindowAggregate>, StoreError> {
@@ -407,6 +407,7 @@ mod tests {
         async fn late_events(
             &self,
             _: Option<&str>,
+            _: TimeRange,
             _: Page<EventKey>,
             _: EventTime,
         ) -> Result<Vec<LateEvent>, StoreError> {
@@ -419,12 +420,6 @@ mod tests {
         ) -> Result<Vec<DeadLetter>, StoreError> {
             std::future::pending().await
         }
-        async fn purge_expired(&self, _: EventTime) -> Result<Purged, StoreError> {
-            std::future::pending().await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            std::future::pending().await
-        }
     }
 
     #[tokio::test]
@@ -433,19 +428,17 @@ mod tests {
             read: Duration::from_millis(50),
             write: Duration::from_millis(50),
         };
-        let stalled = TimedStore::new(Arc::new(Stalled), deadlines);
+        let stalled = TimedStore::new(Stalled, deadlines);
         let error = stalled.ping().await.unwrap_err();
-        assert!(
-            matches!(error, StoreError::Timeout { op: "ping", .. }),
-            "{error}"
-        );
+        assert!(error.to_string().contains("ping did not finish"), "{error}");
+        assert_eq!(error.fault(), Fault::Retry);
         let health = stalled.health().snapshot();
         assert!(health.reads.failing_since.is_some());
         assert_eq!(health.writes.failing_since, None);
         assert!(health.reads.last_error.unwrap().contains("ping"));
 
         let fine = TimedStore {
-            inner: Arc::new(NullStore),
+            inner: NullStore,
             deadlines,
             health: stalled.health(),
         };

@@ -20,7 +20,8 @@ if (!BIN || !fs.existsSync(BIN)) {
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SHOTS = path.join(REPO, 'target', 'browser-screenshots');
-const PANELS = ['panel-rate', 'panel-windows', 'panel-alerts', 'panel-late', 'panel-dead', 'panel-health'];
+const PANELS = ['panel-rate', 'panel-windows', 'panel-history', 'panel-alerts', 'panel-late', 'panel-dead', 'panel-health'];
+const TYPES = ['traffic', 'weather', 'incident', 'construction'];
 // Console messages the browser itself logs for requests that fail while the server is down.
 const NETWORK_NOISE = /Failed to load resource|net::ERR_|ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_INCOMPLETE_CHUNKED_ENCODING/;
 
@@ -168,6 +169,18 @@ async function waitForDashboardData(page) {
   await page.waitForFunction(() => document.getElementById('health-status').textContent.trim() === 'UP', null, { timeout: 15000 });
 }
 
+// The history view has drawn its four charts (at `resolution`, when given).
+async function waitForHistory(page, resolution = null, timeout = 15000) {
+  await page.waitForFunction(([types, res]) => {
+    const panel = document.getElementById('panel-history');
+    return panel.dataset.state === 'ready' && (!res || panel.dataset.resolution === res)
+      && types.every((t) => {
+        const box = document.getElementById(`history-${t}`);
+        return box.querySelector('canvas') !== null && (!res || box.dataset.resolution === res);
+      });
+  }, [TYPES, resolution], { timeout });
+}
+
 // ---------- fixtures ----------
 
 before(async () => {
@@ -227,6 +240,9 @@ test('live dashboard over `up`: data, live alerts, outage banner and recovery', 
     let t0 = Date.now();
     await page.waitForSelector(`#alert-feed [data-event-id="${fresh.event_id}"]`, { timeout: 2000 });
     t.diagnostic(`a new alert reached the feed ${Date.now() - t0} ms after the API listed it`);
+    // The history of the busiest city is drawn too (by default, the last 24 h) before the
+    // screenshot the README shows.
+    await waitForHistory(page);
     await page.screenshot({ path: path.join(SHOTS, 'dashboard.png'), fullPage: true });
 
     // The server dies: the banner shows within 5 s.
@@ -355,12 +371,152 @@ test('300 cities: top N in the chart, search adds any city, phone layout', async
     assert.ok(scrollWidth <= 390, `no horizontal scroll at 390 px (scrollWidth ${scrollWidth})`);
     const chartWidth = await phone.evaluate(() => document.querySelector('#rate-chart canvas').getBoundingClientRect().width);
     assert.ok(chartWidth <= 390, `the chart fits the phone (${chartWidth} px)`);
+    await waitForHistory(phone);
+    const historyWidths = await phone.$$eval('#history-charts canvas', (els) => els.map((e) => e.getBoundingClientRect().width));
+    assert.equal(historyWidths.length, 4, 'four history charts');
+    assert.ok(historyWidths.every((w) => w <= 390), `the history charts fit the phone (${historyWidths})`);
+    const columns = await phone.$$eval('#history-charts .history-chart', (els) => new Set(els.map((e) => e.getBoundingClientRect().x)).size);
+    assert.equal(columns, 1, 'the history charts are in one column');
     await phone.screenshot({ path: path.join(SHOTS, 'dashboard-phone.png'), fullPage: true });
     assertNoProblems(phone);
     await phone.close();
   } catch (err) {
     console.error(`--- citystream serve log (tail) ---\n${logTail(serve)}`);
     console.error('--- browser console problems ---', page?.problems, phone?.problems);
+    throw err;
+  } finally {
+    await killHard(serve);
+  }
+});
+
+// Events of a city over the last 3 days, one every 7 minutes, types and severities in turn, and
+// a few of another city; in time order. Returns the first city's events (time, type, severity).
+function writeHistory(file, now) {
+  const city = 'Histown';
+  const other = 'Othertown';
+  const severities = ['low', 'medium', 'high', 'critical'];
+  const events = [];
+  const mine = [];
+  const start = now - 3 * 24 * 3600 * 1000;
+  for (let i = 0, t = start + 41000; t < now - 20000; i++, t += 7 * 60 * 1000) {
+    const e = { type: TYPES[i % 4], severity: severities[(i * 3 + Math.floor(i / 4)) % 4], at: t };
+    mine.push(e);
+    events.push({ city, ...e });
+    if (i % 25 === 0) events.push({ city: other, type: TYPES[(i + 1) % 4], severity: 'low', at: t + 1000 });
+  }
+  const lines = events.map((e) => JSON.stringify({
+    event_id: randomUUID(),
+    city: e.city,
+    event_type: e.type,
+    severity: e.severity,
+    timestamp: new Date(e.at).toISOString(),
+    description: `${e.severity} ${e.type} in ${e.city}`,
+  }));
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+  return { city, other, events: mine };
+}
+
+// What the page should choose, computed here from the rule (not the page's code): the finest
+// resolution with at most 1 000 windows over the range whose kept data covers most of it.
+function expectedResolution(resolutions, rangeMs, now) {
+  return resolutions.find((r) => {
+    const span = r.span_seconds * 1000;
+    const kept = r.kept_from ? Date.parse(r.kept_from) : Infinity;
+    return Math.ceil(rangeMs / span) <= 1000 && kept < now - rangeMs / 2;
+  })?.name;
+}
+
+test('history: 1-minute windows, a city and ranges picked, charts at the resolution for each range', async (t) => {
+  const dir = tempDir('citystream-browser-history-');
+  const dataDir = path.join(dir, 'data');
+  const input = path.join(dir, 'events.jsonl');
+  const { city, other, events } = writeHistory(input, Date.now());
+  // The window is configurable: a 1-minute one, given to both roles.
+  await runToEnd(['process', '--input', input, '--data-dir', dataDir, '--window', '1m'], path.join(dir, 'process.log'), 60000);
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const serve = startBin(['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--window', '1m'],
+    path.join(dir, 'serve.log'));
+  let page;
+  try {
+    await waitForHealthy(base, serve);
+    const { resolutions } = await getJson(`${base}/api/v1/resolutions`);
+    assert.equal(resolutions[0].span_seconds, 60, 'the base window is --window');
+    const spanOf = (name) => resolutions.find((r) => r.name === name).span_seconds * 1000;
+
+    page = await openPage(base, { width: 1280, height: 900 });
+    const asked = [];
+    page.on('request', (req) => {
+      const u = new URL(req.url());
+      if (u.pathname === '/api/v1/aggregations' && u.searchParams.has('from')) asked.push({ at: Date.now(), params: u.searchParams });
+    });
+
+    // The configured window in the texts and the chart, once read from the server.
+    await page.locator('#window-status').waitFor({ state: 'hidden', timeout: 10000 });
+    assert.deepEqual(await page.$$eval('.window-label', (els) => [...new Set(els.map((e) => e.textContent))]), ['1-minute']);
+    assert.equal(await page.textContent('#rate-range'), 'last hour');
+    await page.waitForFunction(() => Number(document.getElementById('rate-chart').dataset.points) > 0, null, { timeout: 15000 });
+
+    // The picker knows the cities; the busiest is shown first.
+    await page.waitForFunction((c) => document.getElementById('history-city').value === c, city, { timeout: 15000 });
+    assert.equal(await page.locator(`#history-city option[value="${other}"]`).count(), 1);
+    assert.deepEqual(await page.$$eval('#history-range option', (els) => els.map((e) => e.textContent)),
+      ['Last 6 h', 'Last 24 h', 'Last 7 d', 'Last 30 d', 'Last 1 y']);
+    assert.equal(await page.getAttribute('#history-status', 'aria-live'), 'polite');
+
+    for (const [key, rangeMs] of [['7d', 7 * 24 * 3600e3], ['6h', 6 * 3600e3], ['1y', 365 * 24 * 3600e3]]) {
+      const want = expectedResolution(resolutions, rangeMs, Date.now());
+      const pickedAt = Date.now();
+      await page.selectOption('#history-range', key);
+      await waitForHistory(page, want);
+      const status = await page.textContent('#history-status');
+      assert.ok(status.includes(city), `the status names the city: ${status}`);
+      assert.match(status, new RegExp(`windows \\(${want}\\)`), `the status names the resolution: ${status}`);
+      const span = spanOf(want);
+      for (const type of TYPES) {
+        const box = await page.$eval(`#history-${type}`, (e) => ({ ...e.dataset }));
+        const from = Date.parse(box.from);
+        const to = Date.parse(box.to);
+        // Whole windows, at most 1 000, covering the range and ending with the one now filling.
+        assert.equal((to - from) % span, 0);
+        assert.ok(Number(box.windows) <= 1000 && (to - from) / span === Number(box.windows));
+        assert.ok(to - from >= rangeMs && to > Date.now() - span, `${key}: ${box.from} .. ${box.to}`);
+        // Requests of the type's own, with resolution, from, to and event_type (one per load:
+        // the view also reloads every minute, which may fall in here).
+        const reqs = asked.filter((r) => r.at >= pickedAt && r.params.get('event_type') === type);
+        assert.ok(reqs.length >= 1, `${key}: a request for ${type}`);
+        for (const { params: p } of reqs) {
+          assert.equal(p.get('city'), city);
+          assert.equal(p.get('resolution'), want);
+          assert.ok(Number(p.get('limit')) >= 1 && Number(p.get('limit')) <= 1000);
+        }
+        assert.ok(reqs.some(({ params: p }) => Date.parse(p.get('from')) === from && Date.parse(p.get('to')) === to),
+          `${key}: ${type} was asked for ${box.from} .. ${box.to}`);
+        // The chart holds exactly the city's events of that type in those windows.
+        const inRange = events.filter((e) => e.type === type && Math.floor(e.at / span) * span >= from && e.at < to);
+        assert.equal(Number(box.events), inRange.length, `${key} ${type}: events`);
+        assert.equal(Number(box.alerts), inRange.filter((e) => e.severity === 'high' || e.severity === 'critical').length,
+          `${key} ${type}: alerts`);
+        assert.ok(Number(box.events) > 0);
+      }
+      t.diagnostic(`${key}: ${want}, ${await page.getAttribute('#history-traffic', 'data-windows')} windows`);
+    }
+
+    // Another city: four requests for it.
+    const pickedAt = Date.now();
+    await page.selectOption('#history-city', other);
+    await page.waitForFunction((c) => document.getElementById('history-status').textContent.includes(c)
+      && document.getElementById('panel-history').dataset.state === 'ready', other, { timeout: 15000 });
+    const forOther = asked.filter((r) => r.at >= pickedAt && r.params.get('city') === other);
+    assert.deepEqual([...new Set(forOther.map((r) => r.params.get('event_type')))].sort(), [...TYPES].sort(),
+      'one request per type, each with its event_type');
+
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-history.png'), fullPage: true });
+    assertNoProblems(page);
+    await page.close();
+  } catch (err) {
+    console.error(`--- citystream serve log (tail) ---\n${logTail(serve)}`);
+    console.error('--- browser console problems ---', page?.problems);
     throw err;
   } finally {
     await killHard(serve);

@@ -425,39 +425,42 @@ async fn check_city(api: &Running, expected: &Results, city: &str) {
     let want: Vec<String> = newest.iter().map(|e| e.event_id.clone()).collect();
     same(&got, &want, &format!("{city}: events"));
 
-    let got: BTreeMap<String, (u64, Vec<String>)> = api
-        .all(
-            &format!("/api/v1/aggregations?city={path_city}&limit=1000"),
-            "aggregations",
-        )
-        .await
-        .iter()
-        .map(|w| {
-            let sev = w["severities"]
-                .as_array()
-                .expect("severities")
-                .iter()
-                .map(text)
-                .collect();
-            (
-                text(&w["partition_key"]),
-                (w["event_count"].as_u64().expect("n"), sev),
+    for resolution in ["5m", "1h", "1d"] {
+        let got: BTreeMap<String, (u64, Vec<String>)> = api
+            .all(
+                &format!(
+                    "/api/v1/aggregations?city={path_city}&resolution={resolution}&limit=1000"
+                ),
+                "aggregations",
             )
-        })
-        .collect();
-    let want: BTreeMap<String, (u64, Vec<String>)> = expected
-        .windows
-        .iter()
-        // city#type#start, and a city name may hold a '#'.
-        .filter(|(k, _)| k.rsplitn(3, '#').nth(2) == Some(city))
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v.0, v.1.iter().map(|s| s.as_str().to_owned()).collect()),
-            )
-        })
-        .collect();
-    same(&got, &want, &format!("{city}: windows"));
+            .await
+            .iter()
+            .map(|w| {
+                let sev = w["severities"]
+                    .as_array()
+                    .expect("severities")
+                    .iter()
+                    .map(text)
+                    .collect();
+                (
+                    text(&w["partition_key"]),
+                    (w["event_count"].as_u64().expect("n"), sev),
+                )
+            })
+            .collect();
+        let want: BTreeMap<String, (u64, Vec<String>)> = expected
+            .windows
+            .iter()
+            .filter(|((res, of, _), _)| res == resolution && of == city)
+            .map(|((_, _, key), v)| {
+                (
+                    key.clone(),
+                    (v.0, v.1.iter().map(|s| s.as_str().to_owned()).collect()),
+                )
+            })
+            .collect();
+        same(&got, &want, &format!("{city}: {resolution} windows"));
+    }
 }
 
 fn text(v: &Value) -> String {

@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use citystream::model::{CityEvent, EventTime, Record, Severity, SeverityCounts, decode};
+use citystream::model::{
+    CityEvent, EventTime, Record, Resolution, Resolutions, Severity, SeverityCounts, decode,
+    window_key,
+};
 use citystream::processor::EngineConfig;
 
 /// What the store must hold after processing a set of partition logs.
@@ -16,10 +19,30 @@ pub struct Results {
     pub alerts: BTreeSet<(String, i64, String)>,
     /// (event_id, event time ms).
     pub late: BTreeSet<(String, i64)>,
-    /// partition key → (event_count, severities, counts).
-    pub windows: BTreeMap<String, (u64, Vec<Severity>, SeverityCounts)>,
+    /// (resolution, city, partition key) → (event_count, severities, counts), every
+    /// resolution's windows.
+    pub windows: BTreeMap<WindowId, (u64, Vec<Severity>, SeverityCounts)>,
     /// (partition, offset, kind).
     pub dead: BTreeSet<(u32, u64, String)>,
+}
+
+/// A window: its resolution's name, its city, and its key as the API shows it.
+pub type WindowId = (String, String, String);
+
+/// The id of the window of `resolution` starting at `start`.
+pub fn window_id(
+    city: &str,
+    event_type: citystream::model::EventType,
+    start: EventTime,
+    resolution: Resolution,
+    resolutions: &Resolutions,
+) -> WindowId {
+    let rollup = (!resolutions.is_base(resolution)).then_some(resolution);
+    (
+        resolution.name(),
+        city.to_owned(),
+        window_key(city, event_type, start, rollup),
+    )
 }
 
 /// What a partition remembers: its largest event time, and the ids it accepted (id → event).
@@ -116,23 +139,24 @@ fn store(
         out.alerts
             .insert((event.city.as_str().to_owned(), t, event.event_id.clone()));
     }
-    let size = config.window.as_millis();
+    let size = config.window().as_millis();
     let start = t.div_euclid(size) * size;
     if watermark.is_some_and(|wm| start + size <= wm) {
         out.late.insert(key.clone());
     } else {
-        let window = format!(
-            "{}#{}#{}",
-            event.city,
-            event.event_type,
-            EventTime::from_millis(start).to_rfc3339()
-        );
-        let entry = out.windows.entry(window).or_default();
-        entry.0 += 1;
-        if entry.1.len() < config.rules.severities_cap {
-            entry.1.push(event.severity);
+        // Every resolution's window, each from the event's own time.
+        let resolutions = &config.rules.resolutions;
+        for r in resolutions.iter() {
+            let span = r.span.as_millis();
+            let start = EventTime::from_millis(t.div_euclid(span) * span);
+            let id = window_id(event.city.as_str(), event.event_type, start, r, resolutions);
+            let entry = out.windows.entry(id).or_default();
+            entry.0 += 1;
+            if entry.1.len() < config.rules.severities_cap {
+                entry.1.push(event.severity);
+            }
+            entry.2.add(event.severity);
         }
-        entry.2.add(event.severity);
     }
     out.raw.insert(key, event);
 }

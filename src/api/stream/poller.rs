@@ -16,7 +16,7 @@ use crate::api::AppState;
 use crate::api::body::{AlertBody, HealthStatus, Reachable, StatsBody};
 use crate::api::handlers::{check_health, stats_body};
 use crate::model::{City, EventTime, EventType, SeverityCounts, Span, WindowAggregate};
-use crate::store::{CityCount, Page, StoreError};
+use crate::store::{CityCount, Page, StoreError, TimeRange, WindowQuery};
 
 /// How often new alerts are looked for: an alert shows within this of being stored.
 const ALERT_EVERY: Duration = Duration::from_millis(500);
@@ -143,7 +143,7 @@ async fn alert_loop(state: &AppState, mut alerts: AlertWatch) {
 
 async fn poll_alerts(state: &AppState, alerts: &mut AlertWatch) {
     let now = EventTime::now();
-    let since = now.saturating_sub(ALERT_LOOKBACK);
+    let since = TimeRange::since(now.saturating_sub(ALERT_LOOKBACK));
     let page = Page::first(ALERT_READ);
     match state.store.alerts(None, since, page, now).await {
         Ok(read) => {
@@ -151,7 +151,7 @@ async fn poll_alerts(state: &AppState, alerts: &mut AlertWatch) {
                 state.stream.publish("alert", &AlertBody::from(&alert));
             }
         }
-        Err(error) => tracing::debug!(%error, "stream: reading alerts failed"),
+        Err(error) => tracing::debug!(error = %error.report(), "stream: reading alerts failed"),
     }
 }
 
@@ -169,7 +169,9 @@ async fn tick_loop(state: &AppState) {
         if n % CITIES_EVERY == 0 || cities.is_empty() {
             match list_cities(state).await {
                 Ok(listed) => cities = listed,
-                Err(error) => tracing::debug!(%error, "stream: listing cities failed"),
+                Err(error) => {
+                    tracing::debug!(error = %error.report(), "stream: listing cities failed")
+                }
             }
         }
         poll_windows(state, &cities, &mut windows).await;
@@ -185,11 +187,11 @@ async fn list_cities(state: &AppState) -> Result<Vec<CityCount>, StoreError> {
 async fn poll_windows(state: &AppState, cities: &[CityCount], windows: &mut WindowWatch) {
     match read_windows(state, cities).await {
         Ok(read) => {
-            for w in windows.update(read, state.window) {
+            for w in windows.update(read, state.resolutions.base().span) {
                 state.stream.publish("window", &stream_window(w));
             }
         }
-        Err(error) => tracing::debug!(%error, "stream: reading windows failed"),
+        Err(error) => tracing::debug!(error = %error.report(), "stream: reading windows failed"),
     }
 }
 
@@ -200,12 +202,20 @@ async fn read_windows(
 ) -> Result<Vec<WindowAggregate>, StoreError> {
     let store = &state.store;
     let now = EventTime::now();
+    let base = state.resolutions.base();
     // Owned names: a future borrowing the list would not be `Send` for every lifetime.
     let names: Vec<String> = cities.iter().map(|c| c.city.clone()).collect();
     let per_city: Vec<Vec<WindowAggregate>> = stream::iter(names)
         .map(|city| async move {
-            let page = Page::first(WINDOWS_PER_CITY);
-            store.aggregations(&city, None, page, now).await
+            let query = WindowQuery {
+                city,
+                event_type: None,
+                resolution: base,
+                range: TimeRange::ALL,
+            };
+            store
+                .windows(&query, Page::first(WINDOWS_PER_CITY), now)
+                .await
         })
         .buffer_unordered(CITY_READS)
         .try_collect()
@@ -237,7 +247,7 @@ async fn poll_stats(state: &AppState, rate: &mut Rate) {
             )
         })),
         Err(error) => {
-            tracing::debug!(%error, "stream: reading checkpoints failed");
+            tracing::debug!(error = %error.report(), "stream: reading checkpoints failed");
             None
         }
     };

@@ -3,25 +3,28 @@
 //! scope being a city (`c#<city>`) or everything (`c`), with a guarded increment
 //! (`guarded.rs`). Inside the item each count is kept per hour of expiry (`07e` = events
 //! expiring in hour 7), so a read sums the hours not yet gone and the counts drop expired rows
-//! to the hour, before DynamoDB's TTL deletes them. Late events per city and type, which
-//! `/stats` lists, have an item each per expiry day under `lg#<day>#<shard>` (the group hashed
-//! over the layout's shards; a read queries them all).
+//! to the hour, before DynamoDB's TTL deletes them.
+//!
+//! Late events per city and type, which `/stats` ranks, have an item per group and expiry
+//! period (32 days) under `lgp#<period>#NN` (the group hashed over the layout's shards), its
+//! counts per expiry day and hour: a read queries the shards of the periods still live, a
+//! few dozen Queries whatever the number of days.
 //!
 //! Each scope's item is written once per batch that touches it, whatever the event rate: the
 //! busiest key takes one write per processor per batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 
-use super::guarded::Contribution;
+use super::db::Db;
+use super::guarded::{Contribution, apply_guarded};
 use super::items::{Item, n, s, text};
 use super::keys::{
     Writer, attr, day_and_hour, day_expiry_secs, day_sk, late_group_shard, late_group_sk,
-    late_groups_pk, scope_pk,
+    late_groups_pk, late_period, late_period_days, scope_pk,
 };
-use super::sdk;
-use super::store::DynamoStore;
 use super::units::Kind;
 use crate::model::{DeadLetter, EventTime, EventType, Placement, WriteBatch};
 use crate::store::rules::Effects;
@@ -30,23 +33,16 @@ use crate::store::{LateCount, StoreError};
 /// Counter names, each +1, that one record adds to one item.
 type Names = Vec<String>;
 
-/// The counter items a batch adds to: (partition key, sort key) → expiry day and contribution.
+/// The counter items a batch adds to: (partition key, sort key) → the item's expiry (seconds,
+/// the same for every write of the item: after the last day it counts) and contribution.
 #[derive(Default)]
 struct Increments(BTreeMap<(String, String), (i64, Contribution<Names>)>);
 
 impl Increments {
-    fn push(
-        &mut self,
-        pk: String,
-        sk: String,
-        day: i64,
-        writer: Writer,
-        offset: u64,
-        names: Names,
-    ) {
+    fn push(&mut self, key: (String, String), ttl: i64, writer: Writer, offset: u64, names: Names) {
         self.0
-            .entry((pk, sk))
-            .or_insert_with(|| (day, Contribution::default()))
+            .entry(key)
+            .or_insert_with(|| (ttl, Contribution::default()))
             .1
             .push(writer, offset, names);
     }
@@ -61,13 +57,25 @@ impl Increments {
         names: impl Fn(u32) -> Names,
     ) {
         let (day, hour) = day_and_hour(expiry);
-        self.push(scope_pk(city), day_sk(day), day, w, offset, names(hour));
+        let key = (scope_pk(city), day_sk(day));
+        self.push(key, day_expiry_secs(day), w, offset, names(hour));
     }
 }
 
-impl DynamoStore {
+/// The counter items of the `state` table.
+pub struct Counters {
+    db: Db,
+    table: String,
+    shards: u32,
+}
+
+impl Counters {
+    pub fn new(db: Db, table: String, shards: u32) -> Self {
+        Counters { db, table, shards }
+    }
+
     /// Counts every new event and every dead letter of the batch.
-    pub(super) async fn add_counters(
+    pub async fn add(
         &self,
         batch: &WriteBatch,
         effects: &Effects<'_>,
@@ -98,15 +106,12 @@ impl DynamoStore {
                 });
                 inc.scope(None, expiry, w, a.offset, |h| vec![attr::late(h)]);
                 let (day, hour) = day_and_hour(expiry);
-                let sk = late_group_sk(city, e.event_type);
-                inc.push(
-                    late_groups_pk(day, late_group_shard(&sk, self.shards())),
-                    sk,
-                    day,
-                    w,
-                    a.offset,
-                    vec![attr::late_group(hour)],
-                );
+                let group = late_group_sk(city, e.event_type);
+                let period = late_period(day);
+                let pk = late_groups_pk(period, late_group_shard(&group, self.shards));
+                let ttl = late_period_days(period).last().map_or(0, day_expiry_secs);
+                let names = vec![attr::late_group(day, hour)];
+                inc.push((pk, group), ttl, w, a.offset, names);
             }
         }
         for d in dead {
@@ -117,26 +122,26 @@ impl DynamoStore {
         try_join_all(
             inc.0
                 .iter()
-                .map(|((pk, sk), (day, c))| self.add_to_counter(pk, sk, *day, c)),
+                .map(|((pk, sk), (ttl, c))| self.add_to(pk, sk, *ttl, c)),
         )
         .await?;
         Ok(())
     }
 
-    async fn add_to_counter(
+    async fn add_to(
         &self,
         pk: &str,
         sk: &str,
-        day: i64,
+        ttl: i64,
         contribution: &Contribution<Names>,
     ) -> Result<(), StoreError> {
         let key = Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
-        let table = self.state.clone();
-        self.apply_guarded(
-            &table,
+        apply_guarded(
+            &self.db,
+            &self.table,
             &key,
             contribution,
-            Kind::Counter,
+            (Kind::Counter, 1),
             |pending, _, expr| {
                 let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
                 for p in pending {
@@ -149,7 +154,7 @@ impl DynamoStore {
                 for (name, by) in sums {
                     expr.add(name, by);
                 }
-                expr.set("ttl", n(day_expiry_secs(day)));
+                expr.set("ttl", n(ttl));
             },
         )
         .await?;
@@ -158,91 +163,90 @@ impl DynamoStore {
 
     /// The live counts under a scope: per counter name (without its hour), summed over the
     /// hours whose rows have not expired at `now`.
-    pub(super) async fn live_counts(
+    pub async fn live(
         &self,
-        pk: &str,
+        scope: Option<&str>,
         now: EventTime,
     ) -> Result<HashMap<String, u64>, StoreError> {
-        let items = self.items_since(pk, day_and_hour(now).0).await?;
+        let items = self
+            .items_since(&scope_pk(scope), day_and_hour(now).0)
+            .await?;
         Ok(sum_live(&items, now))
     }
 
     /// The items of `pk` of `day` and later days.
     async fn items_since(&self, pk: &str, day: i64) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut next = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.state)
-                .key_condition_expression("pk = :pk AND sk >= :day")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":day", s(day_sk(day)))
-                .set_exclusive_start_key(next)
-                .send()
-                .await
-                .map_err(sdk("Query"))?;
-            out.extend(page.items().iter().cloned());
-            next = page.last_evaluated_key().cloned();
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
+        let request = self
+            .db
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk >= :day")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":day", s(day_sk(day)));
+        self.db.query(request, None, |_| true).await
     }
 
-    /// Live late events per city and type, for the expiry days that hold any (from the counts
-    /// of everything, `all`).
-    pub(super) async fn late_groups(
-        &self,
-        all: &[Item],
-        now: EventTime,
-    ) -> Result<Vec<LateCount>, StoreError> {
+    /// Live late events per city and type, from the items of the periods that hold late
+    /// events still live (the days are read off the counts of everything).
+    pub async fn late_groups(&self, now: EventTime) -> Result<Vec<LateCount>, StoreError> {
         let (today, this_hour) = day_and_hour(now);
-        let days: Vec<i64> = all
+        let all = self.items_since(&scope_pk(None), today).await?;
+        let periods: BTreeSet<i64> = all
             .iter()
             .filter_map(|item| {
                 let day: i64 = text(item, "sk").ok()?.parse().ok()?;
                 live_hours(item, day, today, this_hour)
                     .any(|(name, count)| name == "l" && count > 0)
-                    .then_some(day)
+                    .then_some(late_period(day))
             })
             .collect();
-        let shards = self.shards();
-        let pks: Vec<(i64, String)> = days
+        let pks: Vec<String> = periods
             .iter()
-            .flat_map(|day| (0..shards).map(move |shard| (*day, late_groups_pk(*day, shard))))
+            .flat_map(|p| (0..self.shards).map(move |shard| late_groups_pk(*p, shard)))
             .collect();
-        let pages = try_join_all(pks.iter().map(|(_, pk)| self.items_since(pk, 0)));
+        let pages = try_join_all(pks.iter().map(|pk| self.items_since(pk, 0))).await?;
         let mut groups: BTreeMap<String, u64> = BTreeMap::new();
-        for ((day, _), items) in pks.iter().zip(pages.await?) {
-            for item in items {
-                let live: u64 = live_hours(&item, *day, today, this_hour)
-                    .map(|(_, c)| c)
-                    .sum();
-                *groups.entry(text(&item, "sk")?.to_owned()).or_default() += live;
-            }
+        for item in pages.iter().flatten() {
+            let live: u64 = item
+                .iter()
+                .filter_map(|(name, value)| {
+                    let (day, hour) = attr::parse_late_group(name)?;
+                    let live = day > today || (day == today && hour >= this_hour);
+                    live.then(|| count(value))
+                })
+                .sum();
+            *groups.entry(text(item, "sk")?.to_owned()).or_default() += live;
         }
-        let mut out = Vec::new();
-        for (group, late_events) in groups.into_iter().filter(|(_, n)| *n > 0) {
-            let Some((city, t)) = group.rsplit_once('#') else {
-                return Err(StoreError::Corrupt(format!("late group {group}")));
-            };
-            let event_type: EventType = t
-                .parse()
-                .map_err(|e: crate::model::UnknownValue| StoreError::Corrupt(e.to_string()))?;
-            out.push(LateCount {
-                city: city.to_owned(),
-                event_type,
-                late_events,
-            });
-        }
-        Ok(out)
+        groups
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(group, late_events)| late_count(&group, late_events))
+            .collect()
     }
 
-    /// The counts of everything, item by item from today on (for `/stats`).
-    pub(super) async fn all_counts(&self, now: EventTime) -> Result<Vec<Item>, StoreError> {
-        self.items_since(&scope_pk(None), day_and_hour(now).0).await
+    /// The counts of everything, from today on (for `/stats`).
+    pub async fn all(&self, now: EventTime) -> Result<HashMap<String, u64>, StoreError> {
+        self.live(None, now).await
+    }
+}
+
+fn late_count(group: &str, late_events: u64) -> Result<LateCount, StoreError> {
+    let Some((city, t)) = group.rsplit_once('#') else {
+        return Err(StoreError::corrupt(format!("late group {group}")));
+    };
+    let event_type: EventType = t.parse().map_err(StoreError::corrupt)?;
+    Ok(LateCount {
+        city: city.to_owned(),
+        event_type,
+        late_events,
+    })
+}
+
+fn count(value: &AttributeValue) -> u64 {
+    match value {
+        AttributeValue::N(count) => count.parse().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -256,15 +260,12 @@ fn live_hours(
     item.iter().filter_map(move |(name, value)| {
         let (hour, rest) = attr::parse(name)?;
         let live = day > today || (day == today && hour >= this_hour);
-        let aws_sdk_dynamodb::types::AttributeValue::N(count) = value else {
-            return None;
-        };
-        live.then(|| (rest, count.parse().unwrap_or(0)))
+        live.then(|| (rest, count(value)))
     })
 }
 
-/// Sums of live counters of everything, from its items.
-pub(super) fn sum_live(items: &[Item], now: EventTime) -> HashMap<String, u64> {
+/// Sums of the live counters of a scope, from its items.
+fn sum_live(items: &[Item], now: EventTime) -> HashMap<String, u64> {
     let (today, this_hour) = day_and_hour(now);
     let mut out: HashMap<String, u64> = HashMap::new();
     for item in items {

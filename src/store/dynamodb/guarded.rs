@@ -24,12 +24,11 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
+use super::db::{Db, sdk};
 use super::items::{Item, n};
 use super::keys::Writer;
-use super::sdk;
-use super::store::DynamoStore;
 use super::units::{Kind, item_size, units};
-use crate::store::{ErrorClass, StoreError};
+use crate::store::{Fault, StoreError};
 
 /// Tries of one increment whose item keeps changing under it before the write fails (and the
 /// runtime retries the batch).
@@ -194,127 +193,110 @@ impl Expr {
     }
 }
 
-impl DynamoStore {
-    /// Applies `contribution` to the item at `key` of `table`: `build` adds to the expression
-    /// what the pending records add (given the item as read, once a guard failed), and the
-    /// guards and positions are added here, for at most [`WRITERS_PER_UPDATE`] writers per
-    /// update. Returns the item as the last update left it and the number of records the
-    /// updates added, or `None` when everything was in it already.
-    pub(super) async fn apply_guarded<D>(
-        &self,
-        table: &str,
-        key: &Item,
-        contribution: &Contribution<D>,
-        kind: Kind,
-        build: impl Fn(&[Pending<'_, D>], Option<&Item>, &mut Expr),
-    ) -> Result<Option<(Item, usize)>, StoreError> {
-        let mut applied: Option<(Item, usize)> = None;
-        let mut done: BTreeSet<Writer> = BTreeSet::new();
-        let mut known: Option<Item> = None;
-        let mut conflicts = 0;
-        loop {
-            let pending: Vec<Pending<'_, D>> = contribution
-                .pending(known.as_ref())
-                .into_iter()
-                .filter(|p| !done.contains(&p.writer))
-                .take(WRITERS_PER_UPDATE)
-                .collect();
-            if pending.is_empty() {
-                return Ok(applied);
+/// Applies `contribution` to the item at `key` of `table`: `build` adds to the expression what
+/// the pending records add (given the item as read, once a guard failed), and the guards and
+/// positions are added here, for at most [`WRITERS_PER_UPDATE`] writers per update. Returns
+/// the item as the last update left it and the number of records the updates added, or
+/// `None` when everything was in it already. `kind` is what the write units are counted as,
+/// `copies` how many times an update is written (1, plus an index holding every attribute).
+pub async fn apply_guarded<D>(
+    db: &Db,
+    table: &str,
+    key: &Item,
+    contribution: &Contribution<D>,
+    (kind, copies): (Kind, u64),
+    build: impl Fn(&[Pending<'_, D>], Option<&Item>, &mut Expr),
+) -> Result<Option<(Item, usize)>, StoreError> {
+    let mut applied: Option<(Item, usize)> = None;
+    let mut done: BTreeSet<Writer> = BTreeSet::new();
+    let mut known: Option<Item> = None;
+    let mut conflicts = 0;
+    loop {
+        let pending: Vec<Pending<'_, D>> = contribution
+            .pending(known.as_ref())
+            .into_iter()
+            .filter(|p| !done.contains(&p.writer))
+            .take(WRITERS_PER_UPDATE)
+            .collect();
+        if pending.is_empty() {
+            return Ok(applied);
+        }
+        if conflicts == ATTEMPTS {
+            return Err(StoreError::new(
+                Fault::Retry,
+                format!(
+                    "{table} item {key:?} changed under {ATTEMPTS} increments in a row; the \
+                     batch is written again"
+                ),
+            ));
+        }
+        if conflicts > 1 {
+            // Another writer keeps changing the item: give it room (20 ms, doubling, up to 640 ms).
+            let pause = 5u64 << conflicts.min(7);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        let mut expr = Expr::default();
+        for p in &pending {
+            expr.guard(p);
+        }
+        build(&pending, known.as_ref(), &mut expr);
+        match send_guarded(db, table, key, expr, (kind, copies)).await? {
+            Ok(item) => {
+                let added: usize = pending.iter().map(|p| p.parts.len()).sum();
+                done.extend(pending.iter().map(|p| p.writer));
+                let before = applied.map_or(0, |(_, n)| n);
+                applied = Some((item, before + added));
+                (known, conflicts) = (None, 0);
             }
-            if conflicts == ATTEMPTS {
-                return Err(StoreError::Dynamo {
-                    op: "UpdateItem",
-                    message: format!(
-                        "{table} item {key:?} changed under {ATTEMPTS} increments in a row; the \
-                         batch is written again"
-                    ),
-                    class: ErrorClass::Transient,
-                });
-            }
-            if conflicts > 1 {
-                // Another writer keeps changing the item: give it room (20 ms, doubling, up to 640 ms).
-                let pause = 5u64 << conflicts.min(7);
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-            }
-            let mut expr = Expr::default();
-            for p in &pending {
-                expr.guard(p);
-            }
-            build(&pending, known.as_ref(), &mut expr);
-            match self.send_guarded(table, key, expr, kind).await? {
-                Ok(item) => {
-                    let added: usize = pending.iter().map(|p| p.parts.len()).sum();
-                    done.extend(pending.iter().map(|p| p.writer));
-                    let before = applied.map_or(0, |(_, n)| n);
-                    applied = Some((item, before + added));
-                    (known, conflicts) = (None, 0);
-                }
-                Err(item) => {
-                    known = Some(item);
-                    conflicts += 1;
-                }
+            Err(item) => {
+                known = Some(item);
+                conflicts += 1;
             }
         }
     }
+}
 
-    /// Sends one guarded update: `Ok` with the item as it left it, or `Err` with the item as it
-    /// was when a guard failed.
-    async fn send_guarded(
-        &self,
-        table: &str,
-        key: &Item,
-        expr: Expr,
-        kind: Kind,
-    ) -> Result<Result<Item, Item>, StoreError> {
-        let request = self
-            .client
-            .update_item()
-            .table_name(table)
-            .set_key(Some(key.clone()))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let sent = {
-            let _permit = self.permit().await;
-            expr.apply(request).send().await
-        };
-        let item = match sent {
-            Ok(out) => Ok(out.attributes.unwrap_or_default()),
-            Err(e) => {
-                let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
-                    e.as_service_error()
-                else {
-                    return Err(sdk("UpdateItem")(e));
-                };
-                Err(match failed.item() {
-                    Some(item) => item.clone(),
-                    None => self.get_consistent(table, key).await?.unwrap_or_default(),
-                })
-            }
-        };
-        let (Ok(written) | Err(written)) = &item;
-        self.units.add(kind, units(item_size(written)));
-        Ok(item)
-    }
-
-    /// An item read with strong consistency.
-    pub(super) async fn get_consistent(
-        &self,
-        table: &str,
-        key: &Item,
-    ) -> Result<Option<Item>, StoreError> {
-        let _permit = self.permit().await;
-        let out = self
-            .client
-            .get_item()
-            .table_name(table)
-            .set_key(Some(key.clone()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk("GetItem"))?;
-        Ok(out.item)
-    }
+/// Sends one guarded update: `Ok` with the item as it left it, or `Err` with the item as it
+/// was when a guard failed.
+async fn send_guarded(
+    db: &Db,
+    table: &str,
+    key: &Item,
+    expr: Expr,
+    (kind, copies): (Kind, u64),
+) -> Result<Result<Item, Item>, StoreError> {
+    let request = db
+        .client
+        .update_item()
+        .table_name(table)
+        .set_key(Some(key.clone()))
+        .return_values(ReturnValue::AllNew)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    let sent = {
+        let _permit = db.permit().await;
+        expr.apply(request).send().await
+    };
+    let item = match sent {
+        Ok(out) => Ok(out.attributes.unwrap_or_default()),
+        Err(e) => {
+            let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
+                e.as_service_error()
+            else {
+                return Err(sdk("UpdateItem")(e));
+            };
+            Err(match failed.item() {
+                Some(item) => item.clone(),
+                None => db.get_consistent(table, key).await?.unwrap_or_default(),
+            })
+        }
+    };
+    // A failed condition costs what the write would have, in the table only.
+    let (written, copies) = match &item {
+        Ok(written) => (written, copies),
+        Err(read) => (read, 1),
+    };
+    db.units.add(kind, copies * units(item_size(written)));
+    Ok(item)
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
-//! Items: how alerts, dead letters and checkpoints are laid out in the tables, and read back
-//! (raw events: `raw.rs`; windows: `windows.rs`; counters: `counters.rs`; lists: `lists.rs`).
-//! Sort keys are fixed-width strings so that they sort like what they encode.
+//! Items: attribute values, and how events, alerts, dead letters and checkpoints are laid out
+//! in the tables and read back (their keys are in `keys.rs`; windows: `windows.rs`; counters:
+//! `counters.rs`; list pages: `lists.rs`).
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 
-use super::keys::{Writer, alert_city};
+use super::keys::{alert_city, alert_sort_key, checkpoint_key, dead_key, dead_order, dead_shard};
 use crate::model::{Accepted, Checkpoint, City, CityEvent, DeadLetter, EventTime};
 use crate::store::StoreError;
 
@@ -21,25 +21,8 @@ pub(super) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// RFC 3339 with milliseconds, always the same width, so that strings sort like times.
-pub(super) fn fixed(t: EventTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t.as_millis())
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| pad(t.as_millis()))
-}
-
-/// Milliseconds, zero-padded so that strings sort like numbers.
-pub(super) fn pad(ms: i64) -> String {
-    format!("{:015}", ms.max(0))
-}
-
-/// The alerts table's sort key: `fixed(ts)#event_id`.
-pub(super) fn alert_key(t: EventTime, event_id: &str) -> String {
-    format!("{}#{event_id}", fixed(t))
-}
-
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+    StoreError::corrupt(what)
 }
 
 pub(super) fn text<'a>(item: &'a Item, key: &str) -> Result<&'a str, StoreError> {
@@ -95,7 +78,10 @@ pub(super) fn alert_item(a: &Accepted, shards: u32) -> Item {
         s(alert_city(e.city.as_str(), &e.event_id, shards)),
     );
     item.insert("city_name".into(), s(e.city.as_str()));
-    item.insert("timestamp".into(), s(alert_key(e.timestamp, &e.event_id)));
+    item.insert(
+        "timestamp".into(),
+        s(alert_sort_key(e.timestamp, &e.event_id)),
+    );
     item.insert("ttl".into(), n(a.ttl.as_millis().div_euclid(1000)));
     item.insert("ttl_ms".into(), n(a.ttl.as_millis()));
     item
@@ -113,15 +99,9 @@ pub(super) fn alert_from(item: &Item) -> Result<CityEvent, StoreError> {
 /// A dead letter, keyed by where its record is (so a replay finds it), listed by the index
 /// `dead-by-time` under one of the layout's shards, newest first. It expires by DynamoDB's TTL.
 pub(super) fn dead_item(d: &DeadLetter, expires: EventTime, shards: u32) -> Item {
-    let writer = Writer::new(&d.source, d.partition);
-    let shard = (d.offset % u64::from(shards.max(1))) as u32;
-    HashMap::from([
-        (
-            "pk".into(),
-            s(format!("dead#{}#{}", writer.at(0), d.offset / DEAD_BLOCK)),
-        ),
-        ("sk".into(), s(format!("{:020}", d.offset))),
-        ("dls".into(), s(format!("dl#{shard:02}"))),
+    let mut item = dead_key(&d.source, d.partition, d.offset);
+    item.extend([
+        ("dls".into(), s(dead_shard(d.offset, shards))),
         (
             "dlt".into(),
             s(dead_order(d.received_at, &d.source, d.partition, d.offset)),
@@ -139,23 +119,8 @@ pub(super) fn dead_item(d: &DeadLetter, expires: EventTime, shards: u32) -> Item
         ("received_at".into(), n(d.received_at.as_millis())),
         ("ttl".into(), n(expires.as_millis().div_euclid(1000))),
         ("expires_ms".into(), n(expires.as_millis())),
-    ])
-}
-
-/// Dead letters of one partition per partition key: a hostile stream spreads over keys.
-const DEAD_BLOCK: u64 = 1024;
-
-/// A dead letter's place in `dead-by-time`: received, then where from.
-pub(super) fn dead_order(
-    received_at: EventTime,
-    source: &str,
-    partition: u32,
-    offset: u64,
-) -> String {
-    format!(
-        "{}#{source}#{partition:010}#{offset:020}",
-        pad(received_at.as_millis())
-    )
+    ]);
+    item
 }
 
 pub(super) fn dead_from(i: &Item) -> Result<DeadLetter, StoreError> {
@@ -181,9 +146,8 @@ pub(super) fn live(item: &Item, attribute: &str, now: EventTime) -> bool {
 }
 
 pub(super) fn checkpoint_item(c: &Checkpoint, now: EventTime) -> Item {
-    let mut item = HashMap::from([
-        ("pk".into(), s(format!("pos#{}", c.source))),
-        ("sk".into(), s(format!("{:010}", c.partition))),
+    let mut item = checkpoint_key(&c.source, c.partition);
+    item.extend([
         ("source".into(), s(&c.source)),
         ("partition".into(), n(c.partition)),
         ("next_offset".into(), n(c.next_offset)),

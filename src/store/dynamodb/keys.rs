@@ -1,30 +1,36 @@
-//! Where layout 3 puts things: the keys of every kind of item, and the shards that spread
-//! whatever many writers share over several partition keys.
+//! Where layout 4 puts things: every table name and key format, in one place.
 //!
 //! | Item | Table | Partition key | Sort key |
 //! |---|---|---|---|
-//! | raw event | raw-events | `event_id` | `timestamp` (the seed's) |
-//! | alert | alerts | `city`, or `<city>#<shard>` with alert shards, shard from the event id | `timestamp`#`event_id` |
-//! | window | aggregations | `partition_key` = `city#type#start` (the seed's) | — |
+//! | raw event | raw-events | `event_id` | `timestamp` (the seed's, [`fixed`]) |
+//! | alert | alerts | `city`, or `<city>#NN` with alert shards, shard from the event id | `<timestamp>#<event_id>` |
+//! | base window | aggregations | `partition_key` = `city#type#start` (the seed's) | — |
+//! | rollup | aggregations | `partition_key` = `city#type#start#<resolution>` | — |
+//! | a series' windows (index `by-series`) | aggregations | `series` = `city#type#<resolution>` | `window_start_ms` |
 //! | counters of a city | state | `c#<city>` | expiry day |
 //! | counters of all | state | `c` | expiry day |
-//! | late events of a city and type | state | `lg#<expiry day>#<shard>`, shard from the group | `<city>#<type>` |
-//! | page of a list | state | `l#<list>#<shard>` | newest time, writer, first offset, n |
-//! | city registry | state | `cities#<shard>` | city |
+//! | late events of a city and type | state | `lgp#<expiry period>#NN`, shard from the group | `<city>#<type>` |
+//! | page of a list | state | `l#<list>#NN` | newest time, writer, first offset, n |
+//! | dead letter | state | `dead#<writer>#<block>` | offset |
+//! | dead letters by time (index `dead-by-time`) | state | `dls` = `dl#NN` | `dlt` = received, where from |
+//! | city registry | state | `cities#NN` | city |
+//! | source registry | state | `sources` | source |
 //! | checkpoint | state | `pos#<source>` | partition |
+//! | layout | state | `meta` | `layout` |
 //!
-//! Counter and window items carry, per writer (a source's partition), the offset below which
-//! that partition's contributions are in them: `@<writer>`.
+//! `NN` is a shard, out of the layout's shards (`init --dynamodb-shards`). Counter and window
+//! items carry, per writer (a source's partition), the offset below which that partition's
+//! contributions are in them: `@<writer>` (see `guarded.rs`).
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::items::pad;
-use crate::model::{EventTime, EventType, Severity};
+use super::items::{Item, s};
+use crate::model::{EventTime, EventType, Resolution, Severity};
 
 /// The layout of items this build writes, kept in `state` under `meta` / `layout`. Layout 1
-/// kept full window values and checkpoints per replay offset; layout 2 applied each event in a
-/// transaction with shared counters and an index on every raw event.
-pub const LAYOUT: u32 = 3;
+/// kept full window values and checkpoints per replay offset; layout 2 applied each event in
+/// a transaction; layout 3 kept only the base windows, and late groups per expiry day.
+pub const LAYOUT: u32 = 4;
 
 /// Shards of every shared key of the state table unless `init --dynamodb-shards` says otherwise.
 pub const DEFAULT_SHARDS: u32 = 16;
@@ -37,6 +43,37 @@ pub const MAX_SHARDS: u32 = 64;
 
 const DAY_MS: i64 = 24 * 3_600_000;
 const HOUR_MS: i64 = 3_600_000;
+/// Days of expiry per late-group item: `/stats` reads the items of the periods still live.
+const LATE_PERIOD_DAYS: i64 = 32;
+
+/// The tables under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub raw: String,
+    pub aggregations: String,
+    pub alerts: String,
+    pub state: String,
+}
+
+impl Tables {
+    pub fn new(prefix: &str) -> Self {
+        Tables {
+            raw: format!("{prefix}raw-events"),
+            aggregations: format!("{prefix}aggregations"),
+            alerts: format!("{prefix}alerts"),
+            state: format!("{prefix}state"),
+        }
+    }
+}
+
+/// The shards of a layout, as its `meta` item says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shards {
+    /// Of every key of `state` that many writers share.
+    pub shared: u32,
+    /// Of a city's alerts.
+    pub alerts: u32,
+}
 
 /// One partition of one source: whoever processes it is the only writer of its
 /// contributions, so its offset orders them.
@@ -65,12 +102,35 @@ impl Writer {
     }
 }
 
+/// RFC 3339 with milliseconds, always the same width, so that strings sort like times.
+pub fn fixed(t: EventTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t.as_millis())
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| pad(t.as_millis()))
+}
+
+/// Milliseconds, zero-padded so that strings sort like numbers.
+pub fn pad(ms: i64) -> String {
+    format!("{:015}", ms.max(0))
+}
+
+fn shard_of(name: &str, shards: u32) -> u32 {
+    (xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
+}
+
+/// A raw event's key: its id and time.
+pub fn raw_key(event_id: &str, t: EventTime) -> Item {
+    Item::from([
+        ("event_id".into(), s(event_id)),
+        ("timestamp".into(), s(fixed(t))),
+    ])
+}
+
 /// An alert's city key: the city itself with one alert shard (the seed's key, which the seed's
 /// `aws dynamodb query … city = :city` reads), else `<city>#NN`, the shard from its event id,
 /// so that one city's alerts spread evenly and a replay writes the same key.
 pub fn alert_city(city: &str, event_id: &str, shards: u32) -> String {
-    let shard = xxh3_64(event_id.as_bytes()) % u64::from(shards.max(1));
-    alert_shard_key(city, shard as u32, shards)
+    alert_shard_key(city, shard_of(event_id, shards), shards)
 }
 
 /// The city key of one of a city's `shards` alert shards.
@@ -82,14 +142,38 @@ pub fn alert_shard_key(city: &str, shard: u32, shards: u32) -> String {
     }
 }
 
+/// The alerts table's sort key: `fixed(ts)#event_id`.
+pub fn alert_sort_key(t: EventTime, event_id: &str) -> String {
+    format!("{}#{event_id}", fixed(t))
+}
+
+/// A window's key: the seed's `city#type#start` for the base window, with the resolution after
+/// it for a rollup ([`crate::model::window_key`], as the API shows it).
+pub fn window_key(
+    city: &str,
+    event_type: EventType,
+    start: EventTime,
+    resolution: Resolution,
+    base: bool,
+) -> String {
+    crate::model::window_key(city, event_type, start, (!base).then_some(resolution))
+}
+
+/// The windows of one city, type and resolution, in the index `by-series`.
+pub fn series(city: &str, event_type: EventType, resolution: Resolution) -> String {
+    format!("{city}#{event_type}#{}", resolution.name())
+}
+
 /// The shard of a city in the registry.
 pub fn city_shard(city: &str, shards: u32) -> u32 {
-    (xxh3_64(city.as_bytes()) % u64::from(shards)) as u32
+    shard_of(city, shards)
 }
 
 pub fn cities_pk(shard: u32) -> String {
     format!("cities#{shard:02}")
 }
+
+pub const SOURCES_PK: &str = "sources";
 
 /// Counters of one city, or of everything (`None`).
 pub fn scope_pk(city: Option<&str>) -> String {
@@ -99,23 +183,8 @@ pub fn scope_pk(city: Option<&str>) -> String {
     }
 }
 
-/// Late-event counts per city and type of one expiry day.
-pub fn late_groups_pk(day: i64, shard: u32) -> String {
-    format!("lg#{}#{shard:02}", pad(day))
-}
-
-/// The shard of a late group (`late_group_sk`): groups spread over the layout's shards, so
-/// that the writes of one day's late events do not all land on one partition key.
-pub fn late_group_shard(group: &str, shards: u32) -> u32 {
-    (xxh3_64(group.as_bytes()) % u64::from(shards.max(1))) as u32
-}
-
-pub fn late_group_sk(city: &str, event_type: EventType) -> String {
-    format!("{city}#{event_type}")
-}
-
-/// The day in which `expiry` falls, as a sort key, and the hour of that day: counters are kept
-/// per (day, hour) of the moment their rows expire, so a read drops the hours gone.
+/// The day in which `expiry` falls, and the hour of that day: counters are kept per (day,
+/// hour) of the moment their rows expire, so a read drops the hours gone.
 pub fn day_and_hour(expiry: EventTime) -> (i64, u32) {
     let ms = expiry.as_millis();
     (
@@ -133,8 +202,106 @@ pub fn day_expiry_secs(day: i64) -> i64 {
     (day + 2) * DAY_MS / 1000
 }
 
+/// The period of expiry days a late group's item covers.
+pub fn late_period(day: i64) -> i64 {
+    day.div_euclid(LATE_PERIOD_DAYS)
+}
+
+/// The days of a period.
+pub fn late_period_days(period: i64) -> std::ops::Range<i64> {
+    period * LATE_PERIOD_DAYS..(period + 1) * LATE_PERIOD_DAYS
+}
+
+/// Late-event counts per city and type of one expiry period, in one of the layout's shards.
+pub fn late_groups_pk(period: i64, shard: u32) -> String {
+    format!("lgp#{}#{shard:02}", pad(period))
+}
+
+/// The shard of a late group (`late_group_sk`): groups spread over the layout's shards, so
+/// that the writes of one period's late events do not all land on one partition key.
+pub fn late_group_shard(group: &str, shards: u32) -> u32 {
+    shard_of(group, shards)
+}
+
+pub fn late_group_sk(city: &str, event_type: EventType) -> String {
+    format!("{city}#{event_type}")
+}
+
+/// The pages of a list, in one of the layout's shards.
+pub fn list_pk(list: &str, shard: u32) -> String {
+    format!("l#{list}#{shard:02}")
+}
+
+/// The list of a city's events.
+pub fn events_list(city: &str) -> String {
+    format!("ev:{city}")
+}
+
+/// The list of every alert.
+pub const ALERTS_LIST: &str = "al";
+
+/// The list of every late event.
+pub const LATE_LIST: &str = "lt";
+
+/// The list of a city's late events.
+pub fn late_list(city: &str) -> String {
+    format!("lt:{city}")
+}
+
+/// Dead letters of one partition per partition key: a hostile stream spreads over keys.
+const DEAD_BLOCK: u64 = 1024;
+
+/// A dead letter's key: where its record is, so a replay finds it.
+pub fn dead_key(source: &str, partition: u32, offset: u64) -> Item {
+    let writer = Writer::new(source, partition);
+    Item::from([
+        (
+            "pk".into(),
+            s(format!("dead#{}#{}", writer.at(0), offset / DEAD_BLOCK)),
+        ),
+        ("sk".into(), s(format!("{offset:020}"))),
+    ])
+}
+
+/// One shard of the index `dead-by-time`.
+pub fn dead_index_pk(shard: u32) -> String {
+    format!("dl#{shard:02}")
+}
+
+/// The shard of the index `dead-by-time` a dead letter is listed in.
+pub fn dead_shard(offset: u64, shards: u32) -> String {
+    dead_index_pk((offset % u64::from(shards.max(1))) as u32)
+}
+
+/// A dead letter's place in `dead-by-time`: received, then where from.
+pub fn dead_order(received_at: EventTime, source: &str, partition: u32, offset: u64) -> String {
+    format!(
+        "{}#{source}#{partition:010}#{offset:020}",
+        pad(received_at.as_millis())
+    )
+}
+
+/// The checkpoints of a source.
+pub fn checkpoints_pk(source: &str) -> String {
+    format!("pos#{source}")
+}
+
+/// A checkpoint's key.
+pub fn checkpoint_key(source: &str, partition: u32) -> Item {
+    Item::from([
+        ("pk".into(), s(checkpoints_pk(source))),
+        ("sk".into(), s(format!("{partition:010}"))),
+    ])
+}
+
+/// The item that says which layout the tables hold, and its shards.
+pub fn layout_key() -> Item {
+    Item::from([("pk".into(), s("meta")), ("sk".into(), s("layout"))])
+}
+
 /// Counter attributes of a city: its events, per type, per severity, and its late events per
 /// type; of everything: all events, alerts per severity, late events, dead letters per kind.
+/// Each starts with the hour of the day its rows expire in.
 pub mod attr {
     use super::{EventType, Severity};
 
@@ -159,20 +326,52 @@ pub mod attr {
     pub fn dead(hour: u32, kind: &str) -> String {
         format!("{hour:02}x:{kind}")
     }
-    pub fn late_group(hour: u32) -> String {
-        format!("{hour:02}n")
-    }
 
     /// The hour of a counter attribute, and the rest of its name.
     pub fn parse(name: &str) -> Option<(u32, &str)> {
         let hour = name.get(..2)?.parse().ok()?;
         Some((hour, name.get(2..)?))
     }
+
+    /// A late group's count of the events expiring in one hour of one day: `d<day>h<hour>`.
+    pub fn late_group(day: i64, hour: u32) -> String {
+        format!("d{day}h{hour:02}")
+    }
+
+    /// The day and hour of a late group's count.
+    pub fn parse_late_group(name: &str) -> Option<(i64, u32)> {
+        let (day, hour) = name.strip_prefix('d')?.split_once('h')?;
+        Some((day.parse().ok()?, hour.parse().ok()?))
+    }
+}
+
+/// Layout 3's keys that layout 4 no longer writes, for the migration (`migrate.rs`).
+pub mod layout3 {
+    use super::{EventType, pad};
+
+    /// The windows' indexes: a city's, and a city and type's (`city_type`, by start).
+    pub const INDEXES: [&str; 2] = ["by-city-window", SERIES_INDEX];
+    pub const SERIES_INDEX: &str = "by-city-type-window";
+
+    pub fn city_type(city: &str, event_type: EventType) -> String {
+        format!("{city}#{event_type}")
+    }
+
+    /// Late groups of one expiry day.
+    pub fn late_groups_pk(day: i64, shard: u32) -> String {
+        format!("lg#{}#{shard:02}", pad(day))
+    }
+
+    /// The hour of a late group's count (`HHn`).
+    pub fn late_group_hour(name: &str) -> Option<u32> {
+        name.strip_suffix('n')?.parse().ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{BASE, ROLLUPS};
 
     #[test]
     fn keys_spread_and_come_back() {
@@ -193,6 +392,29 @@ mod tests {
         assert_eq!(
             attr::parse(&attr::dead(7, "malformed")),
             Some((7, "x:malformed"))
+        );
+        assert_eq!(
+            attr::parse_late_group(&attr::late_group(20_001, 7)),
+            Some((20_001, 7))
+        );
+        assert!(late_period_days(late_period(20_001)).contains(&20_001));
+    }
+
+    #[test]
+    fn a_base_window_keeps_the_seeds_key_and_a_rollup_names_its_resolution() {
+        let t = EventTime::parse_rfc3339("2026-11-25T10:00:00Z").unwrap();
+        let seed = "Chicago#traffic#2026-11-25T10:00:00Z";
+        assert_eq!(
+            window_key("Chicago", EventType::Traffic, t, BASE, true),
+            seed
+        );
+        assert_eq!(
+            window_key("Chicago", EventType::Traffic, t, ROLLUPS[0], false),
+            format!("{seed}#1h")
+        );
+        assert_eq!(
+            series("Chicago", EventType::Traffic, BASE),
+            "Chicago#traffic#5m"
         );
     }
 }

@@ -18,14 +18,16 @@ use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::items::{Item, n, pad, s, text};
-use super::keys::Writer;
-use super::sdk;
-use super::store::DynamoStore;
+use super::db::{Db, sdk};
+use super::items::{Item, n, s, text};
+use super::keys::{ALERTS_LIST, LATE_LIST, Writer, events_list, late_list, list_pk, pad};
+use super::units::Kind;
 use crate::model::{
     Accepted, City, CityEvent, EventTime, EventType, LateEvent, Placement, Severity, Span,
+    WriteBatch,
 };
-use crate::store::{EventKey, StoreError};
+use crate::store::rules::Effects;
+use crate::store::{EventKey, StoreError, TimeRange};
 
 /// Most entries in one page.
 pub const PAGE_ENTRIES: usize = 500;
@@ -35,20 +37,6 @@ const PAGE_BYTES: usize = 256 * 1024;
 pub const PAGE_SPAN: Span = Span::from_secs(60);
 /// Pages one Query of a shard returns at most.
 const PAGES_PER_QUERY: i32 = 4;
-
-/// The name of a list.
-pub fn events_of(city: &str) -> String {
-    format!("ev:{city}")
-}
-pub const ALERTS: &str = "al";
-pub const LATE: &str = "lt";
-pub fn late_of(city: &str) -> String {
-    format!("lt:{city}")
-}
-
-fn list_pk(list: &str, shard: u32) -> String {
-    format!("l#{list}#{shard:02}")
-}
 
 /// One event in a page, with its expiry and, for a late event, where it arrived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +94,7 @@ impl Entry {
     }
 
     pub fn to_event(&self) -> Result<CityEvent, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("list entry {}: {what}", self.i));
+        let corrupt = |what: &str| StoreError::corrupt(format!("list entry {}: {what}", self.i));
         let event_type = *EventType::ALL
             .get(usize::from(self.y))
             .ok_or_else(|| corrupt("type"))?;
@@ -197,7 +185,7 @@ fn page_item(
 ) -> Result<Item, StoreError> {
     let newest = entries.first().map_or(0, |e| e.t);
     let expires = entries.iter().map(|e| e.x).max().unwrap_or(0);
-    let json = serde_json::to_vec(entries).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let json = serde_json::to_vec(entries).map_err(StoreError::corrupt)?;
     Ok(Item::from([
         ("pk".into(), s(list_pk(list, shard))),
         (
@@ -214,7 +202,7 @@ fn page_item(
 }
 
 fn decode(item: &Item) -> Result<Vec<Entry>, StoreError> {
-    let corrupt = |e: String| StoreError::Corrupt(format!("list page: {e}"));
+    let corrupt = |e: String| StoreError::corrupt(format!("list page: {e}"));
     let Some(AttributeValue::B(blob)) = item.get("d") else {
         return Err(corrupt("no data".into()));
     };
@@ -229,7 +217,7 @@ fn newest(item: &Item) -> Result<i64, StoreError> {
     sk.split('#')
         .next()
         .and_then(|t| t.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("list page key {sk}")))
+        .ok_or_else(|| StoreError::corrupt(format!("list page key {sk}")))
 }
 
 /// What a read of a list wants.
@@ -237,8 +225,8 @@ fn newest(item: &Item) -> Result<i64, StoreError> {
 pub struct Want {
     /// Entries strictly after this key (newest first), if any.
     pub after: Option<EventKey>,
-    /// Entries at or after this time only.
-    pub since: Option<EventTime>,
+    /// Entries whose event time is in this range only.
+    pub range: TimeRange,
     pub limit: usize,
     pub now: EventTime,
 }
@@ -246,9 +234,28 @@ pub struct Want {
 impl Want {
     fn keeps(&self, e: &Entry) -> bool {
         self.after.as_ref().is_none_or(|a| e.key() < *a)
-            && self.since.is_none_or(|s| e.t >= s.as_millis())
+            && self.range.contains(EventTime::from_millis(e.t))
             && e.x > self.now.as_millis()
     }
+
+    /// The newest page key that can hold an entry wanted: pages are sorted by their newest
+    /// entry, and a page spans at most [`PAGE_SPAN`].
+    fn newest_page(&self) -> Option<i64> {
+        let after = self.after.as_ref().map(|a| a.at.as_millis());
+        let end = (self.range.to.is_some()).then(|| self.range.end_ms());
+        let bound = match (after, end) {
+            (Some(a), Some(e)) => a.min(e),
+            (a, e) => a.or(e)?,
+        };
+        Some(bound.saturating_add(PAGE_SPAN.as_millis() + 1))
+    }
+}
+
+/// The lists of the `state` table.
+pub struct Lists {
+    db: Db,
+    table: String,
+    shards: u32,
 }
 
 /// One shard of a list as it is being read, newest page first.
@@ -260,14 +267,42 @@ struct Shard {
     done: bool,
 }
 
-impl DynamoStore {
+impl Lists {
+    pub fn new(db: Db, table: String, shards: u32) -> Self {
+        Lists { db, table, shards }
+    }
+
+    /// The pages of every list the new events belong to: their city's events, alerts, late
+    /// events (all, and their city's).
+    pub async fn put(&self, batch: &WriteBatch, effects: &Effects<'_>) -> Result<(), StoreError> {
+        let Some(first) = effects.new.iter().min_by_key(|a| (a.partition, a.offset)) else {
+            return Ok(());
+        };
+        let mut lists: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for a in &effects.new {
+            let city = a.event.city.as_str();
+            let entry = Entry::event(a, a.ttl);
+            if a.is_alert() {
+                lists
+                    .entry(ALERTS_LIST.into())
+                    .or_default()
+                    .push(entry.clone());
+            }
+            lists.entry(events_list(city)).or_default().push(entry);
+            if let Placement::Late { .. } = a.placement {
+                let late = Entry::late(a, batch.rules.late_expiry(&a.event));
+                lists.entry(late_list(city)).or_default().push(late.clone());
+                lists.entry(LATE_LIST.into()).or_default().push(late);
+            }
+        }
+        let writer = Writer::new(&batch.source, first.partition);
+        let pages = pages(lists, writer, first.offset, self.shards)?;
+        self.db.put_all(&self.table, pages, Kind::List).await
+    }
+
     /// A page of a list: its live entries newest first, each event once, at most `want.limit`.
-    pub(super) async fn read_list(
-        &self,
-        list: &str,
-        want: &Want,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let mut shards: Vec<Shard> = (0..self.shards())
+    pub async fn read(&self, list: &str, want: &Want) -> Result<Vec<Entry>, StoreError> {
+        let mut shards: Vec<Shard> = (0..self.shards)
             .map(|shard| Shard {
                 pk: list_pk(list, shard),
                 next: None,
@@ -310,7 +345,7 @@ impl DynamoStore {
                 break;
             };
             let enough = found.len() >= want.limit && found[want.limit - 1].t > threshold;
-            let too_old = want.since.is_some_and(|s| threshold < s.as_millis());
+            let too_old = want.range.from.is_some_and(|f| threshold < f.as_millis());
             if enough || too_old {
                 break;
             }
@@ -328,24 +363,26 @@ impl DynamoStore {
         want: &Want,
     ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let mut request = self
+            .db
             .client
             .query()
-            .table_name(&self.state)
+            .table_name(&self.table)
             .expression_attribute_values(":pk", s(&shard.pk))
             .scan_index_forward(false)
             .limit(PAGES_PER_QUERY)
             .set_exclusive_start_key(shard.next.clone());
-        request = match &want.after {
-            // Pages newer than the cursor by more than a page's span hold nothing after it.
-            Some(after) => request
+        request = match want.newest_page() {
+            // Pages newer than the cursor or the range's end by more than a page's span hold
+            // nothing wanted.
+            Some(upto) => request
                 .key_condition_expression("pk = :pk AND sk < :upto")
-                .expression_attribute_values(
-                    ":upto",
-                    s(pad(after.at.as_millis() + PAGE_SPAN.as_millis() + 1)),
-                ),
+                .expression_attribute_values(":upto", s(pad(upto))),
             None => request.key_condition_expression("pk = :pk"),
         };
-        let out = request.send().await.map_err(sdk("Query"))?;
+        let out = {
+            let _permit = self.db.permit().await;
+            request.send().await.map_err(sdk("Query"))?
+        };
         Ok((out.items().to_vec(), out.last_evaluated_key().cloned()))
     }
 }

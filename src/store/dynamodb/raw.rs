@@ -6,7 +6,6 @@
 //! still; another record with the key is a repeat or a reuse of the id.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest,
@@ -14,18 +13,16 @@ use aws_sdk_dynamodb::types::{
 };
 use futures_util::future::try_join_all;
 
-use super::items::{Item, event_attributes, event_from, fixed, n, num, s, text};
-use super::sdk;
-use super::store::DynamoStore;
+use super::db::{Db, build, sdk, until_done};
+use super::items::{Item, event_attributes, event_from, n, num, s, text};
+use super::keys::{fixed, raw_key};
 use super::units::Kind;
 use crate::model::{Accepted, DeadLetter, EventTime, WriteBatch};
 use crate::store::rules::{Found, found};
-use crate::store::{ErrorClass, StoreError};
+use crate::store::{Fault, StoreError};
 
 /// Statements per `BatchExecuteStatement` (DynamoDB's limit).
 const STATEMENTS: usize = 25;
-/// Tries of statements DynamoDB throttled before the write fails and is retried whole.
-const ATTEMPTS: u32 = 8;
 
 /// What the store made of an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +41,7 @@ pub enum Outcome {
 /// The raw item of an accepted event: the seed's attributes, its expiry, and its record.
 pub fn raw_item(source: &str, a: &Accepted) -> Item {
     let mut item = event_attributes(&a.event);
-    item.insert("timestamp".into(), s(fixed(a.event.timestamp)));
+    item.extend(raw_key(&a.event.event_id, a.event.timestamp));
     item.insert("ttl".into(), n(a.ttl.as_millis().div_euclid(1000)));
     item.insert("ttl_ms".into(), n(a.ttl.as_millis()));
     item.insert("src".into(), s(source));
@@ -78,9 +75,19 @@ fn rounds(events: &[Accepted]) -> Vec<Vec<usize>> {
     rounds
 }
 
-impl DynamoStore {
+/// The raw-events table.
+pub struct RawEvents {
+    db: Db,
+    table: String,
+}
+
+impl RawEvents {
+    pub fn new(db: Db, table: String) -> Self {
+        RawEvents { db, table }
+    }
+
     /// Inserts the raw item of every accepted event of `batch`; returns what each event is.
-    pub(super) async fn insert_raw(
+    pub async fn insert(
         &self,
         batch: &WriteBatch,
         now: EventTime,
@@ -99,37 +106,20 @@ impl DynamoStore {
                 .filter(|(_, item)| item.is_none())
                 .map(|(i, _)| *i)
                 .collect();
-            let mut read = self.read_raw(batch, &unread).await?;
+            let mut read = self.read(batch, &unread).await?;
             for (i, item) in taken {
                 let a = &batch.events[i];
                 let key = (a.event.event_id.clone(), fixed(a.event.timestamp));
                 let Some(item) = item.or_else(|| read.remove(&key)) else {
-                    return Err(StoreError::Dynamo {
-                        op: "BatchGetItem",
-                        message: format!("raw item of {} is taken but not found", a.event.event_id),
-                        class: ErrorClass::Transient,
-                    });
+                    return Err(StoreError::new(
+                        Fault::Retry,
+                        format!("raw item of {} is taken but not found", a.event.event_id),
+                    ));
                 };
-                outcomes[i] = self.outcome(batch, a, &item, now)?;
+                outcomes[i] = outcome(batch, a, &item, now)?;
             }
         }
         Ok(outcomes)
-    }
-
-    fn outcome(
-        &self,
-        batch: &WriteBatch,
-        a: &Accepted,
-        item: &Item,
-        now: EventTime,
-    ) -> Result<Outcome, StoreError> {
-        if is_own(item, &batch.source, a) {
-            return Ok(Outcome::Own);
-        }
-        Ok(match found(&batch.source, &event_from(item)?, a, now) {
-            Found::Repeat => Outcome::Repeat,
-            Found::Taken(dead) => Outcome::Taken(dead),
-        })
     }
 
     /// Inserts the raw items of `chunk` (indexes into the batch's events); returns the events
@@ -139,73 +129,63 @@ impl DynamoStore {
         batch: &WriteBatch,
         chunk: &[usize],
     ) -> Result<Vec<(usize, Option<Item>)>, StoreError> {
-        let mut pending: Vec<usize> = chunk.to_vec();
-        let mut taken = Vec::new();
-        let mut backoff = Duration::from_millis(50);
-        for attempt in 1..=ATTEMPTS {
-            let statements = pending
-                .iter()
-                .map(|i| self.insert_statement(batch, &batch.events[*i]))
-                .collect::<Result<Vec<_>, _>>()?;
-            let out = {
-                let _permit = self.permit().await;
-                self.client
-                    .batch_execute_statement()
-                    .set_statements(Some(statements))
-                    .send()
-                    .await
-                    .map_err(sdk("BatchExecuteStatement"))?
-            };
-            if out.responses().len() != pending.len() {
-                // One answer per statement, in order, or none of them can be trusted.
-                return Err(StoreError::Dynamo {
-                    op: "BatchExecuteStatement",
-                    message: format!(
-                        "{} answers to {} statements",
-                        out.responses().len(),
-                        pending.len()
-                    ),
-                    class: ErrorClass::Transient,
-                });
-            }
-            let mut again = Vec::new();
-            for (i, response) in pending.iter().zip(out.responses()) {
-                let Some(error) = response.error() else {
-                    continue;
+        let taken = until_done(
+            "BatchExecuteStatement",
+            chunk.to_vec(),
+            |pending| async move {
+                let statements = pending
+                    .iter()
+                    .map(|i| self.insert_statement(batch, &batch.events[*i]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = {
+                    let _permit = self.db.permit().await;
+                    self.db
+                        .client
+                        .batch_execute_statement()
+                        .set_statements(Some(statements))
+                        .send()
+                        .await
+                        .map_err(sdk("BatchExecuteStatement"))?
                 };
-                match error.code() {
-                    Some(
-                        BatchStatementErrorCodeEnum::DuplicateItem
-                        | BatchStatementErrorCodeEnum::ConditionalCheckFailed,
-                    ) => taken.push((*i, error.item().cloned())),
-                    Some(BatchStatementErrorCodeEnum::ValidationError) => {
-                        return Err(StoreError::Dynamo {
-                            op: "BatchExecuteStatement",
-                            message: error.message().unwrap_or("validation error").to_owned(),
-                            class: ErrorClass::Rejected,
-                        });
-                    }
-                    _ => again.push(*i),
+                if out.responses().len() != pending.len() {
+                    // One answer per statement, in order, or none of them can be trusted.
+                    return Err(StoreError::new(
+                        Fault::Retry,
+                        format!(
+                            "dynamodb BatchExecuteStatement: {} answers to {} statements",
+                            out.responses().len(),
+                            pending.len()
+                        ),
+                    ));
                 }
-            }
-            if again.is_empty() {
-                return Ok(taken);
-            }
-            if attempt < ATTEMPTS {
-                tracing::debug!(statements = again.len(), "raw inserts throttled; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            pending = again;
-        }
-        Err(StoreError::Dynamo {
-            op: "BatchExecuteStatement",
-            message: format!(
-                "{} raw inserts still refused after {ATTEMPTS} tries",
-                pending.len()
-            ),
-            class: ErrorClass::Transient,
-        })
+                let mut taken = Vec::new();
+                let mut again = Vec::new();
+                for (i, response) in pending.iter().zip(out.responses()) {
+                    let Some(error) = response.error() else {
+                        continue;
+                    };
+                    match error.code() {
+                        Some(
+                            BatchStatementErrorCodeEnum::DuplicateItem
+                            | BatchStatementErrorCodeEnum::ConditionalCheckFailed,
+                        ) => taken.push((*i, error.item().cloned())),
+                        Some(BatchStatementErrorCodeEnum::ValidationError) => {
+                            return Err(StoreError::new(
+                                Fault::BadInput,
+                                format!(
+                                    "dynamodb refused a raw event: {}",
+                                    error.message().unwrap_or("validation error")
+                                ),
+                            ));
+                        }
+                        _ => again.push(*i),
+                    }
+                }
+                Ok((taken, (!again.is_empty()).then_some(again)))
+            },
+        )
+        .await?;
+        Ok(taken.into_iter().flatten().collect())
     }
 
     /// The `INSERT` of an event's raw item; counts its write units (a failed insert costs as
@@ -216,23 +196,23 @@ impl DynamoStore {
         a: &Accepted,
     ) -> Result<BatchStatementRequest, StoreError> {
         let item = raw_item(&batch.source, a);
-        self.units.item(Kind::Raw, &item);
+        self.db.units.item(Kind::Raw, &item);
         let item: std::collections::BTreeMap<String, AttributeValue> = item.into_iter().collect();
         let fields: Vec<String> = item.keys().map(|k| format!("'{k}': ?")).collect();
         BatchStatementRequest::builder()
             .statement(format!(
                 "INSERT INTO \"{}\" VALUE {{{}}}",
-                self.raw,
+                self.table,
                 fields.join(", ")
             ))
             .set_parameters(Some(item.into_values().collect()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
-            .map_err(super::build("BatchStatementRequest"))
+            .map_err(build("BatchStatementRequest"))
     }
 
     /// The raw items of events whose key was taken, read consistently, by (id, timestamp).
-    async fn read_raw(
+    async fn read(
         &self,
         batch: &WriteBatch,
         events: &[usize],
@@ -241,14 +221,11 @@ impl DynamoStore {
             .iter()
             .map(|i| {
                 let e = &batch.events[*i].event;
-                Item::from([
-                    ("event_id".into(), s(&e.event_id)),
-                    ("timestamp".into(), s(fixed(e.timestamp))),
-                ])
+                raw_key(&e.event_id, e.timestamp)
             })
             .collect();
         let mut out = HashMap::new();
-        for item in self.get_all(&self.raw, keys, true).await? {
+        for item in self.db.get_all(&self.table, keys, true).await? {
             let key = (
                 text(&item, "event_id")?.to_owned(),
                 text(&item, "timestamp")?.to_owned(),
@@ -257,6 +234,21 @@ impl DynamoStore {
         }
         Ok(out)
     }
+}
+
+fn outcome(
+    batch: &WriteBatch,
+    a: &Accepted,
+    item: &Item,
+    now: EventTime,
+) -> Result<Outcome, StoreError> {
+    if is_own(item, &batch.source, a) {
+        return Ok(Outcome::Own);
+    }
+    Ok(match found(&batch.source, &event_from(item)?, a, now) {
+        Found::Repeat => Outcome::Repeat,
+        Found::Taken(dead) => Outcome::Taken(dead),
+    })
 }
 
 #[cfg(test)]

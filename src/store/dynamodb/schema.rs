@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType, TableDescription,
 };
 
-use super::{build, is_hash};
+use super::db::build;
 use crate::store::StoreError;
 
 /// A key attribute: name and type.
@@ -78,26 +78,19 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
             ttl: Some("ttl"),
         },
         TableSpec {
+            // Base windows under the seed's key, rollups under theirs (`keys.rs`).
             name: format!("{prefix}aggregations"),
             hash: s("partition_key"),
             range: None,
-            indexes: vec![
-                IndexSpec {
-                    // A city's windows, newest first: `/api/v1/aggregations?city=`.
-                    name: "by-city-window",
-                    hash: s("city"),
-                    range: Some(s("window_key")),
-                    all_attributes: false,
-                },
-                IndexSpec {
-                    // One city and type: `/api/v1/aggregations?city=&event_type=`.
-                    name: "by-city-type-window",
-                    hash: s("city_type"),
-                    range: Some(n("window_start_ms")),
-                    all_attributes: false,
-                },
-            ],
-            // A window expires when all its events can have.
+            indexes: vec![IndexSpec {
+                // One city, type and resolution by start: a range of
+                // `/api/v1/aggregations` is one Query per type, every attribute in it.
+                name: "by-series",
+                hash: s("series"),
+                range: Some(n("window_start_ms")),
+                all_attributes: true,
+            }],
+            // A window expires its resolution's retention after it ends.
             ttl: Some("ttl"),
         },
         TableSpec {
@@ -126,6 +119,11 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
             ttl: Some("ttl"),
         },
     ]
+}
+
+/// Whether a key element is the hash key.
+fn is_hash(key_type: &KeyType) -> bool {
+    *key_type == KeyType::Hash
 }
 
 pub(super) fn key_schema(
@@ -282,6 +280,6 @@ mod tests {
             ("city", Some("timestamp"))
         );
         assert!(t[0].indexes.is_empty(), "no index entry per raw event");
-        assert!(t[1].indexes.iter().all(|i| !i.all_attributes));
+        assert_eq!(t[1].indexes[0].name, "by-series");
     }
 }

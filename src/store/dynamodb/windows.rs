@@ -1,64 +1,89 @@
-//! Query 2 on DynamoDB: each window is one item of the seed's `aggregations` table, keyed
-//! `city#event_type#window_start`, that every writer with events in the window adds to with a
-//! guarded increment (`guarded.rs`): its counts, and its severities in chunks of one letter per
-//! event (`v:<writer>.<offset>`), at most the cap of them in all. Its two indexes (a city's
-//! windows; a city and type's windows) project keys only, so only a window's first write
-//! writes them, and a read fetches the windows it lists with one `BatchGetItem`.
+//! Query 2 on DynamoDB, at every resolution: each window is one item of the seed's
+//! `aggregations` table (the base window under the seed's key, a rollup under its own,
+//! `keys::window_key`), that every writer with events in it adds to with a guarded increment
+//! (`guarded.rs`): its counts, and its severities in chunks of one letter per event
+//! (`v:<writer>.<offset>`), at most the cap of them in all. The index `by-series` holds every
+//! attribute of the windows of one city, type and resolution by start, so a read of a range is
+//! one Query per type.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 
-use super::guarded::{Contribution, Expr, Pending};
-use super::items::{Item, n, num, opt_num, pad, s, text};
-use super::keys::Writer;
-use super::store::DynamoStore;
+use super::db::Db;
+use super::guarded::{Contribution, Expr, Pending, apply_guarded};
+use super::items::{Item, live, n, num, opt_num, s, text};
+use super::keys::{Writer, series, window_key};
 use super::units::Kind;
-use crate::model::{City, Placement, Severity, SeverityCounts, WindowAggregate, WriteBatch};
-use crate::store::StoreError;
-use crate::store::rules::{Effects, WindowDelta, severities_from_text, severities_text};
+use crate::model::{
+    City, EventTime, EventType, Severity, SeverityCounts, WindowAggregate, WriteBatch,
+};
+use crate::store::rules::{
+    Effects, WindowDelta, severities_from_text, severities_room, severities_text, windows_of,
+};
+use crate::store::{Page, StoreError, WindowPos, WindowQuery};
 
-/// Index entries a window's first write adds (its two key-only indexes).
-const INDEX_ENTRIES: u64 = 2;
 /// Windows remembered as full per process; past it the memory starts over.
 const FULL_WINDOWS: usize = 10_000;
 
 /// Prefix of a window's severity chunks.
 const CHUNK: &str = "v:";
 
-impl DynamoStore {
-    /// Adds every new event in a window to its window item.
-    pub(super) async fn add_windows(
-        &self,
-        batch: &WriteBatch,
-        effects: &Effects<'_>,
-    ) -> Result<(), StoreError> {
-        let mut contributions: BTreeMap<String, Contribution<Severity>> = BTreeMap::new();
-        let mut deltas: BTreeMap<String, &WindowDelta> = BTreeMap::new();
-        for delta in effects.windows.values() {
-            deltas.insert(delta.key(), delta);
+/// The windows of the `aggregations` table.
+pub struct Windows {
+    db: Db,
+    table: String,
+    /// Windows this process saw reach the severities cap: their writes add no severities.
+    full: Mutex<HashSet<String>>,
+}
+
+impl Windows {
+    pub fn new(db: Db, table: String) -> Self {
+        Windows {
+            db,
+            table,
+            full: Mutex::default(),
         }
+    }
+
+    /// Adds every new event that counts in windows to its window of each resolution.
+    pub async fn add(&self, batch: &WriteBatch, effects: &Effects<'_>) -> Result<(), StoreError> {
+        let mut contributions: BTreeMap<String, (&WindowDelta, Contribution<Severity>)> =
+            BTreeMap::new();
+        let deltas: BTreeMap<String, &WindowDelta> =
+            effects.windows.values().map(|d| (key_of(d), d)).collect();
         for a in &effects.new {
-            if let Placement::Window { start, .. } = a.placement {
-                let key = crate::model::window_key(&a.event.city, a.event.event_type, start);
-                contributions.entry(key).or_default().push(
-                    Writer::new(&batch.source, a.partition),
-                    a.offset,
-                    a.event.severity,
-                );
+            let e = &a.event;
+            for (resolution, start) in windows_of(a, &batch.rules.resolutions) {
+                let base = batch.rules.resolutions.is_base(resolution);
+                let key = window_key(e.city.as_str(), e.event_type, start, resolution, base);
+                let Some(delta) = deltas.get(&key) else {
+                    continue;
+                };
+                contributions
+                    .entry(key)
+                    .or_insert_with(|| (delta, Contribution::default()))
+                    .1
+                    .push(
+                        Writer::new(&batch.source, a.partition),
+                        a.offset,
+                        e.severity,
+                    );
             }
         }
         let cap = batch.rules.severities_cap;
-        try_join_all(contributions.iter().filter_map(|(key, c)| {
-            let delta = deltas.get(key)?;
-            Some(self.add_to_window(key, delta, c, cap))
-        }))
+        try_join_all(
+            contributions
+                .iter()
+                .map(|(key, (delta, c))| self.add_to(key, delta, c, cap)),
+        )
         .await?;
         Ok(())
     }
 
-    async fn add_to_window(
+    async fn add_to(
         &self,
         key: &str,
         delta: &WindowDelta,
@@ -67,44 +92,103 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let item_key = Item::from([("partition_key".into(), s(key))]);
         let full = self.is_full(key);
-        let table = self.aggregations.clone();
-        let stored = self
-            .apply_guarded(
-                &table,
-                &item_key,
-                contribution,
-                Kind::Window,
-                |pending, known, expr| window_update(delta, pending, known, cap, full, expr),
-            )
-            .await?;
-        let Some((item, added)) = stored else {
-            return Ok(());
-        };
-        let count: u64 = num(&item, "event_count")?;
-        if count as usize == added {
-            // The window's first write: its index entries were written too.
-            self.units.add(Kind::Window, INDEX_ENTRIES);
-        }
-        if count as usize >= cap {
+        let stored = apply_guarded(
+            &self.db,
+            &self.table,
+            &item_key,
+            contribution,
+            // The index `by-series` holds every attribute: each update is written twice.
+            (Kind::Window, 2),
+            |pending, known, expr| window_update(delta, pending, known, cap, full, expr),
+        )
+        .await?;
+        if let Some((item, _)) = stored
+            && severities_room(num(&item, "event_count")?, cap) == 0
+        {
             self.mark_full(key);
         }
         Ok(())
     }
 
     fn is_full(&self, key: &str) -> bool {
-        self.full_windows
-            .lock()
-            .is_ok_and(|full| full.contains(key))
+        self.full.lock().is_ok_and(|full| full.contains(key))
     }
 
     fn mark_full(&self, key: &str) {
-        if let Ok(mut full) = self.full_windows.lock() {
+        if let Ok(mut full) = self.full.lock() {
             if full.len() >= FULL_WINDOWS {
                 full.clear();
             }
             full.insert(key.to_owned());
         }
     }
+
+    /// A page of a city's live windows of one resolution: one Query per type (the one asked
+    /// for, or all four), merged newest first, ties by type descending.
+    pub async fn read(
+        &self,
+        q: &WindowQuery,
+        page: &Page<WindowPos>,
+        now: EventTime,
+    ) -> Result<Vec<WindowAggregate>, StoreError> {
+        let types: Vec<EventType> = match q.event_type {
+            Some(t) => vec![t],
+            None => EventType::ALL.to_vec(),
+        };
+        let queries = types.into_iter().map(|t| self.read_series(q, t, page, now));
+        let mut out: Vec<WindowAggregate> = Vec::new();
+        for items in try_join_all(queries).await? {
+            for item in &items {
+                out.push(window_from(item)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            (b.window_start, b.event_type.as_str()).cmp(&(a.window_start, a.event_type.as_str()))
+        });
+        out.truncate(page.limit);
+        Ok(out)
+    }
+
+    /// The live windows of one type after the page's key, newest first, at most its limit.
+    async fn read_series(
+        &self,
+        q: &WindowQuery,
+        event_type: EventType,
+        page: &Page<WindowPos>,
+        now: EventTime,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut last = q.range.end_ms().saturating_sub(1);
+        if let Some(after) = &page.after {
+            // After (start, type) in newest-first order: an earlier start, or the same start
+            // and a type that sorts before.
+            let same_start_ok = event_type.as_str() < after.event_type.as_str();
+            let bound = after.start.as_millis() - i64::from(!same_start_ok);
+            last = last.min(bound);
+        }
+        let first = q.range.first_ms().max(0);
+        if last < first {
+            return Ok(Vec::new());
+        }
+        let request = self
+            .db
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by-series")
+            .key_condition_expression("series = :s AND window_start_ms BETWEEN :first AND :last")
+            .expression_attribute_values(":s", s(series(&q.city, event_type, q.resolution)))
+            .expression_attribute_values(":first", n(first))
+            .expression_attribute_values(":last", n(last))
+            .scan_index_forward(false)
+            .limit(page.limit.min(1000) as i32);
+        self.db
+            .query(request, Some(page.limit), |i| live(i, "ttl_ms", now))
+            .await
+    }
+}
+
+fn key_of(d: &WindowDelta) -> String {
+    window_key(d.city.as_str(), d.event_type, d.start, d.resolution, d.base)
 }
 
 /// What the pending records add to a window: its identity, its counts, and as many of their
@@ -133,7 +217,9 @@ fn window_update(
     }
     let stored = known.map(|item| opt_num(item, "event_count").ok().flatten().unwrap_or(0));
     let take = match stored {
-        Some(stored) => letters.len().min(cap.saturating_sub(stored as usize)),
+        Some(stored) => letters
+            .len()
+            .min(severities_room(stored.max(0) as u64, cap)),
         None if full => 0,
         None => letters.len().min(cap),
     };
@@ -155,33 +241,27 @@ fn window_update(
     expr.set(&chunk, s(severities_text(&letters[..take])));
 }
 
-/// The window's identity: the seed's attributes, its index keys, and its expiry. The same for
-/// every writer.
+/// The window's identity: the seed's attributes, its series and start for the index, and its
+/// expiry. The same for every writer.
 fn set_identity(delta: &WindowDelta, expr: &mut Expr) {
     let city = delta.city.as_str();
-    let expires = delta.expires_at.as_millis();
+    let expires = delta.expires_at().as_millis();
     expr.set("city", s(city));
     expr.set("event_type", s(delta.event_type.as_str()));
-    expr.set("city_type", s(format!("{city}#{}", delta.event_type)));
     expr.set(
-        "window_key",
-        s(format!(
-            "{}#{}",
-            pad(delta.start.as_millis()),
-            delta.event_type
-        )),
+        "series",
+        s(series(city, delta.event_type, delta.resolution)),
     );
     expr.set("window_start", s(delta.start.to_rfc3339()));
-    expr.set("window_end", s(delta.end.to_rfc3339()));
+    expr.set("window_end", s(delta.end().to_rfc3339()));
     expr.set("window_start_ms", n(delta.start.as_millis()));
-    expr.set("window_end_ms", n(delta.end.as_millis()));
+    expr.set("window_end_ms", n(delta.end().as_millis()));
     expr.set("ttl", n(expires.div_euclid(1000)));
     expr.set("ttl_ms", n(expires));
 }
 
 /// A window as served: its counts, and its severity chunks in key order, up to the cap.
 pub fn window_from(item: &Item) -> Result<WindowAggregate, StoreError> {
-    let corrupt = |what: String| StoreError::Corrupt(what);
     let mut chunks: Vec<(&String, &String)> = item
         .iter()
         .filter_map(|(k, v)| match v {
@@ -198,15 +278,14 @@ pub fn window_from(item: &Item) -> Result<WindowAggregate, StoreError> {
     for v in Severity::ALL {
         counts.0[v.index()] = opt_num(item, v.as_str())?.unwrap_or(0) as u64;
     }
-    let event_count: u64 = num(item, "event_count")?;
     Ok(WindowAggregate {
-        city: City::parse(text(item, "city")?).map_err(|e| corrupt(e.to_string()))?,
+        city: City::parse(text(item, "city")?).map_err(StoreError::corrupt)?,
         event_type: text(item, "event_type")?
             .parse()
-            .map_err(|e: crate::model::UnknownValue| corrupt(e.to_string()))?,
-        window_start: crate::model::EventTime::from_millis(num(item, "window_start_ms")?),
-        window_end: crate::model::EventTime::from_millis(num(item, "window_end_ms")?),
-        event_count,
+            .map_err(StoreError::corrupt)?,
+        window_start: EventTime::from_millis(num(item, "window_start_ms")?),
+        window_end: EventTime::from_millis(num(item, "window_end_ms")?),
+        event_count: num(item, "event_count")?,
         severities,
         severity_counts: counts,
     })

@@ -1,13 +1,14 @@
 //! The embedded store: one SQLite file in WAL mode under the data directory.
 //!
-//! One writer connection writes each [`WriteBatch`] in a single transaction, checkpoints
-//! included, so what is stored and how far the processor got never disagree (`write.rs`).
-//! Readers use a small pool of read-only connections, on the calling task but never on the
-//! runtime's last worker, so a stalled read never holds up the async runtime; they never block
-//! the writer, and a separate `serve` process can read the same file while `process` writes
-//! it (`read.rs`). Expired rows are deleted in
-//! chunks (`purge.rs`).
+//! - `write.rs`: one writer connection writes each [`WriteBatch`] in a single transaction,
+//!   checkpoints included, so what is stored and how far the processor got never disagree.
+//! - `read.rs`: readers use a small pool of read-only connections, on the calling task but
+//!   never on the runtime's last worker (see [`SqliteStore::read`]); they never block the
+//!   writer, and a separate `serve` process reads the same file while `process` writes it.
+//! - `purge.rs`: expired rows are deleted in chunks, the writer free between them.
+//! - `migrate.rs`: a file of the layout before opens after its windows gain their rollups.
 
+mod migrate;
 mod purge;
 mod read;
 mod write;
@@ -23,19 +24,21 @@ use tokio::sync::Semaphore;
 
 use super::rules::severities_from_text;
 use super::{
-    CityCount, CitySummary, DeadLetterKey, EventKey, Page, PartitionStatus, Purged, Stats, Store,
-    StoreError, StoredEvent, WindowPos, Written,
+    CityCount, CitySummary, DeadLetterKey, EventKey, Fault, Maintenance, Page, PartitionStatus,
+    Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange, WindowPos,
+    WindowQuery, Written,
 };
 use crate::model::{
     Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity,
-    SeverityCounts, WindowAggregate, WriteBatch,
+    SeverityCounts, Span, WindowAggregate, WriteBatch,
 };
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
-/// Bumped whenever `schema.sql` changes in a way an existing file cannot follow.
-const SCHEMA_VERSION: i64 = 5;
+/// Bumped whenever `schema.sql` changes; `migrate.rs` brings a file of the version before up to
+/// it, and a file of any other version is refused.
+const SCHEMA_VERSION: i64 = 6;
 /// Settings of the file itself, before any table exists: 16 KiB pages (fewer, shallower trees
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.
@@ -84,17 +87,20 @@ impl SqliteStore {
     pub fn open_with(data_dir: &Path, mode: OpenMode) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_FILE);
         match mode {
-            OpenMode::Create => {
-                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-                    path: data_dir.display().to_string(),
-                    source,
-                })?
-            }
+            OpenMode::Create => std::fs::create_dir_all(data_dir).map_err(|source| {
+                let doing = format!("creating data directory {}", data_dir.display());
+                StoreError::caused(Fault::Down, doing, source)
+            })?,
             OpenMode::Existing if !path.is_file() => {
                 let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
-                return Err(StoreError::Missing {
-                    path: shown.display().to_string(),
-                });
+                return Err(StoreError::new(
+                    Fault::Down,
+                    format!(
+                        "no CityStream store at {}: `up` or `process` create one there; give \
+                         the directory they wrote with --data-dir",
+                        shown.display()
+                    ),
+                ));
             }
             OpenMode::Existing => {}
         }
@@ -147,12 +153,12 @@ impl SqliteStore {
             let readers = self.readers.clone();
             return tokio::task::spawn_blocking(move || f(&*readers.get()?))
                 .await
-                .map_err(|e| StoreError::Task(e.to_string()))?;
+                .map_err(task_failed)?;
         };
         let _permit = inline
             .acquire_owned()
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+            .map_err(|e| StoreError::caused(Fault::Retry, "waiting for a reader", e))?;
         tokio::task::consume_budget().await;
         f(&*self.readers.get()?)
     }
@@ -179,11 +185,11 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let mut conn = writer
                 .lock()
-                .map_err(|_| StoreError::Task("writer connection poisoned".into()))?;
+                .map_err(|_| StoreError::new(Fault::Down, "the writer connection is poisoned"))?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(task_failed)?
     }
 
     /// Runs one purge step until it deletes less than a chunk; the writer is free between
@@ -204,12 +210,18 @@ impl SqliteStore {
     }
 }
 
-/// Checks the file's schema version and creates what is missing, in one transaction: two
-/// processes opening a new data directory at once never see each other's half-made schema.
+/// Checks the file's schema version, migrates a file of the version before, and creates what
+/// is missing, in one transaction: two processes opening a new data directory at once never
+/// see each other's half-made schema.
 fn create_schema(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    check_schema_version(&tx, path)?;
+    let migrate = check_schema_version(&tx, path)?;
     tx.execute_batch(SCHEMA)?;
+    if migrate {
+        migrate::windows_to_resolutions(&tx)?;
+        tracing::info!(path = %path.display(), from = SCHEMA_VERSION - 1, to = SCHEMA_VERSION,
+            "store migrated: windows moved to the table of every resolution, rollups made");
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -224,10 +236,7 @@ fn when_not_busy<T, E: Into<StoreError>>(
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match step().map_err(Into::into) {
-            Err(StoreError::Sqlite(e))
-                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             done => return done,
@@ -235,26 +244,81 @@ fn when_not_busy<T, E: Into<StoreError>>(
     }
 }
 
-/// A file written by a build with another layout is refused with a clear message, not misread.
-fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// Whether a file must be migrated first. A file written by a build with another layout is
+/// refused with a clear message, not misread.
+fn check_schema_version(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let existing: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'raw_events'",
         [],
         |r| r.get(0),
     )?;
-    if existing > 0 && found != SCHEMA_VERSION {
-        return Err(StoreError::SchemaVersion {
-            path: path.display().to_string(),
-            found,
-            expected: SCHEMA_VERSION,
-        });
+    match (existing > 0, found) {
+        (false, _) => Ok(false),
+        (true, SCHEMA_VERSION) => Ok(false),
+        (true, v) if v == SCHEMA_VERSION - 1 => Ok(true),
+        (true, found) => Err(StoreError::new(
+            Fault::Down,
+            format!(
+                "{} was written by another version of CityStream (schema {found}, this build \
+                 uses {SCHEMA_VERSION}); move it aside and replay the events into a new data \
+                 directory",
+                path.display()
+            ),
+        )),
     }
-    Ok(())
+}
+
+/// The writer's busy error that SQLite's own timeout does not wait out.
+fn is_busy(e: &StoreError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        .and_then(rusqlite::Error::sqlite_error_code)
+        == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
+fn task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::caused(Fault::Retry, "a store task failed", e)
+}
+
+/// What the caller can do about an error of SQLite's.
+fn fault_of(e: &rusqlite::Error) -> Fault {
+    use rusqlite::ErrorCode;
+    match e {
+        rusqlite::Error::SqliteFailure(e, _) => match e.code {
+            ErrorCode::TooBig | ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch => {
+                Fault::BadInput
+            }
+            ErrorCode::CannotOpen
+            | ErrorCode::NotADatabase
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::AuthorizationForStatementDenied => Fault::Down,
+            _ => Fault::Retry,
+        },
+        rusqlite::Error::ToSqlConversionFailure(_) => Fault::BadInput,
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => Fault::Down,
+        _ => Fault::Retry,
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::caused(fault_of(&e), "sqlite", e)
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::caused(Fault::Retry, "sqlite connection pool", e)
+    }
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+    StoreError::corrupt(what)
 }
 
 fn city(s: String) -> Result<City, StoreError> {
@@ -291,17 +355,19 @@ pub(crate) fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint, StoreError>
     })
 }
 
+/// Columns: city, span, start, event_type, event_count, severities, low, medium, high, critical.
 pub(crate) fn window_from_row(row: &Row<'_>) -> Result<WindowAggregate, StoreError> {
     let severities = severities_from_text(&row.get::<_, String>(5)?)?;
     let mut counts = SeverityCounts::default();
     for (i, s) in Severity::ALL.iter().enumerate() {
         counts.0[s.index()] = row.get::<_, i64>(6 + i)? as u64;
     }
+    let start = EventTime::from_millis(row.get(2)?);
     Ok(WindowAggregate {
         city: city(row.get(0)?)?,
-        event_type: event_type(&row.get::<_, String>(1)?)?,
-        window_start: EventTime::from_millis(row.get(2)?),
-        window_end: EventTime::from_millis(row.get(3)?),
+        event_type: event_type(&row.get::<_, String>(3)?)?,
+        window_start: start,
+        window_end: start.saturating_add(Span::from_millis(row.get(1)?)),
         event_count: row.get::<_, i64>(4)? as u64,
         severities,
         severity_counts: counts,
@@ -322,9 +388,12 @@ pub(crate) fn collect<T>(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+impl Sink for SqliteStore {
+    fn properties(&self) -> Properties {
+        Properties {
+            atomic_batches: true,
+            linger: Duration::from_millis(5),
+        }
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError> {
@@ -358,6 +427,22 @@ impl Store for SqliteStore {
         self.read(move |c| read::events_since(c, since, limit))
             .await
     }
+}
+
+#[async_trait]
+impl Reader for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .optional()?;
+            Ok(())
+        })
+        .await
+    }
 
     async fn pipeline_status(&self, limit: usize) -> Result<Vec<PartitionStatus>, StoreError> {
         self.read(move |c| read::pipeline_status(c, limit)).await
@@ -366,11 +451,12 @@ impl Store for SqliteStore {
     async fn recent_events(
         &self,
         city: &str,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let city = city.to_owned();
-        self.read(move |c| read::recent_events(c, &city, &page, now))
+        self.read(move |c| read::recent_events(c, &city, range, &page, now))
             .await
     }
 
@@ -382,12 +468,12 @@ impl Store for SqliteStore {
     async fn alerts(
         &self,
         city: Option<&str>,
-        since: EventTime,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<CityEvent>, StoreError> {
         let city = city.map(str::to_owned);
-        self.read(move |c| read::alerts(c, city.as_deref(), since, &page, now))
+        self.read(move |c| read::alerts(c, city.as_deref(), range, &page, now))
             .await
     }
 
@@ -399,15 +485,14 @@ impl Store for SqliteStore {
         self.read(move |c| read::cities(c, &page, now)).await
     }
 
-    async fn aggregations(
+    async fn windows(
         &self,
-        city: &str,
-        event_type: Option<EventType>,
+        query: &WindowQuery,
         page: Page<WindowPos>,
         now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError> {
-        let city = city.to_owned();
-        self.read(move |c| read::aggregations(c, &city, event_type, &page, now))
+        let query = query.clone();
+        self.read(move |c| read::windows(c, &query, &page, now))
             .await
     }
 
@@ -418,11 +503,12 @@ impl Store for SqliteStore {
     async fn late_events(
         &self,
         city: Option<&str>,
+        range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
     ) -> Result<Vec<LateEvent>, StoreError> {
         let city = city.map(str::to_owned);
-        self.read(move |c| read::late_events(c, city.as_deref(), &page, now))
+        self.read(move |c| read::late_events(c, city.as_deref(), range, &page, now))
             .await
     }
 
@@ -433,7 +519,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeadLetter>, StoreError> {
         self.read(move |c| read::dead_letters(c, &page, now)).await
     }
+}
 
+#[async_trait]
+impl Maintenance for SqliteStore {
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
         Ok(Purged {
             raw: self.purge_all(now, purge::raw_chunk).await?,
@@ -442,14 +531,5 @@ impl Store for SqliteStore {
             late: self.purge_all(now, purge::late_chunk).await?,
             dead_letters: self.purge_all(now, purge::dead_letter_chunk).await?,
         })
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .optional()?;
-            Ok(())
-        })
-        .await
     }
 }

@@ -1,6 +1,6 @@
-//! Retention: deletes expired raw events, late events and dead letters, a chunk per
-//! transaction, and takes them off the counters in the same transaction. The caller releases
-//! the writer between chunks, so a long purge never holds up the processor's writes.
+//! Retention: deletes expired raw events, alerts, windows, late events and dead letters, a
+//! chunk per transaction, and takes them off the counters in the same transaction. The caller
+//! releases the writer between chunks, so a long purge never holds up the processor's writes.
 
 use std::collections::HashMap;
 
@@ -103,9 +103,10 @@ pub(super) fn alert_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, 
     Ok(total as u64)
 }
 
-/// Deletes up to `?2` windows whose every event expired by `?1`.
-pub(super) const PURGE_WINDOWS: &str = "DELETE FROM aggregations WHERE partition_key IN
-     (SELECT partition_key FROM aggregations WHERE expires_at <= ?1 LIMIT +?2)";
+/// Deletes up to `?2` windows, of every resolution, expired by `?1`.
+pub(super) const PURGE_WINDOWS: &str =
+    "DELETE FROM windows WHERE (city, span, start, event_type) IN
+         (SELECT city, span, start, event_type FROM windows WHERE expires_at <= ?1 LIMIT +?2)";
 
 /// Deletes up to [`PURGE_CHUNK`] expired windows.
 pub(super) fn window_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {

@@ -47,26 +47,27 @@ CREATE TABLE IF NOT EXISTS totals (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Query 2: window values, sums of the new events of every write; the seed's
--- citystream-aggregations keyed city#event_type#window_start. A window is kept until all its
--- events' raw rows can have expired: its end + the raw TTL (expires_at).
-CREATE TABLE IF NOT EXISTS aggregations (
-    partition_key TEXT    NOT NULL PRIMARY KEY,
-    city          TEXT    NOT NULL,
-    event_type    TEXT    NOT NULL,
-    window_start  INTEGER NOT NULL,
-    window_end    INTEGER NOT NULL,
-    event_count   INTEGER NOT NULL,
-    severities    TEXT    NOT NULL, -- one letter per event, arrival order: l, m, h, c
-    low           INTEGER NOT NULL,
-    medium        INTEGER NOT NULL,
-    high          INTEGER NOT NULL,
-    critical      INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL
+-- Query 2 at every resolution: the base windows (--window) and their rollups (an hour, a day),
+-- each the sum of the new events of every write (store/rules.rs); `span` is the resolution in
+-- ms. A window is kept its resolution's retention after it ends (expires_at). The key serves a
+-- city's windows of one resolution over a range of starts, newest first; one type's windows are
+-- the same range, filtered. The seed's partition_key (city#event_type#window_start) is derived
+-- when a window is served.
+CREATE TABLE IF NOT EXISTS windows (
+    city        TEXT    NOT NULL,
+    span        INTEGER NOT NULL,
+    start       INTEGER NOT NULL,
+    event_type  TEXT    NOT NULL,
+    event_count INTEGER NOT NULL,
+    severities  TEXT    NOT NULL, -- one letter per event, arrival order: l, m, h, c
+    low         INTEGER NOT NULL,
+    medium      INTEGER NOT NULL,
+    high        INTEGER NOT NULL,
+    critical    INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (city, span, start, event_type)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS agg_by_city ON aggregations (city, window_start, event_type);
-CREATE INDEX IF NOT EXISTS agg_by_city_type ON aggregations (city, event_type, window_start);
-CREATE INDEX IF NOT EXISTS agg_by_expiry ON aggregations (expires_at);
+CREATE INDEX IF NOT EXISTS windows_by_expiry ON windows (expires_at);
 
 -- Query 3: high and critical events; the seed's citystream-alerts (city, timestamp), with the
 -- event id in the key so two alerts of one city in the same instant are both kept. An alert

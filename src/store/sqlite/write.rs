@@ -11,8 +11,9 @@ use crate::model::{
     Accepted, BatchRules, Checkpoint, DeadLetter, EventTime, EventType, Placement, Severity,
     WriteBatch,
 };
-use crate::store::rules::severities_text;
-use crate::store::rules::{Effects, Found, found};
+use crate::store::rules::{
+    Effects, Found, WindowDelta, fenced, found, severities_room, severities_text,
+};
 use crate::store::{StoreError, Written};
 
 pub(super) fn write_batch(
@@ -23,10 +24,11 @@ pub(super) fn write_batch(
     let now = EventTime::now();
     let mut written = Written::default();
     let new = insert_raw(&tx, batch, now, &mut written)?;
-    let effects = Effects::of(new, batch.rules.severities_cap);
+    let rules = &batch.rules;
+    let effects = Effects::of(new, &rules.resolutions, rules.severities_cap);
     count_raw(&tx, &effects)?;
     insert_alerts(&tx, &effects)?;
-    add_to_windows(&tx, &effects, batch.rules.severities_cap)?;
+    add_to_windows(&tx, &effects, rules.severities_cap)?;
     insert_late(&tx, &effects, &batch.rules)?;
     let dead = batch.dead_letters.iter().chain(&written.duplicates);
     insert_dead_letters(&tx, dead, &batch.rules)?;
@@ -161,45 +163,58 @@ fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), Stor
     Ok(())
 }
 
-/// Adds each window's increment (rule 3): counts add up, and the severities list takes what
-/// still fits under the cap.
+/// Adds each window's increment, at every resolution (rule 3): counts add up, and the
+/// severities list takes what the cap leaves room for.
 fn add_to_windows(
     tx: &Transaction<'_>,
     effects: &Effects<'_>,
     cap: usize,
 ) -> Result<(), StoreError> {
+    let mut stored = tx.prepare_cached(
+        "SELECT event_count FROM windows
+         WHERE city = ?1 AND span = ?2 AND start = ?3 AND event_type = ?4",
+    )?;
     let mut window = tx.prepare_cached(
-        "INSERT INTO aggregations (partition_key, city, event_type, window_start, window_end,
-             event_count, severities, low, medium, high, critical, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, substr(?7, 1, ?12), ?8, ?9, ?10, ?11, ?13)
-         ON CONFLICT (partition_key) DO UPDATE SET
+        "INSERT INTO windows (city, span, start, event_type, event_count, severities,
+             low, medium, high, critical, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT DO UPDATE SET
              event_count = event_count + excluded.event_count,
-             severities = severities
-                 || substr(excluded.severities, 1, max(?12 - length(severities), 0)),
+             severities = severities || excluded.severities,
              low = low + excluded.low, medium = medium + excluded.medium,
              high = high + excluded.high, critical = critical + excluded.critical,
              expires_at = max(expires_at, excluded.expires_at)",
     )?;
-    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     for w in effects.windows.values() {
+        let key = window_key(w);
+        let count: i64 = stored.query_row(key, |r| r.get(0)).optional()?.unwrap_or(0);
+        let room = severities_room(count.max(0) as u64, cap).min(w.severities.len());
         let c = w.counts;
         window.execute(params![
-            w.key(),
-            w.city.as_str(),
-            w.event_type.as_str(),
-            w.start.as_millis(),
-            w.end.as_millis(),
+            key.0,
+            key.1,
+            key.2,
+            key.3,
             c.total() as i64,
-            severities_text(&w.severities),
+            severities_text(&w.severities[..room]),
             c.get(Severity::Low) as i64,
             c.get(Severity::Medium) as i64,
             c.get(Severity::High) as i64,
             c.get(Severity::Critical) as i64,
-            cap,
-            w.expires_at.as_millis(),
+            w.expires_at().as_millis(),
         ])?;
     }
     Ok(())
+}
+
+/// A window's key columns: city, span, start, event type.
+fn window_key(w: &WindowDelta) -> (&str, i64, i64, &'static str) {
+    (
+        w.city.as_str(),
+        w.resolution.span.as_millis(),
+        w.start.as_millis(),
+        w.event_type.as_str(),
+    )
 }
 
 fn insert_late(
@@ -293,7 +308,7 @@ fn write_checkpoints(
              updated_at = excluded.updated_at
          WHERE excluded.next_offset >= checkpoints.next_offset",
     )?;
-    let mut fenced = Vec::new();
+    let mut behind = Vec::new();
     for c in checkpoints {
         let moved = upsert.execute(params![
             c.source,
@@ -303,11 +318,8 @@ fn write_checkpoints(
             now.as_millis(),
         ])?;
         if moved == 0 {
-            tracing::warn!(source = %c.source, partition = c.partition, ours = c.next_offset,
-                "a newer writer owns this partition; its checkpoint stays");
-            metrics::counter!("citystream_stale_writes_fenced_total").increment(1);
-            fenced.push(c.partition);
+            behind.push(fenced(c));
         }
     }
-    Ok(fenced)
+    Ok(behind)
 }

@@ -1,0 +1,45 @@
+//! Schema 5 → 6: the windows move from `aggregations` (one row per base window, keyed by the
+//! seed's `city#event_type#window_start`) to `windows` (every resolution), and the rollups are
+//! made from them: by rule 3 a rollup is exactly the sum of the base windows it covers, so the
+//! history a file holds carries over whole. Runs inside the transaction that opens the file.
+//!
+//! The base windows keep their expiry (their end + the raw TTL of the build that wrote them).
+//! A rollup made here expires by this build's default retention ([`ROLLUPS`]); the next write
+//! to it applies the configured one, and the later of the two stays.
+
+use rusqlite::{Transaction, params};
+
+use crate::model::{DEFAULT_SEVERITIES_CAP, ROLLUPS};
+use crate::store::StoreError;
+
+/// The base windows, as they were.
+const MOVE_WINDOWS: &str = "INSERT INTO windows (city, span, start, event_type, event_count,
+         severities, low, medium, high, critical, expires_at)
+     SELECT city, window_end - window_start, window_start, event_type, event_count,
+         severities, low, medium, high, critical, expires_at
+     FROM aggregations";
+
+/// One rollup (`?1` its span, `?2` its retention) summed from the base windows it covers, whose
+/// span divides it; the severities in window order, at most `?3` of them.
+const MAKE_ROLLUP: &str = "INSERT INTO windows (city, span, start, event_type, event_count,
+         severities, low, medium, high, critical, expires_at)
+     SELECT city, ?1, bucket, event_type, sum(event_count),
+         substr(group_concat(severities, '' ORDER BY window_start), 1, ?3),
+         sum(low), sum(medium), sum(high), sum(critical), bucket + ?1 + ?2
+     FROM (SELECT *, window_start - (((window_start % ?1) + ?1) % ?1) AS bucket
+           FROM aggregations
+           WHERE window_end - window_start < ?1 AND ?1 % (window_end - window_start) = 0)
+     GROUP BY city, bucket, event_type";
+
+pub(super) fn windows_to_resolutions(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute(MOVE_WINDOWS, [])?;
+    let cap = i64::try_from(DEFAULT_SEVERITIES_CAP).unwrap_or(i64::MAX);
+    for rollup in ROLLUPS {
+        tx.execute(
+            MAKE_ROLLUP,
+            params![rollup.span.as_millis(), rollup.retention.as_millis(), cap],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE aggregations")?;
+    Ok(())
+}
