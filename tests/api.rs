@@ -219,6 +219,14 @@ async fn client_mistakes_get_a_json_4xx() {
         "/api/v1/cities?cursor=",
         &format!("/api/v1/events/{}", "x".repeat(65)),
         "/api/v1/events/S%0AF",
+        "/api/v1/events/SF?from=yesterday",
+        "/api/v1/events/SF?from=2026-11-25T10:00:01Z&to=2026-11-25T10:00:00Z",
+        "/api/v1/alerts?hours=2&from=2026-11-25T10:00:00Z",
+        "/api/v1/alerts?to=2026-13-01T00:00:00Z",
+        "/api/v1/late-events?from=2026-11-25",
+        "/api/v1/aggregations?city=NYC&resolution=15m",
+        "/api/v1/aggregations?city=NYC&resolution=",
+        "/api/v1/aggregations?city=NYC&from=2026-11-26T00:00:00Z&to=2026-11-25T00:00:00Z",
     ];
     for uri in bad {
         let (status, body) = get(&state, uri).await;
@@ -297,6 +305,98 @@ async fn every_list_pages_with_a_cursor() {
         assert_eq!(got, want, "{list}");
         assert!(pages > 1, "{list}");
     }
+}
+
+/// History: the resolutions kept, the windows of each over a range, and from when each is kept.
+#[tokio::test]
+async fn windows_of_every_resolution_answer_over_a_range() {
+    let (_dir, state) = fixture().await;
+    let (s, body) = get(&state, "/api/v1/resolutions").await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = body["resolutions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["5m", "1h", "1d"]);
+    assert_eq!(body["resolutions"][1]["span_seconds"], 3600);
+    assert_eq!(body["resolutions"][1]["retention_seconds"], 400 * 86_400);
+
+    let now = EventTime::now();
+    let mut totals = Vec::new();
+    for resolution in ["5m", "1h", "1d"] {
+        let (s, body) = get(
+            &state,
+            &format!("/api/v1/aggregations?city=SF&resolution={resolution}&limit=1000"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["resolution"], resolution);
+        assert_eq!(body["from"], Value::Null);
+        let kept = EventTime::parse_rfc3339(body["kept_from"].as_str().expect("kept_from"));
+        assert!(kept.expect("a time") < now);
+        let windows = body["aggregations"].as_array().expect("windows");
+        if resolution != "5m" {
+            assert!(
+                windows.iter().all(|w| w["partition_key"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with(&format!("#{resolution}")))),
+                "a rollup's key names its resolution"
+            );
+        }
+        totals.push(
+            windows
+                .iter()
+                .map(|w| w["event_count"].as_u64().expect("count"))
+                .sum::<u64>(),
+        );
+    }
+    assert!(totals[0] > 0);
+    assert_eq!(totals[0], totals[1], "the hours hold what the windows hold");
+    assert_eq!(totals[0], totals[2], "and so do the days");
+
+    // A range of half an hour: only windows that start in it.
+    let from = now.saturating_sub(Span::from_mins(20));
+    let to = now.saturating_sub(Span::from_mins(10));
+    let (s, body) = get(
+        &state,
+        &format!("/api/v1/aggregations?city=SF&from={from}&to={to}&limit=1000"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["from"], from.to_string());
+    for w in body["aggregations"].as_array().expect("windows") {
+        let start = EventTime::parse_rfc3339(w["window_start"].as_str().expect("start"));
+        let start = start.expect("a time");
+        assert!(start >= from && start < to, "{w}");
+    }
+    let (s, body) = get(&state, &format!("/api/v1/alerts?from={from}&to={to}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["time_range_hours"], Value::Null, "from, not hours");
+    for a in body["alerts"].as_array().expect("alerts") {
+        let t = EventTime::parse_rfc3339(a["timestamp"].as_str().expect("t")).expect("time");
+        assert!(t >= from && t < to, "{a}");
+    }
+}
+
+/// A stream asked to end after a second ends then, having sent its snapshots; a bad ask is a 400.
+#[tokio::test]
+async fn a_stream_ends_when_asked_to() {
+    let (_dir, state) = fixture().await;
+    let (s, body) = get(&state, "/api/v1/stream?timeout_seconds=0").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let response = respond(&state, "/api/v1/stream?timeout_seconds=1").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        axum::body::to_bytes(response.into_body(), 1 << 24),
+    )
+    .await
+    .expect("the stream ended")
+    .expect("body");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("event: stats"), "{text}");
 }
 
 /// The API describes itself, and the dashboard is served from the binary.

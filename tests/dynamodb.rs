@@ -102,18 +102,28 @@ async fn init_creates_the_seed_tables_and_is_harmless_twice() {
         keys(aggs.key_schema()),
         [("partition_key".to_owned(), KeyType::Hash)]
     );
-    let projections: Vec<_> = aggs
+    let indexes: Vec<_> = aggs
         .global_secondary_indexes()
         .iter()
-        .map(|i| i.projection().and_then(|p| p.projection_type().cloned()))
+        .map(|i| {
+            (
+                i.index_name().map(str::to_owned),
+                keys(i.key_schema()),
+                i.projection().and_then(|p| p.projection_type().cloned()),
+            )
+        })
         .collect();
     assert_eq!(
-        projections,
-        [
-            Some(ProjectionType::KeysOnly),
-            Some(ProjectionType::KeysOnly)
-        ],
-        "a window's update writes no index entry"
+        indexes,
+        [(
+            Some("by-series".to_owned()),
+            vec![
+                ("series".to_owned(), KeyType::Hash),
+                ("window_start_ms".to_owned(), KeyType::Range)
+            ],
+            Some(ProjectionType::All)
+        )],
+        "a range of one series' windows is one Query, every attribute in it"
     );
     let alerts = db
         .describe_table()
@@ -164,10 +174,7 @@ async fn init_completes_a_table_without_its_index_and_refuses_a_different_key() 
         .await
         .expect("create");
     let completed = succeeds(&server, &["init", "--table-prefix", "a-"]);
-    assert!(
-        completed.contains("added by-city-window, by-city-type-window"),
-        "{completed}"
-    );
+    assert!(completed.contains("added by-series"), "{completed}");
 
     // Keyed differently: init says how and fails.
     db.create_table()
@@ -482,9 +489,13 @@ async fn throttling_and_lost_answers_lose_nothing_and_count_nothing_twice() {
 
 /// An event the store refuses as it is (here: DynamoDB's answer to an item over 400 KB) becomes
 /// a `store_rejected` dead letter with the store's reason, and the rest of its batch is stored.
+/// The search for it writes the batch's rows in log order, dead letters among them, so each
+/// dead letter is counted once, also when it shares a counter item with the events after it.
 #[tokio::test]
 async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored() {
-    use citystream::model::{BatchRules, EventTime, WriteBatch};
+    use citystream::model::{
+        BatchRules, DeadLetter, EventTime, Record, Rejection, Span, WriteBatch,
+    };
     use citystream::processor::runtime::write_until_stored;
     use citystream::store::timed::StoreHealth;
     use citystream::store::{Page, Reader};
@@ -493,9 +504,30 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
     let now = EventTime::now();
     let mut events = accepted_events(40, now);
     events[17].event.event_id = "poison-7f3a".into();
+    // Offset 5 is a malformed record, whose dead letter expires when the events do: all of
+    // them count in one counter item.
+    let malformed = Record::new(
+        events[5].partition,
+        5,
+        None,
+        bytes::Bytes::from_static(b"{"),
+    );
+    events.remove(5);
     let batch = WriteBatch {
         events,
-        ..WriteBatch::new("t", BatchRules::default())
+        dead_letters: vec![DeadLetter::new(
+            "t",
+            &malformed,
+            &Rejection::Json("eof".into()),
+            now,
+        )],
+        ..WriteBatch::new(
+            "t",
+            BatchRules {
+                dead_letter_retention: Span::from_mins(60),
+                ..BatchRules::default()
+            },
+        )
     };
     let health = StoreHealth::default();
     let stored = tokio::time::timeout(
@@ -504,16 +536,19 @@ async fn an_event_the_store_refuses_becomes_a_dead_letter_and_the_rest_is_stored
     )
     .await
     .expect("the write does not stall");
-    assert_eq!(stored.batch.events.len(), 39);
-    assert_eq!(stored.batch.dead_letters, stored.refused);
+    assert_eq!(stored.batch.events.len(), 38);
+    assert_eq!(stored.batch.dead_letters.len(), 2);
+    assert!(stored.batch.dead_letters.contains(&stored.refused[0]));
     assert_eq!(stored.refused.len(), 1);
     assert_eq!(stored.refused[0].kind, "store_rejected");
     assert_eq!(stored.refused[0].offset, 17);
     assert!(stored.refused[0].reason.contains("maximum allowed size"));
     assert_eq!(health.snapshot().rejected_events, 1);
     let stats = store.stats(now).await.expect("stats");
-    assert_eq!(stats.total_events, 39);
+    assert_eq!(stats.total_events, 38);
     assert_eq!(stats.dead_letters_by_kind["store_rejected"], 1);
+    assert_eq!(stats.dead_letters_by_kind["malformed"], 1);
+    assert_eq!(stats.dead_letters, 2, "each dead letter counted once");
     let dead = store
         .dead_letters(Page::first(10), now)
         .await
@@ -598,5 +633,243 @@ async fn tables_of_another_layout_are_refused_not_misread() {
         (shards.shared, shards.alerts),
         (4, 2),
         "the shards init marked them with"
+    );
+}
+
+/// Tables of layout 3 (base windows only, reached through a city and type's keys-only index;
+/// late groups per expiry day) are refused by every role with what to do, and `init --migrate`
+/// moves them to layout 4 in place: each window is in its series, the rollups are the sums of
+/// the windows, the late groups are counted as before, and layout 3's indexes are gone.
+#[tokio::test]
+async fn init_migrates_tables_of_layout_3_in_place() {
+    use aws_sdk_dynamodb::types::{
+        AttributeValue::{N, S},
+        CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, Projection,
+    };
+    use citystream::model::{EventTime, Span};
+    let server = Dynoxide::start();
+    succeeds(&server, &["init", "--dynamodb-shards", "2"]);
+    let db = client(&server).await;
+    // Layout 3's window indexes, and its mark.
+    for (name, hash, range, kind) in [
+        (
+            "by-city-window",
+            "city",
+            "window_key",
+            ScalarAttributeType::S,
+        ),
+        (
+            "by-city-type-window",
+            "city_type",
+            "window_start_ms",
+            ScalarAttributeType::N,
+        ),
+    ] {
+        let attr = |n: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(t)
+                .build()
+                .expect("attribute")
+        };
+        let key = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .expect("key")
+        };
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash))
+            .key_schema(key(range, KeyType::Range))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .expect("index");
+        db.update_table()
+            .table_name("citystream-aggregations")
+            .attribute_definitions(attr(hash, ScalarAttributeType::S))
+            .attribute_definitions(attr(range, kind))
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder().create(create).build(),
+            )
+            .send()
+            .await
+            .expect("a layout 3 index");
+    }
+    let put = |table: &'static str, item: Vec<(&str, AttributeValue)>| {
+        let mut request = db.put_item().table_name(table);
+        for (k, v) in item {
+            request = request.item(k, v);
+        }
+        async move {
+            request.send().await.expect("a layout 3 item");
+        }
+    };
+    let n = |v: i64| N(v.to_string());
+    put(
+        "citystream-state",
+        vec![
+            ("pk", S("meta".into())),
+            ("sk", S("layout".into())),
+            ("version", n(3)),
+            ("shards", n(2)),
+            ("alert_shards", n(1)),
+        ],
+    )
+    .await;
+    for shard in ["cities#00", "cities#01"] {
+        put(
+            "citystream-state",
+            vec![("pk", S(shard.into())), ("sk", S("Kyiv".into()))],
+        )
+        .await;
+    }
+    let hour_ms = 3_600_000;
+    let now = EventTime::now();
+    let hour = (now.as_millis() - 3 * hour_ms).div_euclid(hour_ms) * hour_ms;
+    for (minutes, letters, [low, medium, high, critical], position) in [
+        (0, "lm", [1, 1, 0, 0], 7),
+        (5, "hcc", [0, 0, 1, 2], 12),
+        (60, "l", [1, 0, 0, 0], 13),
+    ] {
+        let start = EventTime::from_millis(hour + minutes * 60_000);
+        let end = start.saturating_add(Span::from_mins(5));
+        let expires = end.saturating_add(Span::from_mins(60 * 24)).as_millis();
+        put(
+            "citystream-aggregations",
+            vec![
+                ("partition_key", S(format!("Kyiv#traffic#{start}"))),
+                ("city", S("Kyiv".into())),
+                ("event_type", S("traffic".into())),
+                ("city_type", S("Kyiv#traffic".into())),
+                (
+                    "window_key",
+                    S(format!("{:015}#traffic", start.as_millis())),
+                ),
+                ("window_start", S(start.to_string())),
+                ("window_end", S(end.to_string())),
+                ("window_start_ms", n(start.as_millis())),
+                ("window_end_ms", n(end.as_millis())),
+                ("ttl", n(expires / 1000)),
+                ("ttl_ms", n(expires)),
+                ("event_count", n(low + medium + high + critical)),
+                ("low", n(low)),
+                ("medium", n(medium)),
+                ("high", n(high)),
+                ("critical", n(critical)),
+                ("v:00000000abcd.0.00000000000000000001", S(letters.into())),
+                ("@00000000abcd.0", n(position)),
+            ],
+        )
+        .await;
+    }
+    // Two late events of Kyiv's traffic expiring in 20 days, counted as layout 3 counted them.
+    let expiry = now.as_millis() + 20 * 24 * hour_ms;
+    let (day, hh) = (
+        expiry.div_euclid(24 * hour_ms),
+        (expiry.rem_euclid(24 * hour_ms)) / hour_ms,
+    );
+    put(
+        "citystream-state",
+        vec![
+            ("pk", S("c".into())),
+            ("sk", S(format!("{day:015}"))),
+            (&format!("{hh:02}l"), n(2)),
+        ],
+    )
+    .await;
+    put(
+        "citystream-state",
+        vec![
+            ("pk", S(format!("lg#{day:015}#01"))),
+            ("sk", S("Kyiv#traffic".into())),
+            (&format!("{hh:02}n"), n(2)),
+        ],
+    )
+    .await;
+
+    for role in [
+        &["init"][..],
+        &["serve", "--store", "dynamodb", "--listen", "127.0.0.1:0"][..],
+    ] {
+        let refused = citystream(&server, role);
+        assert!(!refused.status.success(), "{role:?}");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains("hold results in layout 3 (this build writes layout 4)")
+                && err.contains("`citystream init --migrate`"),
+            "{role:?}: {err}"
+        );
+    }
+    let migrated = succeeds(&server, &["init", "--migrate"]);
+    assert!(migrated.contains("migrated"), "{migrated}");
+
+    let aggs = db
+        .describe_table()
+        .table_name("citystream-aggregations")
+        .send()
+        .await
+        .expect("describe")
+        .table
+        .expect("table");
+    let names: Vec<&str> = aggs
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    assert_eq!(names, ["by-series"], "layout 3's indexes are gone");
+
+    let api = Running::start_with_env(
+        &[
+            "serve",
+            "--store",
+            "dynamodb",
+            "--dynamodb-endpoint",
+            &server.endpoint,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    let windows = |resolution: &'static str| {
+        let api = &api;
+        async move {
+            api.all(
+                &format!("/api/v1/aggregations?city=Kyiv&resolution={resolution}&limit=1000"),
+                "aggregations",
+            )
+            .await
+            .iter()
+            .map(|w| {
+                let severities: String = w["severities"]
+                    .as_array()
+                    .expect("severities")
+                    .iter()
+                    .map(|s| s.as_str().expect("severity")[..1].to_owned())
+                    .collect();
+                (w["event_count"].as_u64().expect("count"), severities)
+            })
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(windows("5m").await.len(), 3, "every window in its series");
+    assert_eq!(
+        windows("1h").await,
+        [(1, "l".to_owned()), (5, "lmhcc".to_owned())],
+        "each hour the sum of its windows, severities in window order"
+    );
+    let days: u64 = windows("1d").await.iter().map(|w| w.0).sum();
+    assert_eq!(days, 6);
+    let stats = api.get("/api/v1/stats").await;
+    assert_eq!(stats["late_events"], 2);
+    assert_eq!(
+        stats["late_events_by_city_type"],
+        serde_json::json!([{"city": "Kyiv", "event_type": "traffic", "late_events": 2}])
     );
 }

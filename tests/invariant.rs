@@ -279,15 +279,22 @@ fn start_up(data: &str, round: u64, count: u64, extra: &[&str], env: &[(&str, &s
 /// A window's event count and its counts per severity.
 type WindowCounts = (u64, BTreeMap<String, u64>);
 
+/// The resolutions the tests run with: the base window and its rollups.
+const RESOLUTIONS: [(&str, i64); 3] = [("5m", 300_000), ("1h", 3_600_000), ("1d", 86_400_000)];
+
 /// Everything a store holds, read back through the API.
 struct Stored {
     /// (event id, time) → event.
     raw: BTreeMap<(String, i64), Value>,
-    /// window key → (count, severity counts).
-    windows: BTreeMap<String, WindowCounts>,
+    /// (resolution, window key) → (count, severity counts), every resolution.
+    windows: BTreeMap<(&'static str, String), WindowCounts>,
     late: BTreeSet<(String, i64)>,
     alerts: BTreeSet<(String, i64)>,
     dead_kinds: BTreeSet<String>,
+}
+
+fn text_of(v: &Value) -> &str {
+    v.as_str().expect("a string")
 }
 
 fn key_of(v: &Value) -> (String, i64) {
@@ -318,18 +325,27 @@ impl Stored {
                     "one row per event"
                 );
             }
-            let windows = api
-                .all(
-                    &format!("/api/v1/aggregations?city={city}&limit=1000"),
-                    "aggregations",
-                )
-                .await;
-            for w in windows {
-                let counts = serde_json::from_value(w["severity_counts"].clone()).expect("counts");
-                let key = w["partition_key"].as_str().expect("key").to_owned();
-                stored
-                    .windows
-                    .insert(key, (w["event_count"].as_u64().expect("n"), counts));
+            for (resolution, _) in RESOLUTIONS {
+                let windows = api
+                    .all(
+                        &format!(
+                            "/api/v1/aggregations?city={city}&resolution={resolution}&limit=1000"
+                        ),
+                        "aggregations",
+                    )
+                    .await;
+                for w in windows {
+                    let counts =
+                        serde_json::from_value(w["severity_counts"].clone()).expect("counts");
+                    let start = w["window_start"].as_str().expect("start").to_owned();
+                    let key = (
+                        resolution,
+                        format!("{city}#{}#{start}", text_of(&w["event_type"])),
+                    );
+                    stored
+                        .windows
+                        .insert(key, (w["event_count"].as_u64().expect("n"), counts));
+                }
             }
         }
         for l in api
@@ -368,32 +384,35 @@ impl Stored {
             self.late.iter().all(|k| self.raw.contains_key(k)),
             "late events are raw"
         );
-        let mut expected: HashMap<String, WindowCounts> = HashMap::new();
+        // Every resolution's windows from the raw events: so each rollup equals the sum of
+        // the base windows it covers, as both equal the count of the events in it.
+        let mut expected: HashMap<(&'static str, String), WindowCounts> = HashMap::new();
         for (key, e) in &self.raw {
             if self.late.contains(key) {
                 continue;
             }
-            let t =
-                EventTime::from_millis(key.1).window_start(citystream::model::Span::from_mins(5));
-            let window = format!(
-                "{}#{}#{}",
-                e["city"].as_str().expect("city"),
-                e["event_type"].as_str().expect("type"),
-                t.to_rfc3339()
-            );
-            let entry = expected.entry(window).or_default();
-            entry.0 += 1;
-            *entry
-                .1
-                .entry(e["severity"].as_str().expect("sev").to_owned())
-                .or_default() += 1;
+            for (resolution, span) in RESOLUTIONS {
+                let t = EventTime::from_millis(key.1.div_euclid(span) * span);
+                let window = format!(
+                    "{}#{}#{}",
+                    text_of(&e["city"]),
+                    text_of(&e["event_type"]),
+                    t.to_rfc3339()
+                );
+                let entry = expected.entry((resolution, window)).or_default();
+                entry.0 += 1;
+                *entry
+                    .1
+                    .entry(text_of(&e["severity"]).to_owned())
+                    .or_default() += 1;
+            }
         }
-        let stored: HashMap<String, WindowCounts> = self
+        let stored: HashMap<(&'static str, String), WindowCounts> = self
             .windows
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let differ: BTreeMap<&String, (Option<&WindowCounts>, Option<&WindowCounts>)> = stored
+        let differ: BTreeMap<_, _> = stored
             .keys()
             .chain(expected.keys())
             .filter(|k| stored.get(*k) != expected.get(*k))
@@ -401,7 +420,8 @@ impl Stored {
             .collect();
         assert!(
             differ.is_empty(),
-            "each on-time event counts once in its window; (stored, from the raw events): {differ:?}"
+            "each on-time event counts once in its window of every resolution; \
+             (stored, from the raw events): {differ:?}"
         );
         let alerts: BTreeSet<(String, i64)> = self
             .raw

@@ -121,6 +121,9 @@ macro_rules! conformance {
                 late_events_and_dead_letters_are_kept_until_their_retention,
                 a_checkpoint_never_moves_backwards,
                 the_lists_of_stats_and_health_are_bounded,
+                a_rollup_is_the_sum_of_the_windows_it_covers,
+                a_range_reads_only_what_starts_in_it_page_after_page,
+                each_resolution_is_kept_for_its_own_retention,
             ]);
         }
     };
@@ -846,7 +849,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 5)"),
+        error.contains("another version of CityStream (schema 0, this build uses 6)"),
         "{error}"
     );
     // A file this build wrote opens again.
@@ -881,4 +884,342 @@ async fn the_lists_of_stats_and_health_are_bounded(store: &dyn Store) {
     );
     assert_eq!(stats.late_by_city_type.len(), MAX_LATE_GROUPS);
     assert_eq!(store.pipeline_status(3).await.expect("status").len(), 3);
+}
+
+/// The windows of `city` at `resolution` starting in `range`, read page after page of `limit`.
+async fn all_windows(
+    store: &dyn Store,
+    city: &str,
+    event_type: Option<EventType>,
+    resolution: citystream::model::Resolution,
+    range: TimeRange,
+    limit: usize,
+) -> Vec<citystream::model::WindowAggregate> {
+    let query = WindowQuery {
+        city: city.to_owned(),
+        event_type,
+        resolution,
+        range,
+    };
+    let mut out: Vec<citystream::model::WindowAggregate> = Vec::new();
+    let mut page = Page::first(limit);
+    loop {
+        let got = store
+            .windows(&query, page.clone(), EventTime::now())
+            .await
+            .expect("windows");
+        let Some(last) = got.last() else {
+            return out;
+        };
+        page.after = Some(WindowPos {
+            start: last.window_start,
+            event_type: last.event_type,
+        });
+        let full = got.len() == limit;
+        out.extend(got);
+        if !full {
+            return out;
+        }
+    }
+}
+
+/// Events over three days and two types, in batches, one of them written twice: every hour's
+/// and every day's rollup holds exactly the sum of the base windows it covers, and the counts
+/// of the events in it.
+async fn a_rollup_is_the_sum_of_the_windows_it_covers(store: &dyn Store) {
+    use citystream::model::{BASE, ROLLUPS};
+    let now = EventTime::now();
+    let first = now.saturating_sub(Span::from_mins(3 * 24 * 60));
+    let events: Vec<Accepted> = (0..300u64)
+        .map(|i| {
+            // Every 14 minutes and a bit, so windows hold one or none, hours several.
+            let t = first.saturating_add(Span::from_secs(i as i64 * 853));
+            let e = event(
+                &format!("r{i}"),
+                "Oslo",
+                t,
+                [EventType::Traffic, EventType::Weather][(i % 2) as usize],
+                Severity::ALL[(i % 4) as usize],
+            );
+            on_time(&e, i)
+        })
+        .collect();
+    for (n, chunk) in events.chunks(70).enumerate() {
+        let b = Arc::new(batch("t", chunk.to_vec()));
+        store.write(b.clone()).await.expect("write");
+        if n == 1 {
+            store.write(b).await.expect("written again");
+        }
+    }
+    let base = all_windows(store, "Oslo", None, BASE, TimeRange::ALL, 1000).await;
+    assert_eq!(base.iter().map(|w| w.event_count).sum::<u64>(), 300);
+    for rollup in ROLLUPS {
+        let windows = all_windows(store, "Oslo", None, rollup, TimeRange::ALL, 1000).await;
+        assert!(windows.len() > 1, "{}: several windows", rollup.name());
+        for w in &windows {
+            assert_eq!(
+                w.window_end.as_millis() - w.window_start.as_millis(),
+                rollup.span.as_millis()
+            );
+            let covered: Vec<_> = base
+                .iter()
+                .filter(|b| {
+                    b.event_type == w.event_type
+                        && b.window_start >= w.window_start
+                        && b.window_end <= w.window_end
+                })
+                .collect();
+            let mut sum = citystream::model::SeverityCounts::default();
+            for b in &covered {
+                for (i, n) in b.severity_counts.0.iter().enumerate() {
+                    sum.0[i] += n;
+                }
+            }
+            assert_eq!(
+                w.severity_counts,
+                sum,
+                "{} {}",
+                rollup.name(),
+                w.window_start
+            );
+            assert_eq!(w.event_count, sum.total());
+            let direct = events
+                .iter()
+                .filter(|a| {
+                    a.event.event_type == w.event_type
+                        && rollup.start_of(a.event.timestamp) == w.window_start
+                })
+                .count() as u64;
+            assert_eq!(
+                w.event_count,
+                direct,
+                "{} {}",
+                rollup.name(),
+                w.window_start
+            );
+            assert_eq!(w.severities.len() as u64, w.event_count.min(1000));
+        }
+        let total: u64 = windows.iter().map(|w| w.event_count).sum();
+        assert_eq!(total, 300, "{}: every event once", rollup.name());
+    }
+}
+
+/// A range keeps every list to what starts in it, `[from, to)`, and pages continue within it.
+async fn a_range_reads_only_what_starts_in_it_page_after_page(store: &dyn Store) {
+    use citystream::model::ROLLUPS;
+    let now = EventTime::now();
+    let hour = Span::from_mins(60);
+    let start = ROLLUPS[0].start_of(now.saturating_sub(Span::from_mins(10 * 60)));
+    let mut all = Vec::new();
+    for i in 0..40u64 {
+        // Four events an hour over ten hours, alternating type; every third a late one.
+        let t = start.saturating_add(Span::from_mins(i as i64 * 15));
+        let kind = [EventType::Incident, EventType::Traffic][(i % 2) as usize];
+        let e = event(&format!("g{i:02}"), "Lima", t, kind, Severity::Critical);
+        all.push(if i % 3 == 0 {
+            late(&e, i)
+        } else {
+            on_time(&e, i)
+        });
+    }
+    store
+        .write(Arc::new(batch("t", all.clone())))
+        .await
+        .expect("write");
+    let from = start.saturating_add(Span::from_mins(2 * 60));
+    let to = start.saturating_add(Span::from_mins(6 * 60));
+    let range = TimeRange {
+        from: Some(from),
+        to: Some(to),
+    };
+    let inside = |t: EventTime| t >= from && t < to;
+
+    let hours = all_windows(store, "Lima", None, ROLLUPS[0], range, 3).await;
+    let starts: Vec<EventTime> = hours.iter().map(|w| w.window_start).collect();
+    assert_eq!(
+        starts.len(),
+        8,
+        "4 hours × 2 types, 3 to a page: {starts:?}"
+    );
+    assert!(starts.iter().all(|t| inside(*t)));
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let incidents = all_windows(
+        store,
+        "Lima",
+        Some(EventType::Incident),
+        ROLLUPS[0],
+        range,
+        1,
+    )
+    .await;
+    assert_eq!(incidents.len(), 4);
+    assert!(
+        incidents
+            .iter()
+            .all(|w| w.event_type == EventType::Incident)
+    );
+    assert_eq!(
+        incidents.iter().map(|w| w.event_count).sum::<u64>(),
+        all.iter()
+            .filter(|a| a.event.event_type == EventType::Incident && inside(a.event.timestamp))
+            .filter(|a| matches!(a.placement, Placement::Window { .. }))
+            .count() as u64
+    );
+
+    let want = |late_only: bool| -> Vec<String> {
+        let mut ids: Vec<(EventTime, String)> = all
+            .iter()
+            .filter(|a| inside(a.event.timestamp))
+            .filter(|a| !late_only || matches!(a.placement, Placement::Late { .. }))
+            .map(|a| (a.event.timestamp, a.event.event_id.clone()))
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.into_iter().map(|(_, id)| id).collect()
+    };
+    let mut events = Vec::new();
+    let mut page = Page::first(4);
+    loop {
+        let got = store
+            .recent_events("Lima", range, page.clone(), now)
+            .await
+            .expect("events");
+        events.extend(got.iter().map(|e| e.event.event_id.clone()));
+        match got.last() {
+            Some(last) if got.len() == 4 => page.after = Some(EventKey::of(&last.event)),
+            _ => break,
+        }
+    }
+    assert_eq!(events, want(false), "events of the range, every page");
+    for city in [Some("Lima"), None] {
+        let alerts = store
+            .alerts(city, range, Page::first(100), now)
+            .await
+            .expect("alerts");
+        let ids: Vec<String> = alerts.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, want(false), "alerts of {city:?}");
+        let late_ones = store
+            .late_events(city, range, Page::first(100), now)
+            .await
+            .expect("late");
+        let ids: Vec<String> = late_ones.iter().map(|l| l.event.event_id.clone()).collect();
+        assert_eq!(ids, want(true), "late events of {city:?}");
+    }
+    let empty = TimeRange {
+        from: Some(to),
+        to: Some(to),
+    };
+    assert!(
+        all_windows(store, "Lima", None, ROLLUPS[0], empty, 10)
+            .await
+            .is_empty()
+    );
+    let _ = hour;
+}
+
+/// Each resolution's windows are kept for its own retention: a base window gone, its hour and
+/// day still served.
+async fn each_resolution_is_kept_for_its_own_retention(store: &dyn Store) {
+    use citystream::model::{BASE, ROLLUPS, Resolution, Resolutions};
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(3 * 60));
+    let e = event("kept", "Quito", t, EventType::Weather, Severity::Low);
+    let rules = BatchRules {
+        resolutions: Resolutions::new(
+            Resolution {
+                retention: Span::from_mins(60),
+                ..BASE
+            },
+            ROLLUPS,
+        )
+        .0,
+        ..BatchRules::default()
+    };
+    let b = WriteBatch {
+        rules,
+        ..batch("t", vec![on_time(&e, 0)])
+    };
+    store.write(Arc::new(b)).await.expect("write");
+    assert!(
+        all_windows(store, "Quito", None, BASE, TimeRange::ALL, 10)
+            .await
+            .is_empty(),
+        "the base window ended over an hour ago"
+    );
+    for rollup in ROLLUPS {
+        let kept = all_windows(store, "Quito", None, rollup, TimeRange::ALL, 10).await;
+        assert_eq!(kept.len(), 1, "{}", rollup.name());
+    }
+    let purged = store.purge_expired(now).await.expect("purge");
+    assert!(purged.windows <= 1);
+    for rollup in ROLLUPS {
+        let kept = all_windows(store, "Quito", None, rollup, TimeRange::ALL, 10).await;
+        assert_eq!(kept.len(), 1, "{} after the purge", rollup.name());
+    }
+}
+
+/// A file of schema 5 (the base windows only, in `aggregations`) opens migrated: its windows
+/// are the 5-minute windows, and its rollups the sums of them.
+#[tokio::test]
+async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
+    use citystream::model::{BASE, ROLLUPS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = rusqlite::Connection::open(dir.path().join("citystream.db")).expect("old file");
+    old.execute_batch(include_str!("fixtures/sqlite-schema-5.sql"))
+        .expect("schema 5");
+    old.pragma_update(None, "user_version", 5).expect("version");
+    let now = EventTime::now();
+    let hour = ROLLUPS[0].start_of(now.saturating_sub(Span::from_mins(3 * 60)));
+    // Two windows in one hour and one in the next, of one type; their severities in order.
+    for (minutes, letters, [low, medium, high, critical]) in [
+        (0, "lm", [1, 1, 0, 0]),
+        (5, "hcc", [0, 0, 1, 2]),
+        (60, "l", [1, 0, 0, 0]),
+    ] {
+        let start = hour.saturating_add(Span::from_mins(minutes));
+        let end = start.saturating_add(FIVE);
+        old.execute(
+            "INSERT INTO aggregations (partition_key, city, event_type, window_start,
+                 window_end, event_count, severities, low, medium, high, critical, expires_at)
+             VALUES (?1, 'Kyiv', 'traffic', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            rusqlite::params![
+                format!("Kyiv#traffic#{start}"),
+                start.as_millis(),
+                end.as_millis(),
+                low + medium + high + critical,
+                letters,
+                low,
+                medium,
+                high,
+                critical,
+                end.saturating_add(DAY).as_millis(),
+            ],
+        )
+        .expect("a window of schema 5");
+    }
+    drop(old);
+    let store = SqliteStore::open(dir.path()).expect("migrated");
+    let store: &dyn Store = &store;
+    let base = all_windows(store, "Kyiv", None, BASE, TimeRange::ALL, 10).await;
+    assert_eq!(base.len(), 3, "the windows moved");
+    let hours = all_windows(store, "Kyiv", None, ROLLUPS[0], TimeRange::ALL, 10).await;
+    let got: Vec<(u64, Vec<Severity>)> = hours
+        .iter()
+        .map(|w| (w.event_count, w.severities.clone()))
+        .collect();
+    use Severity::{Critical, High, Low, Medium};
+    assert_eq!(
+        got,
+        [
+            (1, vec![Low]),
+            (5, vec![Low, Medium, High, Critical, Critical])
+        ],
+        "newest first, each the sum of its windows, severities in window order"
+    );
+    let days = all_windows(store, "Kyiv", None, ROLLUPS[1], TimeRange::ALL, 10).await;
+    assert_eq!(days.iter().map(|w| w.event_count).sum::<u64>(), 6);
+    drop(SqliteStore::open(dir.path()).expect("opens again, migrated once"));
+    let again = SqliteStore::open(dir.path()).expect("reopen");
+    let again: &dyn Store = &again;
+    let hours_again = all_windows(again, "Kyiv", None, ROLLUPS[0], TimeRange::ALL, 10).await;
+    assert_eq!(hours_again.len(), 2);
 }

@@ -30,11 +30,13 @@ use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 pub use poller::{StreamHealth, StreamWindow};
 
 use super::AppState;
 use super::error::ApiError;
+use super::params::Params;
 
 /// Changes kept for clients that reconnect, and that a client may fall behind before it is told
 /// to reset. One tick publishes at most 8 000 windows (1 000 cities) and 2 000 alerts, each
@@ -268,23 +270,35 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 
 /// `GET /api/v1/stream`: Server-Sent Events.
 #[utoipa::path(get, path = "/api/v1/stream", tag = "operations",
-    params(("Last-Event-ID" = Option<String>, Header,
-        description = "The id of the last change received; what was missed is sent first, or a `reset`")),
+    params(
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "The id of the last change received; what was missed is sent first, or a `reset`"),
+        ("timeout_seconds" = Option<u32>, Query, minimum = 1, maximum = 3600,
+            description = "End the stream after this many seconds (default: never; a client \
+                reconnects with `Last-Event-ID`)"),
+    ),
     responses(
         (status = 200, content_type = "text/event-stream",
-            description = "Changes, each with an id for `Last-Event-ID`: `alert` (an item of \
-                `/alerts`, as it is stored, among the newest 500 by event time) and `window` (a \
-                `StreamWindow` whose counts changed: each city's current and previous window). \
-                Snapshots, without id, on connecting and every 2 s: `stats` (the `/stats` body \
-                plus `records_per_second`) and `health` (a `StreamHealth`). And `reset`: reload \
+            description = "Server-Sent Events, each as its schema says. Changes, each with an \
+                id for `Last-Event-ID`: `alert` (an item of `/alerts`, as it is stored, among \
+                the newest 500 by event time) and `window` (a `StreamWindow` whose counts \
+                changed: each city's current and previous window). Snapshots, without id, on \
+                connecting and every 2 s: `stats` (the `/stats` body plus \
+                `records_per_second`) and `health` (a `StreamHealth`). And `reset`: reload \
                 everything from the REST API.",
-            body = String),
+            body = StreamEvent),
+        (status = 400, description = "A bad `timeout_seconds`", body = super::body::ErrorBody),
         (status = 503, description = "Too many streams open", body = super::body::ErrorBody),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Params,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let lifetime = match params.has("timeout_seconds") {
+        true => Some(params.int("timeout_seconds", 0, 1..=3600)?),
+        false => None,
+    };
     let hub = state.stream.clone();
     let permit = hub
         .streams
@@ -299,15 +313,53 @@ pub async fn stream(
     let items = stream::iter(subscription.catchup.items())
         .chain(live(subscription.changes, permit))
         .boxed();
+    let ended = async move {
+        match lifetime {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(u64::from(secs))).await,
+            None => std::future::pending().await,
+        }
+    };
     let items = stream::select_all([
         items,
         latest(hub.stats.subscribe()).boxed(),
         latest(hub.health.subscribe()).boxed(),
     ])
-    .take_until(hub.closed.clone().cancelled_owned());
+    .take_until(hub.closed.clone().cancelled_owned())
+    .take_until(ended);
     let opening = Event::default().retry(RETRY).comment("citystream");
     let events = stream::once(async { opening }).chain(items.map(Item::into_event));
     Ok(Sse::new(events.map(Ok)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// One event of the stream as the Server-Sent Events format carries it (what a validator
+/// checks each event against).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the events; `Item::into_event` makes them"
+)]
+pub struct StreamEvent {
+    /// What the event is.
+    event: StreamEventName,
+    /// The event's body as JSON: an alert, a `StreamWindow`, the stats, a `StreamHealth`, or
+    /// `{"reason": …}` for a reset.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+    /// A change's id, `<run>-<seq>`, for `Last-Event-ID`; snapshots have none.
+    #[schema(pattern = "^[0-9]+-[0-9]+$")]
+    id: Option<String>,
+}
+
+/// The names of the stream's events.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes the events")]
+pub enum StreamEventName {
+    Alert,
+    Window,
+    Stats,
+    Health,
+    Reset,
 }
 
 /// The changes published from now on; a client that fell behind gets a `reset` and goes on
