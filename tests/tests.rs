@@ -4,6 +4,7 @@
 //! - `store`: the store contract, one conformance suite run on SQLite and on DynamoDB;
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests, the OpenAPI
 //!   document, Swagger UI and the dashboard's files;
+//! - `docs`: the reference docs the code writes (configuration, API) say what it does now;
 //! - `stream`: the live stream of a real `serve` process: latency, cost, resume, bounds;
 //! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
 //! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;
@@ -16,6 +17,7 @@
 mod support;
 
 mod api;
+mod docs;
 mod dynamodb;
 mod e2e;
 mod engine_props;

@@ -59,10 +59,10 @@ pub struct ErrorBody {
 pub enum Failures {
     /// A bad or missing parameter.
     #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
+    BadRequest(ErrorBody),
     /// The store could not answer, or not in time.
     #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
+    Unavailable(ErrorBody),
 }
 
 /// The error of an endpoint without parameters.
@@ -71,7 +71,7 @@ pub enum Failures {
 pub enum Unavailable {
     /// The store could not answer, or not in time.
     #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
+    Unavailable(ErrorBody),
 }
 
 /// `UP`, `DEGRADED` or `DOWN`.

@@ -87,24 +87,24 @@ impl Counters {
             let city = e.city.as_str();
             inc.scope(Some(city), a.ttl, w, a.offset, |h| {
                 vec![
-                    attr::events(h),
-                    attr::of_type(h, e.event_type),
-                    attr::of_severity(h, e.severity),
+                    attr::at(h, attr::EVENTS),
+                    attr::at(h, &attr::of_type(e.event_type)),
+                    attr::at(h, &attr::of_severity(e.severity)),
                 ]
             });
             inc.scope(None, a.ttl, w, a.offset, |h| {
-                let mut names = vec![attr::events(h)];
+                let mut names = vec![attr::at(h, attr::EVENTS)];
                 if a.is_alert() {
-                    names.push(attr::alerts(h, e.severity));
+                    names.push(attr::at(h, &attr::alerts(e.severity)));
                 }
                 names
             });
             if let Placement::Late { .. } = a.placement {
                 let expiry = batch.rules.late_expiry(e);
                 inc.scope(Some(city), expiry, w, a.offset, |h| {
-                    vec![attr::late_of_type(h, e.event_type)]
+                    vec![attr::at(h, &attr::late_of_type(e.event_type))]
                 });
-                inc.scope(None, expiry, w, a.offset, |h| vec![attr::late(h)]);
+                inc.scope(None, expiry, w, a.offset, |h| vec![attr::at(h, attr::LATE)]);
                 let (day, hour) = day_and_hour(expiry);
                 let group = late_group_sk(city, e.event_type);
                 let period = late_period(day);
@@ -117,7 +117,9 @@ impl Counters {
         for d in dead {
             let w = Writer::new(&d.source, d.partition);
             let expiry = batch.rules.dead_letter_expiry(d);
-            inc.scope(None, expiry, w, d.offset, |h| vec![attr::dead(h, &d.kind)]);
+            inc.scope(None, expiry, w, d.offset, |h| {
+                vec![attr::at(h, &attr::dead(&d.kind))]
+            });
         }
         try_join_all(
             inc.0
@@ -197,7 +199,7 @@ impl Counters {
             .filter_map(|item| {
                 let day: i64 = text(item, "sk").ok()?.parse().ok()?;
                 live_hours(item, day, today, this_hour)
-                    .any(|(name, count)| name == "l" && count > 0)
+                    .any(|(name, count)| name == attr::LATE && count > 0)
                     .then_some(late_period(day))
             })
             .collect();

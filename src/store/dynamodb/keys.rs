@@ -299,38 +299,43 @@ pub fn layout_key() -> Item {
     Item::from([("pk".into(), s("meta")), ("sk".into(), s("layout"))])
 }
 
-/// Counter attributes of a city: its events, per type, per severity, and its late events per
-/// type; of everything: all events, alerts per severity, late events, dead letters per kind.
-/// Each starts with the hour of the day its rows expire in.
+/// Counter attributes. In an item a counter is named by the hour of the day its rows expire
+/// in, then what it counts ([`attr::at`]): of a city, its events, per type, per severity, and
+/// its late events per type; of everything, all events, alerts per severity, late events, and
+/// dead letters per kind. A read sums a name over the hours still live.
 pub mod attr {
     use super::{EventType, Severity};
 
-    pub fn events(hour: u32) -> String {
-        format!("{hour:02}e")
-    }
-    pub fn of_type(hour: u32, t: EventType) -> String {
-        format!("{hour:02}t{}", t.index())
-    }
-    pub fn of_severity(hour: u32, s: Severity) -> String {
-        format!("{hour:02}s{}", s.index())
-    }
-    pub fn late_of_type(hour: u32, t: EventType) -> String {
-        format!("{hour:02}l{}", t.index())
-    }
-    pub fn alerts(hour: u32, s: Severity) -> String {
-        format!("{hour:02}a{}", s.index())
-    }
-    pub fn late(hour: u32) -> String {
-        format!("{hour:02}l")
-    }
-    pub fn dead(hour: u32, kind: &str) -> String {
-        format!("{hour:02}x:{kind}")
+    pub const EVENTS: &str = "e";
+    pub const LATE: &str = "l";
+    /// The start of the name of a count of dead letters; the kind follows.
+    pub const DEAD: &str = "x:";
+
+    /// The attribute of counter `name` of the rows expiring in `hour`.
+    pub fn at(hour: u32, name: &str) -> String {
+        format!("{hour:02}{name}")
     }
 
-    /// The hour of a counter attribute, and the rest of its name.
+    /// The hour of a counter attribute, and the counter's name.
     pub fn parse(name: &str) -> Option<(u32, &str)> {
         let hour = name.get(..2)?.parse().ok()?;
         Some((hour, name.get(2..)?))
+    }
+
+    pub fn of_type(t: EventType) -> String {
+        format!("t{}", t.index())
+    }
+    pub fn of_severity(s: Severity) -> String {
+        format!("s{}", s.index())
+    }
+    pub fn late_of_type(t: EventType) -> String {
+        format!("l{}", t.index())
+    }
+    pub fn alerts(s: Severity) -> String {
+        format!("a{}", s.index())
+    }
+    pub fn dead(kind: &str) -> String {
+        format!("{DEAD}{kind}")
     }
 
     /// A late group's count of the events expiring in one hour of one day: `d<day>h<hour>`.
@@ -343,6 +348,23 @@ pub mod attr {
         let (day, hour) = name.strip_prefix('d')?.split_once('h')?;
         Some((day.parse().ok()?, hour.parse().ok()?))
     }
+}
+
+/// A page of a list: sorted by its newest entry's time, then named by the batch that wrote it
+/// (its writer and first offset) and its number in that batch.
+pub fn list_page_sk(newest: i64, writer: Writer, first: u64, n_page: usize) -> String {
+    format!("{}#{}#{n_page:04}", pad(newest), writer.at(first))
+}
+
+/// The newest time of a page, from its sort key.
+pub fn list_page_newest(sk: &str) -> Option<i64> {
+    sk.split('#').next()?.parse().ok()
+}
+
+/// A page's shard: a hash of what the page is, so that the pages of every processor spread
+/// evenly over the shards, and a batch cut the same way again writes the same keys.
+pub fn list_page_shard(list: &str, writer: Writer, first: u64, n_page: usize, shards: u32) -> u32 {
+    shard_of(&format!("{list}#{}#{n_page}", writer.at(first)), shards)
 }
 
 /// Layout 3's keys that layout 4 no longer writes, for the migration (`migrate.rs`).
@@ -390,7 +412,7 @@ mod tests {
         let (day, hour) = day_and_hour(EventTime::from_millis(DAY_MS * 3 + HOUR_MS * 5 + 1));
         assert_eq!((day, hour), (3, 5));
         assert_eq!(
-            attr::parse(&attr::dead(7, "malformed")),
+            attr::parse(&attr::at(7, &attr::dead("malformed"))),
             Some((7, "x:malformed"))
         );
         assert_eq!(

@@ -16,11 +16,13 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::db::{Db, sdk};
 use super::items::{Item, n, s, text};
-use super::keys::{ALERTS_LIST, LATE_LIST, Writer, events_list, late_list, list_pk, pad};
+use super::keys::{
+    ALERTS_LIST, LATE_LIST, Writer, events_list, late_list, list_page_newest, list_page_shard,
+    list_page_sk, list_pk, pad,
+};
 use super::units::Kind;
 use crate::model::{
     Accepted, City, CityEvent, EventTime, EventType, LateEvent, Placement, Severity, Span,
@@ -137,18 +139,11 @@ pub fn pages(
     for (list, mut entries) in lists {
         entries.sort_by_key(|e| std::cmp::Reverse(e.key()));
         for (n_page, page) in split(&entries).into_iter().enumerate() {
-            let shard = page_shard(&list, writer, first, n_page, shards);
+            let shard = list_page_shard(&list, writer, first, n_page, shards);
             out.push(page_item(&list, shard, writer, first, n_page, page)?);
         }
     }
     Ok(out)
-}
-
-/// A page's shard: a hash of what the page is, so that the pages of every processor spread
-/// evenly over the shards, and a batch cut the same way again writes the same keys.
-fn page_shard(list: &str, writer: Writer, first: u64, n_page: usize, shards: u32) -> u32 {
-    let name = format!("{list}#{}#{n_page}", writer.at(first));
-    (xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
 /// Entries (newest first) cut into pages of at most [`PAGE_ENTRIES`], [`PAGE_BYTES`] and
@@ -188,10 +183,7 @@ fn page_item(
     let json = serde_json::to_vec(entries).map_err(StoreError::corrupt)?;
     Ok(Item::from([
         ("pk".into(), s(list_pk(list, shard))),
-        (
-            "sk".into(),
-            s(format!("{}#{}#{n_page:04}", pad(newest), writer.at(first))),
-        ),
+        ("sk".into(), s(list_page_sk(newest, writer, first, n_page))),
         (
             "d".into(),
             AttributeValue::B(Blob::new(lz4_flex::compress_prepend_size(&json))),
@@ -214,10 +206,7 @@ fn decode(item: &Item) -> Result<Vec<Entry>, StoreError> {
 /// The newest event time of a page, from its sort key.
 fn newest(item: &Item) -> Result<i64, StoreError> {
     let sk = text(item, "sk")?;
-    sk.split('#')
-        .next()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| StoreError::corrupt(format!("list page key {sk}")))
+    list_page_newest(sk).ok_or_else(|| StoreError::corrupt(format!("list page key {sk}")))
 }
 
 /// What a read of a list wants.

@@ -5,6 +5,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::db::build;
+use super::keys::Tables;
 use crate::store::StoreError;
 
 /// A key attribute: name and type.
@@ -67,11 +68,12 @@ pub struct TableSpec {
 
 /// The seed's three tables, exactly keyed as the seed says, plus `state`.
 pub fn tables(prefix: &str) -> Vec<TableSpec> {
+    let names = Tables::new(prefix);
     vec![
         TableSpec {
             // Written once per event; `/events/{city}` reads the city's list pages instead of
             // an index entry per event (`lists.rs`).
-            name: format!("{prefix}raw-events"),
+            name: names.raw,
             hash: s("event_id"),
             range: Some(s("timestamp")),
             indexes: Vec::new(),
@@ -79,7 +81,7 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
         },
         TableSpec {
             // Base windows under the seed's key, rollups under theirs (`keys.rs`).
-            name: format!("{prefix}aggregations"),
+            name: names.aggregations,
             hash: s("partition_key"),
             range: None,
             indexes: vec![IndexSpec {
@@ -96,7 +98,7 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
         TableSpec {
             // The city key holds a shard (`Chicago#07`): one city's alerts spread over the
             // layout's shards.
-            name: format!("{prefix}alerts"),
+            name: names.alerts,
             hash: s("city"),
             range: Some(s("timestamp")),
             indexes: Vec::new(),
@@ -106,7 +108,7 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
         TableSpec {
             // Checkpoints, counters, list pages, dead letters and registries, under prefixed
             // keys (`keys.rs`); everything but checkpoints and registries expires by TTL.
-            name: format!("{prefix}state"),
+            name: names.state,
             hash: s("pk"),
             range: Some(s("sk")),
             indexes: vec![IndexSpec {

@@ -13,7 +13,9 @@ use super::alerts::Alerts;
 use super::counters::Counters;
 use super::db::{Db, sdk};
 use super::dead::DeadLetters;
-use super::keys::{ALERTS_LIST, LATE_LIST, MAX_SHARDS, Shards, Tables, events_list, late_list};
+use super::keys::{
+    ALERTS_LIST, LATE_LIST, MAX_SHARDS, Shards, Tables, attr, events_list, late_list,
+};
 use super::layout;
 use super::lists::{Lists, Want};
 use super::positions::Positions;
@@ -25,7 +27,7 @@ use crate::model::{
     WriteBatch,
 };
 use crate::store::{
-    CityCount, CitySummary, DeadLetterKey, EventKey, MAX_LATE_GROUPS, Maintenance, Page,
+    CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Maintenance, Page,
     PartitionStatus, Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange,
     WindowPos, WindowQuery, Written,
 };
@@ -186,20 +188,20 @@ impl Reader for DynamoStore {
 
     async fn city_summary(&self, city: &str, now: EventTime) -> Result<CitySummary, StoreError> {
         let counts = self.counters.live(Some(city), now).await?;
-        let get = |name: String| counts.get(&name).copied().unwrap_or(0);
+        let get = |name: &str| counts.get(name).copied().unwrap_or(0);
         let mut summary = CitySummary {
-            total_events: get("e".into()),
+            total_events: get(attr::EVENTS),
             ..CitySummary::default()
         };
         for t in EventType::ALL {
-            let events = get(format!("t{}", t.index()));
+            let events = get(&attr::of_type(t));
             if events > 0 {
                 summary.by_type.insert(t, events);
             }
-            summary.late_events += get(format!("l{}", t.index()));
+            summary.late_events += get(&attr::late_of_type(t));
         }
         for v in Severity::ALL {
-            summary.by_severity.0[v.index()] = get(format!("s{}", v.index()));
+            summary.by_severity.0[v.index()] = get(&attr::of_severity(v));
         }
         Ok(summary)
     }
@@ -236,7 +238,7 @@ impl Reader for DynamoStore {
                 .await?;
             let totals = try_join_all(names.iter().map(|c| self.counters.live(Some(c), now)));
             for (city, counts) in names.iter().zip(totals.await?) {
-                let total = counts.get("e").copied().unwrap_or(0);
+                let total = counts.get(attr::EVENTS).copied().unwrap_or(0);
                 if total > 0 && out.len() < page.limit {
                     out.push(CityCount {
                         city: city.clone(),
@@ -266,15 +268,15 @@ impl Reader for DynamoStore {
             tokio::try_join!(self.counters.all(now), self.counters.late_groups(now))?;
         let get = |name: &str| counts.get(name).copied().unwrap_or(0);
         let mut stats = Stats {
-            total_events: get("e"),
-            late_events: get("l"),
+            total_events: get(attr::EVENTS),
+            late_events: get(attr::LATE),
             ..Stats::default()
         };
         for v in Severity::ALL {
-            stats.alerts.0[v.index()] = get(&format!("a{}", v.index()));
+            stats.alerts.0[v.index()] = get(&attr::alerts(v));
         }
         for (name, count) in &counts {
-            if let Some(kind) = name.strip_prefix("x:")
+            if let Some(kind) = name.strip_prefix(attr::DEAD)
                 && *count > 0
             {
                 stats.dead_letters += count;
@@ -282,7 +284,14 @@ impl Reader for DynamoStore {
             }
         }
         late.sort_by(|a, b| {
-            (b.late_events, &a.city, a.event_type).cmp(&(a.late_events, &b.city, b.event_type))
+            let key = |l: &LateCount| {
+                (
+                    std::cmp::Reverse(l.late_events),
+                    l.city.clone(),
+                    l.event_type.as_str(),
+                )
+            };
+            key(a).cmp(&key(b))
         });
         late.truncate(MAX_LATE_GROUPS);
         stats.late_by_city_type = late;
