@@ -2,17 +2,18 @@
 //!
 //! # Layout, in the order data flows
 //!
-//! - [`model`]: what an event, a window, an alert, a late event and a dead letter are;
-//!   parsing and validation of the JSON wire format. No I/O.
+//! - [`model`]: what an event, a window and its resolutions, an alert, a late event and a dead
+//!   letter are; parsing and validation of the JSON wire format. No I/O.
 //! - [`generator`]: synthetic city traffic (the seed's producer), deterministic with a seed.
 //! - [`broker`]: where events travel: the embedded in-process queue (default), Kafka, or JSON
 //!   lines.
 //! - [`processor`]: the engine (decode, per-partition watermarks, the seed's four queries) and
 //!   the run loop that batches records into store writes.
-//! - [`store`]: where results live, behind one trait: SQLite (default).
-//! - [`api`]: the axum REST API, reading only from the store.
+//! - [`store`]: where results live, behind a trait per role (the processor's sink, the API's
+//!   reader, maintenance): SQLite (default) or DynamoDB.
+//! - [`api`]: the axum REST API and the dashboard, reading only from the store.
 //! - [`config`] and [`app`]: typed flags and the wiring of each role (`up`, `produce`,
-//!   `process`, `serve`) used by the thin `main`.
+//!   `process`, `serve`, `init`, `destroy`, `bench`) used by the thin `main`.
 //!
 //! Dependencies point one way: everything uses `model`; only `app` sees every part.
 

@@ -265,6 +265,8 @@ pub(crate) struct Faults {
     throttled: std::sync::atomic::AtomicUsize,
     lost: std::sync::atomic::AtomicUsize,
     pub(crate) increments_refused: std::sync::atomic::AtomicBool,
+    /// The requests forwarded, (operation, body), the latest 1 000.
+    pub(crate) seen: std::sync::Mutex<std::collections::VecDeque<(String, String)>>,
     upstream: String,
     /// Where the proxy listens.
     pub(crate) endpoint: String,
@@ -320,6 +322,13 @@ async fn faulty(
             "Item size has exceeded the maximum allowed size",
         );
     }
+    if let Ok(mut seen) = faults.seen.lock() {
+        if seen.len() == 1000 {
+            seen.pop_front();
+        }
+        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
+        seen.push_back((operation, String::from_utf8_lossy(&body).into_owned()));
+    }
     let lose = increment && take(&faults.lost);
     let mut forward = faults.http.post(&faults.upstream).body(body);
     for (name, value) in &headers {
@@ -361,6 +370,7 @@ pub(crate) async fn behind_faults(
         throttled: throttled.into(),
         lost: lost.into(),
         increments_refused: false.into(),
+        seen: Default::default(),
         upstream: server.endpoint.clone(),
         endpoint: proxy.clone(),
         http: reqwest::Client::new(),
@@ -872,4 +882,55 @@ async fn init_migrates_tables_of_layout_3_in_place() {
         stats["late_events_by_city_type"],
         serde_json::json!([{"city": "Kyiv", "event_type": "traffic", "late_events": 2}])
     );
+}
+
+/// A month of one city's hourly windows, every type, is one Query per type on the index
+/// `by-series`: no Scan, no read of the items one by one.
+#[tokio::test]
+async fn a_month_of_a_citys_hours_is_one_query_per_type() {
+    use citystream::model::{BatchRules, EventTime, ROLLUPS, Span, WriteBatch};
+    use citystream::store::{Page, Reader, Sink, TimeRange, WindowQuery};
+
+    let (_server, faults, store) = behind_faults(0, 0).await;
+    let now = EventTime::now();
+    let mut events = accepted_events(4, now);
+    let template = events.remove(0);
+    // An event every 3 hours over 30 days, the types in turn.
+    let events: Vec<_> = (0..240u64)
+        .map(|i| {
+            let t = now.saturating_sub(Span::from_mins(i as i64 * 180 + 1));
+            let mut a = template.clone();
+            a.event.event_id = format!("h{i}");
+            a.event.city = citystream::model::City::parse("Oslo").expect("city");
+            a.event.event_type = citystream::model::EventType::ALL[(i % 4) as usize];
+            a.event.timestamp = t;
+            a.ttl = now.saturating_add(Span::from_mins(60));
+            a.offset = i;
+            a
+        })
+        .collect();
+    let batch = WriteBatch {
+        events,
+        ..WriteBatch::new("t", BatchRules::default())
+    };
+    store
+        .write(std::sync::Arc::new(batch))
+        .await
+        .expect("write");
+    faults.seen.lock().expect("seen").clear();
+    let query = WindowQuery {
+        city: "Oslo".into(),
+        event_type: None,
+        resolution: ROLLUPS[0],
+        range: TimeRange::since(now.saturating_sub(Span::from_mins(30 * 24 * 60))),
+    };
+    let windows = store
+        .windows(&query, Page::first(3000), now)
+        .await
+        .expect("windows");
+    assert_eq!(windows.len(), 240, "an hour each");
+    let seen = faults.seen.lock().expect("seen").clone();
+    let operations: Vec<&str> = seen.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(operations, ["Query"; 4], "{operations:?}");
+    assert!(seen.iter().all(|(_, body)| body.contains("by-series")));
 }

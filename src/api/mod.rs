@@ -1,6 +1,7 @@
-//! The REST API (axum): the original's seven endpoints under `/api/v1`, plus late events,
-//! dead letters, live updates over Server-Sent Events ([`stream`]), `/metrics`, the OpenAPI
-//! document with Swagger UI ([`doc`]) and the dashboard at `/` ([`dashboard`]). It reads only
+//! The REST API (axum): the original's seven endpoints under `/api/v1` (windows at every
+//! resolution, lists over time ranges), plus late events, dead letters, the resolutions kept,
+//! live updates over Server-Sent Events ([`stream`]), `/metrics`, the OpenAPI document with
+//! Swagger UI ([`doc`]) and the dashboard at `/` ([`dashboard`]). It reads only
 //! from the store, so it runs beside the processor or as a separate `serve` process on the
 //! same data. [`server`] serves it with bounds: a connection limit and deadlines on every phase
 //! of a connection.

@@ -5,11 +5,11 @@
 //! - [`window`]: query 2's rule: an event's tumbling window, or late;
 //! - [`console`]: query 4, the live console table;
 //! - [`runtime`]: the async loop between a [`crate::broker::Source`] and a
-//!   [`crate::store::Store`].
+//!   [`crate::store::Sink`].
 //!
 //! Queries 1 to 3 end in the store: the engine hands it each accepted event with its raw row's
 //! expiry and its placement, and the store writes the raw row, the alert, and the window
-//! count or late row together, only if the event is new to it.
+//! counts (at every resolution) or the late row together, only if the event is new to it.
 
 pub mod console;
 pub mod dedup;

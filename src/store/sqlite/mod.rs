@@ -66,7 +66,7 @@ pub enum OpenMode {
     Existing,
 }
 
-/// SQLite-backed [`Store`].
+/// SQLite-backed store: a [`Sink`], a [`Reader`] and [`Maintenance`].
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
