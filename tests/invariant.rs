@@ -2,8 +2,11 @@
 //! SIGKILLs, on every source and store:
 //!
 //! > every valid event is counted exactly once in raw events, exactly once in either one
-//! > window or the late events, and an alert exists exactly for each stored high or critical
-//! > event; every other record is a repeat (counted nowhere) or a dead letter with a reason.
+//! > window of every resolution (the base window, its hour and its day) or the late events,
+//! > and an alert exists exactly for each stored high or critical event; every other record is
+//! > a repeat (counted nowhere) or a dead letter with a reason.
+//!
+//! So each rollup equals the sum of the base windows it covers.
 //!
 //! With a durable log (a file, Kafka) a killed and restarted processor must end exactly where
 //! an uninterrupted run does: the oracle's results, every list compared in full. The embedded

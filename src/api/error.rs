@@ -35,7 +35,7 @@ impl IntoResponse for ApiError {
                 self.to_string(),
             ),
             ApiError::Store(e) => {
-                tracing::error!(error = %e, "store query failed");
+                tracing::error!(error = %e.report(), "store query failed");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",

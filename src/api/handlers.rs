@@ -1,4 +1,5 @@
-//! The seven endpoints of the original API, plus late events and dead letters. Each one's
+//! The seven endpoints of the original API, plus late events, dead letters and the resolutions
+//! kept. Each one's
 //! `#[utoipa::path]` is its entry in the OpenAPI document: parameters with their bounds (as
 //! [`Params`] checks them), the body type it answers and its errors.
 

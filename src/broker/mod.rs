@@ -82,9 +82,11 @@ pub trait Source: Send {
     /// loses nothing.
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError>;
 
-    /// Hands dead letters to the source's dead-letter destination, if it has one. Called after
-    /// they are stored and before the positions that cover them are committed. A dead letter
-    /// the destination can never take is reported and skipped, never retried forever.
+    /// Hands dead letters to the source's dead-letter destination, if it has one: the engine's
+    /// before the batch that holds them is written (a crash after the write would skip their
+    /// records), those the write itself makes after it; both before the positions that cover
+    /// them are committed. A dead letter the destination can never take is reported and
+    /// skipped, never retried forever.
     async fn dead_letters(&mut self, _letters: &[DeadLetter]) -> Result<(), BrokerError> {
         Ok(())
     }

@@ -7,8 +7,9 @@
 //! - [`Reader`]: the API reads live rows, a bounded page at a time;
 //! - [`Maintenance`]: the purge loop deletes what expired.
 //!
-//! A backend implements all three; [`open`] picks it (the one place a backend is chosen) and
-//! wraps it in [`timed`], which puts a deadline on every call. Every call fails with one
+//! A backend implements all three; [`open`] picks it for every role (the one place a backend
+//! is chosen; only `bench` builds its DynamoDB store itself, to read the write units it spent)
+//! and wraps it in [`timed`], which puts a deadline on every call. Every call fails with one
 //! [`StoreError`], whose [`Fault`] says what the caller can do. The rules both backends apply
 //! are in [`rules`], once.
 //!

@@ -15,8 +15,9 @@
 //!    order, of which a window keeps the first `severities_cap` ([`severities_room`]; the
 //!    counts stay exact).
 //! 4. **Everything expires.** A raw row at its `ttl` (event time + `--raw-ttl`), its alert with
-//!    it; a window its resolution's retention after it ends ([`Resolution::expiry`]); a late
-//!    event and a dead letter their retention after their event time and arrival.
+//!    it; a window its resolution's retention after it ends ([`Resolution::expiry`], as the
+//!    latest write to it was configured); a late event and a dead letter their retention after
+//!    their event time and arrival.
 //! 5. **Positions only move forwards.** A checkpoint behind the stored one is left alone: a
 //!    newer writer owns the partition ([`fenced`]).
 

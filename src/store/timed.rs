@@ -27,7 +27,7 @@ use crate::model::{
 pub struct Deadlines {
     /// Every read, lookup and ping.
     pub read: Duration,
-    /// A batch write, and a purge step.
+    /// A batch write, a whole purge, and the read of a resumed partition's recent events.
     pub write: Duration,
 }
 

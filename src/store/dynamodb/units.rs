@@ -17,7 +17,8 @@ pub enum Kind {
     Raw,
     /// An alert's item.
     Alert,
-    /// A window's item, and its index entries when it is created.
+    /// A window's item, and its entry in the index `by-series`, written with every update (the
+    /// index holds every attribute).
     Window,
     /// Counter items (per city, in all, late groups).
     Counter,

@@ -5,7 +5,7 @@
 //!
 //! The base windows keep their expiry (their end + the raw TTL of the build that wrote them).
 //! A rollup made here expires by this build's default retention ([`ROLLUPS`]); the next write
-//! to it applies the configured one, and the later of the two stays.
+//! to it applies the configured one.
 
 use rusqlite::{Transaction, params};
 

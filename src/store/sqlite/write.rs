@@ -183,7 +183,7 @@ fn add_to_windows(
              severities = severities || excluded.severities,
              low = low + excluded.low, medium = medium + excluded.medium,
              high = high + excluded.high, critical = critical + excluded.critical,
-             expires_at = max(expires_at, excluded.expires_at)",
+             expires_at = excluded.expires_at",
     )?;
     for w in effects.windows.values() {
         let key = window_key(w);
