@@ -888,7 +888,7 @@ async fn init_migrates_tables_of_layout_3_in_place() {
 /// `by-series`: no Scan, no read of the items one by one.
 #[tokio::test]
 async fn a_month_of_a_citys_hours_is_one_query_per_type() {
-    use citystream::model::{BatchRules, EventTime, ROLLUPS, Span, WriteBatch};
+    use citystream::model::{BatchRules, EventTime, Span, WriteBatch};
     use citystream::store::{Page, Reader, Sink, TimeRange, WindowQuery};
 
     let (_server, faults, store) = behind_faults(0, 0).await;
@@ -921,7 +921,9 @@ async fn a_month_of_a_citys_hours_is_one_query_per_type() {
     let query = WindowQuery {
         city: "Oslo".into(),
         event_type: None,
-        resolution: ROLLUPS[0],
+        resolution: citystream::model::Resolutions::default()
+            .named("1h")
+            .expect("an hour is kept"),
         range: TimeRange::since(now.saturating_sub(Span::from_mins(30 * 24 * 60))),
     };
     let windows = store

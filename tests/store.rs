@@ -886,6 +886,20 @@ async fn the_lists_of_stats_and_health_are_bounded(store: &dyn Store) {
     assert_eq!(store.pipeline_status(3).await.expect("status").len(), 3);
 }
 
+/// The hourly rollup, as the default resolutions keep it.
+fn hourly() -> citystream::model::Resolution {
+    citystream::model::Resolutions::default()
+        .named("1h")
+        .expect("an hour is kept")
+}
+
+/// The daily rollup, as the default resolutions keep it.
+fn daily() -> citystream::model::Resolution {
+    citystream::model::Resolutions::default()
+        .named("1d")
+        .expect("a day is kept")
+}
+
 /// The windows of `city` at `resolution` starting in `range`, read page after page of `limit`.
 async fn all_windows(
     store: &dyn Store,
@@ -1006,10 +1020,9 @@ async fn a_rollup_is_the_sum_of_the_windows_it_covers(store: &dyn Store) {
 
 /// A range keeps every list to what starts in it, `[from, to)`, and pages continue within it.
 async fn a_range_reads_only_what_starts_in_it_page_after_page(store: &dyn Store) {
-    use citystream::model::ROLLUPS;
     let now = EventTime::now();
     let hour = Span::from_mins(60);
-    let start = ROLLUPS[0].start_of(now.saturating_sub(Span::from_mins(10 * 60)));
+    let start = hourly().start_of(now.saturating_sub(Span::from_mins(10 * 60)));
     let mut all = Vec::new();
     for i in 0..40u64 {
         // Four events an hour over ten hours, alternating type; every third a late one.
@@ -1034,7 +1047,7 @@ async fn a_range_reads_only_what_starts_in_it_page_after_page(store: &dyn Store)
     };
     let inside = |t: EventTime| t >= from && t < to;
 
-    let hours = all_windows(store, "Lima", None, ROLLUPS[0], range, 3).await;
+    let hours = all_windows(store, "Lima", None, hourly(), range, 3).await;
     let starts: Vec<EventTime> = hours.iter().map(|w| w.window_start).collect();
     assert_eq!(
         starts.len(),
@@ -1043,15 +1056,7 @@ async fn a_range_reads_only_what_starts_in_it_page_after_page(store: &dyn Store)
     );
     assert!(starts.iter().all(|t| inside(*t)));
     assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first");
-    let incidents = all_windows(
-        store,
-        "Lima",
-        Some(EventType::Incident),
-        ROLLUPS[0],
-        range,
-        1,
-    )
-    .await;
+    let incidents = all_windows(store, "Lima", Some(EventType::Incident), hourly(), range, 1).await;
     assert_eq!(incidents.len(), 4);
     assert!(
         incidents
@@ -1109,7 +1114,7 @@ async fn a_range_reads_only_what_starts_in_it_page_after_page(store: &dyn Store)
         to: Some(to),
     };
     assert!(
-        all_windows(store, "Lima", None, ROLLUPS[0], empty, 10)
+        all_windows(store, "Lima", None, hourly(), empty, 10)
             .await
             .is_empty()
     );
@@ -1161,14 +1166,14 @@ async fn each_resolution_is_kept_for_its_own_retention(store: &dyn Store) {
 /// are the 5-minute windows, and its rollups the sums of them.
 #[tokio::test]
 async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
-    use citystream::model::{BASE, ROLLUPS};
+    use citystream::model::BASE;
     let dir = tempfile::tempdir().expect("tempdir");
     let old = rusqlite::Connection::open(dir.path().join("citystream.db")).expect("old file");
     old.execute_batch(include_str!("fixtures/sqlite-schema-5.sql"))
         .expect("schema 5");
     old.pragma_update(None, "user_version", 5).expect("version");
     let now = EventTime::now();
-    let hour = ROLLUPS[0].start_of(now.saturating_sub(Span::from_mins(3 * 60)));
+    let hour = hourly().start_of(now.saturating_sub(Span::from_mins(3 * 60)));
     // Two windows in one hour and one in the next, of one type; their severities in order.
     for (minutes, letters, [low, medium, high, critical]) in [
         (0, "lm", [1, 1, 0, 0]),
@@ -1201,7 +1206,7 @@ async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
     let store: &dyn Store = &store;
     let base = all_windows(store, "Kyiv", None, BASE, TimeRange::ALL, 10).await;
     assert_eq!(base.len(), 3, "the windows moved");
-    let hours = all_windows(store, "Kyiv", None, ROLLUPS[0], TimeRange::ALL, 10).await;
+    let hours = all_windows(store, "Kyiv", None, hourly(), TimeRange::ALL, 10).await;
     let got: Vec<(u64, Vec<Severity>)> = hours
         .iter()
         .map(|w| (w.event_count, w.severities.clone()))
@@ -1215,11 +1220,11 @@ async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
         ],
         "newest first, each the sum of its windows, severities in window order"
     );
-    let days = all_windows(store, "Kyiv", None, ROLLUPS[1], TimeRange::ALL, 10).await;
+    let days = all_windows(store, "Kyiv", None, daily(), TimeRange::ALL, 10).await;
     assert_eq!(days.iter().map(|w| w.event_count).sum::<u64>(), 6);
     drop(SqliteStore::open(dir.path()).expect("opens again, migrated once"));
     let again = SqliteStore::open(dir.path()).expect("reopen");
     let again: &dyn Store = &again;
-    let hours_again = all_windows(again, "Kyiv", None, ROLLUPS[0], TimeRange::ALL, 10).await;
+    let hours_again = all_windows(again, "Kyiv", None, hourly(), TimeRange::ALL, 10).await;
     assert_eq!(hours_again.len(), 2);
 }
