@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::db::{Db, build, sdk};
-use super::keys::{LAYOUT, MAX_SHARDS, Shards, Tables};
+use super::keys::{LAYOUT, MAX_SHARDS, Shards, Tables, layout3};
 use super::schema::{self, TableSpec, tables};
 use super::{DynamoConfig, layout, migrate};
 use crate::store::{Fault, StoreError};
@@ -92,6 +92,9 @@ pub async fn init(
     }
     if let Some(shards) = migrating {
         migrate::layout_3_to_4(&db, &names, shards).await?;
+        for index in layout3::INDEXES {
+            drop_index(client, &names.aggregations, index).await?;
+        }
         layout::remark(&db, &names, 3, LAYOUT).await?;
         outcomes.push(TableOutcome::Migrated(names.state.clone()));
     }
@@ -169,7 +172,7 @@ async fn add_index(client: &Client, spec: &TableSpec, name: &str) -> Result<(), 
 }
 
 /// Deletes an index the layout no longer reads (after a migration), if the table has it.
-pub(super) async fn drop_index(client: &Client, table: &str, name: &str) -> Result<(), StoreError> {
+async fn drop_index(client: &Client, table: &str, name: &str) -> Result<(), StoreError> {
     let delete = DeleteGlobalSecondaryIndexAction::builder()
         .index_name(name)
         .build()

@@ -20,7 +20,7 @@ use futures_util::future::try_join_all;
 
 use super::db::Db;
 use super::guarded::{Contribution, apply_guarded};
-use super::items::{Item, n, s, text};
+use super::items::{Item, n, s, state_key, text};
 use super::keys::{
     Writer, attr, day_and_hour, day_expiry_secs, day_sk, late_group_shard, late_group_sk,
     late_groups_pk, late_period, late_period_days, scope_pk,
@@ -137,7 +137,7 @@ impl Counters {
         ttl: i64,
         contribution: &Contribution<Names>,
     ) -> Result<(), StoreError> {
-        let key = Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
+        let key = state_key(pk, sk);
         apply_guarded(
             &self.db,
             &self.table,

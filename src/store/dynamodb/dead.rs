@@ -6,8 +6,8 @@ use futures_util::future::try_join_all;
 
 use super::alerts::newest_first;
 use super::db::{Db, sdk};
-use super::items::{dead_from, dead_item, live, s};
-use super::keys::{dead_index_pk, dead_key, dead_order};
+use super::items::{dead_from, dead_item, dead_key, live, s};
+use super::keys::{dead_index_pk, dead_order};
 use super::units::Kind;
 use crate::model::{BatchRules, DeadLetter, EventTime};
 use crate::store::{DeadLetterKey, Page, StoreError};

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 
-use super::keys::{alert_city, alert_sort_key, checkpoint_key, dead_key, dead_order, dead_shard};
+use super::keys::{
+    LAYOUT_PK_SK, alert_city, alert_sort_key, checkpoint_sk, checkpoints_pk, dead_order,
+    dead_pk_sk, dead_shard, fixed,
+};
 use crate::model::{Accepted, Checkpoint, City, CityEvent, DeadLetter, EventTime};
 use crate::store::StoreError;
 
@@ -44,6 +47,35 @@ pub(super) fn opt_num(item: &Item, key: &str) -> Result<Option<i64>, StoreError>
         None | Some(AttributeValue::Null(_)) => Ok(None),
         Some(_) => num(item, key).map(Some),
     }
+}
+
+/// A `pk`/`sk` key of the `state` table.
+pub(super) fn state_key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".into(), s(pk)), ("sk".into(), s(sk))])
+}
+
+/// A raw event's key: its id and time (`keys::fixed`).
+pub(super) fn raw_key(event_id: &str, t: EventTime) -> Item {
+    HashMap::from([
+        ("event_id".into(), s(event_id)),
+        ("timestamp".into(), s(fixed(t))),
+    ])
+}
+
+/// A dead letter's key.
+pub(super) fn dead_key(source: &str, partition: u32, offset: u64) -> Item {
+    let (pk, sk) = dead_pk_sk(source, partition, offset);
+    state_key(pk, sk)
+}
+
+/// A checkpoint's key.
+pub(super) fn checkpoint_key(source: &str, partition: u32) -> Item {
+    state_key(checkpoints_pk(source), checkpoint_sk(partition))
+}
+
+/// The key of the item that says which layout the tables hold.
+pub(super) fn layout_key() -> Item {
+    state_key(LAYOUT_PK_SK.0, LAYOUT_PK_SK.1)
 }
 
 /// The seed's attributes of an event, and its time in milliseconds.

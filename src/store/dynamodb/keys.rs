@@ -24,7 +24,6 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::items::{Item, s};
 use crate::model::{EventTime, EventType, Resolution, Severity};
 
 /// The layout of items this build writes, kept in `state` under `meta` / `layout`. Layout 1
@@ -116,14 +115,6 @@ pub fn pad(ms: i64) -> String {
 
 fn shard_of(name: &str, shards: u32) -> u32 {
     (xxh3_64(name.as_bytes()) % u64::from(shards.max(1))) as u32
-}
-
-/// A raw event's key: its id and time.
-pub fn raw_key(event_id: &str, t: EventTime) -> Item {
-    Item::from([
-        ("event_id".into(), s(event_id)),
-        ("timestamp".into(), s(fixed(t))),
-    ])
 }
 
 /// An alert's city key: the city itself with one alert shard (the seed's key, which the seed's
@@ -251,16 +242,13 @@ pub fn late_list(city: &str) -> String {
 /// Dead letters of one partition per partition key: a hostile stream spreads over keys.
 const DEAD_BLOCK: u64 = 1024;
 
-/// A dead letter's key: where its record is, so a replay finds it.
-pub fn dead_key(source: &str, partition: u32, offset: u64) -> Item {
+/// A dead letter's partition key and sort key: where its record is, so a replay finds it.
+pub fn dead_pk_sk(source: &str, partition: u32, offset: u64) -> (String, String) {
     let writer = Writer::new(source, partition);
-    Item::from([
-        (
-            "pk".into(),
-            s(format!("dead#{}#{}", writer.at(0), offset / DEAD_BLOCK)),
-        ),
-        ("sk".into(), s(format!("{offset:020}"))),
-    ])
+    (
+        format!("dead#{}#{}", writer.at(0), offset / DEAD_BLOCK),
+        format!("{offset:020}"),
+    )
 }
 
 /// One shard of the index `dead-by-time`.
@@ -286,18 +274,13 @@ pub fn checkpoints_pk(source: &str) -> String {
     format!("pos#{source}")
 }
 
-/// A checkpoint's key.
-pub fn checkpoint_key(source: &str, partition: u32) -> Item {
-    Item::from([
-        ("pk".into(), s(checkpoints_pk(source))),
-        ("sk".into(), s(format!("{partition:010}"))),
-    ])
+/// A checkpoint's sort key, under [`checkpoints_pk`].
+pub fn checkpoint_sk(partition: u32) -> String {
+    format!("{partition:010}")
 }
 
-/// The item that says which layout the tables hold, and its shards.
-pub fn layout_key() -> Item {
-    Item::from([("pk".into(), s("meta")), ("sk".into(), s("layout"))])
-}
+/// The item that says which layout the tables hold, and its shards: partition and sort key.
+pub const LAYOUT_PK_SK: (&str, &str) = ("meta", "layout");
 
 /// Counter attributes. In an item a counter is named by the hour of the day its rows expire
 /// in, then what it counts ([`attr::at`]): of a city, its events, per type, per severity, and

@@ -4,8 +4,8 @@
 //! do, never misread.
 
 use super::db::{Db, sdk};
-use super::items::{Item, n, num, s};
-use super::keys::{LAYOUT, MAX_SHARDS, SOURCES_PK, Shards, Tables, layout_key};
+use super::items::{Item, layout_key, n, num, s};
+use super::keys::{LAYOUT, MAX_SHARDS, SOURCES_PK, Shards, Tables};
 use crate::store::{Fault, StoreError};
 
 /// The layout the `meta` item names, if there is one: its version and shards.

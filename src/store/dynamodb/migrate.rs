@@ -7,7 +7,7 @@
 //!    writer's position as the latest of its windows', so a batch written again later adds
 //!    nothing twice;
 //! 3. the late groups move from an item per expiry day to an item per expiry period;
-//! 4. layout 3's window indexes are dropped, and the tables are marked layout 4 (`admin.rs`).
+//! 4. then `admin.rs` drops layout 3's window indexes and marks the tables layout 4.
 //!
 //! Every step writes values computed from layout 3's items, so a migration cut short is run
 //! again whole. A rollup expires by this build's default retention ([`ROLLUPS`]); the next
@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 
-use super::admin::drop_index;
 use super::db::{Db, sdk};
 use super::items::{Item, n, s, text};
 use super::keys::{
@@ -42,11 +41,7 @@ pub async fn layout_3_to_4(db: &Db, tables: &Tables, shards: Shards) -> Result<(
             }
         }
     }
-    migrate_late_groups(db, tables, shards).await?;
-    for index in layout3::INDEXES {
-        drop_index(&db.client, &tables.aggregations, index).await?;
-    }
-    Ok(())
+    migrate_late_groups(db, tables, shards).await
 }
 
 async fn registered(db: &Db, tables: &Tables, shard: u32) -> Result<Vec<String>, StoreError> {

@@ -11,10 +11,13 @@
 //! - `guarded.rs`: increments of shared items, each record once (`windows.rs`, `counters.rs`);
 //! - `alerts.rs`, `lists.rs` (time-ordered lists in pages), `dead.rs`, `positions.rs`
 //!   (checkpoints and the registries);
-//! - `write.rs`: a batch, in order; `store.rs`: the seam's traits over the parts;
+//! - `write.rs`: a batch, in order, over the parts; `store.rs`: the seam's traits over them;
 //! - `layout.rs`: which layout the tables hold; `admin.rs`: `init`, `destroy`, and the
 //!   migration of layout 3 (`migrate.rs`); `schema.rs`: the tables as data;
 //! - `units.rs`: write units as DynamoDB bills them.
+//!
+//! Imports point one way: `keys` ← `items` ← `db` ← the parts ← `write` ← `store`; no module
+//! imports one that imports it.
 
 mod admin;
 mod alerts;

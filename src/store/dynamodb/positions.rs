@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use futures_util::future::try_join_all;
 
 use super::db::{Db, sdk};
-use super::items::{Item, checkpoint_from, checkpoint_item, n, num, s, text};
-use super::keys::{SOURCES_PK, checkpoint_key, checkpoints_pk, cities_pk, city_shard};
+use super::items::{
+    Item, checkpoint_from, checkpoint_item, checkpoint_key, n, num, s, state_key, text,
+};
+use super::keys::{SOURCES_PK, checkpoints_pk, cities_pk, city_shard};
 use super::units::Kind;
 use crate::model::{Checkpoint, EventTime, WriteBatch};
 use crate::store::rules::{Effects, fenced};
@@ -130,18 +132,12 @@ impl Positions {
     ) -> Result<(), StoreError> {
         let mut items = Vec::new();
         if self.fresh(format!("source:{}", batch.source)) {
-            items.push(Item::from([
-                ("pk".into(), s(SOURCES_PK)),
-                ("sk".into(), s(&batch.source)),
-            ]));
+            items.push(state_key(SOURCES_PK, batch.source.as_str()));
         }
         for a in &effects.new {
             let city = a.event.city.as_str();
             if self.fresh(format!("city:{city}")) {
-                items.push(Item::from([
-                    ("pk".into(), s(cities_pk(city_shard(city, self.shards)))),
-                    ("sk".into(), s(city)),
-                ]));
+                items.push(state_key(cities_pk(city_shard(city, self.shards)), city));
             }
         }
         let put = self.db.put_all(&self.table, items, Kind::Position).await;

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{
 use futures_util::future::try_join_all;
 
 use super::db::{Db, build, sdk, until_done};
-use super::items::{Item, event_attributes, event_from, n, num, s, text};
-use super::keys::{fixed, raw_key};
+use super::items::{Item, event_attributes, event_from, n, num, raw_key, s, text};
+use super::keys::fixed;
 use super::units::Kind;
 use crate::model::{Accepted, DeadLetter, EventTime, WriteBatch};
 use crate::store::rules::{Found, found};

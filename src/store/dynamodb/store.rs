@@ -22,6 +22,7 @@ use super::positions::Positions;
 use super::raw::RawEvents;
 use super::units::WriteUnits;
 use super::windows::Windows;
+use super::write::Write;
 use crate::model::{
     Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, WindowAggregate,
     WriteBatch,
@@ -34,16 +35,16 @@ use crate::store::{
 
 /// DynamoDB-backed store: the parts, each with what it needs.
 pub struct DynamoStore {
-    pub(super) db: Db,
+    db: Db,
     tables: Tables,
     shards: Shards,
-    pub(super) raw: RawEvents,
-    pub(super) alerts: Alerts,
-    pub(super) windows: Windows,
-    pub(super) counters: Counters,
-    pub(super) lists: Lists,
-    pub(super) dead: DeadLetters,
-    pub(super) positions: Positions,
+    raw: RawEvents,
+    alerts: Alerts,
+    windows: Windows,
+    counters: Counters,
+    lists: Lists,
+    dead: DeadLetters,
+    positions: Positions,
 }
 
 impl DynamoStore {
@@ -111,7 +112,16 @@ impl Sink for DynamoStore {
     }
 
     async fn write(&self, batch: Arc<WriteBatch>) -> Result<Written, StoreError> {
-        self.write_batch(&batch).await
+        let write = Write {
+            raw: &self.raw,
+            dead: &self.dead,
+            alerts: &self.alerts,
+            lists: &self.lists,
+            windows: &self.windows,
+            counters: &self.counters,
+            positions: &self.positions,
+        };
+        write.batch(&batch).await
     }
 
     async fn checkpoint(

@@ -16,11 +16,16 @@
 //! a time per process; throttled requests are retried with backoff, then the whole batch is
 //! (backpressure: the processor writes no other batch meanwhile).
 
+use super::alerts::Alerts;
+use super::counters::Counters;
+use super::dead::DeadLetters;
 use super::items::alert_item;
 use super::keys::alert_sort_key;
-use super::raw::{Outcome, raw_item};
-use super::store::DynamoStore;
+use super::lists::Lists;
+use super::positions::Positions;
+use super::raw::{Outcome, RawEvents, raw_item};
 use super::units::item_size;
+use super::windows::Windows;
 use crate::model::{DeadLetter, EventTime, WriteBatch};
 use crate::store::rules::Effects;
 use crate::store::{Fault, StoreError, Written};
@@ -29,8 +34,20 @@ use crate::store::{Fault, StoreError, Written};
 const MAX_ITEM: usize = 400 * 1024;
 const MAX_SORT_KEY: usize = 1024;
 
-impl DynamoStore {
-    pub(super) async fn write_batch(&self, batch: &WriteBatch) -> Result<Written, StoreError> {
+/// The parts a batch is written to.
+pub struct Write<'a> {
+    pub raw: &'a RawEvents,
+    pub dead: &'a DeadLetters,
+    pub alerts: &'a Alerts,
+    pub lists: &'a Lists,
+    pub windows: &'a Windows,
+    pub counters: &'a Counters,
+    pub positions: &'a Positions,
+}
+
+impl Write<'_> {
+    /// Writes `batch` in the order of the rules.
+    pub async fn batch(&self, batch: &WriteBatch) -> Result<Written, StoreError> {
         check(batch)?;
         let now = EventTime::now();
         let outcomes = self.raw.insert(batch, now).await?;
