@@ -282,15 +282,20 @@ fn start_up(data: &str, round: u64, count: u64, extra: &[&str], env: &[(&str, &s
 /// A window's event count and its counts per severity.
 type WindowCounts = (u64, BTreeMap<String, u64>);
 
-/// The resolutions the tests run with: the base window and its rollups.
-const RESOLUTIONS: [(&str, i64); 3] = [("5m", 300_000), ("1h", 3_600_000), ("1d", 86_400_000)];
+/// The resolutions the tests run with (the defaults): each one's name and span in ms.
+fn resolutions() -> Vec<(String, i64)> {
+    citystream::model::Resolutions::default()
+        .iter()
+        .map(|r| (r.name(), r.span.as_millis()))
+        .collect()
+}
 
 /// Everything a store holds, read back through the API.
 struct Stored {
     /// (event id, time) → event.
     raw: BTreeMap<(String, i64), Value>,
     /// (resolution, window key) → (count, severity counts), every resolution.
-    windows: BTreeMap<(&'static str, String), WindowCounts>,
+    windows: BTreeMap<(String, String), WindowCounts>,
     late: BTreeSet<(String, i64)>,
     alerts: BTreeSet<(String, i64)>,
     dead_kinds: BTreeSet<String>,
@@ -328,7 +333,7 @@ impl Stored {
                     "one row per event"
                 );
             }
-            for (resolution, _) in RESOLUTIONS {
+            for (resolution, _) in resolutions() {
                 let windows = api
                     .all(
                         &format!(
@@ -342,7 +347,7 @@ impl Stored {
                         serde_json::from_value(w["severity_counts"].clone()).expect("counts");
                     let start = w["window_start"].as_str().expect("start").to_owned();
                     let key = (
-                        resolution,
+                        resolution.clone(),
                         format!("{city}#{}#{start}", text_of(&w["event_type"])),
                     );
                     stored
@@ -389,12 +394,12 @@ impl Stored {
         );
         // Every resolution's windows from the raw events: so each rollup equals the sum of
         // the base windows it covers, as both equal the count of the events in it.
-        let mut expected: HashMap<(&'static str, String), WindowCounts> = HashMap::new();
+        let mut expected: HashMap<(String, String), WindowCounts> = HashMap::new();
         for (key, e) in &self.raw {
             if self.late.contains(key) {
                 continue;
             }
-            for (resolution, span) in RESOLUTIONS {
+            for (resolution, span) in resolutions() {
                 let t = EventTime::from_millis(key.1.div_euclid(span) * span);
                 let window = format!(
                     "{}#{}#{}",
@@ -402,7 +407,7 @@ impl Stored {
                     text_of(&e["event_type"]),
                     t.to_rfc3339()
                 );
-                let entry = expected.entry((resolution, window)).or_default();
+                let entry = expected.entry((resolution.clone(), window)).or_default();
                 entry.0 += 1;
                 *entry
                     .1
@@ -410,7 +415,7 @@ impl Stored {
                     .or_default() += 1;
             }
         }
-        let stored: HashMap<(&'static str, String), WindowCounts> = self
+        let stored: HashMap<(String, String), WindowCounts> = self
             .windows
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

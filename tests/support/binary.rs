@@ -425,7 +425,8 @@ async fn check_city(api: &Running, expected: &Results, city: &str) {
     let want: Vec<String> = newest.iter().map(|e| e.event_id.clone()).collect();
     same(&got, &want, &format!("{city}: events"));
 
-    for resolution in ["5m", "1h", "1d"] {
+    for resolution in citystream::model::Resolutions::default().iter() {
+        let resolution = resolution.name();
         let got: BTreeMap<String, (u64, Vec<String>)> = api
             .all(
                 &format!(
@@ -451,7 +452,7 @@ async fn check_city(api: &Running, expected: &Results, city: &str) {
         let want: BTreeMap<String, (u64, Vec<String>)> = expected
             .windows
             .iter()
-            .filter(|((res, of, _), _)| res == resolution && of == city)
+            .filter(|((res, of, _), _)| *res == resolution && of == city)
             .map(|((_, _, key), v)| {
                 (
                     key.clone(),
