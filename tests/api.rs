@@ -224,7 +224,7 @@ async fn client_mistakes_get_a_json_4xx() {
         "/api/v1/alerts?hours=2&from=2026-11-25T10:00:00Z",
         "/api/v1/alerts?to=2026-13-01T00:00:00Z",
         "/api/v1/late-events?from=2026-11-25",
-        "/api/v1/aggregations?city=NYC&resolution=15m",
+        "/api/v1/aggregations?city=NYC&resolution=7m",
         "/api/v1/aggregations?city=NYC&resolution=",
         "/api/v1/aggregations?city=NYC&from=2026-11-26T00:00:00Z&to=2026-11-25T00:00:00Z",
     ];

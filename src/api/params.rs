@@ -330,9 +330,9 @@ mod tests {
                 .name(),
             "1d"
         );
-        let Err(ApiError::BadRequest(why)) = params(&[("resolution", "15m")]).resolution(&kept)
+        let Err(ApiError::BadRequest(why)) = params(&[("resolution", "7m")]).resolution(&kept)
         else {
-            panic!("15m is not kept");
+            panic!("7m is not kept");
         };
         assert!(why.contains("5m, 1h, 1d"), "{why}");
     }

@@ -122,7 +122,7 @@ mod tests {
         let names: Vec<String> = all.iter().map(|r| r.name()).collect();
         assert_eq!(names, ["5m", "1h", "1d"]);
         assert_eq!(all.named("1h"), Some(ROLLUPS[0]));
-        assert_eq!(all.named("15m"), None);
+        assert_eq!(all.named("7m"), None);
     }
 
     #[test]
