@@ -21,11 +21,11 @@ use crate::broker::journal::Journal;
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Producer, Source, embedded};
 use crate::config::{
-    ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, EngineArgs, InitArgs, ProcessArgs, ProduceArgs,
-    ServeArgs, StoreArgs, UpArgs,
+    ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, InitArgs, ProcessArgs, ProduceArgs, ServeArgs,
+    StoreArgs, UpArgs,
 };
 use crate::generator::{self, hostile::Records};
-use crate::processor::{Engine, Processor, RuntimeConfig};
+use crate::processor::{Engine, EngineConfig, Processor, RuntimeConfig};
 use crate::store::dynamodb::{self, TableOutcome};
 use crate::store::lock::{SourceLock, lock_source};
 use crate::store::maintenance::purge_loop;
@@ -97,18 +97,17 @@ async fn bind(args: &ApiArgs) -> anyhow::Result<TcpListener> {
 
 fn app_state(
     opened: &Opened,
-    engine: &EngineArgs,
+    rules: &EngineConfig,
     api: &ApiArgs,
     metrics: Option<PrometheusHandle>,
 ) -> AppState {
-    let rules = engine.config();
     AppState {
         health: opened.health.clone(),
         metrics,
         watermark_delay: rules.watermark_delay,
         raw_ttl: rules.raw_ttl,
         late_retention: rules.rules.late_retention,
-        resolutions: rules.rules.resolutions,
+        resolutions: rules.rules.resolutions.clone(),
         request_timeout: *api.request_timeout,
         ..AppState::new(opened.reader.clone())
     }
@@ -168,7 +167,8 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         None => Some(lock(&args.store, &args.broker.topic)?),
     };
     let (producer, source) = connect(&args.broker, &args.store, &opened).await?;
-    let engine = Engine::new(source.name(), args.engine.config());
+    let rules = args.engine.config();
+    let engine = Engine::new(source.name(), rules.clone());
     let runtime = args.runtime.config(opened.sink.properties());
     let processor = Processor::new(
         source,
@@ -199,7 +199,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let api_stop = purge_stop.clone();
     let api = tokio::spawn(api::serve(
         listener,
-        app_state(&opened, &args.engine, &args.api, metrics),
+        app_state(&opened, &rules, &args.api, metrics),
         args.api.limits(),
         async move { api_stop.cancelled().await },
     ));
@@ -357,7 +357,7 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
     let (purge_stop, purge) = spawn_purge(&opened, &args.store);
     api::serve(
         listener,
-        app_state(&opened, &args.engine, &args.api, metrics),
+        app_state(&opened, &args.engine.config(), &args.api, metrics),
         args.api.limits(),
         async move { shutdown.cancelled().await },
     )
