@@ -113,12 +113,35 @@ pub async fn serve(
     Ok(())
 }
 
-/// Tells a connection over the limit so, within a second, and closes it.
+/// Most bytes of a refused client's request read and dropped.
+const REFUSED_READ: usize = 64 * 1024;
+
+/// Tells a connection over the limit so, within a second, and closes it. The answer follows
+/// the request's head, as HTTP has it (a client sees an answer that comes before its request
+/// as an error); then what the client still sends is read until it closes: a socket closed
+/// with unread bytes resets the connection, and the client may lose the answer. At most
+/// [`REFUSED_READ`] bytes are read, and the whole exchange takes at most a second.
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut seen: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < REFUSED_READ {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => seen.extend_from_slice(&buf[..n]),
+            }
+        }
         stream.write_all(BUSY).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut read = seen.len();
+        while read < REFUSED_READ {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }

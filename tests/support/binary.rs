@@ -121,7 +121,7 @@ impl Running {
             .get(format!("{}{path}", self.base))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         assert!(
             response.status().is_success(),
             "GET {path}: {}",
@@ -137,7 +137,7 @@ impl Running {
             .get(format!("{}{path}", self.base))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         assert!(
             response.status().is_success(),
             "GET {path}: {}",
