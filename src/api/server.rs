@@ -67,6 +67,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -88,7 +89,13 @@ pub async fn serve(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics::counter!("citystream_api_connections_refused_total").increment(1);
-            tokio::spawn(refuse(stream));
+            // Told why while few are refused at once; beyond that, closed at once.
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
         metrics::gauge!("citystream_api_connections").increment(1.0);
@@ -112,6 +119,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Most connections over the limit being told so at once (each for at most a second).
+const MAX_REFUSING: usize = 256;
 
 /// Most bytes of a refused client's request read and dropped.
 const REFUSED_READ: usize = 64 * 1024;
