@@ -124,6 +124,7 @@ macro_rules! conformance {
                 a_rollup_is_the_sum_of_the_windows_it_covers,
                 a_range_reads_only_what_starts_in_it_page_after_page,
                 each_resolution_is_kept_for_its_own_retention,
+                a_city_of_any_name_is_ranked_among_the_late_groups,
             ]);
         }
     };
@@ -1227,4 +1228,30 @@ async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
     let again: &dyn Store = &again;
     let hours_again = all_windows(again, "Kyiv", None, hourly(), TimeRange::ALL, 10).await;
     assert_eq!(hours_again.len(), 2);
+}
+
+/// A city whose name sorts before the digits (`'s-Hertogenbosch`) is ranked among the late
+/// groups of `/stats` like any other.
+async fn a_city_of_any_name_is_ranked_among_the_late_groups(store: &dyn Store) {
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(60));
+    let e = event(
+        "apostrophe",
+        "'s-Hertogenbosch",
+        t,
+        EventType::Incident,
+        Severity::Low,
+    );
+    store
+        .write(Arc::new(batch("t", vec![late(&e, 0)])))
+        .await
+        .expect("write");
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.late_events, 1);
+    let groups: Vec<(&str, u64)> = stats
+        .late_by_city_type
+        .iter()
+        .map(|g| (g.city.as_str(), g.late_events))
+        .collect();
+    assert_eq!(groups, [("'s-Hertogenbosch", 1)]);
 }

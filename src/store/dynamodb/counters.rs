@@ -20,7 +20,7 @@ use futures_util::future::try_join_all;
 
 use super::db::Db;
 use super::guarded::{Contribution, apply_guarded};
-use super::items::{Item, n, s, state_key, text};
+use super::items::{Item, n, state_key, text};
 use super::keys::{
     Writer, attr, day_and_hour, day_expiry_secs, day_sk, late_group_shard, late_group_sk,
     late_groups_pk, late_period, late_period_days, scope_pk,
@@ -176,17 +176,10 @@ impl Counters {
         Ok(sum_live(&items, now))
     }
 
-    /// The items of `pk` of `day` and later days.
+    /// The items of a scope of `day` and later days.
     async fn items_since(&self, pk: &str, day: i64) -> Result<Vec<Item>, StoreError> {
-        let request = self
-            .db
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk >= :day")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":day", s(day_sk(day)));
-        self.db.query(request, None, |_| true).await
+        let from = day_sk(day);
+        self.db.partition(&self.table, pk, Some(&from), false).await
     }
 
     /// Live late events per city and type, from the items of the periods that hold late
@@ -207,7 +200,11 @@ impl Counters {
             .iter()
             .flat_map(|p| (0..self.shards).map(move |shard| late_groups_pk(*p, shard)))
             .collect();
-        let pages = try_join_all(pks.iter().map(|pk| self.items_since(pk, 0))).await?;
+        let pages = try_join_all(
+            pks.iter()
+                .map(|pk| self.db.partition(&self.table, pk, None, false)),
+        )
+        .await?;
         let mut groups: BTreeMap<String, u64> = BTreeMap::new();
         for item in pages.iter().flatten() {
             let live: u64 = item

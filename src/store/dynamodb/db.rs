@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use futures_util::future::try_join_all;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::items::Item;
+use super::items::{Item, s};
 use super::units::{Kind, WriteUnits};
 use crate::store::{Fault, StoreError};
 
@@ -148,6 +148,30 @@ impl Db {
         }))
         .await?;
         Ok(())
+    }
+
+    /// Every item under partition key `pk` of a `pk`/`sk` table, or those whose sort key is at
+    /// or after `from`; read consistently when `consistent`.
+    pub async fn partition(
+        &self,
+        table: &str,
+        pk: &str,
+        from: Option<&str>,
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let request = self
+            .client
+            .query()
+            .table_name(table)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(consistent);
+        let request = match from {
+            None => request.key_condition_expression("pk = :pk"),
+            Some(from) => request
+                .key_condition_expression("pk = :pk AND sk >= :from")
+                .expression_attribute_values(":from", s(from)),
+        };
+        self.query(request, None, |_| true).await
     }
 
     /// Runs a query page after page, keeping items `keep` accepts, until `want` are kept or

@@ -45,14 +45,7 @@ pub async fn layout_3_to_4(db: &Db, tables: &Tables, shards: Shards) -> Result<(
 }
 
 async fn registered(db: &Db, tables: &Tables, shard: u32) -> Result<Vec<String>, StoreError> {
-    let request = db
-        .client
-        .query()
-        .table_name(&tables.state)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(cities_pk(shard)))
-        .consistent_read(true);
-    db.query(request, None, |_| true)
+    db.partition(&tables.state, &cities_pk(shard), None, true)
         .await?
         .iter()
         .map(|i| text(i, "sk").map(str::to_owned))
@@ -214,16 +207,9 @@ impl Rollup {
 /// 4's per expiry period, for the days whose counts are still live.
 async fn migrate_late_groups(db: &Db, tables: &Tables, shards: Shards) -> Result<(), StoreError> {
     let (today, _) = day_and_hour(EventTime::now());
-    let request = db
-        .client
-        .query()
-        .table_name(&tables.state)
-        .key_condition_expression("pk = :pk AND sk >= :day")
-        .expression_attribute_values(":pk", s(scope_pk(None)))
-        .expression_attribute_values(":day", s(day_sk(today)))
-        .consistent_read(true);
+    let from = day_sk(today);
     let days: Vec<i64> = db
-        .query(request, None, |_| true)
+        .partition(&tables.state, &scope_pk(None), Some(&from), true)
         .await?
         .iter()
         .filter_map(|i| text(i, "sk").ok()?.parse().ok())
@@ -232,16 +218,7 @@ async fn migrate_late_groups(db: &Db, tables: &Tables, shards: Shards) -> Result
     let mut periods: BTreeMap<(i64, String), BTreeMap<String, u64>> = BTreeMap::new();
     for day in days {
         let pks = (0..shards.shared).map(|shard| layout3::late_groups_pk(day, shard));
-        let reads = pks.map(|pk| {
-            let request = db
-                .client
-                .query()
-                .table_name(&tables.state)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk))
-                .consistent_read(true);
-            db.query(request, None, |_| true)
-        });
+        let reads = pks.map(|pk| async move { db.partition(&tables.state, &pk, None, true).await });
         for item in try_join_all(reads).await?.iter().flatten() {
             let group = text(item, "sk")?.to_owned();
             let counts = periods.entry((late_period(day), group)).or_default();

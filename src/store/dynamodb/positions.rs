@@ -112,15 +112,7 @@ impl Positions {
 
     /// Every item of one partition key, consistently.
     async fn items(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
-        let request = self
-            .db
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(pk))
-            .consistent_read(true);
-        self.db.query(request, None, |_| true).await
+        self.db.partition(&self.table, pk, None, true).await
     }
 
     /// Registers the batch's source and the new events' cities once per process: what
