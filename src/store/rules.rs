@@ -112,8 +112,6 @@ pub struct Effects<'a> {
     pub windows: BTreeMap<WindowId<'a>, WindowDelta>,
     /// New alerts per severity.
     pub alerts: SeverityCounts,
-    /// New late events per (city, type).
-    pub late: BTreeMap<(&'a str, EventType), u64>,
 }
 
 impl<'a> Effects<'a> {
@@ -134,12 +132,6 @@ impl<'a> Effects<'a> {
         let e = &a.event;
         if a.is_alert() {
             self.alerts.add(e.severity);
-        }
-        if let Placement::Late { .. } = a.placement {
-            *self
-                .late
-                .entry((e.city.as_str(), e.event_type))
-                .or_default() += 1;
         }
         for (resolution, start) in windows_of(a, resolutions) {
             let id = (
@@ -261,7 +253,6 @@ mod tests {
         }
         assert_eq!(w.severities, [Severity::Low, Severity::High]);
         assert_eq!(effects.alerts.total(), 3);
-        assert_eq!(effects.late[&("SF", EventType::Traffic)], 1);
         assert_eq!(effects.late_events().count(), 1);
         assert_eq!(effects.alert_events().count(), 3);
     }

@@ -24,21 +24,23 @@ pub(super) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::corrupt(what)
-}
-
 pub(super) fn text<'a>(item: &'a Item, key: &str) -> Result<&'a str, StoreError> {
     match item.get(key) {
         Some(AttributeValue::S(v)) => Ok(v),
-        _ => Err(corrupt(format!("attribute {key} missing or not a string"))),
+        _ => Err(StoreError::corrupt(format!(
+            "attribute {key} missing or not a string"
+        ))),
     }
 }
 
 pub(super) fn num<T: std::str::FromStr>(item: &Item, key: &str) -> Result<T, StoreError> {
     match item.get(key) {
-        Some(AttributeValue::N(v)) => v.parse().map_err(|_| corrupt(format!("{key} = {v}"))),
-        _ => Err(corrupt(format!("attribute {key} missing or not a number"))),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| StoreError::corrupt(format!("{key} = {v}"))),
+        _ => Err(StoreError::corrupt(format!(
+            "attribute {key} missing or not a number"
+        ))),
     }
 }
 
@@ -93,9 +95,13 @@ pub(super) fn event_attributes(e: &CityEvent) -> Item {
 pub(super) fn event_from(item: &Item) -> Result<CityEvent, StoreError> {
     Ok(CityEvent {
         event_id: text(item, "event_id")?.to_owned(),
-        city: City::parse(text(item, "city")?).map_err(corrupt)?,
-        event_type: text(item, "event_type")?.parse().map_err(corrupt)?,
-        severity: text(item, "severity")?.parse().map_err(corrupt)?,
+        city: City::parse(text(item, "city")?).map_err(StoreError::corrupt)?,
+        event_type: text(item, "event_type")?
+            .parse()
+            .map_err(StoreError::corrupt)?,
+        severity: text(item, "severity")?
+            .parse()
+            .map_err(StoreError::corrupt)?,
         timestamp: EventTime::from_millis(num(item, "ts_ms")?),
         description: text(item, "description")?.to_owned(),
     })

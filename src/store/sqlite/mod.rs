@@ -317,20 +317,16 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::corrupt(what)
-}
-
 fn city(s: String) -> Result<City, StoreError> {
-    City::parse(s).map_err(corrupt)
+    City::parse(s).map_err(StoreError::corrupt)
 }
 
 pub(crate) fn event_type(s: &str) -> Result<EventType, StoreError> {
-    s.parse().map_err(corrupt)
+    s.parse().map_err(StoreError::corrupt)
 }
 
 pub(crate) fn severity(s: &str) -> Result<Severity, StoreError> {
-    s.parse().map_err(corrupt)
+    s.parse().map_err(StoreError::corrupt)
 }
 
 /// Columns: event_id, ts, city, event_type, severity, description.
