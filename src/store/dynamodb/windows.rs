@@ -21,7 +21,8 @@ use crate::model::{
     City, EventTime, EventType, Severity, SeverityCounts, WindowAggregate, WriteBatch,
 };
 use crate::store::rules::{
-    Effects, WindowDelta, severities_from_text, severities_room, severities_text, windows_of,
+    Effects, WindowDelta, WindowId, severities_from_text, severities_room, severities_text,
+    windows_of,
 };
 use crate::store::{Page, StoreError, WindowPos, WindowQuery};
 
@@ -50,48 +51,47 @@ impl Windows {
 
     /// Adds every new event that counts in windows to its window of each resolution.
     pub async fn add(&self, batch: &WriteBatch, effects: &Effects<'_>) -> Result<(), StoreError> {
-        let mut contributions: BTreeMap<String, (&WindowDelta, Contribution<Severity>)> =
-            BTreeMap::new();
-        let deltas: BTreeMap<String, &WindowDelta> =
-            effects.windows.values().map(|d| (key_of(d), d)).collect();
+        let mut contributions: BTreeMap<WindowId<'_>, Contribution<Severity>> = BTreeMap::new();
         for a in &effects.new {
             let e = &a.event;
             for (resolution, start) in windows_of(a, &batch.rules.resolutions) {
-                let base = batch.rules.resolutions.is_base(resolution);
-                let key = window_key(e.city.as_str(), e.event_type, start, resolution, base);
-                let Some(delta) = deltas.get(&key) else {
-                    continue;
-                };
-                contributions
-                    .entry(key)
-                    .or_insert_with(|| (delta, Contribution::default()))
-                    .1
-                    .push(
-                        Writer::new(&batch.source, a.partition),
-                        a.offset,
-                        e.severity,
-                    );
+                let id = (
+                    resolution.span.as_millis(),
+                    e.city.as_str(),
+                    e.event_type,
+                    start,
+                );
+                contributions.entry(id).or_default().push(
+                    Writer::new(&batch.source, a.partition),
+                    a.offset,
+                    e.severity,
+                );
             }
         }
         let cap = batch.rules.severities_cap;
-        try_join_all(
-            contributions
-                .iter()
-                .map(|(key, (delta, c))| self.add_to(key, delta, c, cap)),
-        )
+        try_join_all(contributions.iter().filter_map(|(id, c)| {
+            let delta = effects.windows.get(id)?;
+            Some(self.add_to(delta, c, cap))
+        }))
         .await?;
         Ok(())
     }
 
     async fn add_to(
         &self,
-        key: &str,
         delta: &WindowDelta,
         contribution: &Contribution<Severity>,
         cap: usize,
     ) -> Result<(), StoreError> {
-        let item_key = Item::from([("partition_key".into(), s(key))]);
-        let full = self.is_full(key);
+        let key = window_key(
+            delta.city.as_str(),
+            delta.event_type,
+            delta.start,
+            delta.resolution,
+            delta.base,
+        );
+        let item_key = Item::from([("partition_key".into(), s(&key))]);
+        let full = self.is_full(&key);
         let stored = apply_guarded(
             &self.db,
             &self.table,
@@ -105,7 +105,7 @@ impl Windows {
         if let Some((item, _)) = stored
             && severities_room(num(&item, "event_count")?, cap) == 0
         {
-            self.mark_full(key);
+            self.mark_full(&key);
         }
         Ok(())
     }
@@ -185,10 +185,6 @@ impl Windows {
             .query(request, Some(page.limit), |i| live(i, "ttl_ms", now))
             .await
     }
-}
-
-fn key_of(d: &WindowDelta) -> String {
-    window_key(d.city.as_str(), d.event_type, d.start, d.resolution, d.base)
 }
 
 /// What the pending records add to a window: its identity, its counts, and as many of their
