@@ -15,16 +15,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AdminToken, AppState};
 use crate::broker::file::{LineSource, LineWriter, STDIN_SOURCE};
 use crate::broker::journal::Journal;
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Producer, Source, embedded};
 use crate::config::{
-    ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, InitArgs, ProcessArgs, ProduceArgs, ServeArgs,
-    StoreArgs, UpArgs,
+    AlertArgs, ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, InitArgs, ProcessArgs, ProduceArgs,
+    ServeArgs, StoreArgs, UpArgs,
 };
+use crate::delivery::{Dispatcher, Rules};
 use crate::generator::{self, hostile::Records};
+use crate::processor::runtime::AlertingLink;
 use crate::processor::{Engine, EngineConfig, Processor, RuntimeConfig};
 use crate::store::dynamodb::{self, TableOutcome};
 use crate::store::lock::{SourceLock, lock_source};
@@ -99,10 +101,14 @@ fn app_state(
     opened: &Opened,
     rules: &EngineConfig,
     api: &ApiArgs,
+    alerting: (&Arc<Rules>, &AlertArgs),
     metrics: Option<PrometheusHandle>,
 ) -> AppState {
     AppState {
         health: opened.health.clone(),
+        alerting: alerting.0.clone(),
+        outbox: opened.outbox.clone(),
+        admin: alerting.1.admin_token.as_deref().map(AdminToken::new),
         metrics,
         watermark_delay: rules.watermark_delay,
         raw_ttl: rules.raw_ttl,
@@ -144,6 +150,50 @@ async fn connect(
     Ok((Arc::new(producer), Box::new(source)))
 }
 
+/// The alert rules in force: `--rules` (or the default) and the sinks of `--webhook`.
+fn load_rules(args: &AlertArgs) -> anyhow::Result<Arc<Rules>> {
+    let sinks = args.sinks().context("--webhook")?;
+    let rules = Rules::load(args.rules.clone(), sinks).context("loading the alert rules")?;
+    let current = rules.current();
+    tracing::info!(
+        rules = current.rules.len(),
+        sinks = current.sinks.len(),
+        "alert rules loaded"
+    );
+    Ok(Arc::new(rules))
+}
+
+/// Follows the rules (SIGHUP, file changes) and dispatches the outbox until `stop`; returns
+/// what the processor needs to follow them too and to wake the dispatcher.
+fn start_alerting(
+    args: &AlertArgs,
+    rules: &Arc<Rules>,
+    opened: &Opened,
+    stop: &CancellationToken,
+) -> anyhow::Result<AlertingLink> {
+    let (stored, woken) = tokio::sync::watch::channel(0);
+    tokio::spawn(rules.clone().watch(stop.clone()));
+    match &opened.outbox {
+        Some(outbox) => {
+            let dispatcher = Dispatcher {
+                outbox: outbox.clone(),
+                config: args.delivery(),
+                rules: rules.subscribe(),
+                stored: woken,
+            };
+            tokio::spawn(dispatcher.run(stop.clone()));
+        }
+        None => anyhow::ensure!(
+            rules.current().sinks.is_empty(),
+            "alert sinks need a store that keeps an outbox: SQLite does, DynamoDB does not yet"
+        ),
+    }
+    Ok(AlertingLink {
+        rules: rules.subscribe(),
+        stored,
+    })
+}
+
 /// Purges expired rows in the background until the returned token is cancelled.
 fn spawn_purge(
     opened: &Opened,
@@ -170,13 +220,17 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let rules = args.engine.config();
     let engine = Engine::new(source.name(), rules.clone());
     let runtime = args.runtime.config(opened.sink.properties());
+    let alert_rules = load_rules(&args.alerts)?;
+    let alerting_stop = CancellationToken::new();
+    let link = start_alerting(&args.alerts, &alert_rules, &opened, &alerting_stop)?;
     let processor = Processor::new(
         source,
         engine,
         opened.sink.clone(),
         opened.health.clone(),
         runtime,
-    );
+    )
+    .with_alerting(link);
     let listener = bind(&args.api).await?;
 
     let shutdown = shutdown_on_signal();
@@ -199,7 +253,13 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let api_stop = purge_stop.clone();
     let api = tokio::spawn(api::serve(
         listener,
-        app_state(&opened, &rules, &args.api, metrics),
+        app_state(
+            &opened,
+            &rules,
+            &args.api,
+            (&alert_rules, &args.alerts),
+            metrics,
+        ),
         args.api.limits(),
         async move { api_stop.cancelled().await },
     ));
@@ -229,6 +289,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         .context("generator task")?
         .context("sending generated events")?;
     purge_stop.cancel();
+    alerting_stop.cancel();
     purge.await.ok();
     api.await.context("api task")??;
     tracing::info!(
@@ -333,7 +394,10 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
     let (source, stop, _lock) = input(&args, &opened, signalled).await?;
     let engine = Engine::new(source.name(), args.engine.config());
     let runtime = args.runtime.config(opened.sink.properties());
-    let processor = Processor::new(source, engine, opened.sink, opened.health, runtime);
+    let alert_rules = load_rules(&args.alerts)?;
+    let link = start_alerting(&args.alerts, &alert_rules, &opened, &ops_stop)?;
+    let processor =
+        Processor::new(source, engine, opened.sink, opened.health, runtime).with_alerting(link);
     let summary = processor.run(stop).await?;
     ops_stop.cancel();
     if let Some(ops) = ops {
@@ -355,9 +419,12 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
     let listener = bind(&args.api).await?;
     let shutdown = shutdown_on_signal();
     let (purge_stop, purge) = spawn_purge(&opened, &args.store);
+    let alert_rules = load_rules(&args.alerts)?;
+    tokio::spawn(alert_rules.clone().watch(purge_stop.clone()));
+    let alerts = (&alert_rules, &args.alerts);
     api::serve(
         listener,
-        app_state(&opened, &args.engine.config(), &args.api, metrics),
+        app_state(&opened, &args.engine.config(), &args.api, alerts, metrics),
         args.api.limits(),
         async move { shutdown.cancelled().await },
     )

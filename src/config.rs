@@ -12,7 +12,9 @@ use humantime::Duration as Human;
 use crate::api::Limits;
 use crate::broker::embedded::EmbeddedConfig;
 use crate::broker::kafka::KafkaConfig;
+use crate::delivery::DeliveryConfig;
 use crate::generator::GeneratorConfig;
+use crate::model::alerting::{Format, RulesError, Secret, SinkConfig, check_url, redact_url};
 use crate::model::{
     BASE, BatchRules, DEFAULT_SEVERITIES_CAP, EventTime, ROLLUPS, Resolution, Resolutions, Span,
 };
@@ -183,6 +185,8 @@ pub struct UpArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +217,8 @@ pub struct ProcessArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +229,105 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+}
+
+/// Alert rules, where alerts are delivered, and who may change them. Its `Debug` leaves the
+/// secrets and the webhooks' paths out.
+#[derive(Clone, Args)]
+pub struct AlertArgs {
+    /// Alert rules and sinks (TOML, docs/ALERTING.md); reloaded on SIGHUP and when it changes.
+    /// Without it, high and critical events are alerts.
+    #[arg(long, env = "CITYSTREAM_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Sends every alert to this URL as a Standard Webhooks request (repeatable; the env var
+    /// takes a comma-separated list). Named `webhook-1`, `webhook-2`, … in the deliveries.
+    #[arg(long = "webhook", env = "CITYSTREAM_WEBHOOK", value_delimiter = ',')]
+    pub webhooks: Vec<String>,
+    /// The signing secret of each `--webhook`, in order (`whsec_<base64>`).
+    #[arg(
+        long = "webhook-secret",
+        env = "CITYSTREAM_WEBHOOK_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub webhook_secrets: Vec<String>,
+    /// The token that authorizes changes (`PUT /api/v1/rules`, retrying deliveries), sent as
+    /// `Authorization: Bearer <token>`. Without it, nothing can be changed over the API.
+    #[arg(long, env = "CITYSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Longest one delivery request may take.
+    #[arg(long, env = "CITYSTREAM_DELIVERY_TIMEOUT", default_value_t = Human::from(DeliveryConfig::default().timeout), value_parser = positive_duration)]
+    pub delivery_timeout: Human,
+    /// Most delivery requests in flight per sink.
+    #[arg(long, env = "CITYSTREAM_DELIVERY_CONCURRENCY", default_value_t = DeliveryConfig::default().concurrency as u32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub delivery_concurrency: u32,
+    /// The wait before a delivery's first retry; each retry doubles it, with jitter.
+    #[arg(long, env = "CITYSTREAM_DELIVERY_BACKOFF", default_value_t = Human::from(DeliveryConfig::default().backoff), value_parser = positive_duration)]
+    pub delivery_backoff: Human,
+    /// The longest wait between two attempts of a delivery.
+    #[arg(long, env = "CITYSTREAM_DELIVERY_MAX_BACKOFF", default_value_t = Human::from(DeliveryConfig::default().max_backoff), value_parser = positive_duration)]
+    pub delivery_max_backoff: Human,
+    /// How long a delivery is retried before it fails (a dead letter to send again by hand).
+    #[arg(long, env = "CITYSTREAM_DELIVERY_MAX_AGE", default_value_t = Human::from(DeliveryConfig::default().max_age), value_parser = positive_duration)]
+    pub delivery_max_age: Human,
+    /// A sink's pending deliveries beyond which a warning is logged (the outbox keeps them all).
+    #[arg(long, env = "CITYSTREAM_DELIVERY_BACKLOG_WARN", default_value_t = DeliveryConfig::default().backlog_warn as u64)]
+    pub delivery_backlog_warn: u64,
+}
+
+impl std::fmt::Debug for AlertArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.webhooks.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("AlertArgs")
+            .field("rules", &self.rules)
+            .field("webhooks", &urls)
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "…"))
+            .field("delivery", &self.delivery())
+            .finish()
+    }
+}
+
+impl AlertArgs {
+    /// The sinks of `--webhook`, each with its secret.
+    pub fn sinks(&self) -> Result<Vec<SinkConfig>, RulesError> {
+        let secrets = &self.webhook_secrets;
+        if !secrets.is_empty() && secrets.len() != self.webhooks.len() {
+            return Err(RulesError::Invalid {
+                what: "option",
+                name: "--webhook-secret".into(),
+                why: "give one secret per --webhook, in order, or none".into(),
+            });
+        }
+        self.webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let name = format!("webhook-{}", i + 1);
+                Ok(SinkConfig {
+                    url: check_url(&name, url.clone())?,
+                    secret: secrets.get(i).map(|s| Secret::parse(s)).transpose()?,
+                    format: Format::Standard,
+                    rules: Vec::new(),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    pub fn delivery(&self) -> DeliveryConfig {
+        DeliveryConfig {
+            timeout: *self.delivery_timeout,
+            concurrency: self.delivery_concurrency as usize,
+            backoff: *self.delivery_backoff,
+            max_backoff: (*self.delivery_max_backoff).max(*self.delivery_backoff),
+            max_age: *self.delivery_max_age,
+            backlog_warn: usize::try_from(self.delivery_backlog_warn).unwrap_or(usize::MAX),
+            poll: DeliveryConfig::default().poll,
+        }
+    }
 }
 
 /// The synthetic event stream (the seed's producer).
@@ -419,6 +524,7 @@ impl EngineArgs {
                 late_retention: self.late_retention,
                 dead_letter_retention: self.dead_letter_retention,
             },
+            alerting: Default::default(),
         }
     }
 }

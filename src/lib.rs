@@ -11,6 +11,8 @@
 //!   the run loop that batches records into store writes.
 //! - [`store`]: where results live, behind a trait per role (the processor's sink, the API's
 //!   reader, maintenance): SQLite (default) or DynamoDB.
+//! - [`delivery`]: the alert rules in force, and the dispatcher that sends the deliveries the
+//!   store keeps in its outbox to the sinks (signed webhooks).
 //! - [`api`]: the axum REST API and the dashboard, reading only from the store.
 //! - [`config`] and [`app`]: typed flags and the wiring of each role (`up`, `produce`,
 //!   `process`, `serve`, `init`, `destroy`, `bench`) used by the thin `main`.
@@ -21,6 +23,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod delivery;
 pub mod generator;
 pub mod model;
 pub mod processor;

@@ -394,7 +394,9 @@ fn accepted_events(
     n: usize,
     now: citystream::model::EventTime,
 ) -> Vec<citystream::model::Accepted> {
-    use citystream::model::{Accepted, City, CityEvent, EventType, Placement, Severity, Span};
+    use citystream::model::{
+        Accepted, Alerting, City, CityEvent, EventType, Placement, Severity, Span,
+    };
     let cities = ["NYC", "LA", "SF"];
     (0..n)
         .map(|i| {
@@ -417,6 +419,7 @@ fn accepted_events(
                 },
                 partition: 0,
                 offset: i as u64,
+                alerts: Alerting::default().fire(&event),
                 event,
             }
         })

@@ -25,7 +25,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::support::binary::{BIN, Running, check_against, generator, start_time, up_args};
+use crate::support::binary::{
+    BIN, Running, check_against, generator, start_time, up_args, wait_logged,
+};
 use crate::support::dynoxide::Dynoxide;
 use crate::support::oracle::{self, Results};
 
@@ -241,14 +243,6 @@ async fn a_batch_half_written_when_up_died_is_completed_by_the_next_up() {
     let next = start_up(data, 1, 300, &store, &CREDENTIALS);
     wait_logged(&next, "stream finished and fully processed").await;
     Stored::read(&next).await.check_invariant(400);
-}
-
-async fn wait_logged(run: &Running, line: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !run.logged(line) {
-        assert!(std::time::Instant::now() < deadline, "logged: {line}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Five runs of `up` over hostile streams of their own, each SIGKILLed at a random moment,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use citystream::model::{
-    Accepted, BatchRules, Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, Placement,
-    Record, Rejection, Severity, Span, WriteBatch,
+    Accepted, Alerting, BatchRules, Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType,
+    Placement, Record, Rejection, Severity, Span, WriteBatch,
 };
 use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init as create_tables};
 use citystream::store::sqlite::{OpenMode, SqliteStore};
@@ -77,6 +77,7 @@ fn accepted(e: &CityEvent, placement: Placement, offset: u64) -> Accepted {
         event: e.clone(),
         ttl: e.timestamp.saturating_add(DAY),
         placement,
+        alerts: Alerting::default().fire(e),
         partition: 1,
         offset,
         payload: Bytes::from(e.to_json()),
@@ -495,7 +496,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
         .alerts(Some("SF"), TimeRange::since(since), Page::first(10), now)
         .await
         .expect("alerts");
-    let ids: Vec<&str> = alerts.iter().map(|e| e.event_id.as_str()).collect();
+    let ids: Vec<&str> = alerts.iter().map(|e| e.event.event_id.as_str()).collect();
     assert_eq!(
         ids,
         ["b", "a", "c"],
@@ -505,10 +506,10 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
         .alerts(None, TimeRange::since(since), Page::first(2), now)
         .await
         .expect("alerts");
-    let ids: Vec<&str> = page.iter().map(|e| e.event_id.as_str()).collect();
+    let ids: Vec<&str> = page.iter().map(|e| e.event.event_id.as_str()).collect();
     assert_eq!(ids, ["b", "a"], "all cities, newest first, limited");
     let next = Page {
-        after: Some(EventKey::of(&page[1])),
+        after: Some(EventKey::of(&page[1].event)),
         limit: 2,
     };
     let ids: Vec<String> = store
@@ -516,7 +517,7 @@ async fn reads_are_ordered_and_pages_continue_where_the_last_ended(store: &dyn S
         .await
         .expect("alerts")
         .into_iter()
-        .map(|e| e.event_id)
+        .map(|e| e.event.event_id)
         .collect();
     assert_eq!(ids, ["e", "c"]);
 
@@ -850,7 +851,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 6)"),
+        error.contains("another version of CityStream (schema 0, this build uses 7)"),
         "{error}"
     );
     // A file this build wrote opens again.
@@ -1101,7 +1102,7 @@ async fn a_range_reads_only_what_starts_in_it_page_after_page(store: &dyn Store)
             .alerts(city, range, Page::first(100), now)
             .await
             .expect("alerts");
-        let ids: Vec<String> = alerts.iter().map(|e| e.event_id.clone()).collect();
+        let ids: Vec<String> = alerts.iter().map(|e| e.event.event_id.clone()).collect();
         assert_eq!(ids, want(false), "alerts of {city:?}");
         let late_ones = store
             .late_events(city, range, Page::first(100), now)

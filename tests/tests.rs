@@ -5,6 +5,8 @@
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests, the OpenAPI
 //!   document, Swagger UI and the dashboard's files;
 //! - `docs`: the reference docs the code writes (configuration, API) say what it does now;
+//! - `delivery`: alert rules and their delivery to real receivers: signed, retried, sent again,
+//!   the outbox's contract;
 //! - `stream`: the live stream of a real `serve` process: latency, cost, resume, bounds;
 //! - `e2e`: the real binary on free ports, checked against the oracle over HTTP;
 //! - `kafka`: the same against a real Kafka-protocol broker, with processors killed;
@@ -17,6 +19,7 @@
 mod support;
 
 mod api;
+mod delivery;
 mod docs;
 mod dynamodb;
 mod e2e;

@@ -14,7 +14,7 @@ use crate::model::{
     City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Resolution, Severity,
     SeverityCounts, WindowAggregate, window_key,
 };
-use crate::store::{CityCount, LateCount, StoredEvent, TimeRange};
+use crate::store::{CityCount, LateCount, StoredAlert, StoredEvent, TimeRange};
 
 /// The range a list was read over, and from when what it lists is kept (a range that starts
 /// earlier holds what is kept).
@@ -170,7 +170,7 @@ pub struct SummaryBody {
     pub generated_at: EventTime,
 }
 
-/// A high or critical event.
+/// An event, as the lists show it.
 #[derive(Serialize, ToSchema)]
 pub struct AlertBody<'a> {
     pub city: &'a City,
@@ -194,6 +194,25 @@ impl<'a> From<&'a CityEvent> for AlertBody<'a> {
     }
 }
 
+/// An alert: the event an alert rule matched, and the rules that did.
+#[derive(Serialize, ToSchema)]
+pub struct StoredAlertBody<'a> {
+    #[serde(flatten)]
+    pub event: AlertBody<'a>,
+    /// The rules that matched, `id@version`, in the rules' order.
+    #[schema(example = json!(["severity-high@1"]))]
+    pub rules: Vec<String>,
+}
+
+impl<'a> From<&'a StoredAlert> for StoredAlertBody<'a> {
+    fn from(a: &'a StoredAlert) -> Self {
+        StoredAlertBody {
+            event: AlertBody::from(&a.event),
+            rules: a.rules.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AlertsBody<'a> {
     pub count: usize,
@@ -204,7 +223,7 @@ pub struct AlertsBody<'a> {
     /// The `city` asked for; absent when all cities were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<&'a City>,
-    pub alerts: Vec<AlertBody<'a>>,
+    pub alerts: Vec<StoredAlertBody<'a>>,
     pub next_cursor: Option<String>,
 }
 

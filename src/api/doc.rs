@@ -12,6 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
+use super::alerting;
 use super::body;
 use super::handlers;
 use super::stream;
@@ -40,15 +41,35 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
         handlers::late_events,
         handlers::dead_letters,
         stream::stream,
+        alerting::rules,
+        alerting::put_rules,
+        alerting::deliveries,
+        alerting::retry,
         handlers::metrics,
     ),
     components(schemas(body::ErrorBody, stream::StreamWindow, stream::StreamHealth)),
+    modifiers(&AdminSecurity),
     tags(
         (name = "results", description = "What the pipeline stored"),
         (name = "operations", description = "Health and live updates"),
+        (name = "alerting", description = "Alert rules and their deliveries"),
     ),
 )]
 pub struct ApiDoc;
+
+/// The admin token, as `Authorization: Bearer <token>`.
+struct AdminSecurity;
+
+impl utoipa::Modify for AdminSecurity {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 /// The document as served.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -171,6 +192,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(limits, 6, "every paged list documents `limit`");
+        assert_eq!(limits, 7, "every paged list documents `limit`");
     }
 }

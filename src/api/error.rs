@@ -14,8 +14,16 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no route for {0}")]
     NotFound(String),
-    #[error("only GET is served")]
+    #[error("this method is not served here")]
     MethodNotAllowed,
+    #[error("give the admin token: Authorization: Bearer <token>")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("this store keeps no outbox: alert delivery needs SQLite for now")]
+    NoOutbox,
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("no answer within {0:?}")]
@@ -32,6 +40,14 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
+                self.to_string(),
+            ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            ApiError::NoOutbox => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_outbox",
                 self.to_string(),
             ),
             ApiError::Store(e) => {

@@ -208,13 +208,13 @@ pub async fn alerts(State(state): State<AppState>, params: Params) -> Result<Res
             now,
         )
         .await?;
-    let (alerts, next_cursor) = cut(found, page.limit, EventKey::of);
+    let (alerts, next_cursor) = cut(found, page.limit, |a| EventKey::of(&a.event));
     let body = AlertsBody {
         count: alerts.len(),
         time_range_hours: hours,
         range: RangeBody::of(range, now.saturating_sub(state.raw_ttl)),
         city: city.as_ref(),
-        alerts: alerts.iter().map(AlertBody::from).collect(),
+        alerts: alerts.iter().map(StoredAlertBody::from).collect(),
         next_cursor,
     };
     Ok(Json(body).into_response())

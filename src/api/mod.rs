@@ -1,11 +1,13 @@
 //! The REST API (axum): the original's seven endpoints under `/api/v1` (windows at every
 //! resolution, lists over time ranges), plus late events, dead letters, the resolutions kept,
 //! live updates over Server-Sent Events ([`stream`]), `/metrics`, the OpenAPI document with
-//! Swagger UI ([`doc`]) and the dashboard at `/` ([`dashboard`]). It reads only
-//! from the store, so it runs beside the processor or as a separate `serve` process on the
-//! same data. [`server`] serves it with bounds: a connection limit and deadlines on every phase
+//! Swagger UI ([`doc`]) and the dashboard at `/` ([`dashboard`]). It reads from the store, so
+//! it runs beside the processor or as a separate `serve` process on the same data; the only
+//! changes it makes, with the admin token, are to the alert rules and the deliveries
+//! ([`alerting`]). [`server`] serves it with bounds: a connection limit and deadlines on every phase
 //! of a connection.
 
+mod alerting;
 mod body;
 mod dashboard;
 pub mod doc;
@@ -23,18 +25,20 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use alerting::AdminToken;
 pub use error::ApiError;
 pub use server::Limits;
 
+use crate::delivery::Rules;
 use crate::model::{Resolutions, Span};
-use crate::store::Reader;
 use crate::store::timed::StoreHealth;
+use crate::store::{Outbox, Reader};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -55,6 +59,12 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// What the live stream's clients share.
     pub stream: Arc<stream::Hub>,
+    /// The alert rules in force.
+    pub alerting: Arc<Rules>,
+    /// The deliveries, where the store keeps them.
+    pub outbox: Option<Arc<dyn Outbox>>,
+    /// Who may change the rules and the deliveries; nobody without it.
+    pub admin: Option<AdminToken>,
 }
 
 impl AppState {
@@ -71,12 +81,15 @@ impl AppState {
             late_retention: rules.rules.late_retention,
             request_timeout: Limits::default().request_timeout,
             stream: Arc::default(),
+            alerting: Arc::new(Rules::fixed(crate::model::Alerting::default())),
+            outbox: None,
+            admin: None,
         }
     }
 }
 
 /// The documented routes, as the OpenAPI document lists them.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 14] = [
     "/api/v1/health",
     "/api/v1/events/{city}",
     "/api/v1/summary/{city}",
@@ -88,6 +101,9 @@ pub const ROUTES: [&str; 11] = [
     "/api/v1/late-events",
     "/api/v1/dead-letters",
     "/api/v1/stream",
+    "/api/v1/rules",
+    "/api/v1/deliveries",
+    "/api/v1/deliveries/{id}/retry",
 ];
 
 /// The API's routes.
@@ -105,6 +121,9 @@ pub fn app(state: AppState) -> Router {
         late_,
         dead_,
         stream_,
+        rules_,
+        deliveries_,
+        retry_,
     ] = ROUTES;
     Router::new()
         .route(health_, get(health))
@@ -118,6 +137,9 @@ pub fn app(state: AppState) -> Router {
         .route(late_, get(late_events))
         .route(dead_, get(dead_letters))
         .route(stream_, get(stream::stream))
+        .route(rules_, get(alerting::rules).put(alerting::put_rules))
+        .route(deliveries_, get(alerting::deliveries))
+        .route(retry_, post(alerting::retry))
         .route("/metrics", get(metrics))
         .route("/", get(dashboard::page))
         .route("/assets/{*path}", get(dashboard::asset))

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::model::{City, EventTime, EventType, Resolution, Resolutions};
+use crate::store::outbox::DeliveryKey;
 use crate::store::{DeadLetterKey, EventKey, Page, TimeRange, WindowPos};
 
 /// Longest cursor accepted, in characters.
@@ -70,7 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
@@ -262,6 +263,19 @@ impl CursorKey for DeadLetterKey {
             source,
             partition,
             offset,
+        })
+    }
+}
+
+impl CursorKey for DeliveryKey {
+    type Wire = (i64, uuid::Uuid);
+    fn to_wire(&self) -> Self::Wire {
+        (self.created_at.as_millis(), self.id)
+    }
+    fn from_wire((at, id): Self::Wire) -> Option<Self> {
+        Some(DeliveryKey {
+            created_at: EventTime::from_millis(at),
+            id,
         })
     }
 }

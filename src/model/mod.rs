@@ -1,12 +1,14 @@
 //! What an event, a window, an alert, a late event and a dead letter are; parsing and
 //! validation at the edge. No I/O.
 
+pub mod alerting;
 mod event;
 mod record;
 mod resolution;
 mod results;
 mod time;
 
+pub use alerting::{Alerting, Fired, RuleRef};
 pub use event::{
     City, CityEvent, EventType, InvalidCity, MAX_CITY_BYTES, MAX_DESCRIPTION_BYTES,
     MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::alerting::Fired;
 use super::event::{City, CityEvent, EventType, Severity};
 use super::record::{DeadLetter, Rejection};
 use super::resolution::{Resolution, Resolutions};
@@ -88,8 +89,8 @@ pub enum Placement {
 }
 
 /// A valid event the engine had not seen before, with what the seed's queries make of it: its
-/// raw row and that row's expiry (query 1), where it counts (query 2) and, from its severity,
-/// whether it is an alert (query 3). A store applies all of it together, and only if the
+/// raw row and that row's expiry (query 1), where it counts (query 2) and the alerts it fires
+/// under the rules in force (query 3), each with its deliveries. A store applies all of it together, and only if the
 /// event is new to the store too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
@@ -97,6 +98,8 @@ pub struct Accepted {
     /// When the raw row expires: event time + the raw-event TTL.
     pub ttl: EventTime,
     pub placement: Placement,
+    /// One per alert rule the event matches, in the rules' order.
+    pub alerts: Vec<Fired>,
     pub partition: u32,
     pub offset: u64,
     /// The record as it arrived, for the dead letter should the store find its id taken.
@@ -104,9 +107,9 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// Query 3: high and critical events are alerts.
+    /// Query 3: whether an alert rule matched the event (by default, high and critical).
     pub fn is_alert(&self) -> bool {
-        self.event.severity.is_alert()
+        !self.alerts.is_empty()
     }
 
     /// The dead letter this event's record becomes when the store will not take it.

@@ -85,6 +85,7 @@ mod tests {
                 start: EventTime::from_millis(0),
                 end: EventTime::from_millis(1),
             },
+            alerts: Vec::new(),
             partition: 0,
             offset: 0,
             payload: Bytes::new(),

@@ -12,12 +12,13 @@
 //! - records below a partition's checkpointed offset were processed already and are skipped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::dedup::{Identity, RecentIds};
 use super::window::Windows;
 use crate::model::{
-    Accepted, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, Record, Rejection, Span,
-    WriteBatch, decode,
+    Accepted, Alerting, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, Record,
+    Rejection, Span, WriteBatch, decode,
 };
 
 /// Event-time rules of the pipeline.
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     /// What the store applies with each batch: the resolutions (the base window first), the
     /// severities cap and the retentions.
     pub rules: BatchRules,
+    /// The alert rules and sinks in force: which events are alerts, and where they go.
+    pub alerting: Arc<Alerting>,
 }
 
 impl EngineConfig {
@@ -54,6 +57,7 @@ impl Default for EngineConfig {
             dedup_horizon: Span::from_mins(60),
             dedup_capacity: 20_000,
             rules: BatchRules::default(),
+            alerting: Arc::default(),
         }
     }
 }
@@ -102,6 +106,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Puts other alert rules in force from the next record processed on.
+    pub fn set_alerting(&mut self, alerting: Arc<Alerting>) {
+        self.config.alerting = alerting;
     }
 
     pub fn source(&self) -> &str {
@@ -271,10 +280,12 @@ fn admit(
     if let Some(newest) = newest {
         state.ids.remember(&event, newest);
     }
+    let alerts = config.alerting.fire(&event);
     Ok(Some(Accepted {
         event,
         ttl,
         placement,
+        alerts,
         partition: record.partition,
         offset: record.offset,
         payload: record.payload.clone(),

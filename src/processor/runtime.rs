@@ -16,13 +16,16 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use rand::Rng;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::console::ConsoleTable;
 use super::engine::Engine;
 use crate::broker::{BrokerError, Polled, Source};
-use crate::model::{Checkpoint, DeadLetter, EventTime, Placement, Record, Rejection, WriteBatch};
+use crate::model::{
+    Accepted, Alerting, Checkpoint, DeadLetter, EventTime, Placement, Record, Rejection, WriteBatch,
+};
 use crate::store::timed::StoreHealth;
 use crate::store::{Fault, Sink, StoreError, Written};
 
@@ -113,6 +116,15 @@ pub struct Processor {
     config: RuntimeConfig,
     /// The engine's repeats already counted in `citystream_repeats_total`.
     counted_repeats: u64,
+    alerting: Option<AlertingLink>,
+}
+
+/// How the run loop follows the alert rules in force, and wakes the dispatcher.
+pub struct AlertingLink {
+    /// The rules in force: a change applies from the next batch begun.
+    pub rules: watch::Receiver<Arc<Alerting>>,
+    /// Bumped after every write that stored deliveries.
+    pub stored: watch::Sender<u64>,
 }
 
 impl Processor {
@@ -132,6 +144,30 @@ impl Processor {
             health,
             config,
             counted_repeats: 0,
+            alerting: None,
+        }
+    }
+
+    /// Follows the rules in force and tells the dispatcher of new deliveries.
+    pub fn with_alerting(mut self, link: AlertingLink) -> Self {
+        self.engine.set_alerting(link.rules.borrow().clone());
+        self.alerting = Some(link);
+        self
+    }
+
+    /// Puts rules that changed in force; the batch begun next is the first to use them.
+    fn follow_rules(&mut self) {
+        let Some(link) = self.alerting.as_mut() else {
+            return;
+        };
+        if link.rules.has_changed().unwrap_or(false) {
+            let rules = link.rules.borrow_and_update().clone();
+            tracing::info!(
+                rules = rules.rules.len(),
+                sinks = rules.sinks.len(),
+                "alert rules in force from the next batch"
+            );
+            self.engine.set_alerting(rules);
         }
     }
 
@@ -145,6 +181,7 @@ impl Processor {
         let mut ended = false;
         let mut in_flight: Option<InFlight> = None;
         while !ended {
+            self.follow_rules();
             let mut batch = self.engine.batch();
             let mut taken = 0usize;
             let mut deadline: Option<Instant> = None;
@@ -281,6 +318,12 @@ impl Processor {
             .collect();
         self.source.commit(&positions).await?;
         self.record_committed(&positions);
+        let delivers = |a: &Accepted| a.alerts.iter().any(|f| !f.deliveries.is_empty());
+        if let Some(link) = &self.alerting
+            && batch.events.iter().any(delivers)
+        {
+            link.stored.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(())
     }
 

@@ -35,6 +35,7 @@ fn report(purged: Purged) {
         windows = purged.windows,
         late = purged.late,
         dead_letters = purged.dead_letters,
+        deliveries = purged.deliveries,
         "expired rows purged"
     );
     for (table, n) in [
@@ -43,6 +44,7 @@ fn report(purged: Purged) {
         ("windows", purged.windows),
         ("late_events", purged.late),
         ("dead_letters", purged.dead_letters),
+        ("deliveries", purged.deliveries),
     ] {
         metrics::counter!("citystream_purged_total", "table" => table).increment(n);
     }

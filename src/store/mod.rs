@@ -23,6 +23,7 @@ mod error;
 pub mod lock;
 pub mod maintenance;
 pub mod null;
+pub mod outbox;
 mod query;
 pub mod rules;
 pub mod sqlite;
@@ -35,9 +36,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use error::{Fault, StoreError};
+pub use outbox::Outbox;
 pub use query::{
     CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Page,
-    PartitionStatus, Stats, StoredEvent, TimeRange, WindowPos, WindowQuery,
+    PartitionStatus, Stats, StoredAlert, StoredEvent, TimeRange, WindowPos, WindowQuery,
 };
 
 use crate::model::{
@@ -70,11 +72,13 @@ pub struct Purged {
     pub windows: u64,
     pub late: u64,
     pub dead_letters: u64,
+    /// Finished deliveries whose alert expired.
+    pub deliveries: u64,
 }
 
 impl Purged {
     pub fn total(&self) -> u64 {
-        self.raw + self.alerts + self.windows + self.late + self.dead_letters
+        self.raw + self.alerts + self.windows + self.late + self.dead_letters + self.deliveries
     }
 }
 
@@ -153,7 +157,7 @@ pub trait Reader: Send + Sync + 'static {
         range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
-    ) -> Result<Vec<CityEvent>, StoreError>;
+    ) -> Result<Vec<StoredAlert>, StoreError>;
 
     /// A page of cities with live raw events, by name.
     async fn cities(
@@ -227,6 +231,8 @@ pub struct Opened {
     pub sink: Arc<dyn Sink>,
     pub reader: Arc<dyn Reader>,
     pub maintenance: Arc<dyn Maintenance>,
+    /// The deliveries alerts owe their sinks, where the backend keeps them (SQLite).
+    pub outbox: Option<Arc<dyn Outbox>>,
     pub health: Arc<StoreHealth>,
 }
 
@@ -239,6 +245,22 @@ impl Opened {
             sink: timed.clone(),
             reader: timed.clone(),
             maintenance: timed,
+            outbox: None,
+        }
+    }
+
+    /// `backend` through each role's trait and as the outbox, every call with its deadline.
+    pub fn with_outbox<B: Sink + Reader + Maintenance + Outbox>(
+        backend: B,
+        deadlines: Deadlines,
+    ) -> Self {
+        let timed = Arc::new(TimedStore::new(backend, deadlines));
+        Opened {
+            health: timed.health(),
+            sink: timed.clone(),
+            reader: timed.clone(),
+            maintenance: timed.clone(),
+            outbox: Some(timed),
         }
     }
 }
@@ -250,7 +272,7 @@ pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Opened, StoreE
         Backend::Sqlite => {
             let store = SqliteStore::open_with(&config.data_dir, mode)?;
             tracing::info!(path = %store.path().display(), "sqlite store open");
-            Opened::new(store, config.deadlines)
+            Opened::with_outbox(store, config.deadlines)
         }
         Backend::Dynamodb => {
             let store = DynamoStore::open(&config.dynamo).await?;

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{
     CityCount, CitySummary, DeadLetterKey, EventKey, Maintenance, Page, PartitionStatus,
-    Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange, WindowPos,
-    WindowQuery, Written,
+    Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent, TimeRange,
+    WindowPos, WindowQuery, Written,
 };
 use crate::model::{
     Checkpoint, CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate, WriteBatch,
@@ -79,7 +79,7 @@ impl Reader for NullStore {
         _: TimeRange,
         _: Page<EventKey>,
         _: EventTime,
-    ) -> Result<Vec<CityEvent>, StoreError> {
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         Ok(Vec::new())
     }
 

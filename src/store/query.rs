@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::model::{CityEvent, DeadLetter, EventTime, EventType, Resolution, SeverityCounts};
+use crate::model::{
+    CityEvent, DeadLetter, EventTime, EventType, Resolution, RuleRef, SeverityCounts,
+};
 
 /// A half-open range of time, `[from, to)`; an end left open is unbounded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,6 +121,14 @@ impl<K> Page<K> {
     pub fn first(limit: usize) -> Self {
         Page { after: None, limit }
     }
+}
+
+/// An alert as served: the event, and the rules that matched it (`id@version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredAlert {
+    #[serde(flatten)]
+    pub event: CityEvent,
+    pub rules: Vec<RuleRef>,
 }
 
 /// Position of an event in lists ordered newest first, ties by id descending.

@@ -210,15 +210,15 @@ mod tests {
 
     fn accepted(id: &str, severity: Severity, late: bool) -> Accepted {
         let t = EventTime::from_millis(60_000);
+        let event = CityEvent {
+            event_id: id.into(),
+            city: City::parse("SF").unwrap(),
+            event_type: EventType::Traffic,
+            severity,
+            timestamp: t,
+            description: "d".into(),
+        };
         Accepted {
-            event: CityEvent {
-                event_id: id.into(),
-                city: City::parse("SF").unwrap(),
-                event_type: EventType::Traffic,
-                severity,
-                timestamp: t,
-                description: "d".into(),
-            },
             ttl: t,
             placement: if late {
                 Placement::Late { watermark: t }
@@ -228,6 +228,8 @@ mod tests {
                     end: EventTime::from_millis(300_000),
                 }
             },
+            alerts: crate::model::Alerting::default().fire(&event),
+            event,
             partition: 1,
             offset: 2,
             payload: Bytes::from_static(b"{}"),

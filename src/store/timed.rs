@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::outbox::{
+    Attempted, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Outbox, Pending,
+};
 use super::{
     CityCount, CitySummary, DeadLetterKey, EventKey, Fault, Maintenance, Page, PartitionStatus,
-    Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange, WindowPos,
-    WindowQuery, Written,
+    Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent, TimeRange,
+    WindowPos, WindowQuery, Written,
 };
 use crate::model::{
     Checkpoint, CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate, WriteBatch,
@@ -289,7 +292,7 @@ impl<B: Reader> Reader for TimedStore<B> {
         range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
-    ) -> Result<Vec<CityEvent>, StoreError> {
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let call = self.inner.alerts(city, range, page, now);
         self.call("alerts", Call::Read, call).await
     }
@@ -346,6 +349,58 @@ impl<B: Maintenance> Maintenance for TimedStore<B> {
     }
 }
 
+#[async_trait]
+impl<B: Outbox> Outbox for TimedStore<B> {
+    async fn take_due(
+        &self,
+        sink: &str,
+        now: EventTime,
+        lease_until: EventTime,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let call = self.inner.take_due(sink, now, lease_until, limit);
+        self.call("take_due", Call::Write, call).await
+    }
+
+    async fn record(&self, attempts: Vec<Attempted>) -> Result<(), StoreError> {
+        let call = self.inner.record(attempts);
+        self.call("record_attempts", Call::Write, call).await
+    }
+
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page: Page<DeliveryKey>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let call = self.inner.deliveries(filter, page);
+        self.call("deliveries", Call::Read, call).await
+    }
+
+    async fn redeliver(
+        &self,
+        id: uuid::Uuid,
+        now: EventTime,
+    ) -> Result<Option<DeliveryStatus>, StoreError> {
+        let call = self.inner.redeliver(id, now);
+        self.call("redeliver", Call::Write, call).await
+    }
+
+    async fn redeliver_failed(
+        &self,
+        sink: Option<&str>,
+        now: EventTime,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let call = self.inner.redeliver_failed(sink, now, limit);
+        self.call("redeliver", Call::Write, call).await
+    }
+
+    async fn backlog(&self, limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        let call = self.inner.backlog(limit);
+        self.call("backlog", Call::Read, call).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +438,7 @@ mod tests {
             _: TimeRange,
             _: Page<EventKey>,
             _: EventTime,
-        ) -> Result<Vec<CityEvent>, StoreError> {
+        ) -> Result<Vec<StoredAlert>, StoreError> {
             std::future::pending().await
         }
         async fn cities(

@@ -199,14 +199,19 @@ impl Running {
         }
     }
 
-    /// Sends a signal and waits for the exit, which must come within five seconds.
-    pub fn stop(self, signal: &str) -> ExitStatus {
+    /// Sends a signal (`-HUP`, say) and goes on.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args([signal, &pid])
             .status()
             .expect("kill");
         assert!(sent.success());
+    }
+
+    /// Sends a signal and waits for the exit, which must come within five seconds.
+    pub fn stop(self, signal: &str) -> ExitStatus {
+        self.signal(signal);
         self.wait(Duration::from_secs(5))
     }
 }
@@ -215,6 +220,15 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits for `line` in the log of `run`, for at most a minute.
+pub async fn wait_logged(run: &Running, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.logged(line) {
+        assert!(Instant::now() < deadline, "logged: {line}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

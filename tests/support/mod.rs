@@ -3,6 +3,7 @@
 pub mod binary;
 pub mod dynoxide;
 pub mod oracle;
+pub mod receiver;
 pub mod tansu;
 
 use bytes::Bytes;

@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::model::{City, CityEvent, EventTime, EventType, SeverityCounts, Span, WindowAggregate};
-use crate::store::EventKey;
+use crate::model::{City, EventTime, EventType, SeverityCounts, Span, WindowAggregate};
+use crate::store::{EventKey, StoredAlert};
 
 /// Finds the alerts stored since the last read, among the newest ones, from reads of the
 /// newest alerts.
@@ -32,12 +32,13 @@ pub struct AlertWatch {
 impl AlertWatch {
     /// Takes a read (newest first) that asked for `limit` alerts; returns the new ones, oldest
     /// first.
-    pub fn update(&mut self, read: &[CityEvent], limit: usize) -> Vec<CityEvent> {
+    pub fn update(&mut self, read: &[StoredAlert], limit: usize) -> Vec<StoredAlert> {
         let covered = |key: &EventKey| self.floor.as_ref().is_none_or(|floor| key >= floor);
-        let mut new: Vec<CityEvent> = if self.primed {
+        let key = |a: &StoredAlert| EventKey::of(&a.event);
+        let mut new: Vec<StoredAlert> = if self.primed {
             read.iter()
-                .filter(|e| {
-                    let key = EventKey::of(e);
+                .filter(|a| {
+                    let key = key(a);
                     covered(&key) && !self.seen.contains(&key) && !self.seen_before.contains(&key)
                 })
                 .cloned()
@@ -46,10 +47,9 @@ impl AlertWatch {
             Vec::new()
         };
         new.reverse();
-        self.seen_before =
-            std::mem::replace(&mut self.seen, read.iter().map(EventKey::of).collect());
+        self.seen_before = std::mem::replace(&mut self.seen, read.iter().map(key).collect());
         self.floor = (read.len() >= limit)
-            .then(|| read.last().map(EventKey::of))
+            .then(|| read.last().map(key))
             .flatten();
         self.primed = true;
         new
@@ -101,21 +101,24 @@ impl WindowWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Severity;
+    use crate::model::{CityEvent, Severity};
 
-    fn alert(id: &str, at: i64) -> CityEvent {
-        CityEvent {
-            event_id: id.into(),
-            city: City::parse("SF").unwrap(),
-            event_type: EventType::Incident,
-            severity: Severity::High,
-            timestamp: EventTime::from_millis(at),
-            description: String::new(),
+    fn alert(id: &str, at: i64) -> StoredAlert {
+        StoredAlert {
+            event: CityEvent {
+                event_id: id.into(),
+                city: City::parse("SF").unwrap(),
+                event_type: EventType::Incident,
+                severity: Severity::High,
+                timestamp: EventTime::from_millis(at),
+                description: String::new(),
+            },
+            rules: Vec::new(),
         }
     }
 
-    fn ids(events: &[CityEvent]) -> Vec<&str> {
-        events.iter().map(|e| e.event_id.as_str()).collect()
+    fn ids(alerts: &[StoredAlert]) -> Vec<&str> {
+        alerts.iter().map(|a| a.event.event_id.as_str()).collect()
     }
 
     #[test]

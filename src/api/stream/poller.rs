@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::changes::{AlertWatch, WindowWatch};
 use super::{Hub, Snapshot};
 use crate::api::AppState;
-use crate::api::body::{AlertBody, HealthStatus, Reachable, StatsBody};
+use crate::api::body::{HealthStatus, Reachable, StatsBody, StoredAlertBody};
 use crate::api::handlers::{check_health, stats_body};
 use crate::model::{City, EventTime, EventType, SeverityCounts, Span, WindowAggregate};
 use crate::store::{CityCount, Page, StoreError, TimeRange, WindowQuery};
@@ -148,7 +148,9 @@ async fn poll_alerts(state: &AppState, alerts: &mut AlertWatch) {
     match state.store.alerts(None, since, page, now).await {
         Ok(read) => {
             for alert in alerts.update(&read, ALERT_READ) {
-                state.stream.publish("alert", &AlertBody::from(&alert));
+                state
+                    .stream
+                    .publish("alert", &StoredAlertBody::from(&alert));
             }
         }
         Err(error) => tracing::debug!(error = %error.report(), "stream: reading alerts failed"),

@@ -8,9 +8,9 @@ use super::db::Db;
 use super::items::{Item, alert_from, alert_item, live, s, text};
 use super::keys::{alert_shard_key, alert_sort_key};
 use super::units::Kind;
-use crate::model::{CityEvent, EventTime};
+use crate::model::EventTime;
 use crate::store::rules::Effects;
-use crate::store::{EventKey, Page, StoreError, TimeRange};
+use crate::store::{EventKey, Page, StoreError, StoredAlert, TimeRange};
 
 /// The `alerts` table.
 pub struct Alerts {
@@ -39,7 +39,7 @@ impl Alerts {
         range: TimeRange,
         page: &Page<EventKey>,
         now: EventTime,
-    ) -> Result<Vec<CityEvent>, StoreError> {
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let first = s(alert_sort_key(
             EventTime::from_millis(range.first_ms().max(0)),
             "",
@@ -79,7 +79,7 @@ impl Alerts {
         newest_first(
             try_join_all(shards).await?,
             alert_from,
-            EventKey::of,
+            |a| EventKey::of(&a.event),
             page.limit,
         )
     }

@@ -11,8 +11,9 @@ use super::keys::{
     LAYOUT_PK_SK, alert_city, alert_sort_key, checkpoint_sk, checkpoints_pk, dead_order,
     dead_pk_sk, dead_shard, fixed,
 };
+use crate::model::alerting::{rules_from_text, rules_text};
 use crate::model::{Accepted, Checkpoint, City, CityEvent, DeadLetter, EventTime};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoredAlert};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -122,17 +123,25 @@ pub(super) fn alert_item(a: &Accepted, shards: u32) -> Item {
     );
     item.insert("ttl".into(), n(a.ttl.as_millis().div_euclid(1000)));
     item.insert("ttl_ms".into(), n(a.ttl.as_millis()));
+    item.insert("rules".into(), s(rules_text(&a.alerts)));
     item
 }
 
-/// An alert as stored: its city is `city_name` (the key holds the shard).
-pub(super) fn alert_from(item: &Item) -> Result<CityEvent, StoreError> {
+/// An alert as stored: its city is `city_name` (the key holds the shard). An alert written
+/// before alerts recorded their rules was made by the one rule there was.
+pub(super) fn alert_from(item: &Item) -> Result<StoredAlert, StoreError> {
     let mut item = item.clone();
     if let Some(name) = item.get("city_name").cloned() {
         item.insert("city".into(), name);
     }
-    event_from(&item)
+    Ok(StoredAlert {
+        event: event_from(&item)?,
+        rules: rules_from_text(text(&item, "rules").unwrap_or(DEFAULT_RULES)),
+    })
 }
+
+/// The rules of an alert that records none.
+pub(super) const DEFAULT_RULES: &str = "severity-high@1";
 
 /// A dead letter, keyed by where its record is (so a replay finds it), listed by the index
 /// `dead-by-time` under one of the layout's shards, newest first. It expires by DynamoDB's TTL.

@@ -18,18 +18,19 @@ use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, sdk};
-use super::items::{Item, n, s, text};
+use super::items::{DEFAULT_RULES, Item, n, s, text};
 use super::keys::{
     ALERTS_LIST, LATE_LIST, Writer, events_list, late_list, list_page_newest, list_page_shard,
     list_page_sk, list_pk, pad,
 };
 use super::units::Kind;
+use crate::model::alerting::{rules_from_text, rules_text};
 use crate::model::{
     Accepted, City, CityEvent, EventTime, EventType, LateEvent, Placement, Severity, Span,
     WriteBatch,
 };
 use crate::store::rules::Effects;
-use crate::store::{EventKey, StoreError, TimeRange};
+use crate::store::{EventKey, StoreError, StoredAlert, TimeRange};
 
 /// Most entries in one page.
 pub const PAGE_ENTRIES: usize = 500;
@@ -55,6 +56,9 @@ pub struct Entry {
     x: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     late: Option<(i64, u32, u64)>,
+    /// An alert's rules (`id@version,…`), left out when they are the default rule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<String>,
 }
 
 impl Entry {
@@ -70,7 +74,24 @@ impl Entry {
             d: (e.description != seed).then(|| e.description.clone()),
             x: expires.as_millis(),
             late: None,
+            r: None,
         }
+    }
+
+    /// An alert's entry: the event's, with its rules.
+    pub fn alert(a: &Accepted, expires: EventTime) -> Self {
+        let rules = rules_text(&a.alerts);
+        Entry {
+            r: (rules != DEFAULT_RULES).then_some(rules),
+            ..Entry::event(a, expires)
+        }
+    }
+
+    pub fn to_alert(&self) -> Result<StoredAlert, StoreError> {
+        Ok(StoredAlert {
+            event: self.to_event()?,
+            rules: rules_from_text(self.r.as_deref().unwrap_or(DEFAULT_RULES)),
+        })
     }
 
     pub fn late(a: &Accepted, expires: EventTime) -> Self {
@@ -275,7 +296,7 @@ impl Lists {
                 lists
                     .entry(ALERTS_LIST.into())
                     .or_default()
-                    .push(entry.clone());
+                    .push(Entry::alert(a, a.ttl));
             }
             lists.entry(events_list(city)).or_default().push(entry);
             if let Placement::Late { .. } = a.placement {
@@ -390,6 +411,7 @@ mod tests {
             d: None,
             x: t + 1000,
             late: None,
+            r: None,
         }
     }
 

@@ -268,6 +268,7 @@ mod tests {
             },
             ttl: t,
             placement: crate::model::Placement::Late { watermark: t },
+            alerts: Vec::new(),
             partition: 0,
             offset,
             payload: bytes::Bytes::new(),

@@ -29,8 +29,8 @@ use crate::model::{
 };
 use crate::store::{
     CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Maintenance, Page,
-    PartitionStatus, Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange,
-    WindowPos, WindowQuery, Written,
+    PartitionStatus, Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent,
+    TimeRange, WindowPos, WindowQuery, Written,
 };
 
 /// DynamoDB-backed store: the parts, each with what it needs.
@@ -222,7 +222,7 @@ impl Reader for DynamoStore {
         range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
-    ) -> Result<Vec<CityEvent>, StoreError> {
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         if let Some(city) = city {
             return self.alerts.of_city(city, range, &page, now).await;
         }
@@ -230,7 +230,7 @@ impl Reader for DynamoStore {
             .lists
             .read(ALERTS_LIST, &want(page, range, now))
             .await?;
-        entries.iter().map(|e| e.to_event()).collect()
+        entries.iter().map(|e| e.to_alert()).collect()
     }
 
     async fn cities(

@@ -1,11 +1,13 @@
-//! Schema 5 → 6: the windows move from `aggregations` (one row per base window, keyed by the
-//! seed's `city#event_type#window_start`) to `windows` (every resolution), and the rollups are
-//! made from them: by rule 3 a rollup is exactly the sum of the base windows it covers, so the
-//! history a file holds carries over whole. Runs inside the transaction that opens the file.
+//! Older files, brought up to date when they are opened, inside the transaction that opens them:
 //!
-//! The base windows keep their expiry (their end + the raw TTL of the build that wrote them).
-//! A rollup made here expires by this build's default retention ([`ROLLUPS`]); the next write
-//! to it applies the configured one.
+//! - schema 6 → 7: alerts record the rules that made them (those of schema 6 were all made by
+//!   the one rule then, `severity-high@1`); the outbox table is new (`schema.sql`).
+//! - schema 5 → 6: the windows move from `aggregations` (one row per base window, keyed by the
+//!   seed's `city#event_type#window_start`) to `windows` (every resolution), and the rollups
+//!   are made from them: by rule 3 a rollup is exactly the sum of the base windows it covers,
+//!   so the history a file holds carries over whole. The base windows keep their expiry (their
+//!   end + the raw TTL of the build that wrote them). A rollup made here expires by this
+//!   build's default retention ([`ROLLUPS`]); the next write to it applies the configured one.
 
 use rusqlite::{Transaction, params};
 
@@ -31,7 +33,23 @@ const MAKE_ROLLUP: &str = "INSERT INTO windows (city, span, start, event_type, e
            WHERE window_end - window_start < ?1 AND ?1 % (window_end - window_start) = 0)
      GROUP BY city, bucket, event_type";
 
-pub(super) fn windows_to_resolutions(tx: &Transaction<'_>) -> Result<(), StoreError> {
+/// The versions a file can be migrated from.
+pub(super) const FROM: [i64; 2] = [5, 6];
+
+/// Brings a file of schema `from` up to date, the tables of `schema.sql` made already.
+pub(super) fn from(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
+    if from <= 5 {
+        windows_to_resolutions(tx)?;
+    }
+    if from <= 6 {
+        tx.execute_batch(
+            "ALTER TABLE alerts ADD COLUMN rules TEXT NOT NULL DEFAULT 'severity-high@1'",
+        )?;
+    }
+    Ok(())
+}
+
+fn windows_to_resolutions(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute(MOVE_WINDOWS, [])?;
     let cap = i64::try_from(DEFAULT_SEVERITIES_CAP).unwrap_or(i64::MAX);
     for rollup in ROLLUPS {

@@ -5,10 +5,12 @@
 //! - `read.rs`: readers use a small pool of read-only connections, on the calling task but
 //!   never on the runtime's last worker (see [`SqliteStore::read`]); they never block the
 //!   writer, and a separate `serve` process reads the same file while `process` writes it.
+//! - `outbox.rs`: the deliveries alerts owe their sinks (`store::outbox`).
 //! - `purge.rs`: expired rows are deleted in chunks, the writer free between them.
-//! - `migrate.rs`: a file of the layout before opens after its windows gain their rollups.
+//! - `migrate.rs`: a file of schema 5 or 6 is brought up to date when it is opened.
 
 mod migrate;
+mod outbox;
 mod purge;
 mod read;
 mod write;
@@ -25,8 +27,8 @@ use tokio::sync::Semaphore;
 use super::rules::severities_from_text;
 use super::{
     CityCount, CitySummary, DeadLetterKey, EventKey, Fault, Maintenance, Page, PartitionStatus,
-    Properties, Purged, Reader, Sink, Stats, StoreError, StoredEvent, TimeRange, WindowPos,
-    WindowQuery, Written,
+    Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent, TimeRange,
+    WindowPos, WindowQuery, Written,
 };
 use crate::model::{
     Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity,
@@ -36,9 +38,9 @@ use crate::model::{
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
-/// Bumped whenever `schema.sql` changes; `migrate.rs` brings a file of the version before up to
-/// it, and a file of any other version is refused.
-const SCHEMA_VERSION: i64 = 6;
+/// Bumped whenever `schema.sql` changes; `migrate.rs` brings a file of an older version it
+/// knows up to it, and a file of any other version is refused.
+const SCHEMA_VERSION: i64 = 7;
 /// Settings of the file itself, before any table exists: 16 KiB pages (fewer, shallower trees
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.
@@ -210,17 +212,16 @@ impl SqliteStore {
     }
 }
 
-/// Checks the file's schema version, migrates a file of the version before, and creates what
+/// Checks the file's schema version, migrates a file of an older version, and creates what
 /// is missing, in one transaction: two processes opening a new data directory at once never
 /// see each other's half-made schema.
 fn create_schema(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let migrate = check_schema_version(&tx, path)?;
+    let from = check_schema_version(&tx, path)?;
     tx.execute_batch(SCHEMA)?;
-    if migrate {
-        migrate::windows_to_resolutions(&tx)?;
-        tracing::info!(path = %path.display(), from = SCHEMA_VERSION - 1, to = SCHEMA_VERSION,
-            "store migrated: windows moved to the table of every resolution, rollups made");
+    if let Some(from) = from {
+        migrate::from(&tx, from)?;
+        tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "store migrated");
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -244,9 +245,9 @@ fn when_not_busy<T, E: Into<StoreError>>(
     }
 }
 
-/// Whether a file must be migrated first. A file written by a build with another layout is
-/// refused with a clear message, not misread.
-fn check_schema_version(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+/// The version a file must be migrated from, if it must. A file written by a build with
+/// another layout is refused with a clear message, not misread.
+fn check_schema_version(conn: &Connection, path: &Path) -> Result<Option<i64>, StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let existing: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'raw_events'",
@@ -254,9 +255,8 @@ fn check_schema_version(conn: &Connection, path: &Path) -> Result<bool, StoreErr
         |r| r.get(0),
     )?;
     match (existing > 0, found) {
-        (false, _) => Ok(false),
-        (true, SCHEMA_VERSION) => Ok(false),
-        (true, v) if v == SCHEMA_VERSION - 1 => Ok(true),
+        (false, _) | (true, SCHEMA_VERSION) => Ok(None),
+        (true, v) if migrate::FROM.contains(&v) => Ok(Some(v)),
         (true, found) => Err(StoreError::new(
             Fault::Down,
             format!(
@@ -467,7 +467,7 @@ impl Reader for SqliteStore {
         range: TimeRange,
         page: Page<EventKey>,
         now: EventTime,
-    ) -> Result<Vec<CityEvent>, StoreError> {
+    ) -> Result<Vec<StoredAlert>, StoreError> {
         let city = city.map(str::to_owned);
         self.read(move |c| read::alerts(c, city.as_deref(), range, &page, now))
             .await
@@ -526,6 +526,7 @@ impl Maintenance for SqliteStore {
             windows: self.purge_all(now, purge::window_chunk).await?,
             late: self.purge_all(now, purge::late_chunk).await?,
             dead_letters: self.purge_all(now, purge::dead_letter_chunk).await?,
+            deliveries: self.purge_all(now, purge::delivery_chunk).await?,
         })
     }
 }

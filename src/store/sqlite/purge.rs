@@ -114,6 +114,17 @@ pub(super) fn window_chunk(conn: &mut Connection, now: EventTime) -> Result<u64,
     Ok(n as u64)
 }
 
+/// Deletes up to [`PURGE_CHUNK`] finished deliveries whose alert expired; a pending one stays.
+pub(super) fn delivery_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
+    let n = conn.execute(
+        "DELETE FROM deliveries WHERE id IN
+             (SELECT id FROM deliveries INDEXED BY deliveries_by_expiry
+              WHERE expires_at <= ?1 AND status <> 'pending' LIMIT +?2)",
+        params![now.as_millis(), PURGE_CHUNK],
+    )?;
+    Ok(n as u64)
+}
+
 /// Deletes up to [`PURGE_CHUNK`] expired late events and takes them off the counts.
 pub(super) fn late_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

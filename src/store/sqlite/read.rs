@@ -12,10 +12,11 @@ use rusqlite::{Connection, Row, params};
 
 use super::purge::expiry_horizon;
 use super::{checkpoint_from_row, collect, event_from_row, event_type, severity, window_from_row};
+use crate::model::alerting::rules_from_text;
 use crate::model::{CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate};
 use crate::store::{
     CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, Page, PartitionStatus, Stats,
-    StoreError, StoredEvent, TimeRange, WindowPos, WindowQuery,
+    StoreError, StoredAlert, StoredEvent, TimeRange, WindowPos, WindowQuery,
 };
 
 /// Raw events past their expiry that the purge has not deleted yet (`?1` is now), per city,
@@ -87,11 +88,11 @@ pub(super) fn recent_events(
 /// `?1` city (or `NULL` for all), `?2` the range's first millisecond, `?3`, `?4` the first key
 /// after the page, `?5` now, `?6` limit.
 pub(super) const CITY_ALERTS: &str =
-    "SELECT event_id, ts, city, event_type, severity, description FROM alerts
+    "SELECT event_id, ts, city, event_type, severity, description, rules FROM alerts
      WHERE city = ?1 AND ts >= ?2 AND (ts, event_id) < (?3, ?4) AND +ttl > ?5
      ORDER BY ts DESC, event_id DESC LIMIT +?6";
 pub(super) const ALL_ALERTS: &str =
-    "SELECT event_id, ts, city, event_type, severity, description FROM alerts
+    "SELECT event_id, ts, city, event_type, severity, description, rules FROM alerts
      WHERE ?1 IS NULL AND ts >= ?2 AND (ts, event_id) < (?3, ?4) AND +ttl > ?5
      ORDER BY ts DESC, event_id DESC LIMIT +?6";
 
@@ -101,7 +102,7 @@ pub(super) fn alerts(
     range: TimeRange,
     page: &Page<EventKey>,
     now: EventTime,
-) -> Result<Vec<CityEvent>, StoreError> {
+) -> Result<Vec<StoredAlert>, StoreError> {
     let sql = if city.is_some() {
         CITY_ALERTS
     } else {
@@ -110,7 +111,12 @@ pub(super) fn alerts(
     let mut stmt = c.prepare_cached(sql)?;
     let (at, id) = before_event(range, page);
     let args = params![city, range.first_ms(), at, id, now.as_millis(), limit(page)];
-    collect(&mut stmt, args, event_from_row)
+    collect(&mut stmt, args, |r| {
+        Ok(StoredAlert {
+            event: event_from_row(r)?,
+            rules: rules_from_text(&r.get::<_, String>(6)?),
+        })
+    })
 }
 
 /// Raw events past their expiry that the purge has not deleted yet, per city (`?1` is now).

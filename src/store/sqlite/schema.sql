@@ -69,9 +69,11 @@ CREATE TABLE IF NOT EXISTS windows (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_by_expiry ON windows (expires_at);
 
--- Query 3: high and critical events; the seed's citystream-alerts (city, timestamp), with the
--- event id in the key so two alerts of one city in the same instant are both kept. An alert
--- expires with its raw row (ttl); alerts_by_time serves its purge as the raw key does.
+-- Query 3: the events an alert rule matched (by default, high and critical); the seed's
+-- citystream-alerts (city, timestamp), with the event id in the key so two alerts of one city
+-- in the same instant are both kept, and the rules that matched (`id@version`, comma
+-- separated, in the rules' order). An alert expires with its raw row (ttl); alerts_by_time
+-- serves its purge as the raw key does.
 CREATE TABLE IF NOT EXISTS alerts (
     city        TEXT    NOT NULL,
     ts          INTEGER NOT NULL,
@@ -80,8 +82,34 @@ CREATE TABLE IF NOT EXISTS alerts (
     severity    TEXT    NOT NULL,
     description TEXT    NOT NULL,
     ttl         INTEGER NOT NULL,
+    rules       TEXT    NOT NULL,
     PRIMARY KEY (city, ts, event_id)
 ) WITHOUT ROWID;
+
+-- The outbox (store/outbox.rs): one row per alert and sink, inserted with the alert, its id a
+-- hash of the alert's and the sink's. `alert` is the alert as sent (JSON). A pending row is
+-- due at next_at (a lease moves it on while it is sent); a finished one (delivered, failed)
+-- expires with its alert (expires_at); a pending one never does.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          TEXT    NOT NULL PRIMARY KEY,
+    alert_id    TEXT    NOT NULL,
+    sink        TEXT    NOT NULL,
+    rule        TEXT    NOT NULL,
+    partition   INTEGER NOT NULL,
+    alert       TEXT    NOT NULL,
+    status      TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL,
+    next_at     INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (sink, next_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (created_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_expiry ON deliveries (expires_at)
+    WHERE status <> 'pending';
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (ts, event_id);
 
 -- Stored alerts per severity, kept in step with every insert.

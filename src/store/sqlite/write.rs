@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::event_from_row;
+use crate::model::alerting::{AlertBody, rules_text};
 use crate::model::{
     Accepted, BatchRules, Checkpoint, DeadLetter, EventTime, EventType, Placement, Severity,
     WriteBatch,
@@ -28,6 +29,7 @@ pub(super) fn write_batch(
     let effects = Effects::of(new, &rules.resolutions, rules.severities_cap);
     count_raw(&tx, &effects)?;
     insert_alerts(&tx, &effects)?;
+    insert_deliveries(&tx, &effects, now)?;
     add_to_windows(&tx, &effects, rules.severities_cap)?;
     insert_late(&tx, &effects, &batch.rules)?;
     let dead = batch.dead_letters.iter().chain(&written.duplicates);
@@ -135,8 +137,8 @@ pub(super) fn add_total(tx: &Transaction<'_>, name: &str, n: i64) -> Result<(), 
 
 fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
     let mut alert = tx.prepare_cached(
-        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description, ttl)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description, ttl, rules)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
     )?;
     for a in effects.alert_events() {
         let e = &a.event;
@@ -148,6 +150,7 @@ fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), Stor
             e.severity.as_str(),
             e.description,
             a.ttl.as_millis(),
+            rules_text(&a.alerts),
         ])?;
     }
     let mut count = tx.prepare_cached(
@@ -158,6 +161,43 @@ fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), Stor
         let n = effects.alerts.get(s);
         if n > 0 {
             count.execute(params![s.as_str(), n as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// The outbox (rule 2): every delivery of every new alert, due at once. A delivery already
+/// there (the same alert and sink) stays as it is.
+fn insert_deliveries(
+    tx: &Transaction<'_>,
+    effects: &Effects<'_>,
+    now: EventTime,
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (id, alert_id, sink, rule, partition, alert, status, attempts,
+             next_at, created_at, updated_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7, ?8) ON CONFLICT DO NOTHING",
+    )?;
+    for a in effects.alert_events() {
+        for fired in &a.alerts {
+            let body = AlertBody {
+                id: fired.alert_id,
+                rule: &fired.rule,
+                event: &a.event,
+            }
+            .to_json();
+            for (id, sink) in &fired.deliveries {
+                insert.execute(params![
+                    id.to_string(),
+                    fired.alert_id.to_string(),
+                    sink,
+                    fired.rule.to_string(),
+                    a.partition,
+                    body,
+                    now.as_millis(),
+                    a.ttl.as_millis(),
+                ])?;
+            }
         }
     }
     Ok(())

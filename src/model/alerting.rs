@@ -1,0 +1,617 @@
+//! Alert rules and the sinks alerts are delivered to, as data: the rules file (`--rules`),
+//! validated whole, and what an event fires under it. No I/O.
+//!
+//! An alert is one rule firing for one subject (today an event), so its id is a function of
+//! the rule's id and the event's key ([`alert_id`]), and a delivery is one alert for one sink,
+//! its id a function of the alert's and the sink's ([`delivery_id`]). Replaying the same events
+//! under the same rules therefore makes the same alerts and deliveries with the same ids, and a
+//! receiver can drop duplicates by `webhook-id`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::event::{City, CityEvent, EventType, Severity};
+
+/// Most rules a file may hold.
+pub const MAX_RULES: usize = 256;
+/// Most sinks a file may hold.
+pub const MAX_SINKS: usize = 32;
+/// Most cities or types one rule may name.
+pub const MAX_RULE_FILTER: usize = 64;
+/// Longest rule id or sink name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest rules file accepted, in bytes.
+pub const MAX_RULES_FILE_BYTES: usize = 256 * 1024;
+
+/// The namespace of alert and delivery ids (UUID v5).
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_5c2e_8a0b_4f7e_9d3a_51c4_e2b7_a901);
+
+/// Which rule, at which version, made an alert.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RuleRef {
+    pub id: String,
+    pub version: u32,
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.version)
+    }
+}
+
+impl RuleRef {
+    /// Parses `id@version`, as [`Display`](fmt::Display) writes it.
+    pub fn parse(s: &str) -> Option<RuleRef> {
+        let (id, version) = s.rsplit_once('@')?;
+        Some(RuleRef {
+            id: id.to_owned(),
+            version: version.parse().ok()?,
+        })
+    }
+}
+
+/// A per-event rule: an event at or above `severity`, of the listed cities and types (all
+/// when a list is empty), is an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub id: String,
+    pub version: u32,
+    pub severity: Severity,
+    pub cities: Vec<City>,
+    pub types: Vec<EventType>,
+}
+
+impl Rule {
+    pub fn reference(&self) -> RuleRef {
+        RuleRef {
+            id: self.id.clone(),
+            version: self.version,
+        }
+    }
+
+    pub fn matches(&self, e: &CityEvent) -> bool {
+        e.severity >= self.severity
+            && (self.cities.is_empty() || self.cities.contains(&e.city))
+            && (self.types.is_empty() || self.types.contains(&e.event_type))
+    }
+
+    /// The seed's query 3: every high or critical event.
+    pub fn default_rule() -> Rule {
+        Rule {
+            id: DEFAULT_RULE_ID.to_owned(),
+            version: 1,
+            severity: Severity::High,
+            cities: Vec::new(),
+            types: Vec::new(),
+        }
+    }
+}
+
+/// The id of the rule in force when no rules file is given.
+pub const DEFAULT_RULE_ID: &str = "severity-high";
+
+/// How a sink's requests are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The alert as JSON, signed as Standard Webhooks prescribe.
+    Standard,
+    /// Prometheus Alertmanager's webhook body (version 4).
+    Alertmanager,
+    /// A Slack incoming-webhook message.
+    Slack,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Standard => "standard",
+            Format::Alertmanager => "alertmanager",
+            Format::Slack => "slack",
+        }
+    }
+}
+
+/// A Standard Webhooks signing secret (`whsec_<base64>`): its key bytes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Parses `whsec_<base64>` (the key is 24 to 64 bytes).
+    pub fn parse(s: &str) -> Result<Secret, RulesError> {
+        let bad = || RulesError::Secret;
+        let key = BASE64
+            .decode(s.trim().strip_prefix("whsec_").ok_or_else(bad)?)
+            .map_err(|_| bad())?;
+        if !(24..=64).contains(&key.len()) {
+            return Err(bad());
+        }
+        Ok(Secret(key))
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Where alerts go: a URL, the secret its requests are signed with, a format, and which rules'
+/// alerts it takes (all when `rules` is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkConfig {
+    pub name: String,
+    pub url: String,
+    pub secret: Option<Secret>,
+    pub format: Format,
+    pub rules: Vec<String>,
+}
+
+impl SinkConfig {
+    pub fn takes(&self, rule: &str) -> bool {
+        self.rules.is_empty() || self.rules.iter().any(|r| r == rule)
+    }
+}
+
+/// Why a rules file was refused. The rules in force stay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    #[error("the rules file is {0} bytes long, at most {MAX_RULES_FILE_BYTES} are allowed")]
+    TooLong(usize),
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{what} {name:?}: {why}")]
+    Invalid {
+        what: &'static str,
+        name: String,
+        why: String,
+    },
+    #[error("a rules file has at most {MAX_RULES} rules and {MAX_SINKS} sinks")]
+    TooMany,
+    #[error("a sink's secret is `whsec_` and the base64 of a 24 to 64 byte key")]
+    Secret,
+}
+
+/// The rules in force and the sinks their alerts go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerting {
+    pub rules: Vec<Rule>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for Alerting {
+    /// The seed's rule and no sinks.
+    fn default() -> Self {
+        Alerting {
+            rules: vec![Rule::default_rule()],
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// One rule firing for one event: the alert, and the sinks it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    pub alert_id: Uuid,
+    pub rule: RuleRef,
+    /// Delivery id and sink name, one per sink that takes the rule.
+    pub deliveries: Vec<(Uuid, String)>,
+}
+
+impl Alerting {
+    /// Parses and validates a rules file (TOML; see docs/ALERTING.md).
+    pub fn parse(text: &str) -> Result<Alerting, RulesError> {
+        if text.len() > MAX_RULES_FILE_BYTES {
+            return Err(RulesError::TooLong(text.len()));
+        }
+        let file: File = toml::from_str(text).map_err(|e| RulesError::Syntax(e.to_string()))?;
+        file.validate()
+    }
+
+    /// Adds sinks given on the command line (`--webhook`), after the file's.
+    pub fn with_sinks(mut self, sinks: Vec<SinkConfig>) -> Result<Alerting, RulesError> {
+        self.sinks.extend(sinks);
+        check_sinks(&self.sinks, &self.rules)?;
+        Ok(self)
+    }
+
+    /// The alerts `event` fires: one per rule it matches, in file order.
+    pub fn fire(&self, event: &CityEvent) -> Vec<Fired> {
+        self.rules
+            .iter()
+            .filter(|r| r.matches(event))
+            .map(|rule| {
+                let alert = alert_id(&rule.id, event);
+                let deliveries = self
+                    .sinks
+                    .iter()
+                    .filter(|s| s.takes(&rule.id))
+                    .map(|s| (delivery_id(alert, &s.name), s.name.clone()))
+                    .collect();
+                Fired {
+                    alert_id: alert,
+                    rule: rule.reference(),
+                    deliveries,
+                }
+            })
+            .collect()
+    }
+
+    /// What `GET /api/v1/rules` shows: everything but the secrets.
+    pub fn public(&self) -> PublicAlerting {
+        PublicAlerting {
+            rules: self.rules.clone(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| PublicSink {
+                    name: s.name.clone(),
+                    url: redact_url(&s.url),
+                    format: s.format,
+                    signed: s.secret.is_some(),
+                    rules: s.rules.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An alert as the outbox keeps it and a `standard` sink receives it (as `data`).
+#[derive(Debug, Serialize)]
+pub struct AlertBody<'a> {
+    pub id: Uuid,
+    pub rule: &'a RuleRef,
+    pub event: &'a CityEvent,
+}
+
+impl AlertBody<'_> {
+    pub fn to_json(&self) -> String {
+        // Ids, plain strings, enums and a timestamp string: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The rules an event matched, as stored with its alert: `id@version`, comma separated.
+pub fn rules_text(fired: &[Fired]) -> String {
+    let refs: Vec<String> = fired.iter().map(|f| f.rule.to_string()).collect();
+    refs.join(",")
+}
+
+/// The rules of a stored alert, from [`rules_text`]; what cannot be read is left out.
+pub fn rules_from_text(text: &str) -> Vec<RuleRef> {
+    text.split(',').filter_map(RuleRef::parse).collect()
+}
+
+/// An alert's id: the rule's id and the event's key (id and time), hashed.
+pub fn alert_id(rule: &str, event: &CityEvent) -> Uuid {
+    let name = format!(
+        "event\n{rule}\n{}\n{}",
+        event.event_id,
+        event.timestamp.as_millis()
+    );
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// A delivery's id: the alert's id and the sink's name, hashed.
+pub fn delivery_id(alert: Uuid, sink: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("{alert}\n{sink}").as_bytes())
+}
+
+/// A URL with its query and any credentials left out: Slack's and others' URLs carry their
+/// token in the path, so only the scheme, host and port are shown.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "…".to_owned();
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}/…")
+}
+
+/// The rules and sinks as served, secrets and URL paths left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicAlerting {
+    pub rules: Vec<Rule>,
+    pub sinks: Vec<PublicSink>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicSink {
+    pub name: String,
+    /// Scheme, host and port only.
+    pub url: String,
+    pub format: Format,
+    /// Whether requests are signed.
+    pub signed: bool,
+    pub rules: Vec<String>,
+}
+
+/// The rules file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    rules: Vec<FileRule>,
+    #[serde(default)]
+    sinks: Vec<FileSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    id: String,
+    #[serde(default = "one")]
+    version: u32,
+    severity: Severity,
+    #[serde(default)]
+    cities: Vec<String>,
+    #[serde(default)]
+    types: Vec<EventType>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSink {
+    name: String,
+    url: String,
+    secret: Option<String>,
+    #[serde(default = "standard")]
+    format: Format,
+    #[serde(default)]
+    rules: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn standard() -> Format {
+    Format::Standard
+}
+
+impl File {
+    fn validate(self) -> Result<Alerting, RulesError> {
+        if self.rules.len() > MAX_RULES || self.sinks.len() > MAX_SINKS {
+            return Err(RulesError::TooMany);
+        }
+        let rules = self
+            .rules
+            .into_iter()
+            .map(FileRule::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = BTreeSet::new();
+        if let Some(r) = rules.iter().find(|r| !ids.insert(r.id.as_str())) {
+            return Err(invalid("rule", &r.id, "another rule has this id"));
+        }
+        let sinks = self
+            .sinks
+            .into_iter()
+            .map(FileSink::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        check_sinks(&sinks, &rules)?;
+        Ok(Alerting { rules, sinks })
+    }
+}
+
+impl FileRule {
+    fn validate(self) -> Result<Rule, RulesError> {
+        check_name("rule", &self.id)?;
+        let bad = |why: &str| invalid("rule", &self.id, why);
+        if self.version == 0 {
+            return Err(bad("version starts at 1"));
+        }
+        if self.cities.len() > MAX_RULE_FILTER || self.types.len() > MAX_RULE_FILTER {
+            return Err(bad("a rule names at most 64 cities and 64 types"));
+        }
+        let cities = self
+            .cities
+            .iter()
+            .map(|c| City::parse(c.as_str()).map_err(|e| bad(&e.to_string())))
+            .collect::<Result<_, _>>()?;
+        Ok(Rule {
+            cities,
+            id: self.id,
+            version: self.version,
+            severity: self.severity,
+            types: self.types,
+        })
+    }
+}
+
+impl FileSink {
+    fn validate(self) -> Result<SinkConfig, RulesError> {
+        check_name("sink", &self.name)?;
+        let secret = self.secret.as_deref().map(Secret::parse).transpose()?;
+        Ok(SinkConfig {
+            url: check_url(&self.name, self.url)?,
+            name: self.name,
+            secret,
+            format: self.format,
+            rules: self.rules,
+        })
+    }
+}
+
+/// Checks a webhook URL: `http` or `https`, with a host.
+pub fn check_url(sink: &str, url: String) -> Result<String, RulesError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r)
+            if !r.is_empty() && !r.starts_with('/') && !url.chars().any(char::is_whitespace) =>
+        {
+            Ok(url)
+        }
+        _ => Err(invalid(
+            "sink",
+            sink,
+            "url is an http:// or https:// URL with a host",
+        )),
+    }
+}
+
+fn check_sinks(sinks: &[SinkConfig], rules: &[Rule]) -> Result<(), RulesError> {
+    if sinks.len() > MAX_SINKS {
+        return Err(RulesError::TooMany);
+    }
+    let mut names = BTreeSet::new();
+    for s in sinks {
+        if !names.insert(s.name.as_str()) {
+            return Err(invalid("sink", &s.name, "another sink has this name"));
+        }
+        if let Some(r) = s.rules.iter().find(|r| !rules.iter().any(|x| &x.id == *r)) {
+            return Err(invalid(
+                "sink",
+                &s.name,
+                &format!("no rule has the id {r:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), RulesError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            what,
+            name,
+            "names are 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'",
+        ))
+    }
+}
+
+fn invalid(what: &'static str, name: &str, why: &str) -> RulesError {
+    RulesError::Invalid {
+        what,
+        name: name.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EventTime;
+
+    fn event(city: &str, t: EventType, s: Severity) -> CityEvent {
+        CityEvent {
+            event_id: "e-1".into(),
+            city: City::parse(city).unwrap(),
+            event_type: t,
+            severity: s,
+            timestamp: EventTime::from_millis(1_000),
+            description: String::new(),
+        }
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn the_default_is_the_seed_rule() {
+        let a = Alerting::default();
+        let high = a.fire(&event("SF", EventType::Traffic, Severity::High));
+        assert_eq!(high.len(), 1);
+        assert_eq!(high[0].rule.to_string(), "severity-high@1");
+        assert!(
+            a.fire(&event("SF", EventType::Traffic, Severity::Medium))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_file_routes_rules_to_sinks_with_stable_ids() {
+        let a = Alerting::parse(&format!(
+            r#"
+            [[rules]]
+            id = "seattle-weather"
+            version = 3
+            severity = "medium"
+            cities = ["Seattle"]
+            types = ["weather"]
+            [[rules]]
+            id = "all-high"
+            severity = "high"
+            [[sinks]]
+            name = "storm-desk"
+            url = "https://hooks.example/storm?token=x"
+            secret = "{SECRET}"
+            rules = ["seattle-weather"]
+            [[sinks]]
+            name = "ops"
+            url = "http://127.0.0.1:9/"
+            "#
+        ))
+        .unwrap();
+        let fired = a.fire(&event("Seattle", EventType::Weather, Severity::Critical));
+        let rules: Vec<_> = fired.iter().map(|f| f.rule.to_string()).collect();
+        assert_eq!(rules, ["seattle-weather@3", "all-high@1"]);
+        let sinks: Vec<_> = fired[0].deliveries.iter().map(|d| d.1.as_str()).collect();
+        assert_eq!(sinks, ["storm-desk", "ops"]);
+        assert_eq!(fired[1].deliveries.len(), 1);
+        assert_eq!(
+            fired,
+            a.fire(&event("Seattle", EventType::Weather, Severity::Critical))
+        );
+        assert_ne!(fired[0].deliveries[0].0, fired[0].deliveries[1].0);
+        assert!(
+            a.fire(&event("Boston", EventType::Weather, Severity::Medium))
+                .is_empty()
+        );
+        let public = serde_json::to_string(&a.public()).unwrap();
+        assert!(
+            !public.contains("whsec") && !public.contains("token"),
+            "{public}"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let refused = |text: &str| Alerting::parse(text).unwrap_err().to_string();
+        assert!(refused("[[rules]]\nid = \"x\"\nseverity = \"huge\"").contains("huge"));
+        assert!(refused("[[rules]]\nid = \"x\"\nseverity = \"high\"\ncolor = 1").contains("color"));
+        assert!(refused("[[rules]]\nid = \"a b\"\nseverity = \"high\"").contains("names are"));
+        let twice = "[[rules]]\nid = \"x\"\nseverity = \"high\"\n".repeat(2);
+        assert!(refused(&twice).contains("another rule"));
+        let unknown = "[[sinks]]\nname = \"s\"\nurl = \"http://h/\"\nrules = [\"nope\"]";
+        assert!(refused(unknown).contains("no rule has the id"));
+        let url = "[[sinks]]\nname = \"s\"\nurl = \"ftp://h/\"";
+        assert!(refused(url).contains("http://"));
+        let secret = "[[sinks]]\nname = \"s\"\nurl = \"http://h/\"\nsecret = \"hunter2\"";
+        assert!(refused(secret).contains("whsec_"));
+        assert!(!refused(secret).contains("hunter2"));
+        let many = "[[rules]]\nid = \"r\"\nseverity = \"high\"\n".repeat(MAX_RULES + 1);
+        assert!(Alerting::parse(&many).is_err());
+        assert!(matches!(
+            Alerting::parse(&" ".repeat(MAX_RULES_FILE_BYTES + 1)),
+            Err(RulesError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_and_urls_are_never_printed() {
+        let s = Secret::parse(SECRET).unwrap();
+        assert_eq!(format!("{s:?}"), "Secret(…)");
+        assert_eq!(
+            redact_url("https://user:pw@hooks.slack.com/services/T0/B0/XX?x=1"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(RuleRef::parse("a-b@12").unwrap().to_string(), "a-b@12");
+    }
+}
