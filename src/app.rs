@@ -185,7 +185,7 @@ fn start_alerting(
         }
         None => anyhow::ensure!(
             rules.current().sinks.is_empty(),
-            "alert sinks need a store that keeps an outbox: SQLite does, DynamoDB does not yet"
+            "alert sinks need a store that keeps an outbox (SQLite or DynamoDB)"
         ),
     }
     Ok(AlertingLink {

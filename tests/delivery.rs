@@ -376,13 +376,44 @@ fn batch(rules: &Alerting, n: usize, now: EventTime) -> WriteBatch {
     }
 }
 
-/// The outbox's contract: deliveries are written with their alerts and once however often the
-/// batch is; taking one leases it; attempts are recorded; failed ones are sent again; a listing
-/// is paged and filtered; a pending delivery is never purged.
+/// The outbox's contract on SQLite, then its purge: the finished deliveries go with their
+/// alerts, the pending ones stay.
 #[tokio::test]
-async fn the_outbox_keeps_every_delivery_until_it_is_finished() {
+async fn the_outbox_on_sqlite_keeps_every_delivery_until_it_is_finished() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path()).expect("store");
+    let now = the_outbox_keeps_every_delivery_until_it_is_finished(&store).await;
+    let later = now.saturating_add(Span::from_mins(10));
+    let purged = store.purge_expired(later).await.expect("purge");
+    assert_eq!(purged.deliveries, 26, "the 20 delivered and 6 failed");
+    let all = DeliveryFilter::default();
+    let left = store
+        .deliveries(&all, Page::first(100))
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 34, "the 30 pending of b and the 4 sent again");
+    assert!(left.iter().all(|d| d.status == DeliveryStatus::Pending));
+}
+
+/// The outbox's contract on DynamoDB (dynoxide); finished deliveries expire by TTL there.
+#[tokio::test]
+async fn the_outbox_on_dynamodb_keeps_every_delivery_until_it_is_finished() {
+    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
+    let server = crate::support::dynoxide::Dynoxide::start();
+    let client = crate::support::dynoxide::client_at(&server.endpoint);
+    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
+    init(&client, &tables, false).await.expect("init");
+    let store = DynamoStore::connect(client, &tables).await.expect("layout");
+    the_outbox_keeps_every_delivery_until_it_is_finished(&store).await;
+}
+
+/// The outbox's contract: deliveries are written with their alerts and once however often the
+/// batch is; taking one leases it; attempts are recorded and change nothing once finished; a
+/// listing is paged and filtered; the backlog is counted up to a bound. Returns when the
+/// deliveries were stored.
+async fn the_outbox_keeps_every_delivery_until_it_is_finished<S: Sink + Outbox>(
+    store: &S,
+) -> EventTime {
     let rules = Alerting::parse(
         "[[rules]]\nid = \"r\"\nseverity = \"high\"\n\
          [[sinks]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/\"\n\
@@ -458,11 +489,14 @@ async fn the_outbox_keeps_every_delivery_until_it_is_finished() {
     assert_eq!(count(DeliveryStatus::Delivered).await, 20);
     assert_eq!(count(DeliveryStatus::Failed).await, 10);
     assert_eq!(
-        store.backlog(1000).await.expect("backlog"),
+        store
+            .backlog(&["a".into(), "b".into()], 1000)
+            .await
+            .expect("backlog"),
         [("b".to_owned(), 30)]
     );
     assert_eq!(
-        store.backlog(7).await.expect("backlog"),
+        store.backlog(&["b".into()], 7).await.expect("backlog"),
         [("b".to_owned(), 7)],
         "counted up to a bound"
     );
@@ -487,34 +521,33 @@ async fn the_outbox_keeps_every_delivery_until_it_is_finished() {
     }
     assert_eq!(seen.len(), 60);
 
-    // Everything expired: the finished deliveries go, the pending ones stay.
-    let later = now.saturating_add(Span::from_mins(10));
-    let purged = store.purge_expired(later).await.expect("purge");
-    assert_eq!(purged.deliveries, 30);
     assert_eq!(
         store
-            .deliveries(&all, Page::first(100))
-            .await
-            .expect("list")
-            .len(),
-        30
-    );
-
-    assert_eq!(
-        store
-            .redeliver_failed(Some("a"), later, 100)
-            .await
-            .expect("redeliver"),
-        0,
-        "purged"
-    );
-    assert_eq!(
-        store
-            .redeliver(uuid::Uuid::nil(), later)
+            .redeliver(uuid::Uuid::nil(), now)
             .await
             .expect("redeliver"),
         None
     );
+    assert_eq!(
+        store
+            .redeliver_failed(Some("a"), now, 4)
+            .await
+            .expect("redeliver"),
+        4
+    );
+    assert_eq!(
+        count(DeliveryStatus::Failed).await,
+        6,
+        "at most the limit sent again"
+    );
+    let one = store.take_due("a", now, lease, 100).await.expect("take");
+    assert_eq!(
+        one.len(),
+        4,
+        "sent again: due at once, from the first attempt"
+    );
+    assert!(one.iter().all(|d| d.attempts == 0));
+    now
 }
 
 /// The tests whose assertions are about time: run after the rest, one at a time.
@@ -607,12 +640,26 @@ fn faulty(seed: u64) -> impl Fn(&str, usize) -> Reply + Send + Sync + 'static {
     }
 }
 
+/// [`through_random_kills_and_a_faulty_receiver`] on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alert_arrives_through_random_kills_and_a_faulty_receiver() {
+    through_random_kills_and_a_faulty_receiver(&[], &[]).await;
+}
+
+/// [`through_random_kills_and_a_faulty_receiver`] on DynamoDB (dynoxide).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alert_arrives_on_dynamodb_through_random_kills_and_a_faulty_receiver() {
+    use crate::invariant::{CREDENTIALS, dynamodb_tables};
+    let server = crate::support::dynoxide::Dynoxide::start();
+    let store = dynamodb_tables(&server);
+    through_random_kills_and_a_faulty_receiver(&store, &CREDENTIALS).await;
+}
+
 /// Every alert reaches the sink at least once while `up` is SIGKILLed at random moments and the
 /// receiver fails, throttles, stalls and drops connections at random: each delivery id stands
 /// for one alert, with the same body on every attempt, each signed; and the store's delivery
 /// log agrees with what the receiver acknowledged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_alert_arrives_through_random_kills_and_a_faulty_receiver() {
+async fn through_random_kills_and_a_faulty_receiver(store: &[&str], env: &[(&str, &str)]) {
     use rand::{Rng, SeedableRng};
     let receiver = Receiver::start(faulty(17)).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -647,7 +694,8 @@ async fn every_alert_arrives_through_random_kills_and_a_faulty_receiver() {
             "--delivery-max-backoff",
             "3s",
         ];
-        Running::start(&args)
+        let args: Vec<&str> = args.iter().chain(store).copied().collect();
+        Running::start_with_env(&args, env)
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
     for round in 0..5 {

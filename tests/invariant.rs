@@ -139,13 +139,13 @@ async fn a_file_processed_through_random_kills_ends_as_an_uninterrupted_run() {
 }
 
 /// Any credentials: the SDK signs every request, even to an emulator.
-const CREDENTIALS: [(&str, &str); 2] = [
+pub const CREDENTIALS: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "test"),
     ("AWS_SECRET_ACCESS_KEY", "test"),
 ];
 
 /// Makes the tables in `server` and returns the flags that point a role at them.
-fn dynamodb_tables(server: &Dynoxide) -> [&str; 4] {
+pub fn dynamodb_tables(server: &Dynoxide) -> [&str; 4] {
     let store = [
         "--store",
         "dynamodb",

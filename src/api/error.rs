@@ -22,7 +22,7 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("this store keeps no outbox: alert delivery needs SQLite for now")]
+    #[error("this store keeps no outbox")]
     NoOutbox,
     #[error("store unavailable")]
     Store(#[from] StoreError),

@@ -44,6 +44,7 @@ impl Dispatcher {
         tokio::spawn(backlog_gauge(
             self.outbox.clone(),
             self.config,
+            self.rules.clone(),
             cancel.clone(),
         ));
         loop {
@@ -239,9 +240,14 @@ impl DeliveryConfig {
     }
 }
 
-/// Publishes `citystream_delivery_backlog{sink}` and warns of a sink whose backlog is over
-/// the bound.
-async fn backlog_gauge(outbox: Arc<dyn Outbox>, config: DeliveryConfig, cancel: CancellationToken) {
+/// Publishes `citystream_delivery_backlog{sink}` for the sinks in force and warns of a sink
+/// whose backlog is over the bound.
+async fn backlog_gauge(
+    outbox: Arc<dyn Outbox>,
+    config: DeliveryConfig,
+    rules: watch::Receiver<Arc<Alerting>>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(config.poll.max(Duration::from_secs(5)));
     let mut over: BTreeMap<String, bool> = BTreeMap::new();
     loop {
@@ -249,12 +255,21 @@ async fn backlog_gauge(outbox: Arc<dyn Outbox>, config: DeliveryConfig, cancel: 
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok(backlog) = outbox.backlog(config.backlog_warn + 1).await else {
+        let sinks: Vec<String> = rules
+            .borrow()
+            .sinks
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let Ok(backlog) = outbox.backlog(&sinks, config.backlog_warn + 1).await else {
             continue;
         };
-        let mut counts: BTreeMap<String, u64> = over.keys().map(|s| (s.clone(), 0)).collect();
-        counts.extend(backlog);
-        for (sink, n) in counts {
+        over.retain(|sink, _| sinks.contains(sink));
+        for sink in sinks {
+            let n = backlog
+                .iter()
+                .find(|(s, _)| *s == sink)
+                .map_or(0, |(_, n)| *n);
             gauge!("citystream_delivery_backlog", "sink" => sink.clone()).set(n as f64);
             let is_over = n > config.backlog_warn as u64;
             let was_over = over.insert(sink.clone(), is_over).unwrap_or(false);

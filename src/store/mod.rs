@@ -231,7 +231,7 @@ pub struct Opened {
     pub sink: Arc<dyn Sink>,
     pub reader: Arc<dyn Reader>,
     pub maintenance: Arc<dyn Maintenance>,
-    /// The deliveries alerts owe their sinks, where the backend keeps them (SQLite).
+    /// The deliveries alerts owe their sinks, where the backend keeps them (SQLite, DynamoDB).
     pub outbox: Option<Arc<dyn Outbox>>,
     pub health: Arc<StoreHealth>,
 }
@@ -278,7 +278,7 @@ pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Opened, StoreE
             let store = DynamoStore::open(&config.dynamo).await?;
             tracing::info!(region = %config.dynamo.region, prefix = %config.dynamo.table_prefix,
                 endpoint = ?config.dynamo.endpoint, "dynamodb store open");
-            Opened::new(store, config.deadlines)
+            Opened::with_outbox(store, config.deadlines)
         }
         Backend::Null => Opened::new(NullStore, config.deadlines),
     };

@@ -177,6 +177,11 @@ pub trait Outbox: Send + Sync + 'static {
         limit: usize,
     ) -> Result<u64, StoreError>;
 
-    /// Pending deliveries per sink, for the backlog gauge; at most `limit` counted per sink.
-    async fn backlog(&self, limit: usize) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Pending deliveries of each of `sinks`, counted up to `limit`; sinks without any are
+    /// left out.
+    async fn backlog(
+        &self,
+        sinks: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 }

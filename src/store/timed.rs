@@ -395,8 +395,12 @@ impl<B: Outbox> Outbox for TimedStore<B> {
         self.call("redeliver", Call::Write, call).await
     }
 
-    async fn backlog(&self, limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
-        let call = self.inner.backlog(limit);
+    async fn backlog(
+        &self,
+        sinks: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let call = self.inner.backlog(sinks, limit);
         self.call("backlog", Call::Read, call).await
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
 use futures_util::future::try_join_all;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -172,6 +174,44 @@ impl Db {
                 .expression_attribute_values(":from", s(from)),
         };
         self.query(request, None, |_| true).await
+    }
+
+    /// Sends a conditional put within the process's limit; `false` when its condition did not
+    /// hold.
+    pub async fn put_if(&self, put: PutItemFluentBuilder) -> Result<bool, StoreError> {
+        let sent = {
+            let _permit = self.permit().await;
+            put.send().await
+        };
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk("PutItem")(e)),
+        }
+    }
+
+    /// Sends a conditional update within the process's limit; `false` when its condition did
+    /// not hold.
+    pub async fn update_if(&self, update: UpdateItemFluentBuilder) -> Result<bool, StoreError> {
+        let sent = {
+            let _permit = self.permit().await;
+            update.send().await
+        };
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk("UpdateItem")(e)),
+        }
     }
 
     /// Runs a query page after page, keeping items `keep` accepts, until `want` are kept or

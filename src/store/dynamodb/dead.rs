@@ -5,7 +5,7 @@
 use futures_util::future::try_join_all;
 
 use super::alerts::newest_first;
-use super::db::{Db, sdk};
+use super::db::Db;
 use super::items::{dead_from, dead_item, dead_key, live, s};
 use super::keys::{dead_index_pk, dead_order};
 use super::units::Kind;
@@ -36,36 +36,24 @@ impl DeadLetters {
 
     async fn put_one(&self, rules: &BatchRules, d: &DeadLetter) -> Result<DeadLetter, StoreError> {
         let item = dead_item(d, rules.dead_letter_expiry(d), self.shards);
-        let put = {
-            let _permit = self.db.permit().await;
-            self.db
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await
-        };
         self.db.units.item(Kind::List, &item);
-        match put {
-            Ok(_) => {
-                // Its entry in `dead-by-time` was written too.
-                self.db.units.item(Kind::List, &item);
-                Ok(d.clone())
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                let key = dead_key(&d.source, d.partition, d.offset);
-                match self.db.get_consistent(&self.table, &key).await? {
-                    Some(stored) => dead_from(&stored),
-                    // Expired and deleted meanwhile: nothing of it is counted any more.
-                    None => Ok(d.clone()),
-                }
-            }
-            Err(e) => Err(sdk("PutItem")(e)),
+        let put = self
+            .db
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(pk)");
+        if self.db.put_if(put).await? {
+            // Its entry in `dead-by-time` was written too.
+            self.db.units.item(Kind::List, &item);
+            return Ok(d.clone());
+        }
+        let key = dead_key(&d.source, d.partition, d.offset);
+        match self.db.get_consistent(&self.table, &key).await? {
+            Some(stored) => dead_from(&stored),
+            // Expired and deleted meanwhile: nothing of it is counted any more.
+            None => Ok(d.clone()),
         }
     }
 

@@ -251,6 +251,34 @@ pub fn dead_pk_sk(source: &str, partition: u32, offset: u64) -> (String, String)
     )
 }
 
+/// Shards of the deliveries' indexes: `due` per sink, and `deliveries-by-time`.
+pub const DELIVERY_SHARDS: u32 = 4;
+
+/// A delivery's item in `state`: `dv#<id>` / `d`.
+pub fn delivery_key(id: &str) -> (String, String) {
+    (format!("dv#{id}"), "d".to_owned())
+}
+
+/// The shard of the deliveries' indexes a delivery is in.
+pub fn delivery_shard(id: &str) -> u32 {
+    shard_of(id, DELIVERY_SHARDS)
+}
+
+/// One sink's shard of the index `due`, which holds pending deliveries by their next attempt.
+pub fn due_pk(sink: &str, shard: u32) -> String {
+    format!("{sink}#{shard}")
+}
+
+/// One shard of the index `deliveries-by-time`.
+pub fn deliveries_pk(shard: u32) -> String {
+    format!("dv#{shard}")
+}
+
+/// A delivery's place in `deliveries-by-time`: when it was stored, then its id.
+pub fn delivery_order(created_at: EventTime, id: &str) -> String {
+    format!("{}#{id}", pad(created_at.as_millis()))
+}
+
 /// One shard of the index `dead-by-time`.
 pub fn dead_index_pk(shard: u32) -> String {
     format!("dl#{shard:02}")

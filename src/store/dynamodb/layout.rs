@@ -69,19 +69,9 @@ pub async fn mark(
         .put_item()
         .table_name(&tables.state)
         .set_item(Some(item))
-        .condition_expression("attribute_not_exists(pk)")
-        .send()
-        .await;
-    match put {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(sdk("PutItem")(e)),
-    }
+        .condition_expression("attribute_not_exists(pk)");
+    db.put_if(put).await?;
+    Ok(())
 }
 
 /// Moves the mark from one version to the next (a migration's last step).

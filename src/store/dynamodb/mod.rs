@@ -10,7 +10,7 @@
 //! - `raw.rs`: raw events, and the decision whether an event is new;
 //! - `guarded.rs`: increments of shared items, each record once (`windows.rs`, `counters.rs`);
 //! - `alerts.rs`, `lists.rs` (time-ordered lists in pages), `dead.rs`, `positions.rs`
-//!   (checkpoints and the registries);
+//!   (checkpoints and the registries), `deliveries.rs` (the outbox);
 //! - `write.rs`: a batch, in order, over the parts; `store.rs`: the seam's traits over them;
 //! - `layout.rs`: which layout the tables hold; `admin.rs`: `init`, `destroy`, and the
 //!   migration of layout 3 (`migrate.rs`); `schema.rs`: the tables as data;
@@ -24,6 +24,7 @@ mod alerts;
 mod counters;
 mod db;
 mod dead;
+mod deliveries;
 mod guarded;
 mod items;
 mod keys;

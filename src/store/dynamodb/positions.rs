@@ -45,28 +45,15 @@ impl Positions {
         let moved = try_join_all(batch.checkpoints.iter().map(|c| async move {
             let item = checkpoint_item(c, now);
             self.db.units.item(Kind::Position, &item);
-            let put = {
-                let _permit = self.db.permit().await;
-                self.db
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk) OR next_offset <= :ours")
-                    .expression_attribute_values(":ours", n(c.next_offset))
-                    .send()
-                    .await
-            };
-            match put {
-                Ok(_) => Ok(None),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(Some(fenced(c)))
-                }
-                Err(e) => Err(sdk("PutItem")(e)),
-            }
+            let put = self
+                .db
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR next_offset <= :ours")
+                .expression_attribute_values(":ours", n(c.next_offset));
+            Ok::<_, StoreError>((!self.db.put_if(put).await?).then(|| fenced(c)))
         }))
         .await?;
         Ok(moved.into_iter().flatten().collect())

@@ -106,18 +106,34 @@ pub fn tables(prefix: &str) -> Vec<TableSpec> {
             ttl: Some("ttl"),
         },
         TableSpec {
-            // Checkpoints, counters, list pages, dead letters and registries, under prefixed
+            // Checkpoints, counters, list pages, dead letters, deliveries and registries, under prefixed
             // keys (`keys.rs`); everything but checkpoints and registries expires by TTL.
             name: names.state,
             hash: s("pk"),
             range: Some(s("sk")),
-            indexes: vec![IndexSpec {
-                // Dead letters, most recently received first, per shard: `/dead-letters`.
-                name: "dead-by-time",
-                hash: s("dls"),
-                range: Some(s("dlt")),
-                all_attributes: true,
-            }],
+            indexes: vec![
+                IndexSpec {
+                    // Dead letters, most recently received first, per shard: `/dead-letters`.
+                    name: "dead-by-time",
+                    hash: s("dls"),
+                    range: Some(s("dlt")),
+                    all_attributes: true,
+                },
+                IndexSpec {
+                    // Pending deliveries of a sink, by their next attempt: the dispatcher.
+                    name: "due",
+                    hash: s("dq"),
+                    range: Some(n("dn")),
+                    all_attributes: true,
+                },
+                IndexSpec {
+                    // Every delivery, newest first, per shard: `/deliveries`.
+                    name: "deliveries-by-time",
+                    hash: s("dvq"),
+                    range: Some(s("dvt")),
+                    all_attributes: true,
+                },
+            ],
             ttl: Some("ttl"),
         },
     ]

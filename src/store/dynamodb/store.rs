@@ -13,6 +13,7 @@ use super::alerts::Alerts;
 use super::counters::Counters;
 use super::db::{Db, sdk};
 use super::dead::DeadLetters;
+use super::deliveries::Deliveries;
 use super::keys::{
     ALERTS_LIST, LATE_LIST, MAX_SHARDS, Shards, Tables, attr, events_list, late_list,
 };
@@ -26,6 +27,9 @@ use super::write::Write;
 use crate::model::{
     Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, WindowAggregate,
     WriteBatch,
+};
+use crate::store::outbox::{
+    Attempted, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Outbox, Pending,
 };
 use crate::store::{
     CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Maintenance, Page,
@@ -45,6 +49,7 @@ pub struct DynamoStore {
     lists: Lists,
     dead: DeadLetters,
     positions: Positions,
+    deliveries: Deliveries,
 }
 
 impl DynamoStore {
@@ -82,6 +87,7 @@ impl DynamoStore {
             counters: Counters::new(db.clone(), state.clone(), shared),
             lists: Lists::new(db.clone(), state.clone(), shared),
             dead: DeadLetters::new(db.clone(), state.clone(), shared),
+            deliveries: Deliveries::new(db.clone(), state.clone()),
             positions: Positions::new(db.clone(), state, shared),
             db,
             tables,
@@ -120,6 +126,7 @@ impl Sink for DynamoStore {
             windows: &self.windows,
             counters: &self.counters,
             positions: &self.positions,
+            deliveries: &self.deliveries,
         };
         write.batch(&batch).await
     }
@@ -334,5 +341,57 @@ impl Maintenance for DynamoStore {
     async fn purge_expired(&self, _now: EventTime) -> Result<Purged, StoreError> {
         // DynamoDB's own TTL deletes expired items; reads filter them until it does.
         Ok(Purged::default())
+    }
+}
+
+#[async_trait]
+impl Outbox for DynamoStore {
+    async fn take_due(
+        &self,
+        sink: &str,
+        now: EventTime,
+        lease_until: EventTime,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        self.deliveries
+            .take_due(sink, now, lease_until, limit)
+            .await
+    }
+
+    async fn record(&self, attempts: Vec<Attempted>) -> Result<(), StoreError> {
+        self.deliveries.record(&attempts).await
+    }
+
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page: Page<DeliveryKey>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.deliveries.list(filter, &page).await
+    }
+
+    async fn redeliver(
+        &self,
+        id: uuid::Uuid,
+        now: EventTime,
+    ) -> Result<Option<DeliveryStatus>, StoreError> {
+        self.deliveries.redeliver(id, now).await
+    }
+
+    async fn redeliver_failed(
+        &self,
+        sink: Option<&str>,
+        now: EventTime,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        self.deliveries.redeliver_failed(sink, now, limit).await
+    }
+
+    async fn backlog(
+        &self,
+        sinks: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.deliveries.backlog(sinks, limit).await
     }
 }

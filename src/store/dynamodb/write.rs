@@ -7,7 +7,8 @@
 //!    or a `duplicate_event_id` dead letter.
 //! 2. Dead letters are stored, then everything the new events add is written, all at once:
 //!    alerts, list pages and registries are plain puts of items keyed by what they are, so
-//!    writing them again changes nothing; windows and counters are guarded increments
+//!    writing them again changes nothing; deliveries are puts if absent, so a delivery under
+//!    way is never reset; windows and counters are guarded increments
 //!    (`guarded.rs`), which add each record once however often the batch is written.
 //! 3. Checkpoints come last, each a put conditional on moving the position forward.
 //!
@@ -19,6 +20,7 @@
 use super::alerts::Alerts;
 use super::counters::Counters;
 use super::dead::DeadLetters;
+use super::deliveries::Deliveries;
 use super::items::alert_item;
 use super::keys::alert_sort_key;
 use super::lists::Lists;
@@ -43,6 +45,7 @@ pub struct Write<'a> {
     pub windows: &'a Windows,
     pub counters: &'a Counters,
     pub positions: &'a Positions,
+    pub deliveries: &'a Deliveries,
 }
 
 impl Write<'_> {
@@ -77,6 +80,7 @@ impl Write<'_> {
         let dead: Vec<&DeadLetter> = stored.iter().collect();
         tokio::try_join!(
             self.alerts.put(&effects),
+            self.deliveries.put(&effects, now),
             self.lists.put(batch, &effects),
             self.windows.add(batch, &effects),
             self.counters.add(batch, &effects, &dead),

@@ -72,15 +72,13 @@ impl Outbox for SqliteStore {
         .await
     }
 
-    async fn backlog(&self, limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn backlog(
+        &self,
+        sinks: &[String],
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let names = sinks.to_vec();
         self.read(move |c| {
-            let mut sinks = c.prepare_cached(
-                "SELECT DISTINCT sink FROM deliveries INDEXED BY deliveries_due
-                 WHERE status = 'pending'",
-            )?;
-            let names = sinks
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
             let mut count = c.prepare_cached(
                 "SELECT count(*) FROM (SELECT 1 FROM deliveries
                  WHERE status = 'pending' AND sink = ?1 LIMIT ?2)",
@@ -91,6 +89,7 @@ impl Outbox for SqliteStore {
                     let n: i64 = count.query_row(params![s, limit as i64], |r| r.get(0))?;
                     Ok((s, n.max(0) as u64))
                 })
+                .filter(|r| !matches!(r, Ok((_, 0))))
                 .collect()
         })
         .await
