@@ -22,7 +22,7 @@ use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
 use crate::broker::{Producer, Source, embedded};
 use crate::config::{
     AlertArgs, ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, InitArgs, ProcessArgs, ProduceArgs,
-    ServeArgs, StoreArgs, UpArgs,
+    RedeliverArgs, ServeArgs, StoreArgs, UpArgs,
 };
 use crate::delivery::{Dispatcher, Rules};
 use crate::generator::{self, hostile::Records};
@@ -150,10 +150,12 @@ async fn connect(
     Ok((Arc::new(producer), Box::new(source)))
 }
 
-/// The alert rules in force: `--rules` (or the default) and the sinks of `--webhook`.
-fn load_rules(args: &AlertArgs) -> anyhow::Result<Arc<Rules>> {
+/// The alert rules in force: `--rules` (or the default) and the sinks of `--webhook`; a window
+/// rule counts windows of a resolution the engine keeps.
+fn load_rules(args: &AlertArgs, engine: &EngineConfig) -> anyhow::Result<Arc<Rules>> {
     let sinks = args.sinks().context("--webhook")?;
-    let rules = Rules::load(args.rules.clone(), sinks).context("loading the alert rules")?;
+    let kept = engine.rules.resolutions.iter().map(|r| r.span).collect();
+    let rules = Rules::load(args.rules.clone(), sinks, kept).context("loading the alert rules")?;
     let current = rules.current();
     tracing::info!(
         rules = current.rules.len(),
@@ -220,7 +222,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let rules = args.engine.config();
     let engine = Engine::new(source.name(), rules.clone());
     let runtime = args.runtime.config(opened.sink.properties());
-    let alert_rules = load_rules(&args.alerts)?;
+    let alert_rules = load_rules(&args.alerts, &rules)?;
     let alerting_stop = CancellationToken::new();
     let link = start_alerting(&args.alerts, &alert_rules, &opened, &alerting_stop)?;
     let processor = Processor::new(
@@ -392,9 +394,10 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
         None => None,
     };
     let (source, stop, _lock) = input(&args, &opened, signalled).await?;
-    let engine = Engine::new(source.name(), args.engine.config());
+    let config = args.engine.config();
+    let alert_rules = load_rules(&args.alerts, &config)?;
+    let engine = Engine::new(source.name(), config);
     let runtime = args.runtime.config(opened.sink.properties());
-    let alert_rules = load_rules(&args.alerts)?;
     let link = start_alerting(&args.alerts, &alert_rules, &opened, &ops_stop)?;
     let processor =
         Processor::new(source, engine, opened.sink, opened.health, runtime).with_alerting(link);
@@ -419,12 +422,13 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
     let listener = bind(&args.api).await?;
     let shutdown = shutdown_on_signal();
     let (purge_stop, purge) = spawn_purge(&opened, &args.store);
-    let alert_rules = load_rules(&args.alerts)?;
+    let config = args.engine.config();
+    let alert_rules = load_rules(&args.alerts, &config)?;
     tokio::spawn(alert_rules.clone().watch(purge_stop.clone()));
     let alerts = (&alert_rules, &args.alerts);
     api::serve(
         listener,
-        app_state(&opened, &args.engine.config(), &args.api, alerts, metrics),
+        app_state(&opened, &config, &args.api, alerts, metrics),
         args.api.limits(),
         async move { shutdown.cancelled().await },
     )
@@ -466,6 +470,31 @@ pub async fn destroy(args: DestroyArgs) -> anyhow::Result<()> {
     let client = dynamodb::client(&config).await;
     for table in dynamodb::destroy(&client, &config).await? {
         println!("deleted  {table}");
+    }
+    Ok(())
+}
+
+/// `citystream redeliver ID…` or `citystream redeliver --failed [--sink NAME]`: deliveries
+/// made pending again, due at once, for the dispatcher of a running processor to send.
+pub async fn redeliver(args: RedeliverArgs) -> anyhow::Result<()> {
+    let opened = open_store(&args.store, OpenMode::Existing).await?;
+    let outbox = opened
+        .outbox
+        .context("this store keeps no outbox of deliveries")?;
+    let now = crate::model::EventTime::now();
+    if args.failed {
+        let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
+        let n = outbox
+            .redeliver_failed(args.sink.as_deref(), now, limit)
+            .await?;
+        println!("{n} failed deliveries pending again");
+        return Ok(());
+    }
+    for id in &args.ids {
+        match outbox.redeliver(*id, now).await? {
+            Some(was) => println!("{id}: {was} → pending"),
+            None => println!("{id}: no such delivery"),
+        }
     }
     Ok(())
 }

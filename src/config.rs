@@ -50,6 +50,8 @@ pub enum Command {
     Init(InitArgs),
     /// Delete the DynamoDB tables (the seed's cleanup script).
     Destroy(DestroyArgs),
+    /// Send alert deliveries again: the given ones, or the failed ones (--failed).
+    Redeliver(RedeliverArgs),
     /// Run the processor over a JSON-lines file as fast as it goes and report events/s.
     Bench(BenchArgs),
 }
@@ -160,6 +162,24 @@ pub struct InitArgs {
     /// first (SIGTERM lets each finish its batch).
     #[arg(long)]
     pub migrate: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["ids", "failed"]))]
+pub struct RedeliverArgs {
+    /// Deliveries to send again, by id (as `GET /api/v1/deliveries` lists them).
+    pub ids: Vec<uuid::Uuid>,
+    /// Send the failed deliveries again instead (of `--sink` only, if given).
+    #[arg(long)]
+    pub failed: bool,
+    /// With `--failed`: only this sink's.
+    #[arg(long, requires = "failed")]
+    pub sink: Option<String>,
+    /// With `--failed`: at most this many.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub limit: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -523,8 +543,8 @@ impl EngineArgs {
                 severities_cap: usize::try_from(self.severities_cap).unwrap_or(usize::MAX),
                 late_retention: self.late_retention,
                 dead_letter_retention: self.dead_letter_retention,
+                alerting: Default::default(),
             },
-            alerting: Default::default(),
         }
     }
 }

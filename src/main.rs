@@ -35,6 +35,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => app::serve(args, metrics).await,
         Command::Init(args) => app::init(args).await,
         Command::Destroy(args) => app::destroy(args).await,
+        Command::Redeliver(args) => app::redeliver(args).await,
         Command::Bench(args) => app::bench(args).await,
     }
 }

@@ -232,6 +232,34 @@ async fn a_gone_sink_fails_its_deliveries_which_are_sent_again_by_hand() {
         .await;
     assert_eq!(delivered.len(), 1, "only the one sent again");
     assert_eq!(delivered[0]["id"], id.as_str());
+
+    // The rest, from the command line, on the store the running `up` writes.
+    let out = std::process::Command::new(crate::support::binary::BIN)
+        .args([
+            "redeliver",
+            "--failed",
+            "--sink",
+            "webhook-1",
+            "--data-dir",
+            data,
+        ])
+        .output()
+        .expect("citystream redeliver");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.trim(),
+        format!("{} failed deliveries pending again", alerts - 1)
+    );
+    receiver
+        .wait_until(Duration::from_secs(30), |got| {
+            got.iter().filter(|g| g.answered == 204).count() == alerts
+        })
+        .await;
 }
 
 /// Rules from a file, replaced whole by `PUT /api/v1/rules`: a bad file is refused and the
@@ -548,6 +576,112 @@ async fn the_outbox_keeps_every_delivery_until_it_is_finished<S: Sink + Outbox>(
     );
     assert!(one.iter().all(|d| d.attempts == 0));
     now
+}
+
+/// Window rules on SQLite: see [`a_window_rule_fires_once_per_window`].
+#[tokio::test]
+async fn a_window_rule_fires_once_per_window_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("store");
+    a_window_rule_fires_once_per_window(&store).await;
+}
+
+/// Window rules on DynamoDB (dynoxide): see [`a_window_rule_fires_once_per_window`].
+#[tokio::test]
+async fn a_window_rule_fires_once_per_window_on_dynamodb() {
+    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
+    let server = crate::support::dynoxide::Dynoxide::start();
+    let client = crate::support::dynoxide::client_at(&server.endpoint);
+    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
+    init(&client, &tables, false).await.expect("init");
+    let store = DynamoStore::connect(client, &tables).await.expect("layout");
+    a_window_rule_fires_once_per_window(&store).await;
+}
+
+/// A window rule (3 incidents in a 5-minute window) fires once for the window its third event
+/// reaches, over two batches and a batch written again, and not for a window that holds two;
+/// the alert, with the window, goes to the rule's sink.
+async fn a_window_rule_fires_once_per_window<S: Sink + Outbox>(store: &S) {
+    let alerting = Arc::new(
+        Alerting::parse(
+            "[[rules]]\nid = \"incidents\"\nversion = 2\nwindow = \"5m\"\ncount = 3\n\
+             types = [\"incident\"]\n\
+             [[sinks]]\nname = \"desk\"\nurl = \"http://127.0.0.1:9/\"\nrules = [\"incidents\"]\n",
+        )
+        .expect("rules"),
+    );
+    let five = Span::from_mins(5);
+    let start = EventTime::now()
+        .window_start(five)
+        .saturating_sub(Span::from_mins(10));
+    let at = |window: i64, s: i64| start.saturating_add(Span::from_secs(window * 300 + s));
+    let write = |events: Vec<CityEvent>, first: u64| {
+        let accepted = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let begin = e.timestamp.window_start(five);
+                Accepted {
+                    alerts: Vec::new(),
+                    payload: Bytes::from(e.to_json()),
+                    ttl: e.timestamp.saturating_add(Span::from_days(1)),
+                    placement: Placement::Window {
+                        start: begin,
+                        end: begin.saturating_add(five),
+                    },
+                    partition: 0,
+                    offset: first + i as u64,
+                    event: e,
+                }
+            })
+            .collect();
+        let rules = BatchRules {
+            alerting: alerting.clone(),
+            ..BatchRules::default()
+        };
+        Arc::new(WriteBatch {
+            events: accepted,
+            ..WriteBatch::new("w", rules)
+        })
+    };
+    let first = write(
+        vec![
+            event("a", at(0, 1), Severity::Low),
+            event("b", at(0, 2), Severity::High),
+            event("x", at(1, 1), Severity::Low),
+        ],
+        0,
+    );
+    store.write(first).await.expect("write");
+    let second = write(
+        vec![
+            event("c", at(0, 3), Severity::Low),
+            event("y", at(1, 2), Severity::Low),
+        ],
+        3,
+    );
+    store.write(second.clone()).await.expect("write");
+    store.write(second).await.expect("write again");
+    let third = write(vec![event("d", at(0, 4), Severity::Low)], 5);
+    store
+        .write(third)
+        .await
+        .expect("a fourth event: the alert is made already");
+    let listed = store
+        .deliveries(&DeliveryFilter::default(), Page::first(100))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "one alert, for the window that reached 3");
+    let d = &listed[0];
+    assert_eq!(
+        (d.sink.as_str(), d.rule.to_string()),
+        ("desk", "incidents@2".to_owned())
+    );
+    let window = &d.alert["window"];
+    assert_eq!(window["city"], "Boston");
+    assert_eq!(window["resolution"], "5m");
+    assert_eq!(window["window_start"], at(0, 0).to_rfc3339());
+    assert_eq!(window["event_count"], 3);
 }
 
 /// The tests whose assertions are about time: run after the rest, one at a time.

@@ -70,8 +70,9 @@ impl From<PublicAlerting> for RulesBody {
     }
 }
 
-/// A per-event rule: an event at or above `severity`, of the listed cities and types (all when
-/// a list is empty), is an alert.
+/// An alert rule, of the listed cities and types (all when a list is empty). Without `window`,
+/// an event at or above `severity` is an alert; with it, a window whose events at or above
+/// `severity` reach `window.count` is, once.
 #[derive(ToSchema)]
 #[allow(dead_code, reason = "documents `Rule` as served")]
 pub struct RuleDoc {
@@ -80,6 +81,17 @@ pub struct RuleDoc {
     severity: crate::model::Severity,
     cities: Vec<String>,
     types: Vec<crate::model::EventType>,
+    window: Option<WindowConditionDoc>,
+}
+
+/// What a window rule counts.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "documents `WindowCondition` as served")]
+pub struct WindowConditionDoc {
+    /// The windows' resolution (`5m`, `1h`, `1d`).
+    resolution: String,
+    /// Events that make an alert, at least.
+    count: u64,
 }
 
 /// A sink: its URL's scheme and host only, never its path or secret.

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::Span;
 use crate::model::alerting::{Alerting, MAX_RULES_FILE_BYTES, RulesError, SinkConfig};
 
 /// How often the rules file's modification time is looked at.
@@ -34,19 +35,27 @@ pub struct Rules {
     file: Option<PathBuf>,
     /// Sinks from the command line, added to the file's.
     extra: Vec<SinkConfig>,
+    /// The resolutions kept: a window rule counts windows of one of them.
+    kept: Vec<Span>,
     tx: watch::Sender<Arc<Alerting>>,
     /// The file's modification time and length when it was last read.
     seen: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl Rules {
-    /// Loads `file` (the default rules without one) and adds `extra` sinks.
-    pub fn load(file: Option<PathBuf>, extra: Vec<SinkConfig>) -> Result<Rules, ReloadError> {
+    /// Loads `file` (the default rules without one) and adds `extra` sinks; a window rule must
+    /// count windows of a resolution in `kept`.
+    pub fn load(
+        file: Option<PathBuf>,
+        extra: Vec<SinkConfig>,
+        kept: Vec<Span>,
+    ) -> Result<Rules, ReloadError> {
         let rules = Rules {
             tx: watch::Sender::new(Arc::default()),
             seen: Mutex::new(file.as_deref().and_then(stamp)),
             file,
             extra,
+            kept,
         };
         let first = rules.read()?;
         rules.tx.send_replace(Arc::new(first));
@@ -58,6 +67,7 @@ impl Rules {
         Rules {
             file: None,
             extra: Vec::new(),
+            kept: Vec::new(),
             tx: watch::Sender::new(Arc::new(rules)),
             seen: Mutex::new(None),
         }
@@ -90,6 +100,7 @@ impl Rules {
     pub fn replace(&self, text: &str) -> Result<Arc<Alerting>, ReloadError> {
         let file = self.file.as_ref().ok_or(ReloadError::NoFile)?;
         let rules = Alerting::parse(text)?.with_sinks(self.extra.clone())?;
+        rules.check_windows(&self.kept)?;
         write_atomically(file, text).map_err(|source| ReloadError::Read {
             path: file.display().to_string(),
             source,
@@ -127,7 +138,9 @@ impl Rules {
             None => Alerting::default(),
             Some(file) => Alerting::parse(&read_bounded(file)?)?,
         };
-        Ok(base.with_sinks(self.extra.clone())?)
+        let rules = base.with_sinks(self.extra.clone())?;
+        rules.check_windows(&self.kept)?;
+        Ok(rules)
     }
 
     fn file_changed(&self) -> bool {
@@ -202,7 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rules.toml");
         std::fs::write(&file, "[[rules]]\nid = \"a\"\nseverity = \"low\"\n").unwrap();
-        let rules = Rules::load(Some(file.clone()), Vec::new()).unwrap();
+        let rules = Rules::load(Some(file.clone()), Vec::new(), Vec::new()).unwrap();
         assert_eq!(rules.current().rules[0].id, "a");
         let err = rules.replace("[[rules]]\nid = \"b\"\n").unwrap_err();
         assert!(err.to_string().contains("severity"), "{err}");
@@ -217,7 +230,9 @@ mod tests {
         assert!(rules.reload().is_err());
         assert_eq!(rules.current().rules[0].id, "b");
         assert!(matches!(
-            Rules::load(None, Vec::new()).unwrap().replace(""),
+            Rules::load(None, Vec::new(), Vec::new())
+                .unwrap()
+                .replace(""),
             Err(ReloadError::NoFile)
         ));
     }

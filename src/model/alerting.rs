@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::event::{City, CityEvent, EventType, Severity};
+use super::results::SeverityCounts;
+use super::{EventTime, Span};
 
 /// Most rules a file may hold.
 pub const MAX_RULES: usize = 256;
@@ -55,8 +58,10 @@ impl RuleRef {
     }
 }
 
-/// A per-event rule: an event at or above `severity`, of the listed cities and types (all
-/// when a list is empty), is an alert.
+/// An alert rule, of the listed cities and types (all when a list is empty). A per-event rule
+/// (`window` is `None`): an event at or above `severity` is an alert. A window rule: a window
+/// of one city and type at the resolution `window.resolution` whose events at or above
+/// `severity` number `window.count` or more is an alert, once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
     pub id: String,
@@ -64,6 +69,31 @@ pub struct Rule {
     pub severity: Severity,
     pub cities: Vec<City>,
     pub types: Vec<EventType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowCondition>,
+}
+
+/// What a window rule counts: the resolution of its windows, and how many events make an
+/// alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WindowCondition {
+    #[serde(serialize_with = "span_name")]
+    pub resolution: Span,
+    pub count: u64,
+}
+
+fn span_name<S: serde::Serializer>(span: &Span, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(span)
+}
+
+/// One window of one city and type, with what it holds after a write.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowState<'a> {
+    pub city: &'a str,
+    pub event_type: EventType,
+    pub resolution: Span,
+    pub start: EventTime,
+    pub counts: SeverityCounts,
 }
 
 impl Rule {
@@ -74,10 +104,32 @@ impl Rule {
         }
     }
 
+    /// Whether the per-event rule makes `e` an alert.
     pub fn matches(&self, e: &CityEvent) -> bool {
-        e.severity >= self.severity
-            && (self.cities.is_empty() || self.cities.contains(&e.city))
-            && (self.types.is_empty() || self.types.contains(&e.event_type))
+        self.window.is_none()
+            && e.severity >= self.severity
+            && self.covers(e.city.as_str(), e.event_type)
+    }
+
+    fn covers(&self, city: &str, event_type: EventType) -> bool {
+        (self.cities.is_empty() || self.cities.iter().any(|c| c.as_str() == city))
+            && (self.types.is_empty() || self.types.contains(&event_type))
+    }
+
+    /// Whether the window rule makes `w` an alert: its events at or above the severity reach
+    /// the count.
+    pub fn matches_window(&self, w: &WindowState<'_>) -> bool {
+        let Some(condition) = self.window else {
+            return false;
+        };
+        let counted: u64 = Severity::ALL
+            .iter()
+            .filter(|s| **s >= self.severity)
+            .map(|s| w.counts.get(*s))
+            .sum();
+        condition.resolution == w.resolution
+            && counted >= condition.count
+            && self.covers(w.city, w.event_type)
     }
 
     /// The seed's query 3: every high or critical event.
@@ -88,6 +140,7 @@ impl Rule {
             severity: Severity::High,
             cities: Vec::new(),
             types: Vec::new(),
+            window: None,
         }
     }
 }
@@ -186,23 +239,30 @@ pub enum RulesError {
 pub struct Alerting {
     pub rules: Vec<Rule>,
     pub sinks: Vec<SinkConfig>,
+    /// Per rule, in order: its reference and the sinks that take it, worked out once, since
+    /// every alert needs them.
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    rule: Arc<RuleRef>,
+    sinks: Vec<String>,
 }
 
 impl Default for Alerting {
     /// The seed's rule and no sinks.
     fn default() -> Self {
-        Alerting {
-            rules: vec![Rule::default_rule()],
-            sinks: Vec::new(),
-        }
+        Alerting::new(vec![Rule::default_rule()], Vec::new())
     }
 }
 
 /// One rule firing for one event: the alert, and the sinks it goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
-    pub alert_id: Uuid,
-    pub rule: RuleRef,
+    pub rule: Arc<RuleRef>,
+    /// The alert's id; only worked out when a sink takes the rule (nothing else needs it).
+    pub alert_id: Option<Uuid>,
     /// Delivery id and sink name, one per sink that takes the rule.
     pub deliveries: Vec<(Uuid, String)>,
 }
@@ -217,30 +277,95 @@ impl Alerting {
         file.validate()
     }
 
+    fn new(rules: Vec<Rule>, sinks: Vec<SinkConfig>) -> Alerting {
+        let routes = rules
+            .iter()
+            .map(|r| Route {
+                rule: Arc::new(r.reference()),
+                sinks: sinks
+                    .iter()
+                    .filter(|s| s.takes(&r.id))
+                    .map(|s| s.name.clone())
+                    .collect(),
+            })
+            .collect();
+        Alerting {
+            rules,
+            sinks,
+            routes,
+        }
+    }
+
     /// Adds sinks given on the command line (`--webhook`), after the file's.
     pub fn with_sinks(mut self, sinks: Vec<SinkConfig>) -> Result<Alerting, RulesError> {
         self.sinks.extend(sinks);
         check_sinks(&self.sinks, &self.rules)?;
-        Ok(self)
+        Ok(Alerting::new(self.rules, self.sinks))
     }
 
     /// The alerts `event` fires: one per rule it matches, in file order.
     pub fn fire(&self, event: &CityEvent) -> Vec<Fired> {
         self.rules
             .iter()
-            .filter(|r| r.matches(event))
-            .map(|rule| {
-                let alert = alert_id(&rule.id, event);
-                let deliveries = self
-                    .sinks
-                    .iter()
-                    .filter(|s| s.takes(&rule.id))
-                    .map(|s| (delivery_id(alert, &s.name), s.name.clone()))
-                    .collect();
+            .zip(&self.routes)
+            .filter(|(rule, _)| rule.matches(event))
+            .map(|(rule, route)| {
+                let alert = (!route.sinks.is_empty()).then(|| alert_id(&rule.id, event));
+                let deliveries = alert.map_or_else(Vec::new, |alert| {
+                    let to = |s: &String| (delivery_id(alert, s), s.clone());
+                    route.sinks.iter().map(to).collect()
+                });
                 Fired {
+                    rule: route.rule.clone(),
                     alert_id: alert,
-                    rule: rule.reference(),
                     deliveries,
+                }
+            })
+            .collect()
+    }
+
+    /// Refuses a window rule whose resolution is not one of `kept`: it would never fire.
+    pub fn check_windows(&self, kept: &[Span]) -> Result<(), RulesError> {
+        let never = self
+            .rules
+            .iter()
+            .find(|r| r.window.is_some_and(|w| !kept.contains(&w.resolution)));
+        match never {
+            None => Ok(()),
+            Some(r) => {
+                let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+                Err(invalid(
+                    "rule",
+                    &r.id,
+                    &format!("its window is not a resolution kept ({})", names.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// Whether a window rule has a sink: only then do windows need looking at.
+    pub fn watches_windows(&self) -> bool {
+        self.rules
+            .iter()
+            .zip(&self.routes)
+            .any(|(r, route)| r.window.is_some() && !route.sinks.is_empty())
+    }
+
+    /// The alerts a window fires after a write: one per window rule it meets that a sink
+    /// takes (an alert no sink takes goes nowhere, and is not kept). Written only if absent,
+    /// each is made once however often the window is written after.
+    pub fn fire_window(&self, w: &WindowState<'_>) -> Vec<Fired> {
+        self.rules
+            .iter()
+            .zip(&self.routes)
+            .filter(|(rule, route)| !route.sinks.is_empty() && rule.matches_window(w))
+            .map(|(rule, route)| {
+                let alert = window_alert_id(&rule.id, w);
+                let to = |s: &String| (delivery_id(alert, s), s.clone());
+                Fired {
+                    rule: route.rule.clone(),
+                    alert_id: Some(alert),
+                    deliveries: route.sinks.iter().map(to).collect(),
                 }
             })
             .collect()
@@ -282,8 +407,13 @@ impl AlertBody<'_> {
 
 /// The rules an event matched, as stored with its alert: `id@version`, comma separated.
 pub fn rules_text(fired: &[Fired]) -> String {
-    let refs: Vec<String> = fired.iter().map(|f| f.rule.to_string()).collect();
-    refs.join(",")
+    match fired {
+        [one] => one.rule.to_string(),
+        many => {
+            let refs: Vec<String> = many.iter().map(|f| f.rule.to_string()).collect();
+            refs.join(",")
+        }
+    }
 }
 
 /// The rules of a stored alert, from [`rules_text`]; what cannot be read is left out.
@@ -299,6 +429,46 @@ pub fn alert_id(rule: &str, event: &CityEvent) -> Uuid {
         event.timestamp.as_millis()
     );
     Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// A window alert's id: the rule's id and the window's city, type, resolution and start.
+pub fn window_alert_id(rule: &str, w: &WindowState<'_>) -> Uuid {
+    let name = format!(
+        "window\n{rule}\n{}\n{}\n{}\n{}",
+        w.city,
+        w.event_type,
+        w.resolution.as_millis(),
+        w.start.as_millis()
+    );
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// A window alert as the outbox keeps it and a `standard` sink receives it (as `data`).
+#[derive(Debug, Serialize)]
+pub struct WindowAlertBody<'a> {
+    pub id: Uuid,
+    pub rule: &'a RuleRef,
+    pub window: WindowBody<'a>,
+}
+
+/// The window of a window alert.
+#[derive(Debug, Serialize)]
+pub struct WindowBody<'a> {
+    pub city: &'a str,
+    pub event_type: EventType,
+    #[serde(serialize_with = "span_name")]
+    pub resolution: Span,
+    pub window_start: EventTime,
+    pub window_end: EventTime,
+    /// Its events at or above the rule's severity when the alert was made.
+    pub event_count: u64,
+}
+
+impl WindowAlertBody<'_> {
+    pub fn to_json(&self) -> String {
+        // Ids, plain strings, enums and timestamp strings: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// A delivery's id: the alert's id and the sink's name, hashed.
@@ -351,11 +521,15 @@ struct FileRule {
     id: String,
     #[serde(default = "one")]
     version: u32,
-    severity: Severity,
+    severity: Option<Severity>,
     #[serde(default)]
     cities: Vec<String>,
     #[serde(default)]
     types: Vec<EventType>,
+    /// A window rule's resolution (`5m`, `1h`, `1d`).
+    window: Option<String>,
+    /// A window rule's count.
+    count: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,7 +572,7 @@ impl File {
             .map(FileSink::validate)
             .collect::<Result<Vec<_>, _>>()?;
         check_sinks(&sinks, &rules)?;
-        Ok(Alerting { rules, sinks })
+        Ok(Alerting::new(rules, sinks))
     }
 }
 
@@ -417,12 +591,30 @@ impl FileRule {
             .iter()
             .map(|c| City::parse(c.as_str()).map_err(|e| bad(&e.to_string())))
             .collect::<Result<_, _>>()?;
+        let window = match (&self.window, self.count) {
+            (None, None) => None,
+            (Some(w), Some(count)) if count >= 1 => Some(WindowCondition {
+                resolution: Span::parse(w).map_err(|e| bad(&format!("window: {e}")))?,
+                count,
+            }),
+            _ => {
+                return Err(bad(
+                    "a window rule has both `window` (5m, 1h, 1d) and `count` (1 or more)",
+                ));
+            }
+        };
+        let severity = match (self.severity, window) {
+            (Some(s), _) => s,
+            (None, Some(_)) => Severity::Low,
+            (None, None) => return Err(bad("a per-event rule has a `severity`")),
+        };
         Ok(Rule {
             cities,
             id: self.id,
             version: self.version,
-            severity: self.severity,
+            severity,
             types: self.types,
+            window,
         })
     }
 }
@@ -602,6 +794,66 @@ mod tests {
             Alerting::parse(&" ".repeat(MAX_RULES_FILE_BYTES + 1)),
             Err(RulesError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn a_window_rule_fires_once_its_window_holds_enough_events_of_its_severity() {
+        let a = Alerting::parse(
+            "[[rules]]\nid = \"boston-incidents\"\nwindow = \"5m\"\ncount = 3\nseverity = \"medium\"\n\
+             cities = [\"Boston\"]\ntypes = [\"incident\"]\n\
+             [[sinks]]\nname = \"desk\"\nurl = \"http://127.0.0.1:9/\"\n",
+        )
+        .unwrap();
+        assert!(a.watches_windows());
+        let w = |city, resolution: Span, counts: [u64; 4]| WindowState {
+            city,
+            event_type: EventType::Incident,
+            resolution,
+            start: EventTime::from_millis(300_000),
+            counts: SeverityCounts(counts),
+        };
+        let five = Span::from_mins(5);
+        assert!(
+            a.fire_window(&w("Boston", five, [5, 2, 0, 0])).is_empty(),
+            "2 at medium or up"
+        );
+        let fired = a.fire_window(&w("Boston", five, [0, 1, 1, 1]));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].deliveries.len(), 1);
+        assert_eq!(
+            fired,
+            a.fire_window(&w("Boston", five, [9, 9, 9, 9])),
+            "one id per window"
+        );
+        assert!(a.fire_window(&w("Chicago", five, [0, 3, 0, 0])).is_empty());
+        assert!(
+            a.fire_window(&w("Boston", Span::from_hours(1), [0, 3, 0, 0]))
+                .is_empty()
+        );
+        let e = event("Boston", EventType::Incident, Severity::Critical);
+        assert!(a.fire(&e).is_empty(), "a window rule is no per-event rule");
+        assert!(a.check_windows(&[five, Span::from_hours(1)]).is_ok());
+        let refused = a
+            .check_windows(&[Span::from_hours(1)])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("not a resolution kept (1h)"), "{refused}");
+        let half = "[[rules]]\nid = \"w\"\nwindow = \"5m\"\n";
+        assert!(
+            Alerting::parse(half)
+                .unwrap_err()
+                .to_string()
+                .contains("both")
+        );
+        let none = "[[rules]]\nid = \"w\"\n";
+        assert!(
+            Alerting::parse(none)
+                .unwrap_err()
+                .to_string()
+                .contains("severity")
+        );
+        let without_sinks = Alerting::parse("[[rules]]\nid = \"w\"\nwindow = \"5m\"\ncount = 1\n");
+        assert!(!without_sinks.unwrap().watches_windows());
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! late-event values a store serves.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::alerting::Fired;
+use super::alerting::{Alerting, Fired};
 use super::event::{City, CityEvent, EventType, Severity};
 use super::record::{DeadLetter, Rejection};
 use super::resolution::{Resolution, Resolutions};
@@ -162,6 +163,9 @@ pub struct BatchRules {
     pub late_retention: Span,
     /// How long dead letters are kept after they were received.
     pub dead_letter_retention: Span,
+    /// The alert rules and sinks in force: which events are alerts (the engine) and which
+    /// windows (the store, as it adds to them), and where their alerts go.
+    pub alerting: Arc<Alerting>,
 }
 
 impl Default for BatchRules {
@@ -171,6 +175,7 @@ impl Default for BatchRules {
             severities_cap: DEFAULT_SEVERITIES_CAP,
             late_retention: Span::from_days(30),
             dead_letter_retention: Span::from_days(7),
+            alerting: Arc::default(),
         }
     }
 }

@@ -35,10 +35,8 @@ pub struct EngineConfig {
     /// Most ids remembered per partition.
     pub dedup_capacity: usize,
     /// What the store applies with each batch: the resolutions (the base window first), the
-    /// severities cap and the retentions.
+    /// severities cap, the retentions, and the alert rules in force.
     pub rules: BatchRules,
-    /// The alert rules and sinks in force: which events are alerts, and where they go.
-    pub alerting: Arc<Alerting>,
 }
 
 impl EngineConfig {
@@ -57,7 +55,6 @@ impl Default for EngineConfig {
             dedup_horizon: Span::from_mins(60),
             dedup_capacity: 20_000,
             rules: BatchRules::default(),
-            alerting: Arc::default(),
         }
     }
 }
@@ -110,7 +107,7 @@ impl Engine {
 
     /// Puts other alert rules in force from the next record processed on.
     pub fn set_alerting(&mut self, alerting: Arc<Alerting>) {
-        self.config.alerting = alerting;
+        self.config.rules.alerting = alerting;
     }
 
     pub fn source(&self) -> &str {
@@ -280,7 +277,7 @@ fn admit(
     if let Some(newest) = newest {
         state.ids.remember(&event, newest);
     }
-    let alerts = config.alerting.fire(&event);
+    let alerts = config.rules.alerting.fire(&event);
     Ok(Some(Accepted {
         event,
         ttl,

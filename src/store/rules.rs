@@ -3,8 +3,10 @@
 //! 1. **Identity.** An accepted event is new to the store when no raw row has its key (event
 //!    id, event time). When one has, the event is either a repeat of it (the same content:
 //!    counted nowhere again) or a reuse of the id ([`found`] says which).
-//! 2. **Everything follows the raw row.** Only a new event adds its alert (query 3), its window
-//!    counts or late row (query 2) and its counters, exactly once with its raw row (query 1):
+//! 2. **Everything follows the raw row.** Only a new event adds its alert (query 3) with its
+//!    deliveries (the outbox), its window counts or late row (query 2) and its counters, exactly
+//!    once with its raw row (query 1); a window rule's alert follows the window's count, once
+//!    per window (its deliveries are written if absent, [`window_alert_body`]):
 //!    in one transaction on SQLite; on DynamoDB after it, by writes that apply once however
 //!    often they are sent. So every table agrees, a batch written twice changes nothing, and
 //!    windows fed by several sources add up.
@@ -23,9 +25,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::alerting::{AlertBody, Fired, WindowAlertBody, WindowBody, WindowState};
 use crate::model::{
     Accepted, Checkpoint, City, CityEvent, EventTime, EventType, Placement, Rejection, Resolution,
-    Resolutions, Severity, SeverityCounts,
+    Resolutions, Severity, SeverityCounts, Span,
 };
 use crate::store::StoreError;
 
@@ -59,6 +62,40 @@ pub fn windows_of<'r>(
         .iter()
         .filter(move |_| counts)
         .map(move |r| (r, r.start_of(t)))
+}
+
+/// An event's alerts that have deliveries, each with its body as the outbox keeps it (rule 2).
+pub fn owed_alerts(a: &Accepted) -> impl Iterator<Item = (&Fired, String)> {
+    a.alerts.iter().filter_map(move |fired| {
+        let body = AlertBody {
+            id: fired.alert_id?,
+            rule: &fired.rule,
+            event: &a.event,
+        };
+        Some((fired, body.to_json()))
+    })
+}
+
+/// A window alert as the outbox keeps it (rule 2): the rule and the window, with all the
+/// events it held when the alert was made.
+pub fn window_alert_body(fired: &Fired, w: &WindowState<'_>) -> String {
+    let resolution = Resolution {
+        span: w.resolution,
+        retention: Span::from_millis(0),
+    };
+    WindowAlertBody {
+        id: fired.alert_id.unwrap_or_default(),
+        rule: &fired.rule,
+        window: WindowBody {
+            city: w.city,
+            event_type: w.event_type,
+            resolution: w.resolution,
+            window_start: w.start,
+            window_end: resolution.end_of(w.start),
+            event_count: w.counts.total(),
+        },
+    }
+    .to_json()
 }
 
 /// Rule 3: how many more severities a window that holds `stored` events keeps.

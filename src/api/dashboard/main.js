@@ -17,6 +17,7 @@ import { parseResolutions } from './history.js';
 import { createHistoryView } from './history-view.js';
 import { startStream } from './live.js';
 import { alertItem, deadItem, gridRow, lateItem, renderDeadKinds, renderHealth } from './panels.js';
+import { loadSinks, renderSinks } from './sinks.js';
 import {
   chartWindowCount, cityRates, largestCount, mergeWindow, pruneWindows, windowStartOf, windowStarts,
   windowsLimit,
@@ -178,6 +179,15 @@ async function loadDead() {
   $('dead-list').replaceChildren(...body.dead_letters.map(deadItem));
 }
 
+// The alert delivery panel. A read that comes while one runs shares it.
+let sinksRead = null;
+function loadSinkPanel() {
+  sinksRead ??= loadSinks(getJson).then(renderSinks).finally(() => {
+    sinksRead = null;
+  });
+  return sinksRead;
+}
+
 // Reloads every snapshot. Calls that come while one runs make it run once more afterwards.
 let reloading = null;
 let reloadAgain = false;
@@ -194,6 +204,7 @@ function reloadSnapshots() {
     quietly(loadHealth()),
     quietly(loadLate()),
     quietly(loadDead()),
+    quietly(loadSinkPanel()),
   ]).finally(() => {
     reloading = null;
     if (reloadAgain) {
@@ -503,6 +514,8 @@ function startTimers() {
     quietly(loadLate());
     quietly(loadDead());
   }, 30000);
+  // Deliveries are not in the stream: the alert delivery panel is read again every 10 s.
+  setInterval(() => quietly(loadSinkPanel()), 10000);
 }
 
 function start() {

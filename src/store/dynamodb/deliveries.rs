@@ -17,12 +17,12 @@ use super::keys::{
     DELIVERY_SHARDS, deliveries_pk, delivery_key, delivery_order, delivery_shard, due_pk,
 };
 use super::units::Kind;
-use crate::model::EventTime;
-use crate::model::alerting::{AlertBody, RuleRef};
+use crate::model::alerting::{Alerting, Fired, RuleRef, WindowState};
+use crate::model::{EventTime, SeverityCounts};
 use crate::store::outbox::{
     Attempted, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Outcome, Pending,
 };
-use crate::store::rules::Effects;
+use crate::store::rules::{Effects, WindowId, owed_alerts, window_alert_body};
 use crate::store::{Page, StoreError};
 
 /// The deliveries, in the `state` table.
@@ -38,39 +38,43 @@ impl Deliveries {
 
     /// Every delivery of the new alerts, pending and due at once, unless already there.
     pub async fn put(&self, effects: &Effects<'_>, now: EventTime) -> Result<(), StoreError> {
-        let items = effects.alert_events().flat_map(|a| {
-            a.alerts.iter().flat_map(move |fired| {
-                let alert = AlertBody {
-                    id: fired.alert_id,
-                    rule: &fired.rule,
-                    event: &a.event,
-                }
-                .to_json();
-                fired.deliveries.iter().map(move |(id, sink)| {
-                    let id = id.to_string();
-                    let mut item = key(&id);
-                    item.extend([
-                        ("id".into(), s(&id)),
-                        ("alert_id".into(), s(fired.alert_id.to_string())),
-                        ("sink".into(), s(sink)),
-                        ("rule".into(), s(fired.rule.to_string())),
-                        ("partition".into(), n(a.partition)),
-                        ("alert".into(), s(&alert)),
-                        ("status".into(), s(DeliveryStatus::Pending.as_str())),
-                        ("attempts".into(), n(0)),
-                        ("created_at".into(), n(now.as_millis())),
-                        ("updated_at".into(), n(now.as_millis())),
-                        ("expires".into(), n(a.ttl.as_millis().div_euclid(1000))),
-                        ("dq".into(), s(due_pk(sink, delivery_shard(&id)))),
-                        ("dn".into(), n(now.as_millis())),
-                        ("dvq".into(), s(deliveries_pk(delivery_shard(&id)))),
-                        ("dvt".into(), s(delivery_order(now, &id))),
-                    ]);
-                    item
-                })
-            })
-        });
-        try_join_all(items.map(|item| self.put_new(item))).await?;
+        let mut items = Vec::new();
+        for a in effects.alert_events() {
+            for (fired, body) in owed_alerts(a) {
+                items.extend(owed_items(fired, &body, a.partition, a.ttl, now));
+            }
+        }
+        try_join_all(items.into_iter().map(|item| self.put_new(item))).await?;
+        Ok(())
+    }
+
+    /// The window rules' deliveries: each window the write added to, with its counts as the
+    /// increments left them, fires the window rules it meets.
+    pub async fn alert_windows(
+        &self,
+        alerting: &Alerting,
+        effects: &Effects<'_>,
+        windows: &[(WindowId<'_>, SeverityCounts)],
+        now: EventTime,
+    ) -> Result<(), StoreError> {
+        let mut items = Vec::new();
+        for (id, counts) in windows {
+            let Some(w) = effects.windows.get(id) else {
+                continue;
+            };
+            let state = WindowState {
+                city: w.city.as_str(),
+                event_type: w.event_type,
+                resolution: w.resolution.span,
+                start: w.start,
+                counts: *counts,
+            };
+            for fired in alerting.fire_window(&state) {
+                let body = window_alert_body(&fired, &state);
+                items.extend(owed_items(&fired, &body, 0, w.expires_at(), now));
+            }
+        }
+        try_join_all(items.into_iter().map(|item| self.put_new(item))).await?;
         Ok(())
     }
 
@@ -313,6 +317,45 @@ impl Deliveries {
         let counts = try_join_all(counts).await?;
         Ok(counts.into_iter().filter(|(_, n)| *n > 0).collect())
     }
+}
+
+/// The items of one alert's deliveries, pending and due at `now`; finished, each expires at
+/// `expires`.
+fn owed_items(
+    fired: &Fired,
+    alert: &str,
+    partition: u32,
+    expires: EventTime,
+    now: EventTime,
+) -> Vec<Item> {
+    let alert_id = fired.alert_id.unwrap_or_default().to_string();
+    fired
+        .deliveries
+        .iter()
+        .map(|(id, sink)| {
+            let id = id.to_string();
+            let shard = delivery_shard(&id);
+            let mut item = key(&id);
+            item.extend([
+                ("alert_id".into(), s(&alert_id)),
+                ("sink".into(), s(sink)),
+                ("rule".into(), s(fired.rule.to_string())),
+                ("partition".into(), n(partition)),
+                ("alert".into(), s(alert)),
+                ("status".into(), s(DeliveryStatus::Pending.as_str())),
+                ("attempts".into(), n(0)),
+                ("created_at".into(), n(now.as_millis())),
+                ("updated_at".into(), n(now.as_millis())),
+                ("expires".into(), n(expires.as_millis().div_euclid(1000))),
+                ("dq".into(), s(due_pk(sink, shard))),
+                ("dn".into(), n(now.as_millis())),
+                ("dvq".into(), s(deliveries_pk(shard))),
+                ("dvt".into(), s(delivery_order(now, &id))),
+                ("id".into(), s(id)),
+            ]);
+            item
+        })
+        .collect()
 }
 
 fn key(id: &str) -> Item {

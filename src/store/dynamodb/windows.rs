@@ -49,8 +49,13 @@ impl Windows {
         }
     }
 
-    /// Adds every new event that counts in windows to its window of each resolution.
-    pub async fn add(&self, batch: &WriteBatch, effects: &Effects<'_>) -> Result<(), StoreError> {
+    /// Adds every new event that counts in windows to its window of each resolution. Returns
+    /// each window's counts as they stand after it, when a window rule needs them (else none).
+    pub async fn add<'a>(
+        &self,
+        batch: &WriteBatch,
+        effects: &Effects<'a>,
+    ) -> Result<Vec<(WindowId<'a>, SeverityCounts)>, StoreError> {
         let mut contributions: BTreeMap<WindowId<'_>, Contribution<Severity>> = BTreeMap::new();
         for a in &effects.new {
             let e = &a.event;
@@ -69,20 +74,27 @@ impl Windows {
             }
         }
         let cap = batch.rules.severities_cap;
-        try_join_all(contributions.iter().filter_map(|(id, c)| {
-            let delta = effects.windows.get(id)?;
-            Some(self.add_to(delta, c, cap))
+        let watched = batch.rules.alerting.watches_windows();
+        let counts = try_join_all(contributions.iter().filter_map(|(id, c)| {
+            let (id, delta) = effects.windows.get_key_value(id)?;
+            Some(async move {
+                let counts = self.add_to(delta, c, cap, watched).await?;
+                Ok::<_, StoreError>(counts.map(|counts| (*id, counts)))
+            })
         }))
         .await?;
-        Ok(())
+        Ok(counts.into_iter().flatten().collect())
     }
 
+    /// Adds one window's increment; with `watched`, returns its counts after it (read again
+    /// when the increment was in already: a batch written again).
     async fn add_to(
         &self,
         delta: &WindowDelta,
         contribution: &Contribution<Severity>,
         cap: usize,
-    ) -> Result<(), StoreError> {
+        watched: bool,
+    ) -> Result<Option<SeverityCounts>, StoreError> {
         let key = window_key(
             delta.city.as_str(),
             delta.event_type,
@@ -102,12 +114,19 @@ impl Windows {
             |pending, known, expr| window_update(delta, pending, known, cap, full, expr),
         )
         .await?;
-        if let Some((item, _)) = stored
-            && severities_room(num(&item, "event_count")?, cap) == 0
+        if let Some((item, _)) = &stored
+            && severities_room(num(item, "event_count")?, cap) == 0
         {
             self.mark_full(&key);
         }
-        Ok(())
+        if !watched {
+            return Ok(None);
+        }
+        let item = match stored {
+            Some((item, _)) => Some(item),
+            None => self.db.get_consistent(&self.table, &item_key).await?,
+        };
+        item.map(|i| severity_counts(&i)).transpose()
     }
 
     fn is_full(&self, key: &str) -> bool {
@@ -256,6 +275,15 @@ fn set_identity(delta: &WindowDelta, expr: &mut Expr) {
     expr.set("ttl_ms", n(expires));
 }
 
+/// A window's counts per severity.
+fn severity_counts(item: &Item) -> Result<SeverityCounts, StoreError> {
+    let mut counts = SeverityCounts::default();
+    for v in Severity::ALL {
+        counts.0[v.index()] = opt_num(item, v.as_str())?.unwrap_or(0) as u64;
+    }
+    Ok(counts)
+}
+
 /// A window as served: its counts, and its severity chunks in key order, up to the cap.
 pub fn window_from(item: &Item) -> Result<WindowAggregate, StoreError> {
     let mut chunks: Vec<(&String, &String)> = item
@@ -270,10 +298,7 @@ pub fn window_from(item: &Item) -> Result<WindowAggregate, StoreError> {
     for (_, letters) in chunks {
         severities.extend(severities_from_text(letters)?);
     }
-    let mut counts = SeverityCounts::default();
-    for v in Severity::ALL {
-        counts.0[v.index()] = opt_num(item, v.as_str())?.unwrap_or(0) as u64;
-    }
+    let counts = severity_counts(item)?;
     Ok(WindowAggregate {
         city: City::parse(text(item, "city")?).map_err(StoreError::corrupt)?,
         event_type: text(item, "event_type")?

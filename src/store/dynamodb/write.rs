@@ -8,7 +8,8 @@
 //! 2. Dead letters are stored, then everything the new events add is written, all at once:
 //!    alerts, list pages and registries are plain puts of items keyed by what they are, so
 //!    writing them again changes nothing; deliveries are puts if absent, so a delivery under
-//!    way is never reset; windows and counters are guarded increments
+//!    way is never reset; then the window rules' deliveries, from the windows as the
+//!    increments left them; windows and counters are guarded increments
 //!    (`guarded.rs`), which add each record once however often the batch is written.
 //! 3. Checkpoints come last, each a put conditional on moving the position forward.
 //!
@@ -78,7 +79,7 @@ impl Write<'_> {
         // a try before this one may have fixed.
         let stored = self.dead.put(rules, &dead).await?;
         let dead: Vec<&DeadLetter> = stored.iter().collect();
-        tokio::try_join!(
+        let (_, _, _, windows, _, _) = tokio::try_join!(
             self.alerts.put(&effects),
             self.deliveries.put(&effects, now),
             self.lists.put(batch, &effects),
@@ -86,6 +87,11 @@ impl Write<'_> {
             self.counters.add(batch, &effects, &dead),
             self.positions.register(batch, &effects),
         )?;
+        // The window rules see each window as the increments left it.
+        let alerting = &batch.rules.alerting;
+        self.deliveries
+            .alert_windows(alerting, &effects, &windows, now)
+            .await?;
         written.fenced = self.positions.write(batch, now).await?;
         Ok(written)
     }

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::event_from_row;
-use crate::model::alerting::{AlertBody, rules_text};
+use crate::model::alerting::{Alerting, Fired, WindowState, rules_text};
 use crate::model::{
     Accepted, BatchRules, Checkpoint, DeadLetter, EventTime, EventType, Placement, Severity,
-    WriteBatch,
+    SeverityCounts, WriteBatch,
 };
 use crate::store::rules::{
-    Effects, Found, WindowDelta, fenced, found, severities_room, severities_text,
+    Effects, Found, WindowDelta, fenced, found, owed_alerts, severities_room, severities_text,
+    window_alert_body,
 };
 use crate::store::{StoreError, Written};
 
@@ -31,6 +32,7 @@ pub(super) fn write_batch(
     insert_alerts(&tx, &effects)?;
     insert_deliveries(&tx, &effects, now)?;
     add_to_windows(&tx, &effects, rules.severities_cap)?;
+    alert_windows(&tx, &effects, &rules.alerting, now)?;
     insert_late(&tx, &effects, &batch.rules)?;
     let dead = batch.dead_letters.iter().chain(&written.duplicates);
     insert_dead_letters(&tx, dead, &batch.rules)?;
@@ -173,32 +175,88 @@ fn insert_deliveries(
     effects: &Effects<'_>,
     now: EventTime,
 ) -> Result<(), StoreError> {
+    for a in effects.alert_events() {
+        for (fired, body) in owed_alerts(a) {
+            let owed = Owed {
+                fired,
+                body: &body,
+                partition: a.partition,
+                expires: a.ttl,
+            };
+            insert_owed(tx, &owed, now)?;
+        }
+    }
+    Ok(())
+}
+
+/// The window rules (rule 2, for windows): every window this write added to, at every
+/// resolution, as it stands now, fires the window rules it meets; their deliveries are
+/// inserted if absent, so a window fires each rule once.
+fn alert_windows(
+    tx: &Transaction<'_>,
+    effects: &Effects<'_>,
+    alerting: &Alerting,
+    now: EventTime,
+) -> Result<(), StoreError> {
+    if !alerting.watches_windows() {
+        return Ok(());
+    }
+    let mut stored = tx.prepare_cached(
+        "SELECT low, medium, high, critical FROM windows
+         WHERE city = ?1 AND span = ?2 AND start = ?3 AND event_type = ?4",
+    )?;
+    for w in effects.windows.values() {
+        let counts = stored.query_row(window_key(w), |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok(SeverityCounts([n(0)?, n(1)?, n(2)?, n(3)?]))
+        })?;
+        let state = WindowState {
+            city: w.city.as_str(),
+            event_type: w.event_type,
+            resolution: w.resolution.span,
+            start: w.start,
+            counts,
+        };
+        for fired in alerting.fire_window(&state) {
+            let body = window_alert_body(&fired, &state);
+            let owed = Owed {
+                fired: &fired,
+                body: &body,
+                partition: 0,
+                expires: w.expires_at(),
+            };
+            insert_owed(tx, &owed, now)?;
+        }
+    }
+    Ok(())
+}
+
+/// The deliveries of one alert, as the outbox takes them.
+struct Owed<'a> {
+    fired: &'a Fired,
+    body: &'a str,
+    partition: u32,
+    expires: EventTime,
+}
+
+fn insert_owed(tx: &Transaction<'_>, owed: &Owed<'_>, now: EventTime) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (id, alert_id, sink, rule, partition, alert, status, attempts,
              next_at, created_at, updated_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7, ?8) ON CONFLICT DO NOTHING",
     )?;
-    for a in effects.alert_events() {
-        for fired in &a.alerts {
-            let body = AlertBody {
-                id: fired.alert_id,
-                rule: &fired.rule,
-                event: &a.event,
-            }
-            .to_json();
-            for (id, sink) in &fired.deliveries {
-                insert.execute(params![
-                    id.to_string(),
-                    fired.alert_id.to_string(),
-                    sink,
-                    fired.rule.to_string(),
-                    a.partition,
-                    body,
-                    now.as_millis(),
-                    a.ttl.as_millis(),
-                ])?;
-            }
-        }
+    let alert_id = owed.fired.alert_id.unwrap_or_default().to_string();
+    for (id, sink) in &owed.fired.deliveries {
+        insert.execute(params![
+            id.to_string(),
+            alert_id,
+            sink,
+            owed.fired.rule.to_string(),
+            owed.partition,
+            owed.body,
+            now.as_millis(),
+            owed.expires.as_millis(),
+        ])?;
     }
     Ok(())
 }
