@@ -94,10 +94,14 @@ impl SinkLoop {
         let mut poll = tokio::time::interval(self.config.poll);
         // Once the processor is gone (a finished input), only the poll finds what is due.
         let mut woken = true;
+        // The outbox is read when deliveries were stored, at each poll, and when half the
+        // slots are free: not after every answer.
+        let mut look = true;
         loop {
             let free = self.config.concurrency.saturating_sub(in_flight.len());
-            if free > 0 {
+            if free > 0 && (look || free * 2 >= self.config.concurrency) {
                 self.take(free, &mut in_flight).await;
+                look = false;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -110,8 +114,9 @@ impl SinkLoop {
                 }
                 changed = self.stored.changed(), if free > 0 && woken => {
                     woken = changed.is_ok();
+                    look = true;
                 }
-                _ = poll.tick() => {}
+                _ = poll.tick() => look = true,
             }
         }
         // Sends under way are dropped; their leases end and they are due again.
