@@ -393,7 +393,7 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
         }
         None => None,
     };
-    let (source, stop, _lock) = input(&args, &opened, signalled).await?;
+    let (source, stop, _lock) = input(&args, &opened, signalled.clone()).await?;
     let config = args.engine.config();
     let alert_rules = load_rules(&args.alerts, &config)?;
     let engine = Engine::new(source.name(), config);
@@ -402,6 +402,21 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
     let processor =
         Processor::new(source, engine, opened.sink, opened.health, runtime).with_alerting(link);
     let summary = processor.run(stop).await?;
+    if let Some(outbox) = &opened.outbox {
+        let sinks: Vec<String> = alert_rules
+            .current()
+            .sinks
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        drain(
+            outbox.as_ref(),
+            &sinks,
+            *args.alerts.delivery_drain,
+            &signalled,
+        )
+        .await;
+    }
     ops_stop.cancel();
     if let Some(ops) = ops {
         ops.await.ok();
@@ -414,6 +429,43 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
         "processor finished"
     );
     Ok(())
+}
+
+/// At the end of a finite input: goes on delivering until nothing is pending, for at most
+/// `limit` or until a signal; what is left waits in the outbox for the next processor.
+async fn drain(
+    outbox: &dyn crate::store::Outbox,
+    sinks: &[String],
+    limit: std::time::Duration,
+    signalled: &CancellationToken,
+) {
+    if sinks.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let pending: u64 = match outbox.backlog(sinks, 1_000_000).await {
+            Ok(backlog) => backlog.iter().map(|(_, n)| n).sum(),
+            Err(e) => {
+                tracing::warn!(error = %e.report(), "the outbox could not be read");
+                return;
+            }
+        };
+        if pending == 0 {
+            return;
+        }
+        if signalled.is_cancelled() || tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                pending,
+                "deliveries still pending: the next processor sends them"
+            );
+            return;
+        }
+        tokio::select! {
+            _ = signalled.cancelled() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    }
 }
 
 /// `citystream serve`

@@ -292,6 +292,10 @@ pub struct AlertArgs {
     /// How long a delivery is retried before it fails (a dead letter to send again by hand).
     #[arg(long, env = "CITYSTREAM_DELIVERY_MAX_AGE", default_value_t = Human::from(DeliveryConfig::default().max_age), value_parser = positive_duration)]
     pub delivery_max_age: Human,
+    /// When `process` reaches the end of its input: how long it goes on delivering what is
+    /// pending before it exits (the rest waits in the outbox for the next processor).
+    #[arg(long, env = "CITYSTREAM_DELIVERY_DRAIN", default_value_t = Human::from(crate::delivery::DEFAULT_DRAIN), value_parser = duration)]
+    pub delivery_drain: Human,
     /// A sink's pending deliveries beyond which a warning is logged (the outbox keeps them all).
     #[arg(long, env = "CITYSTREAM_DELIVERY_BACKLOG_WARN", default_value_t = DeliveryConfig::default().backlog_warn as u64)]
     pub delivery_backlog_warn: u64,
@@ -680,6 +684,12 @@ fn positive_span(s: &str) -> Result<Span, String> {
         d if d.as_millis() >= 1 => Ok(d),
         _ => Err(format!("`{s}` must be at least 1ms")),
     }
+}
+
+fn duration(s: &str) -> Result<Human, String> {
+    humantime::parse_duration(s)
+        .map(Human::from)
+        .map_err(|e| format!("`{s}`: {e} (e.g. 0s, 30s, 2m)"))
 }
 
 fn positive_duration(s: &str) -> Result<Human, String> {

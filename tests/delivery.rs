@@ -363,6 +363,59 @@ async fn rules_are_replaced_whole_at_run_time() {
     );
 }
 
+/// `process` over a file goes on delivering at the end of its input until nothing is pending,
+/// then exits: every alert of the file has arrived by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_delivers_a_files_alerts_before_it_exits() {
+    use crate::support::binary::BIN;
+    let receiver = Receiver::start(|_, attempt| match attempt {
+        0 => Reply::Status(503),
+        _ => Reply::Ok,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("events.jsonl");
+    let produced = std::process::Command::new(BIN)
+        .args([
+            "produce", "--count", "300", "--burst", "--rate", "100", "--seed", "9",
+        ])
+        .output()
+        .expect("produce");
+    std::fs::write(&file, &produced.stdout).expect("events file");
+    let alerts = String::from_utf8_lossy(&produced.stdout)
+        .lines()
+        .filter(|l| l.contains("\"severity\":\"high\"") || l.contains("\"severity\":\"critical\""))
+        .count();
+    assert!(alerts > 50, "{alerts} alerts in the file");
+    let url = receiver.url();
+    let data = dir.path().join("data");
+    let processed = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["process", "--input"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--webhook", &url])
+            .output()
+            .expect("process")
+    })
+    .await
+    .expect("process ran");
+    assert!(
+        processed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&processed.stderr)
+    );
+    let acknowledged = by_id(&receiver.got())
+        .values()
+        .filter(|tries| tries.iter().any(|g| g.answered == 204))
+        .count();
+    assert_eq!(
+        acknowledged, alerts,
+        "every alert delivered before process exited"
+    );
+}
+
 fn event(id: &str, t: EventTime, severity: Severity) -> CityEvent {
     CityEvent {
         event_id: id.into(),

@@ -20,6 +20,9 @@ use std::time::Duration;
 pub use dispatch::Dispatcher;
 pub use rules::{ReloadError, Rules};
 
+/// How long `process` goes on delivering at the end of a finite input, unless configured.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
 /// How deliveries are sent and retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryConfig {
