@@ -51,7 +51,7 @@ start=$(date -u -d '-60 min' +%Y-%m-%dT%H:%M:%S.000Z)
   --out-of-order 0.02 --late 0.01 --start-time "$start" >"$WORK/events.jsonl" 2>/dev/null
 # Its alerts owe a sink that is never there: the outbox holds pending deliveries to list.
 "$BIN" process --input "$WORK/events.jsonl" --data-dir "$WORK/data" --log warn \
-  --webhook http://127.0.0.1:9/hook
+  --webhook http://127.0.0.1:9/hook --delivery-drain 0s
 
 port=$(free_port)
 printf '[[rules]]\nid = "severity-high"\nseverity = "high"\n' >"$WORK/rules.toml"
