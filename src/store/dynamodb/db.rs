@@ -183,16 +183,7 @@ impl Db {
             let _permit = self.permit().await;
             put.send().await
         };
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk("PutItem")(e)),
-        }
+        held("PutItem", sent)
     }
 
     /// Sends a conditional update within the process's limit; `false` when its condition did
@@ -202,16 +193,7 @@ impl Db {
             let _permit = self.permit().await;
             update.send().await
         };
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk("UpdateItem")(e)),
-        }
+        held("UpdateItem", sent)
     }
 
     /// Runs a query page after page, keeping items `keep` accepts, until `want` are kept or
@@ -291,6 +273,25 @@ fn fault_of(code: Option<&str>) -> Fault {
             | "MissingAuthenticationTokenException",
         ) => Fault::Down,
         _ => Fault::Retry,
+    }
+}
+
+/// Whether a conditional write's condition held: `false` when DynamoDB refused it for that,
+/// any other error mapped as [`sdk`] maps it.
+fn held<T, E, R>(op: &'static str, sent: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk(op)(e)),
     }
 }
 
