@@ -490,12 +490,7 @@ async fn the_outbox_on_sqlite_keeps_every_delivery_until_it_is_finished() {
 /// The outbox's contract on DynamoDB (dynoxide); finished deliveries expire by TTL there.
 #[tokio::test]
 async fn the_outbox_on_dynamodb_keeps_every_delivery_until_it_is_finished() {
-    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
-    let server = crate::support::dynoxide::Dynoxide::start();
-    let client = crate::support::dynoxide::client_at(&server.endpoint);
-    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
-    init(&client, &tables, false).await.expect("init");
-    let store = DynamoStore::connect(client, &tables).await.expect("layout");
+    let (_server, store) = crate::store::open_dynamodb().await;
     the_outbox_keeps_every_delivery_until_it_is_finished(&store).await;
 }
 
@@ -653,12 +648,7 @@ async fn a_window_rule_fires_once_per_window_on_sqlite() {
 /// Window rules on DynamoDB (dynoxide): see [`a_window_rule_fires_once_per_window`].
 #[tokio::test]
 async fn a_window_rule_fires_once_per_window_on_dynamodb() {
-    use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init};
-    let server = crate::support::dynoxide::Dynoxide::start();
-    let client = crate::support::dynoxide::client_at(&server.endpoint);
-    let tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
-    init(&client, &tables, false).await.expect("init");
-    let store = DynamoStore::connect(client, &tables).await.expect("layout");
+    let (_server, store) = crate::store::open_dynamodb().await;
     a_window_rule_fires_once_per_window(&store).await;
 }
 

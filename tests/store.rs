@@ -150,7 +150,7 @@ async fn open_sqlite() -> (tempfile::TempDir, SqliteStore) {
 /// A DynamoDB store on fresh tables in a fresh dynoxide, with 3 shards of every shared key
 /// and of each city's alerts, so that every read merges shards (the end-to-end tests run the
 /// defaults).
-async fn open_dynamodb() -> (Dynoxide, DynamoStore) {
+pub async fn open_dynamodb() -> (Dynoxide, DynamoStore) {
     let server = Dynoxide::start();
     let client = client_at(&server.endpoint);
     let mut tables = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "citystream-");
