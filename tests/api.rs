@@ -227,6 +227,11 @@ async fn client_mistakes_get_a_json_4xx() {
         "/api/v1/aggregations?city=NYC&resolution=7m",
         "/api/v1/aggregations?city=NYC&resolution=",
         "/api/v1/aggregations?city=NYC&from=2026-11-26T00:00:00Z&to=2026-11-25T00:00:00Z",
+        "/api/v1/events/SF?limit=1&limit=3000",
+        "/api/v1/events/SF?limit=1&limit=1",
+        "/api/v1/aggregations?city=NYC&city=SF",
+        "/api/v1/events/S%E2%80%AEF",
+        "/api/v1/alerts?city=N%E2%80%8BYC",
     ];
     for uri in bad {
         let (status, body) = get(&state, uri).await;

@@ -62,11 +62,24 @@ pub struct Params(HashMap<String, String>);
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
+    /// A parameter given twice (`?limit=1&limit=3000`) is a 400: which one was meant is not
+    /// for the server to guess.
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map(|Query(map)| Params(map))
-            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::BadRequest(format!("invalid query string: {}", e.body_text()))
+            })?;
+        let mut map = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if map.contains_key(&name) {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter `{name}` is given more than once"
+                )));
+            }
+            map.insert(name, value);
+        }
+        Ok(Params(map))
     }
 }
 

@@ -93,9 +93,25 @@ pub enum InvalidCity {
     TooLong(usize),
     #[error("city contains a control character")]
     ControlCharacter,
+    #[error(
+        "city contains the invisible format character U+{0:04X} (bidi controls and zero-width characters can spoof a name)"
+    )]
+    FormatCharacter(u32),
 }
 
-/// A city name: non-empty, at most 64 bytes, no control characters.
+/// Whether `c` is an invisible Unicode format character that changes how the text around it
+/// shows: the bidi embeddings, overrides, isolates and marks, and the zero-width characters.
+/// A name holding one can display as another name.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064
+            | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
+    )
+}
+
+/// A city name: non-empty, at most 64 bytes, no control characters and no invisible format
+/// characters ([`is_format_char`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct City(String);
@@ -109,6 +125,8 @@ impl City {
             Err(InvalidCity::TooLong(s.len()))
         } else if s.chars().any(char::is_control) {
             Err(InvalidCity::ControlCharacter)
+        } else if let Some(c) = s.chars().find(|&c| is_format_char(c)) {
+            Err(InvalidCity::FormatCharacter(c as u32))
         } else {
             Ok(City(s))
         }
@@ -186,6 +204,14 @@ mod tests {
         assert_eq!(City::parse(""), Err(InvalidCity::Empty));
         assert_eq!(City::parse("a".repeat(65)), Err(InvalidCity::TooLong(65)));
         assert_eq!(City::parse("S\nF"), Err(InvalidCity::ControlCharacter));
+        assert_eq!(
+            City::parse("S\u{202e}F"),
+            Err(InvalidCity::FormatCharacter(0x202E))
+        );
+        assert_eq!(
+            City::parse("N\u{200b}YC"),
+            Err(InvalidCity::FormatCharacter(0x200B))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::EventTime;
 use super::event::{
     City, CityEvent, EventType, InvalidCity, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES, Severity,
+    is_format_char,
 };
 
 /// Largest record accepted, in bytes; anything larger is a dead letter. Sources keep at most this
@@ -202,6 +203,11 @@ pub fn decode(source: &str, record: &Record) -> Result<CityEvent, Rejection> {
         }
         Some(id) if id.chars().any(char::is_control) => {
             return Err(Rejection::EventId("contains a control character"));
+        }
+        Some(id) if id.chars().any(is_format_char) => {
+            return Err(Rejection::EventId(
+                "contains an invisible format character (a bidi control or zero-width character)",
+            ));
         }
         Some(id) => id.into_owned(),
         None => derived_event_id(source, record.partition, record.offset),
