@@ -11,24 +11,30 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AdminToken, AppState};
+use crate::api::ingest::Ingest;
+use crate::api::{self, AdminToken, AppState, Auth};
 use crate::broker::file::{LineSource, LineWriter, STDIN_SOURCE};
+use crate::broker::http::HttpProducer;
 use crate::broker::journal::Journal;
 use crate::broker::kafka::{KafkaProducer, KafkaSource, ensure_topics};
-use crate::broker::{Producer, Source, embedded};
+use crate::broker::{Durable, Message, Polled, Producer, Source, embedded};
 use crate::config::{
-    AlertArgs, ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, InitArgs, ProcessArgs, ProduceArgs,
-    RedeliverArgs, ServeArgs, StoreArgs, UpArgs,
+    AlertArgs, ApiArgs, BenchArgs, BrokerArgs, DestroyArgs, InitArgs, KeysCommand, ProcessArgs,
+    ProduceArgs, RedeliverArgs, SendArgs, ServeArgs, StoreArgs, UpArgs,
 };
 use crate::delivery::{Dispatcher, Rules};
 use crate::generator::{self, hostile::Records};
+use crate::model::EventTime;
+use crate::model::keys::{KeyLimit, MAX_KEYS, NewKey, Scopes};
 use crate::processor::runtime::AlertingLink;
 use crate::processor::{Engine, EngineConfig, Processor, RuntimeConfig};
 use crate::store::dynamodb::{self, TableOutcome};
+use crate::store::keys::Created;
 use crate::store::lock::{SourceLock, lock_source};
 use crate::store::maintenance::purge_loop;
 use crate::store::sqlite::OpenMode;
@@ -97,18 +103,49 @@ async fn bind(args: &ApiArgs) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
+/// What the API of `up` and `serve` reads and does. Its keys are read again every second
+/// until `stop`.
+struct ApiParts<'a> {
+    opened: &'a Opened,
+    rules: &'a EngineConfig,
+    api: &'a ApiArgs,
+    alerting: (&'a Arc<Rules>, &'a AlertArgs),
+    /// Where sent events go, if this process takes them.
+    ingest: Option<Arc<dyn Durable>>,
+}
+
 fn app_state(
-    opened: &Opened,
-    rules: &EngineConfig,
-    api: &ApiArgs,
-    alerting: (&Arc<Rules>, &AlertArgs),
+    parts: ApiParts<'_>,
     metrics: Option<PrometheusHandle>,
+    stop: &CancellationToken,
 ) -> AppState {
+    let ApiParts {
+        opened,
+        rules,
+        api,
+        alerting,
+        ingest,
+    } = parts;
+    let admin = alerting.1.admin_token.as_deref().map(AdminToken::new);
+    let auth = Arc::new(Auth::new(admin, api.require_auth));
+    if let Some(keys) = &opened.keys {
+        tokio::spawn(auth.clone().follow(keys.clone(), stop.clone()));
+    }
+    let ingest = ingest.map(|log| {
+        Arc::new(Ingest {
+            log,
+            rules: rules.clone(),
+            limits: api.ingest_limits(),
+            // Answered before the request's own deadline answers for it.
+            wait: api.request_timeout.mul_f64(0.9),
+        })
+    });
     AppState {
         health: opened.health.clone(),
         alerting: alerting.0.clone(),
         outbox: opened.outbox.clone(),
-        admin: alerting.1.admin_token.as_deref().map(AdminToken::new),
+        auth,
+        ingest,
         metrics,
         watermark_delay: rules.watermark_delay,
         raw_ttl: rules.raw_ttl,
@@ -119,19 +156,20 @@ fn app_state(
     }
 }
 
-/// The broker side of `up`: a producer for the generator and a source for the processor. The
-/// embedded queue numbers records from the store's checkpoints, and keeps a journal when the
-/// store writes a batch in many requests.
+/// The broker side of `up`: a producer for the generator, one for HTTP ingest, and a source
+/// for the processor. The embedded queue numbers records from the store's checkpoints, and
+/// keeps a journal when the store writes a batch in many requests; its ingest producer does
+/// not hold it open, so a finished generator still ends the stream.
 async fn connect(
     broker: &BrokerArgs,
     store_args: &StoreArgs,
     opened: &Opened,
-) -> anyhow::Result<(Arc<dyn Producer>, Box<dyn Source>)> {
+) -> anyhow::Result<(Arc<dyn Producer>, Arc<dyn Durable>, Box<dyn Source>)> {
     if let Some(kafka) = broker.kafka() {
         ensure_topics(&kafka).await?;
-        let producer = KafkaProducer::new(&kafka)?;
+        let producer = Arc::new(KafkaProducer::new(&kafka)?);
         let source = KafkaSource::subscribe(&kafka).await?;
-        return Ok((Arc::new(producer), Box::new(source)));
+        return Ok((producer.clone(), producer, Box::new(source)));
     }
     let embedded = broker.embedded();
     let checkpoints = opened.sink.checkpoints(&embedded.topic).await?;
@@ -147,7 +185,8 @@ async fn connect(
         checkpoints.iter().map(|c| (c.partition, c.next_offset)),
         journal,
     );
-    Ok((Arc::new(producer), Box::new(source)))
+    let ingest = Arc::new(producer.downgrade());
+    Ok((Arc::new(producer), ingest, Box::new(source)))
 }
 
 /// The alert rules in force: `--rules` (or the default) and the sinks of `--webhook`; a window
@@ -218,7 +257,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         Some(_) => None,
         None => Some(lock(&args.store, &args.broker.topic)?),
     };
-    let (producer, source) = connect(&args.broker, &args.store, &opened).await?;
+    let (producer, ingest, source) = connect(&args.broker, &args.store, &opened).await?;
     let rules = args.engine.config();
     let engine = Engine::new(source.name(), rules.clone());
     let runtime = args.runtime.config(opened.sink.properties());
@@ -239,9 +278,15 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let records = Records::new(args.generator.config());
     let burst = args.generator.burst;
     let gen_stop = shutdown.clone();
+    let no_generator = args.no_generator;
     let generator = tokio::spawn(async move {
         // The producer is dropped when the generator ends: for the embedded broker that
-        // closes the queue, and the processor ends once it has drained it.
+        // closes the queue, and the processor ends once it has drained it. Without a
+        // generator it is held until the signal, for HTTP ingest.
+        if no_generator {
+            gen_stop.cancelled().await;
+            return Ok(0);
+        }
         generator::run(records, producer.as_ref(), burst, gen_stop).await
     });
     // Kafka keeps what is not consumed yet, so there the processor stops at the signal; the
@@ -253,18 +298,17 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
     let mut processor = tokio::spawn(processor.run(processor_stop));
     let (purge_stop, purge) = spawn_purge(&opened, &args.store);
     let api_stop = purge_stop.clone();
-    let api = tokio::spawn(api::serve(
-        listener,
-        app_state(
-            &opened,
-            &rules,
-            &args.api,
-            (&alert_rules, &args.alerts),
-            metrics,
-        ),
-        args.api.limits(),
-        async move { api_stop.cancelled().await },
-    ));
+    let parts = ApiParts {
+        opened: &opened,
+        rules: &rules,
+        api: &args.api,
+        alerting: (&alert_rules, &args.alerts),
+        ingest: Some(ingest),
+    };
+    let state = app_state(parts, metrics, &purge_stop);
+    let api = tokio::spawn(api::serve(listener, state, args.api.limits(), async move {
+        api_stop.cancelled().await
+    }));
 
     // A finished stream (`--count`) leaves the API serving until a signal; a failed
     // processor stops everything.
@@ -327,6 +371,13 @@ pub async fn produce(args: ProduceArgs, metrics: Option<PrometheusHandle>) -> an
     let shutdown = shutdown_on_signal();
     let records = Records::new(args.generator.config());
     let burst = args.generator.burst;
+    if let (Some(url), Some(key)) = (&args.to, &args.key) {
+        let producer = HttpProducer::new(&args.retry.config(url, key))?;
+        let sent = generator::run(records, &producer, burst, shutdown).await?;
+        let (accepted, rejected) = producer.totals();
+        tracing::info!(sent, accepted, rejected, url, "producer stopped");
+        return Ok(());
+    }
     let Some(kafka) = args.broker.kafka() else {
         let out = LineWriter::new(tokio::io::stdout());
         generator::run(records, &out, burst, shutdown).await?;
@@ -468,25 +519,130 @@ async fn drain(
     }
 }
 
-/// `citystream serve`
+/// `citystream serve`, taking events into Kafka with `--brokers`.
 pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     let opened = open_store(&args.store, OpenMode::Existing).await?;
+    let ingest: Option<Arc<dyn Durable>> = match args.broker.kafka() {
+        Some(kafka) => {
+            ensure_topics(&kafka).await?;
+            Some(Arc::new(KafkaProducer::new(&kafka)?))
+        }
+        None => None,
+    };
     let listener = bind(&args.api).await?;
     let shutdown = shutdown_on_signal();
     let (purge_stop, purge) = spawn_purge(&opened, &args.store);
     let config = args.engine.config();
     let alert_rules = load_rules(&args.alerts, &config)?;
     tokio::spawn(alert_rules.clone().watch(purge_stop.clone()));
-    let alerts = (&alert_rules, &args.alerts);
-    api::serve(
-        listener,
-        app_state(&opened, &config, &args.api, alerts, metrics),
-        args.api.limits(),
-        async move { shutdown.cancelled().await },
-    )
+    let parts = ApiParts {
+        opened: &opened,
+        rules: &config,
+        api: &args.api,
+        alerting: (&alert_rules, &args.alerts),
+        ingest,
+    };
+    let state = app_state(parts, metrics, &purge_stop);
+    api::serve(listener, state, args.api.limits(), async move {
+        shutdown.cancelled().await
+    })
     .await?;
     purge_stop.cancel();
     purge.await.ok();
+    Ok(())
+}
+
+/// `citystream send FILE|- --url URL --key KEY`: the file's lines to `POST /api/v1/events`, a
+/// batch per request, `--concurrency` requests in flight.
+pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let producer = HttpProducer::new(&args.retry.config(&args.url, &args.key))?;
+    let mut source: Box<dyn Source> = match args.input.as_path() {
+        p if p == Path::new("-") => Box::new(LineSource::stdin(None)),
+        p => Box::new(LineSource::open(p).await?),
+    };
+    let started = std::time::Instant::now();
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut lines = 0u64;
+    loop {
+        while in_flight.len() >= args.concurrency as usize {
+            in_flight.next().await.transpose()?;
+        }
+        let Polled::Records(records) = source.poll(args.batch as usize).await? else {
+            break;
+        };
+        lines += records.len() as u64;
+        let batch = records
+            .into_iter()
+            .map(|r| Message {
+                key: bytes::Bytes::new(),
+                payload: r.payload,
+            })
+            .collect();
+        in_flight.push(producer.send(batch));
+    }
+    while let Some(done) = in_flight.next().await {
+        done?;
+    }
+    let (accepted, rejected) = producer.totals();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{lines} lines sent in {secs:.2} s ({:.0}/s): {accepted} events accepted, {rejected} rejected",
+        lines as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// `citystream keys create|list|revoke`
+pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    let store_args = match &command {
+        KeysCommand::Create(a) => &a.store,
+        KeysCommand::List(a) => &a.store,
+        KeysCommand::Revoke(a) => &a.store,
+    };
+    let opened = open_store(store_args, OpenMode::Create).await?;
+    let keys = opened.keys.context("this store keeps no API keys")?;
+    match command {
+        KeysCommand::Create(args) => {
+            let scopes = Scopes::of(args.scopes.iter().map(|&s| s.into()));
+            let limit = KeyLimit {
+                per_second: args.rate,
+                burst: args.burst,
+            };
+            let made = NewKey::generate(&args.name, scopes, limit, EventTime::now())?;
+            match keys.create_key(&made.key).await? {
+                Created::Made => {}
+                Created::NameTaken => anyhow::bail!("a key named `{}` exists", args.name),
+                Created::Full => anyhow::bail!("the store holds {MAX_KEYS} keys already"),
+            }
+            println!(
+                "key `{}` (id {}): scopes {}, {} events/s, burst {}",
+                made.key.name, made.key.id, scopes, limit.per_second, limit.burst
+            );
+            println!("it is shown once; send it as Authorization: Bearer <key>:");
+            println!("{}", made.token);
+        }
+        KeysCommand::List(_) => {
+            println!(
+                "{:<24} {:<12} {:<20} {:>10} {:>10}  created",
+                "name", "id", "scopes", "rate", "burst"
+            );
+            for k in keys.keys().await? {
+                println!(
+                    "{:<24} {:<12} {:<20} {:>10} {:>10}  {}",
+                    k.name,
+                    k.id,
+                    k.scopes.to_string(),
+                    k.limit.per_second,
+                    k.limit.burst,
+                    k.created_at
+                );
+            }
+        }
+        KeysCommand::Revoke(args) => match keys.revoke_key(&args.name).await? {
+            true => println!("key `{}` revoked", args.name),
+            false => anyhow::bail!("no key is named `{}`", args.name),
+        },
+    }
     Ok(())
 }
 

@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand};
 use humantime::Duration as Human;
 
 use crate::api::Limits;
+use crate::api::ingest::IngestLimits;
 use crate::broker::embedded::EmbeddedConfig;
+use crate::broker::http::HttpConfig;
 use crate::broker::kafka::KafkaConfig;
 use crate::delivery::DeliveryConfig;
 use crate::generator::GeneratorConfig;
@@ -40,7 +43,8 @@ pub enum Command {
     /// Run everything in one process: generator, broker (embedded, or Kafka with --brokers),
     /// processor, SQLite store and API.
     Up(UpArgs),
-    /// Generate events: to Kafka with --brokers, else as JSON lines on standard output.
+    /// Generate events: to Kafka with --brokers, to a running CityStream with --to URL, else
+    /// as JSON lines on standard output.
     Produce(ProduceArgs),
     /// Process events from Kafka (--brokers) or JSON lines (--input FILE|-) into the store.
     Process(ProcessArgs),
@@ -52,6 +56,11 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Send alert deliveries again: the given ones, or the failed ones (--failed).
     Redeliver(RedeliverArgs),
+    /// Make, list and revoke API keys (for sending events, reading, and changing rules).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Send events from a JSON-lines file (or `-`, standard input) to a running CityStream.
+    Send(SendArgs),
     /// Run the processor over a JSON-lines file as fast as it goes and report events/s.
     Bench(BenchArgs),
 }
@@ -182,6 +191,109 @@ pub struct RedeliverArgs {
     pub store: StoreArgs,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key: its secret is printed once, alone on the last line.
+    Create(KeyCreateArgs),
+    /// List the keys: names, ids, scopes and limits, never secrets.
+    List(KeyStoreArgs),
+    /// Revoke a key by name: within a second, no API process takes it.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// The key's name: what logs and metrics call it (A-Z a-z 0-9 - _ .).
+    #[arg(long)]
+    pub name: String,
+    /// What the key may do: ingest (send events), read (with --require-auth), admin (change
+    /// rules, send deliveries again; reads too). Repeatable, or comma-separated.
+    #[arg(long = "scope", value_enum, value_delimiter = ',', required = true)]
+    pub scopes: Vec<ScopeArg>,
+    /// Events per second the key may send, on average.
+    #[arg(long, default_value_t = crate::model::keys::DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// Events the key may send at once (the bucket's size): at least one request's worth.
+    #[arg(long, default_value_t = crate::model::keys::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// A scope, as `--scope` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    Ingest,
+    Read,
+    Admin,
+}
+
+impl From<ScopeArg> for crate::model::keys::Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Ingest => Self::Ingest,
+            ScopeArg::Read => Self::Read,
+            ScopeArg::Admin => Self::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct KeyStoreArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The name of the key to revoke.
+    pub name: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// JSON-lines file of events, or `-` for standard input.
+    pub input: PathBuf,
+    /// The CityStream API to send to.
+    #[arg(long, env = "CITYSTREAM_URL", default_value = "http://127.0.0.1:8082")]
+    pub url: String,
+    /// A key with the `ingest` scope (`citystream keys create --scope ingest`).
+    #[arg(long, env = "CITYSTREAM_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Events per request.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    #[command(flatten)]
+    pub retry: HttpRetryArgs,
+}
+
+/// How a client of `POST /api/v1/events` waits and sends again.
+#[derive(Debug, Clone, Args)]
+pub struct HttpRetryArgs {
+    /// Longest one request may take before it is sent again.
+    #[arg(long, default_value_t = Human::from(Duration::from_secs(30)), value_parser = positive_duration)]
+    pub timeout: Human,
+    /// How long a batch is sent again (after 429, 5xx, timeouts) before the send fails.
+    #[arg(long, default_value_t = Human::from(Duration::from_secs(300)), value_parser = positive_duration)]
+    pub give_up_after: Human,
+}
+
+impl HttpRetryArgs {
+    pub fn config(&self, url: &str, key: &str) -> HttpConfig {
+        HttpConfig {
+            url: url.to_owned(),
+            key: key.to_owned(),
+            timeout: *self.timeout,
+            give_up_after: *self.give_up_after,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
     #[command(flatten)]
@@ -193,6 +305,9 @@ pub struct DestroyArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Generate nothing: take events only from `POST /api/v1/events`.
+    #[arg(long, env = "CITYSTREAM_NO_GENERATOR")]
+    pub no_generator: bool,
     #[command(flatten)]
     pub generator: GeneratorArgs,
     #[command(flatten)]
@@ -210,11 +325,21 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("destination").args(["to", "brokers"]))]
 pub struct ProduceArgs {
     #[command(flatten)]
     pub generator: GeneratorArgs,
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// Send the events to a running CityStream's `POST /api/v1/events` at this URL (e.g.
+    /// `http://127.0.0.1:8082`), with `--key`.
+    #[arg(long, requires = "key")]
+    pub to: Option<String>,
+    /// With `--to`: a key with the `ingest` scope.
+    #[arg(long, env = "CITYSTREAM_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    #[command(flatten)]
+    pub retry: HttpRetryArgs,
     /// Address for `/health` and `/metrics` (default with `--brokers`: 0.0.0.0:8080).
     #[arg(long, env = "CITYSTREAM_PRODUCER_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -243,6 +368,9 @@ pub struct ProcessArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// With `--brokers`, events sent to `POST /api/v1/events` go to the Kafka topic.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -638,9 +766,30 @@ pub struct ApiArgs {
     /// A connection on which no byte moves either way for this long is closed.
     #[arg(long, env = "CITYSTREAM_IDLE_TIMEOUT", default_value_t = Human::from(Limits::default().idle_timeout), value_parser = positive_duration)]
     pub idle_timeout: Human,
+    /// Reads need a key with the `read` scope (or `admin`); without it they are open, as the
+    /// seed's API is. Sending events always needs an `ingest` key.
+    #[arg(long, env = "CITYSTREAM_REQUIRE_AUTH")]
+    pub require_auth: bool,
+    /// Largest body of `POST /api/v1/events` as sent, in bytes (compressed, when it is).
+    #[arg(long, env = "CITYSTREAM_INGEST_MAX_BODY", default_value_t = IngestLimits::default().max_body, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub ingest_max_body: usize,
+    /// Largest body of `POST /api/v1/events` once decompressed, in bytes.
+    #[arg(long, env = "CITYSTREAM_INGEST_MAX_DECODED", default_value_t = IngestLimits::default().max_decoded, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub ingest_max_decoded: usize,
+    /// Most events in one `POST /api/v1/events`.
+    #[arg(long, env = "CITYSTREAM_INGEST_MAX_EVENTS", default_value_t = IngestLimits::default().max_events, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
+    pub ingest_max_events: usize,
 }
 
 impl ApiArgs {
+    pub fn ingest_limits(&self) -> IngestLimits {
+        IngestLimits {
+            max_body: self.ingest_max_body,
+            max_decoded: self.ingest_max_decoded,
+            max_events: self.ingest_max_events,
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_connections: self.max_connections as usize,

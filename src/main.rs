@@ -36,6 +36,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Init(args) => app::init(args).await,
         Command::Destroy(args) => app::destroy(args).await,
         Command::Redeliver(args) => app::redeliver(args).await,
+        Command::Keys(command) => app::keys(command).await,
+        Command::Send(args) => app::send(args).await,
         Command::Bench(args) => app::bench(args).await,
     }
 }

@@ -1,13 +1,11 @@
-//! The alerting endpoints: the rules in force (read, and replaced with the admin token) and
-//! the deliveries of the outbox (listed, and sent again with the admin token).
+//! The alerting endpoints: the rules in force (read, and replaced with an `admin` key) and
+//! the deliveries of the outbox (listed, and sent again with an `admin` key).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -18,39 +16,8 @@ use super::params::{Paging, Params, cut, one_more};
 use crate::delivery::ReloadError;
 use crate::model::EventTime;
 use crate::model::alerting::{PublicAlerting, PublicSink, Rule};
+use crate::model::keys::Scope;
 use crate::store::outbox::{Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus};
-
-/// The admin token, kept as its SHA-256 only.
-#[derive(Clone)]
-pub struct AdminToken([u8; 32]);
-
-impl AdminToken {
-    pub fn new(token: &str) -> Self {
-        AdminToken(Sha256::digest(token.as_bytes()).into())
-    }
-
-    /// Whether `headers` carry `Authorization: Bearer <the token>`.
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
-        // Digests of a guess say nothing about the token: a plain comparison is enough.
-        given.is_some_and(|g| g == self.0)
-    }
-}
-
-/// Lets a change through only with the admin token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match &state.admin {
-        None => Err(ApiError::Forbidden(
-            "changes are disabled: start with --admin-token".into(),
-        )),
-        Some(token) if token.admits(headers) => Ok(()),
-        Some(_) => Err(ApiError::Unauthorized),
-    }
-}
 
 /// The rules in force and where their alerts go, secrets left out.
 #[derive(Serialize, ToSchema)]
@@ -125,8 +92,8 @@ pub async fn rules(State(state): State<AppState>) -> Json<RulesBody> {
     responses(
         (status = 200, description = "In force from the next batch each processor begins", body = RulesBody),
         (status = 400, description = "The file does not validate; the rules in force stay", body = ErrorBody),
-        (status = 401, description = "No or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "No admin token is configured", body = ErrorBody),
+        (status = 401, description = "No key, or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key has no `admin` scope", body = ErrorBody),
         (status = 409, description = "No rules file was given (--rules) to replace", body = ErrorBody),
     ))]
 pub async fn put_rules(
@@ -134,12 +101,13 @@ pub async fn put_rules(
     headers: HeaderMap,
     body: String,
 ) -> Result<Json<RulesBody>, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = state.auth.check(&headers, Scope::Admin)?;
     match state.alerting.replace(&body) {
         Ok(rules) => {
             tracing::info!(
                 rules = rules.rules.len(),
                 sinks = rules.sinks.len(),
+                key = %caller.name,
                 "alert rules replaced"
             );
             Ok(Json(rules.public().into()))
@@ -276,8 +244,8 @@ pub struct RetryBody {
     responses(
         (status = 200, description = "Pending again, due at once", body = RetryBody),
         (status = 400, description = "Not a delivery id", body = ErrorBody),
-        (status = 401, description = "No or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "No admin token is configured", body = ErrorBody),
+        (status = 401, description = "No key, or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key has no `admin` scope", body = ErrorBody),
         (status = 404, description = "No such delivery", body = ErrorBody),
         (status = 503, description = "The store could not answer, or keeps no outbox", body = ErrorBody),
     ))]
@@ -286,14 +254,14 @@ pub async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<RetryBody>, ApiError> {
-    authorize(&state, &headers)?;
+    let caller = state.auth.check(&headers, Scope::Admin)?;
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::BadRequest(format!("`{id}` is not a delivery id")))?;
     let outbox = state.outbox.as_ref().ok_or(ApiError::NoOutbox)?;
     match outbox.redeliver(id, EventTime::now()).await? {
         None => Err(ApiError::NotFound(format!("delivery {id}"))),
         Some(was) => {
-            tracing::info!(delivery = %id, was = was.as_str(), "delivery sent again by hand");
+            tracing::info!(delivery = %id, was = was.as_str(), key = %caller.name, "delivery sent again by hand");
             Ok(Json(RetryBody {
                 id,
                 was: was.as_str(),

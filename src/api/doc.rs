@@ -15,6 +15,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 use super::alerting;
 use super::body;
 use super::handlers;
+use super::ingest;
 use super::stream;
 use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, SeverityCounts};
 
@@ -31,6 +32,7 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
     ),
     paths(
         handlers::health,
+        ingest::ingest,
         handlers::events,
         handlers::summary,
         handlers::alerts,
@@ -53,20 +55,33 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
         (name = "results", description = "What the pipeline stored"),
         (name = "operations", description = "Health and live updates"),
         (name = "alerting", description = "Alert rules and their deliveries"),
+        (name = "ingest", description = "Events in over HTTP"),
     ),
 )]
 pub struct ApiDoc;
 
-/// The admin token, as `Authorization: Bearer <token>`.
+/// The API keys, as `Authorization: Bearer <key>`.
 struct AdminSecurity;
 
 impl utoipa::Modify for AdminSecurity {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
         components.add_security_scheme(
             "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            bearer("A key with the `admin` scope (`citystream keys create --scope admin`), or the `--admin-token`"),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            bearer("A key with the `ingest` scope (`citystream keys create --scope ingest`)"),
         );
     }
 }

@@ -8,11 +8,13 @@
 //! of a connection.
 
 mod alerting;
+pub mod auth;
 mod body;
 mod dashboard;
 pub mod doc;
 mod error;
 mod handlers;
+pub mod ingest;
 mod params;
 pub mod server;
 pub mod stream;
@@ -31,7 +33,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use alerting::AdminToken;
+pub use auth::{AdminToken, Auth};
 pub use error::ApiError;
 pub use server::Limits;
 
@@ -63,8 +65,10 @@ pub struct AppState {
     pub alerting: Arc<Rules>,
     /// The deliveries, where the store keeps them.
     pub outbox: Option<Arc<dyn Outbox>>,
-    /// Who may change the rules and the deliveries; nobody without it.
-    pub admin: Option<AdminToken>,
+    /// Who may do what: the API keys in force, and the admin token.
+    pub auth: Arc<Auth>,
+    /// Where `POST /api/v1/events` appends, in a process that takes events.
+    pub ingest: Option<Arc<ingest::Ingest>>,
 }
 
 impl AppState {
@@ -83,14 +87,16 @@ impl AppState {
             stream: Arc::default(),
             alerting: Arc::new(Rules::fixed(crate::model::Alerting::default())),
             outbox: None,
-            admin: None,
+            auth: Arc::new(Auth::new(None, false)),
+            ingest: None,
         }
     }
 }
 
 /// The documented routes, as the OpenAPI document lists them.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "/api/v1/health",
+    "/api/v1/events",
     "/api/v1/events/{city}",
     "/api/v1/summary/{city}",
     "/api/v1/alerts",
@@ -111,6 +117,7 @@ pub fn app(state: AppState) -> Router {
     use handlers::*;
     let [
         health_,
+        ingest_,
         events_,
         summary_,
         alerts_,
@@ -128,6 +135,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(health_, get(health))
         .route(events_, get(events))
+        .route(ingest_, post(ingest::ingest))
         .route(summary_, get(summary))
         .route(alerts_, get(alerts))
         .route(cities_, get(cities))
@@ -147,11 +155,30 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            reads_need_a_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,
             deadline,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// With `--require-auth`, a read of results (`GET /api/v1/…` but health and the OpenAPI
+/// document, and `/metrics`) needs a `read` key. Writes check their own scope.
+async fn reads_need_a_key(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let open = matches!(path, "/api/v1/health" | "/api/v1/openapi.json")
+        || !(path.starts_with("/api/v1/") || path == "/metrics");
+    if !auth.reads_need_a_key() || open || request.method() != axum::http::Method::GET {
+        return next.run(request).await;
+    }
+    match auth.check(request.headers(), crate::model::keys::Scope::Read) {
+        Ok(_) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Answers 503 for a request that is not answered within `limit`.

@@ -7,13 +7,14 @@
 //! again first, at their offsets, before numbering new records after them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 use super::journal::Journal;
-use super::{BrokerError, Message, Polled, Producer, Source, partition_for};
+use super::{AppendError, BrokerError, Durable, Message, Polled, Producer, Source, partition_for};
 use crate::model::{Checkpoint, EventTime, Record};
 
 /// Shape of the embedded broker.
@@ -47,6 +48,17 @@ pub struct EmbeddedProducer {
     log: Arc<Mutex<Log>>,
     partitions: u32,
     capacity: usize,
+    /// Per partition, the offset below which the store holds every record.
+    committed: watch::Receiver<Vec<u64>>,
+}
+
+/// A producer that does not hold the log open: once every [`EmbeddedProducer`] is gone (the
+/// generator finished), it takes nothing more. HTTP ingest appends through one.
+#[derive(Clone)]
+pub struct WeakProducer {
+    log: Weak<Mutex<Log>>,
+    partitions: u32,
+    committed: watch::Receiver<Vec<u64>>,
 }
 
 /// The consuming side.
@@ -57,6 +69,7 @@ pub struct EmbeddedSource {
     /// Records a journal kept from before a crash, handed out before any new one.
     replay: VecDeque<Record>,
     journal: Option<Journal>,
+    committed: watch::Sender<Vec<u64>>,
 }
 
 /// Opens an embedded broker whose partitions continue at `start_offsets` (partition, next
@@ -77,8 +90,9 @@ pub fn open_journaled(
 ) -> (EmbeddedProducer, EmbeddedSource) {
     let partitions = config.partitions.max(1);
     let capacity = config.capacity.max(1);
+    let start_offsets: Vec<(u32, u64)> = start_offsets.into_iter().collect();
     let mut next_offsets = vec![0; partitions as usize];
-    for (p, offset) in start_offsets {
+    for &(p, offset) in &start_offsets {
         if let Some(slot) = next_offsets.get_mut(p as usize) {
             *slot = offset;
         }
@@ -99,10 +113,18 @@ pub fn open_journaled(
         journal.keeping(replay.make_contiguous());
     }
     let (tx, rx) = mpsc::channel(capacity);
+    let mut stored = vec![0; partitions as usize];
+    for (p, offset) in start_offsets {
+        if let Some(slot) = stored.get_mut(p as usize) {
+            *slot = offset;
+        }
+    }
+    let (committed, watching) = watch::channel(stored);
     let producer = EmbeddedProducer {
         log: Arc::new(Mutex::new(Log { next_offsets, tx })),
         partitions,
         capacity,
+        committed: watching,
     };
     let source = EmbeddedSource {
         topic: config.topic.clone(),
@@ -110,6 +132,7 @@ pub fn open_journaled(
         rx,
         replay,
         journal,
+        committed,
     };
     (producer, source)
 }
@@ -137,6 +160,55 @@ impl Producer for EmbeddedProducer {
             }
         }
         Ok(())
+    }
+}
+
+impl EmbeddedProducer {
+    /// A producer for HTTP ingest that does not keep the log open.
+    pub fn downgrade(&self) -> WeakProducer {
+        WeakProducer {
+            log: Arc::downgrade(&self.log),
+            partitions: self.partitions,
+            committed: self.committed.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Durable for WeakProducer {
+    async fn append(&self, batch: Vec<Message>, wait: Duration) -> Result<(), AppendError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let log = self.log.upgrade().ok_or(AppendError::Closed)?;
+        // The generator holds the lock while it waits for room: then there is none.
+        let mut log = tokio::time::timeout_at(deadline, log.lock())
+            .await
+            .map_err(|_| AppendError::Full(batch.len()))?;
+        let Log { next_offsets, tx } = &mut *log;
+        let permits = tx.try_reserve_many(batch.len()).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => AppendError::Full(batch.len()),
+            mpsc::error::TrySendError::Closed(()) => AppendError::Closed,
+        })?;
+        // The highest offset taken per partition: durable once the store's position passes it.
+        let mut last = vec![None; next_offsets.len()];
+        let now = EventTime::now();
+        for (permit, message) in permits.zip(batch) {
+            let partition = partition_for(&message.key, self.partitions);
+            let slot = &mut next_offsets[partition as usize];
+            last[partition as usize] = Some(*slot);
+            permit.send(Record::new(partition, *slot, Some(now), message.payload));
+            *slot += 1;
+        }
+        drop(log);
+        let stored = |committed: &Vec<u64>| {
+            last.iter()
+                .zip(committed)
+                .all(|(last, next)| last.is_none_or(|o| o < *next))
+        };
+        let mut committed = self.committed.clone();
+        match tokio::time::timeout_at(deadline, committed.wait_for(stored)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(AppendError::NotYet(wait)),
+        }
     }
 }
 
@@ -178,10 +250,17 @@ impl Source for EmbeddedSource {
     }
 
     async fn commit(&mut self, positions: &[Checkpoint]) -> Result<(), BrokerError> {
-        match &mut self.journal {
-            Some(journal) => journal.committed(positions),
-            None => Ok(()),
+        if let Some(journal) = &mut self.journal {
+            journal.committed(positions)?;
         }
+        self.committed.send_modify(|stored| {
+            for c in positions {
+                if let Some(slot) = stored.get_mut(c.partition as usize) {
+                    *slot = (*slot).max(c.next_offset);
+                }
+            }
+        });
+        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{BrokerError, Message, Polled, Producer, Source, partition_for};
+use super::{AppendError, BrokerError, Durable, Message, Polled, Producer, Source, partition_for};
 use crate::model::{Checkpoint, DEAD_LETTER_PREFIX_BYTES, DeadLetter, EventTime, Record};
 
 /// Where and how to reach Kafka.
@@ -275,6 +275,19 @@ impl Producer for KafkaProducer {
                 context: "publishing an event the broker refuses",
                 source,
             }),
+        }
+    }
+}
+
+#[async_trait]
+impl Durable for KafkaProducer {
+    /// Acknowledged by every in-sync replica (`acks=all`), within `wait`; a full local queue
+    /// waits inside it, so it ends as [`AppendError::NotYet`] rather than [`AppendError::Full`].
+    async fn append(&self, batch: Vec<Message>, wait: Duration) -> Result<(), AppendError> {
+        match tokio::time::timeout(wait, self.send(batch)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AppendError::Refused(e.to_string())),
+            Err(_) => Err(AppendError::NotYet(wait)),
         }
     }
 }

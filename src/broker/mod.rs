@@ -9,9 +9,14 @@
 //! - [`file`]: JSON lines from a file or standard input, for replays and pipes.
 //! - [`kafka`]: Apache Kafka (or any Kafka-protocol broker) through librdkafka, one consumer
 //!   group shared by any number of processors.
+//! - [`http`]: a producer that sends to a running CityStream's `POST /api/v1/events`.
+//!
+//! [`Durable`] is what HTTP ingest appends through: the embedded queue answers once the store
+//! holds a batch, Kafka once every in-sync replica does.
 
 pub mod embedded;
 pub mod file;
+pub mod http;
 pub mod journal;
 pub mod kafka;
 
@@ -50,6 +55,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("http: {0}")]
+    Http(String),
     #[error("kafka: {context}: {source}")]
     Kafka {
         context: &'static str,
@@ -64,6 +71,36 @@ pub trait Producer: Send + Sync {
     /// Appends a batch, waiting while the broker is full. Returns once every message is
     /// accepted.
     async fn send(&self, batch: Vec<Message>) -> Result<(), BrokerError>;
+}
+
+/// Why [`Durable::append`] took nothing, or cannot say the batch is durable.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Nothing was taken: the broker has no room now (the processor is behind).
+    #[error("the queue has no room for {0} more records: the processor is behind")]
+    Full(usize),
+    /// Nothing was taken: the log is closed (the process is stopping, or the stream ended).
+    #[error("the event log is closed")]
+    Closed,
+    /// The broker refuses a message of the batch for good.
+    #[error("the broker refuses the batch: {0}")]
+    Refused(String),
+    /// The batch was taken but is not known to be durable yet; sending it again is safe.
+    #[error("the batch was not durable within {0:?}")]
+    NotYet(std::time::Duration),
+}
+
+/// Takes batches for a client that waits until they are durable (HTTP ingest).
+#[async_trait]
+pub trait Durable: Send + Sync {
+    /// Appends `batch` and returns once every message of it is durable: in the store (embedded
+    /// queue) or acknowledged by every in-sync replica (Kafka). Waits at most `wait`, and never
+    /// for room: a full broker is [`AppendError::Full`] at once.
+    async fn append(
+        &self,
+        batch: Vec<Message>,
+        wait: std::time::Duration,
+    ) -> Result<(), AppendError>;
 }
 
 /// Hands the processor records, partition by partition in log order.

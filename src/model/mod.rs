@@ -3,6 +3,7 @@
 
 pub mod alerting;
 mod event;
+pub mod keys;
 mod record;
 mod resolution;
 mod results;
@@ -14,8 +15,8 @@ pub use event::{
     MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue, is_format_char,
 };
 pub use record::{
-    DEAD_LETTER_PREFIX_BYTES, DeadLetter, MAX_RECORD_BYTES, Record, Rejection, decode,
-    derived_event_id,
+    DEAD_LETTER_PREFIX_BYTES, DeadLetter, MAX_RECORD_BYTES, Record, Rejection, decode, decode_with,
+    derived_event_id, ingested_event_id,
 };
 pub use resolution::{BASE, ROLLUPS, Resolution, Resolutions};
 pub use results::{

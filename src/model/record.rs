@@ -24,6 +24,8 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Namespace of the ids derived for events that arrive without one.
 const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c4e_8d2a_4f57_9a3e_c1d5_e7f9_a2b4);
+/// Namespace of the ids given to events sent over HTTP without one.
+const INGESTED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c7e_91d2_5b4a_4e08_8f61_a2c9_d0e3_b715);
 
 /// One record of a partitioned log: where it sits, when the broker took it, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +176,16 @@ struct Wire<'a> {
 /// event without an `event_id` gets one derived from its position: the same record always
 /// yields the same id.
 pub fn decode(source: &str, record: &Record) -> Result<CityEvent, Rejection> {
+    decode_with(record, || {
+        derived_event_id(source, record.partition, record.offset)
+    })
+}
+
+/// Decodes one record of the wire format; an event without an `event_id` gets `missing_id()`.
+pub fn decode_with(
+    record: &Record,
+    missing_id: impl FnOnce() -> String,
+) -> Result<CityEvent, Rejection> {
     if record.size > MAX_RECORD_BYTES || record.payload.len() > MAX_RECORD_BYTES {
         return Err(Rejection::TooLarge(record.size.max(record.payload.len())));
     }
@@ -210,7 +222,7 @@ pub fn decode(source: &str, record: &Record) -> Result<CityEvent, Rejection> {
             ));
         }
         Some(id) => id.into_owned(),
-        None => derived_event_id(source, record.partition, record.offset),
+        None => missing_id(),
     };
     Ok(CityEvent {
         event_id,
@@ -226,6 +238,24 @@ pub fn decode(source: &str, record: &Record) -> Result<CityEvent, Rejection> {
 pub fn derived_event_id(source: &str, partition: u32, offset: u64) -> String {
     let name = format!("{source}/{partition}/{offset}");
     Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// The id of an event sent over HTTP without one, which a retry of the same request
+/// reproduces: from the request's `Idempotency-Key` and the event's index in it, or else from
+/// the event's bytes (then two identical events without ids are one event).
+pub fn ingested_event_id(idempotency_key: Option<&str>, index: usize, bytes: &[u8]) -> String {
+    let id = match idempotency_key {
+        Some(key) => Uuid::new_v5(
+            &INGESTED_ID_NAMESPACE,
+            format!("key/{key}/{index}").as_bytes(),
+        ),
+        None => {
+            let mut name = b"content/".to_vec();
+            name.extend_from_slice(bytes);
+            Uuid::new_v5(&INGESTED_ID_NAMESPACE, &name)
+        }
+    };
+    id.to_string()
 }
 
 /// A record that could not be used, kept with its reason and where it came from.

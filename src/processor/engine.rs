@@ -231,18 +231,15 @@ impl Engine {
     }
 }
 
-/// One record through the stages, in order: decode, the arrival and expiry checks, identity,
-/// placement. `Ok(None)` is a repeat.
-fn admit(
+/// The arrival and expiry checks: an event stamped more than `max_ahead` after it arrived, or
+/// whose raw row would have expired by `now`, is refused. HTTP ingest applies them too, so that
+/// its answer lists such events.
+pub fn check_time(
     config: &EngineConfig,
-    windows: &Windows,
-    source: &str,
-    state: &mut PartitionState,
-    record: &Record,
+    event: &CityEvent,
+    arrival: EventTime,
     now: EventTime,
-) -> Result<Option<Accepted>, Rejection> {
-    let event = decode(source, record)?;
-    let arrival = record.timestamp.unwrap_or(now);
+) -> Result<(), Rejection> {
     if event.timestamp > arrival.saturating_add(config.max_ahead) {
         return Err(Rejection::FromTheFuture {
             event: event.timestamp,
@@ -257,6 +254,21 @@ fn admit(
             expired_at: ttl,
         });
     }
+    Ok(())
+}
+
+/// One record through the stages, in order: decode, the arrival and expiry checks, identity,
+/// placement. `Ok(None)` is a repeat.
+fn admit(
+    config: &EngineConfig,
+    windows: &Windows,
+    source: &str,
+    state: &mut PartitionState,
+    record: &Record,
+    now: EventTime,
+) -> Result<Option<Accepted>, Rejection> {
+    let event = decode(source, record)?;
+    check_time(config, &event, record.timestamp.unwrap_or(now), now)?;
     match state.ids.identify(&event) {
         Identity::New => {}
         Identity::Repeat => return Ok(None),
@@ -279,8 +291,8 @@ fn admit(
     }
     let alerts = config.rules.alerting.fire(&event);
     Ok(Some(Accepted {
+        ttl: event.timestamp.saturating_add(config.raw_ttl),
         event,
-        ttl,
         placement,
         alerts,
         partition: record.partition,

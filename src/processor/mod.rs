@@ -17,5 +17,5 @@ pub mod engine;
 pub mod runtime;
 pub mod window;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, check_time};
 pub use runtime::{Processor, ProcessorError, RunSummary, RuntimeConfig};

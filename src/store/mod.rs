@@ -5,7 +5,8 @@
 //!
 //! - [`Sink`]: the processor writes [`WriteBatch`]es and reads its checkpoints;
 //! - [`Reader`]: the API reads live rows, a bounded page at a time;
-//! - [`Maintenance`]: the purge loop deletes what expired.
+//! - [`Maintenance`]: the purge loop deletes what expired;
+//! - [`Outbox`]: the deliveries alerts owe their sinks; [`KeyStore`]: the API keys.
 //!
 //! A backend implements all three; [`open`] picks it for every role (the one place a backend
 //! is chosen; only `bench` builds its DynamoDB store itself, to read the write units it spent)
@@ -20,6 +21,7 @@
 
 pub mod dynamodb;
 mod error;
+pub mod keys;
 pub mod lock;
 pub mod maintenance;
 pub mod null;
@@ -36,6 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use error::{Fault, StoreError};
+pub use keys::KeyStore;
 pub use outbox::Outbox;
 pub use query::{
     CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, MAX_LATE_GROUPS, Page,
@@ -233,6 +236,8 @@ pub struct Opened {
     pub maintenance: Arc<dyn Maintenance>,
     /// The deliveries alerts owe their sinks, where the backend keeps them (SQLite, DynamoDB).
     pub outbox: Option<Arc<dyn Outbox>>,
+    /// The API keys, where the backend keeps them (SQLite, DynamoDB).
+    pub keys: Option<Arc<dyn KeyStore>>,
     pub health: Arc<StoreHealth>,
 }
 
@@ -246,11 +251,13 @@ impl Opened {
             reader: timed.clone(),
             maintenance: timed,
             outbox: None,
+            keys: None,
         }
     }
 
-    /// `backend` through each role's trait and as the outbox, every call with its deadline.
-    pub fn with_outbox<B: Sink + Reader + Maintenance + Outbox>(
+    /// `backend` in every role, the outbox and the keys included, every call with its
+    /// deadline.
+    pub fn full<B: Sink + Reader + Maintenance + Outbox + KeyStore>(
         backend: B,
         deadlines: Deadlines,
     ) -> Self {
@@ -260,7 +267,8 @@ impl Opened {
             sink: timed.clone(),
             reader: timed.clone(),
             maintenance: timed.clone(),
-            outbox: Some(timed),
+            outbox: Some(timed.clone()),
+            keys: Some(timed),
         }
     }
 }
@@ -272,13 +280,13 @@ pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Opened, StoreE
         Backend::Sqlite => {
             let store = SqliteStore::open_with(&config.data_dir, mode)?;
             tracing::info!(path = %store.path().display(), "sqlite store open");
-            Opened::with_outbox(store, config.deadlines)
+            Opened::full(store, config.deadlines)
         }
         Backend::Dynamodb => {
             let store = DynamoStore::open(&config.dynamo).await?;
             tracing::info!(region = %config.dynamo.region, prefix = %config.dynamo.table_prefix,
                 endpoint = ?config.dynamo.endpoint, "dynamodb store open");
-            Opened::with_outbox(store, config.deadlines)
+            Opened::full(store, config.deadlines)
         }
         Backend::Null => Opened::new(NullStore, config.deadlines),
     };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::keys::{Created, KeyStore};
 use super::outbox::{
     Attempted, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Outbox, Pending,
 };
@@ -21,6 +22,7 @@ use super::{
     Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent, TimeRange,
     WindowPos, WindowQuery, Written,
 };
+use crate::model::keys::ApiKey;
 use crate::model::{
     Checkpoint, CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate, WriteBatch,
 };
@@ -345,6 +347,23 @@ impl<B: Reader> Reader for TimedStore<B> {
 impl<B: Maintenance> Maintenance for TimedStore<B> {
     async fn purge_expired(&self, now: EventTime) -> Result<Purged, StoreError> {
         self.call("purge", Call::Write, self.inner.purge_expired(now))
+            .await
+    }
+}
+
+#[async_trait]
+impl<B: KeyStore> KeyStore for TimedStore<B> {
+    async fn create_key(&self, key: &ApiKey) -> Result<Created, StoreError> {
+        self.call("create_key", Call::Write, self.inner.create_key(key))
+            .await
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.call("keys", Call::Read, self.inner.keys()).await
+    }
+
+    async fn revoke_key(&self, name: &str) -> Result<bool, StoreError> {
+        self.call("revoke_key", Call::Write, self.inner.revoke_key(name))
             .await
     }
 }

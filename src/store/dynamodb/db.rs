@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -194,6 +195,16 @@ impl Db {
             update.send().await
         };
         held("UpdateItem", sent)
+    }
+
+    /// Sends a conditional delete within the process's limit; `false` when its condition did
+    /// not hold.
+    pub async fn delete_if(&self, delete: DeleteItemFluentBuilder) -> Result<bool, StoreError> {
+        let sent = {
+            let _permit = self.permit().await;
+            delete.send().await
+        };
+        held("DeleteItem", sent)
     }
 
     /// Runs a query page after page, keeping items `keep` accepts, until `want` are kept or

@@ -21,6 +21,7 @@
 
 mod admin;
 mod alerts;
+mod apikeys;
 mod counters;
 mod db;
 mod dead;

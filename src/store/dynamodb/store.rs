@@ -95,6 +95,11 @@ impl DynamoStore {
         }
     }
 
+    /// The client and the `state` table, for what keeps a few items there.
+    pub(super) fn state(&self) -> (&Db, &str) {
+        (&self.db, &self.tables.state)
+    }
+
     /// The shards of the tables' layout.
     pub fn shards(&self) -> Shards {
         self.shards

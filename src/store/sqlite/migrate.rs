@@ -1,5 +1,6 @@
 //! Older files, brought up to date when they are opened, inside the transaction that opens them:
 //!
+//! - schema 7 → 8: the API keys table is new (`schema.sql`); nothing moves.
 //! - schema 6 → 7: alerts record the rules that made them (those of schema 6 were all made by
 //!   the one rule then, `severity-high@1`); the outbox table is new (`schema.sql`).
 //! - schema 5 → 6: the windows move from `aggregations` (one row per base window, keyed by the
@@ -34,7 +35,7 @@ const MAKE_ROLLUP: &str = "INSERT INTO windows (city, span, start, event_type, e
      GROUP BY city, bucket, event_type";
 
 /// The versions a file can be migrated from.
-pub(super) const FROM: [i64; 2] = [5, 6];
+pub(super) const FROM: [i64; 3] = [5, 6, 7];
 
 /// Brings a file of schema `from` up to date, the tables of `schema.sql` made already.
 pub(super) fn from(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {

@@ -6,9 +6,11 @@
 //!   never on the runtime's last worker (see [`SqliteStore::read`]); they never block the
 //!   writer, and a separate `serve` process reads the same file while `process` writes it.
 //! - `outbox.rs`: the deliveries alerts owe their sinks (`store::outbox`).
+//! - `keys.rs`: the API keys (`store::keys`).
 //! - `purge.rs`: expired rows are deleted in chunks, the writer free between them.
-//! - `migrate.rs`: a file of schema 5 or 6 is brought up to date when it is opened.
+//! - `migrate.rs`: a file of schema 5, 6 or 7 is brought up to date when it is opened.
 
+mod keys;
 mod migrate;
 mod outbox;
 mod purge;
@@ -40,7 +42,7 @@ pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
 /// Bumped whenever `schema.sql` changes; `migrate.rs` brings a file of an older version it
 /// knows up to it, and a file of any other version is refused.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 /// Settings of the file itself, before any table exists: 16 KiB pages (fewer, shallower trees
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.

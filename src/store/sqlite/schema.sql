@@ -180,3 +180,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (source, partition)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS checkpoints_by_update ON checkpoints (updated_at);
+
+-- API keys (`citystream keys`), by name: the digest of each key's secret, never the secret.
+CREATE TABLE IF NOT EXISTS api_keys (
+    name       TEXT    NOT NULL PRIMARY KEY,
+    id         TEXT    NOT NULL UNIQUE,
+    scopes     TEXT    NOT NULL,
+    rate       INTEGER NOT NULL,
+    burst      INTEGER NOT NULL,
+    digest     BLOB    NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
