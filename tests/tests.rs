@@ -5,6 +5,8 @@
 //! - `api`: every endpoint through `app().oneshot()`, good and bad requests, the OpenAPI
 //!   document, Swagger UI and the dashboard's files;
 //! - `docs`: the reference docs the code writes (configuration, API) say what it does now;
+//! - `ingest`: events over HTTP: every body shape, limit and key check, and acknowledged
+//!   events through SIGKILLs and retries; the key store's contract;
 //! - `delivery`: alert rules and their delivery to real receivers: signed, retried, sent again,
 //!   the outbox's contract;
 //! - `stream`: the live stream of a real `serve` process: latency, cost, resume, bounds;
@@ -25,6 +27,7 @@ mod dynamodb;
 mod e2e;
 mod engine_props;
 mod faults;
+mod ingest;
 mod invariant;
 mod kafka;
 mod store;
