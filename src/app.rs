@@ -553,43 +553,82 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
 }
 
 /// `citystream send FILE|- --url URL --key KEY`: the file's lines to `POST /api/v1/events`, a
-/// batch per request, `--concurrency` requests in flight.
+/// batch per request, `--concurrency` requests in flight, at most `--rate` events/s; prints
+/// what was taken and how long the requests took.
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let producer = HttpProducer::new(&args.retry.config(&args.url, &args.key))?;
     let mut source: Box<dyn Source> = match args.input.as_path() {
         p if p == Path::new("-") => Box::new(LineSource::stdin(None)),
         p => Box::new(LineSource::open(p).await?),
     };
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut latencies = Latencies::default();
     let mut lines = 0u64;
     loop {
         while in_flight.len() >= args.concurrency as usize {
-            in_flight.next().await.transpose()?;
+            latencies.add(in_flight.next().await.transpose()?);
+        }
+        if let Some(rate) = args.rate {
+            let due = std::time::Duration::from_secs_f64(lines as f64 / rate);
+            tokio::time::sleep_until(started + due).await;
         }
         let Polled::Records(records) = source.poll(args.batch as usize).await? else {
             break;
         };
         lines += records.len() as u64;
-        let batch = records
+        let batch: Vec<Message> = records
             .into_iter()
             .map(|r| Message {
                 key: bytes::Bytes::new(),
                 payload: r.payload,
             })
             .collect();
-        in_flight.push(producer.send(batch));
+        let producer = &producer;
+        in_flight.push(async move {
+            let sent = tokio::time::Instant::now();
+            producer.send(batch).await.map(|()| sent.elapsed())
+        });
     }
     while let Some(done) = in_flight.next().await {
-        done?;
+        latencies.add(Some(done?));
     }
     let (accepted, rejected) = producer.totals();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{lines} lines sent in {secs:.2} s ({:.0}/s): {accepted} events accepted, {rejected} rejected",
-        lines as f64 / secs.max(1e-9)
+        "{lines} lines sent in {secs:.2} s ({:.0}/s): {accepted} events accepted, {rejected} \
+         rejected; requests {}",
+        lines as f64 / secs.max(1e-9),
+        latencies.summary()
     );
     Ok(())
+}
+
+/// How long requests took, the first million of them.
+#[derive(Default)]
+struct Latencies(Vec<std::time::Duration>);
+
+impl Latencies {
+    fn add(&mut self, took: Option<std::time::Duration>) {
+        if let Some(took) = took.filter(|_| self.0.len() < 1_000_000) {
+            self.0.push(took);
+        }
+    }
+
+    /// `p50 … p99 … max … ms`.
+    fn summary(&mut self) -> String {
+        self.0.sort_unstable();
+        let at = |q: f64| {
+            let i = ((self.0.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            self.0.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        )
+    }
 }
 
 /// `citystream keys create|list|revoke`

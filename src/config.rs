@@ -268,6 +268,10 @@ pub struct SendArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
+    /// Events per second at most (paced per request); as fast as the server takes them when
+    /// absent.
+    #[arg(long, value_parser = positive_rate)]
+    pub rate: Option<f64>,
     #[command(flatten)]
     pub retry: HttpRetryArgs,
 }
