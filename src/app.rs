@@ -138,6 +138,7 @@ fn app_state(
             limits: api.ingest_limits(),
             // Answered before the request's own deadline answers for it.
             wait: api.request_timeout.mul_f64(0.9),
+            counts: Default::default(),
         })
     });
     AppState {

@@ -312,6 +312,22 @@ async fn every_shape_limit_and_key_answers_as_documented() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What each key sent, as the dashboard reads it.
+    let counts: Value = http
+        .get(format!("{}/api/v1/ingest", api.base()))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("counts")
+        .json()
+        .await
+        .expect("json");
+    let keys = counts["keys"].as_array().expect("keys");
+    let names: Vec<&str> = keys.iter().filter_map(|k| k["key"].as_str()).collect();
+    assert_eq!(names, ["feed", "slow"], "{counts}");
+    assert_eq!(keys[0]["rejected"], 1, "{counts}");
+    assert_eq!(keys[1]["accepted"], 5);
+    assert_eq!(keys[1]["throttled"], 1);
     // Nothing about keys is logged but their names.
     for key in [&feed, &slow, &reader] {
         let (_, secret) = split_token(key).expect("a key");

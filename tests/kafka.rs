@@ -1,7 +1,7 @@
 //! Against a real Kafka-protocol broker (tansu on 127.0.0.1): the producer, one processor, a
 //! group of three with one killed, a processor killed again and again, the dead-letter topic,
-//! and a plain librdkafka client on both sides of `city-events`. Every run is checked against
-//! the batch oracle over the same partition logs.
+//! a plain librdkafka client on both sides of `city-events`, and events sent over HTTP into it.
+//! Every generated run is checked against the batch oracle over the same partition logs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -376,4 +376,90 @@ async fn an_oversized_record_is_a_dead_letter_and_never_stalls_its_partition() {
     assert_eq!(header("citystream-kind").as_deref(), Some("too_large"));
     assert_eq!(header("citystream-truncated").as_deref(), Some("true"));
     assert_eq!(header("citystream-payload-len").as_deref(), Some("1040000"));
+}
+
+/// HTTP ingest into Kafka: `serve --brokers` answers once every in-sync replica has the events,
+/// a processor in the group stores them, and sending the file again adds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_sent_over_http_reach_kafka_and_the_store_once() {
+    let kafka = Tansu::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let events = dir.path().join("events.jsonl");
+    let out = std::process::Command::new(crate::support::binary::BIN)
+        .args([
+            "produce", "--count", "2000", "--rate", "20", "--burst", "--seed", "26",
+        ])
+        .args(["--out-of-order", "0", "--late", "0"])
+        .args(["--start-time", &start_time().to_rfc3339()])
+        .output()
+        .expect("produce");
+    std::fs::write(&events, out.stdout).expect("events file");
+    let made = std::process::Command::new(crate::support::binary::BIN)
+        .args([
+            "keys",
+            "create",
+            "--data-dir",
+            data,
+            "--name",
+            "feed",
+            "--scope",
+            "ingest",
+        ])
+        .output()
+        .expect("keys create");
+    let stdout = String::from_utf8(made.stdout).expect("utf-8");
+    let key = stdout.lines().last().expect("the key");
+    // One record per batch for tansu 0.6.0, as `produce` above.
+    let api = Running::start(&[
+        "serve",
+        "--data-dir",
+        data,
+        "--brokers",
+        &kafka.addr,
+        "--kafka-option",
+        "batch.num.messages=1",
+    ]);
+    let _processor = processor(&kafka, data, "ingest");
+    let send = || {
+        let status = std::process::Command::new(crate::support::binary::BIN)
+            .args([
+                "send",
+                events.to_str().expect("utf-8"),
+                "--url",
+                api.base(),
+                "--key",
+                key,
+            ])
+            .status()
+            .expect("send");
+        assert!(status.success());
+    };
+    send();
+    let done = |s: &serde_json::Value| s["total_events_processed"].as_u64() == Some(2000);
+    api.wait_for("every event sent stored", done).await;
+    send();
+    // Every record of both sends is stored when the partitions' positions add up to 4 000.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = api.get("/api/v1/health").await;
+        let positions: u64 = health["pipeline"]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .filter(|p| p["source"] == "city-events")
+            .map(|p| p["next_offset"].as_u64().unwrap_or(0))
+            .sum();
+        if positions == 4000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{positions} of 4 000 stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = api.get("/api/v1/stats").await;
+    assert_eq!(stats["total_events_processed"], 2000, "{stats}");
+    assert_eq!(stats["dead_letters"], 0, "{stats}");
 }

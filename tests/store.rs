@@ -851,7 +851,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 7)"),
+        error.contains("another version of CityStream (schema 0, this build uses 8)"),
         "{error}"
     );
     // A file this build wrote opens again.

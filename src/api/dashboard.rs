@@ -12,7 +12,7 @@ const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'
 
 /// The assets under `/assets/`: path, content type, bytes. The page's script is ES modules
 /// (`main.js` imports the others by relative path); every module must be listed here.
-const ASSETS: [(&str, &str, &str); 17] = [
+const ASSETS: [(&str, &str, &str); 18] = [
     (
         "main.js",
         "text/javascript; charset=utf-8",
@@ -72,6 +72,11 @@ const ASSETS: [(&str, &str, &str); 17] = [
         "panels.js",
         "text/javascript; charset=utf-8",
         include_str!("dashboard/panels.js"),
+    ),
+    (
+        "ingest.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/ingest.js"),
     ),
     (
         "sinks.js",

@@ -33,6 +33,7 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
     paths(
         handlers::health,
         ingest::ingest,
+        ingest::counts,
         handlers::events,
         handlers::summary,
         handlers::alerts,

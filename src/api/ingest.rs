@@ -12,8 +12,9 @@
 //! (413), the events per request (413), the key's rate (429 with `Retry-After`), and room in the
 //! log (503 with `Retry-After`).
 
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -32,7 +33,7 @@ use super::AppState;
 use super::body::ErrorBody;
 use super::error::ApiError;
 use crate::broker::{AppendError, Durable, Message};
-use crate::model::keys::Scope;
+use crate::model::keys::{MAX_KEYS, Scope};
 use crate::model::{EventTime, Record, Rejection, decode_with, ingested_event_id};
 use crate::processor::{EngineConfig, check_time};
 
@@ -70,6 +71,75 @@ pub struct Ingest {
     pub rules: EngineConfig,
     /// Longest a request waits for its events to be durable before it answers 503.
     pub wait: Duration,
+    /// What each key sent, since this process started.
+    pub counts: Counts,
+}
+
+/// What one key sent.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct KeyCounts {
+    /// Events taken.
+    pub accepted: u64,
+    /// Events refused one by one.
+    pub rejected: u64,
+    /// Requests answered 429.
+    pub throttled: u64,
+}
+
+/// What each key sent since `since`, for the dashboard: at most [`MAX_KEYS`] keys (a key made
+/// after that many is counted in the metrics only).
+pub struct Counts {
+    since: EventTime,
+    keys: Mutex<BTreeMap<String, KeyCounts>>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            since: EventTime::now(),
+            keys: Mutex::default(),
+        }
+    }
+}
+
+impl Counts {
+    fn add(&self, key: &str, change: impl FnOnce(&mut KeyCounts)) {
+        let Ok(mut keys) = self.keys.lock() else {
+            return;
+        };
+        if let Some(counts) = keys.get_mut(key) {
+            change(counts);
+        } else if keys.len() < MAX_KEYS {
+            change(keys.entry(key.to_owned()).or_default());
+        }
+    }
+
+    fn body(&self) -> IngestCountsBody {
+        let keys = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
+        IngestCountsBody {
+            since: self.since,
+            keys: keys
+                .into_iter()
+                .map(|(key, counts)| KeyCountsBody { key, counts })
+                .collect(),
+        }
+    }
+}
+
+/// What each key sent to this process.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestCountsBody {
+    /// When this process started counting.
+    pub since: EventTime,
+    /// By key name.
+    pub keys: Vec<KeyCountsBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyCountsBody {
+    pub key: String,
+    #[serde(flatten)]
+    pub counts: KeyCounts,
 }
 
 /// What a request's events came to.
@@ -149,32 +219,56 @@ pub async fn ingest(
     };
     let items = split(format, &body, limits.max_events)?;
     let (messages, rejected) = check(&items, key, &ingest.rules, EventTime::now());
-    for r in &rejected {
-        counter!("citystream_ingest_rejected_total", "key" => caller.name.clone(), "reason" => r.kind)
-            .increment(1);
-    }
     let accepted = messages.len();
     if accepted > 0 {
-        throttle(&state, &caller, accepted)?;
+        throttle(&state, ingest, &caller, accepted)?;
         ingest
             .log
             .append(messages, ingest.wait)
             .await
             .map_err(busy)?;
     }
+    for r in &rejected {
+        counter!("citystream_ingest_rejected_total", "key" => caller.name.clone(), "reason" => r.kind)
+            .increment(1);
+    }
     counter!("citystream_ingest_accepted_total", "key" => caller.name.clone())
         .increment(accepted as u64);
+    ingest.counts.add(&caller.name, |c| {
+        c.accepted += accepted as u64;
+        c.rejected += rejected.len() as u64;
+    });
     Ok(Json(IngestBody { accepted, rejected }))
 }
 
+/// What each key sent to this process since it started: events accepted and rejected, requests
+/// throttled. The dashboard's ingest panel reads it.
+#[utoipa::path(get, path = "/api/v1/ingest", tag = "ingest",
+    responses(
+        (status = 200, description = "Counts per key name (empty where this process takes no events)", body = IngestCountsBody),
+    ))]
+pub async fn counts(State(state): State<AppState>) -> Json<IngestCountsBody> {
+    let body = match &state.ingest {
+        Some(ingest) => ingest.counts.body(),
+        None => Counts::default().body(),
+    };
+    Json(body)
+}
+
 /// Takes `events` from the key's bucket, or says when to come back.
-fn throttle(state: &AppState, caller: &super::auth::Caller, events: usize) -> Result<(), ApiError> {
+fn throttle(
+    state: &AppState,
+    ingest: &Ingest,
+    caller: &super::auth::Caller,
+    events: usize,
+) -> Result<(), ApiError> {
     let n = u32::try_from(events).unwrap_or(u32::MAX);
     match state.auth.take(caller, n) {
         Ok(()) => Ok(()),
         Err(Some(wait)) => {
             counter!("citystream_ingest_throttled_total", "key" => caller.name.clone())
                 .increment(1);
+            ingest.counts.add(&caller.name, |c| c.throttled += 1);
             Err(ApiError::RateLimited {
                 key: caller.name.clone(),
                 per_second: caller.limit.per_second,

@@ -94,9 +94,10 @@ impl AppState {
 }
 
 /// The documented routes, as the OpenAPI document lists them.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 16] = [
     "/api/v1/health",
     "/api/v1/events",
+    "/api/v1/ingest",
     "/api/v1/events/{city}",
     "/api/v1/summary/{city}",
     "/api/v1/alerts",
@@ -118,6 +119,7 @@ pub fn app(state: AppState) -> Router {
     let [
         health_,
         ingest_,
+        ingest_counts_,
         events_,
         summary_,
         alerts_,
@@ -136,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         .route(health_, get(health))
         .route(events_, get(events))
         .route(ingest_, post(ingest::ingest))
+        .route(ingest_counts_, get(ingest::counts))
         .route(summary_, get(summary))
         .route(alerts_, get(alerts))
         .route(cities_, get(cities))

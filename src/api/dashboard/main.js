@@ -15,6 +15,7 @@ import { $, el, setTextAll } from './dom.js';
 import { durationText, fmtClock, fmtHm, fmtInt, minutesText, spanLabel } from './format.js';
 import { parseResolutions } from './history.js';
 import { createHistoryView } from './history-view.js';
+import { loadIngest, renderIngest } from './ingest.js';
 import { startStream } from './live.js';
 import { alertItem, deadItem, gridRow, lateItem, renderDeadKinds, renderHealth } from './panels.js';
 import { loadSinks, renderSinks } from './sinks.js';
@@ -188,6 +189,22 @@ function loadSinkPanel() {
   return sinksRead;
 }
 
+// The ingest panel. Its rates are measured from the previous read (`ingestBaseline`); a read
+// that comes while one runs shares it.
+let ingestRead = null;
+let ingestBaseline = null;
+function loadIngestPanel() {
+  ingestRead ??= loadIngest(getJson, ingestBaseline)
+    .then((view) => {
+      ingestBaseline = view.baseline;
+      renderIngest(view);
+    })
+    .finally(() => {
+      ingestRead = null;
+    });
+  return ingestRead;
+}
+
 // Reloads every snapshot. Calls that come while one runs make it run once more afterwards.
 let reloading = null;
 let reloadAgain = false;
@@ -205,6 +222,7 @@ function reloadSnapshots() {
     quietly(loadLate()),
     quietly(loadDead()),
     quietly(loadSinkPanel()),
+    quietly(loadIngestPanel()),
   ]).finally(() => {
     reloading = null;
     if (reloadAgain) {
@@ -516,6 +534,8 @@ function startTimers() {
   }, 30000);
   // Deliveries are not in the stream: the alert delivery panel is read again every 10 s.
   setInterval(() => quietly(loadSinkPanel()), 10000);
+  // Nor are the ingest counts: read every 5 s, the rates are over those 5 s.
+  setInterval(() => quietly(loadIngestPanel()), 5000);
 }
 
 function start() {
