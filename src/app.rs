@@ -557,7 +557,7 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
 /// batch per request, `--concurrency` requests in flight, at most `--rate` events/s; prints
 /// what was taken and how long the requests took.
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let producer = HttpProducer::new(&args.retry.config(&args.url, &args.key))?;
+    let producer = Arc::new(HttpProducer::new(&args.retry.config(&args.url, &args.key))?);
     let mut source: Box<dyn Source> = match args.input.as_path() {
         p if p == Path::new("-") => Box::new(LineSource::stdin(None)),
         p => Box::new(LineSource::open(p).await?),
@@ -568,7 +568,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let mut lines = 0u64;
     loop {
         while in_flight.len() >= args.concurrency as usize {
-            latencies.add(in_flight.next().await.transpose()?);
+            if let Some(answer) = in_flight.next().await {
+                latencies.add(answer??);
+            }
         }
         if let Some(rate) = args.rate {
             let due = std::time::Duration::from_secs_f64(lines as f64 / rate);
@@ -585,14 +587,15 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 payload: r.payload,
             })
             .collect();
-        let producer = &producer;
-        in_flight.push(async move {
+        // A task per request: it is sent and answered while this loop waits for the next.
+        let producer = producer.clone();
+        in_flight.push(tokio::spawn(async move {
             let sent = tokio::time::Instant::now();
             producer.send(batch).await.map(|()| sent.elapsed())
-        });
+        }));
     }
     while let Some(done) = in_flight.next().await {
-        latencies.add(Some(done?));
+        latencies.add(done??);
     }
     let (accepted, rejected) = producer.totals();
     let secs = started.elapsed().as_secs_f64();
@@ -610,8 +613,8 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 struct Latencies(Vec<std::time::Duration>);
 
 impl Latencies {
-    fn add(&mut self, took: Option<std::time::Duration>) {
-        if let Some(took) = took.filter(|_| self.0.len() < 1_000_000) {
+    fn add(&mut self, took: std::time::Duration) {
+        if self.0.len() < 1_000_000 {
             self.0.push(took);
         }
     }
