@@ -47,8 +47,12 @@ const SCHEMA_VERSION: i64 = 8;
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.
 const FILE_PRAGMAS: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL;";
+/// `synchronous = FULL`: a commit returns once the write-ahead log is on disk, so what HTTP
+/// ingest answers 200 for survives a power loss, not only a crash of the process. It costs
+/// 3–9 % of `citystream bench --store sqlite` and nothing measurable in ingest latency
+/// (docs/BENCHMARKS.md).
 const CONNECTION_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;";
+    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;";
 /// The writer copies the write-ahead log into the database every 256 pages: 4 MiB, SQLite's
 /// default in bytes at the 16 KiB pages `FILE_PRAGMAS` sets. Larger logs make fewer copies but
 /// each one stalls the commit it runs in for longer (64 MiB put the alert p99 past 40 ms at
