@@ -344,6 +344,55 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "all committed");
     }
 
+    fn stored(partition: u32, next_offset: u64) -> Checkpoint {
+        Checkpoint {
+            source: "city-events".to_owned(),
+            partition,
+            next_offset,
+            max_event_time: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_append_answers_once_the_store_holds_it_and_never_waits_for_room() {
+        let config = EmbeddedConfig {
+            capacity: 4,
+            ..EmbeddedConfig::default()
+        };
+        let sf = partition_for(b"SF", config.partitions);
+        let (producer, mut source) = open(&config, [(sf, 10)]);
+        let ingest = producer.downgrade();
+        let wait = Duration::from_secs(5);
+        let append = tokio::spawn({
+            let ingest = ingest.clone();
+            async move {
+                ingest
+                    .append((0..3).map(|n| msg("SF", n)).collect(), wait)
+                    .await
+            }
+        });
+        let Polled::Records(records) = source.poll(10).await.expect("poll") else {
+            panic!("records");
+        };
+        assert_eq!(records.len(), 3);
+        source.commit(&[stored(sf, 12)]).await.expect("commit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!append.is_finished(), "offset 12 is not stored yet");
+        source.commit(&[stored(sf, 13)]).await.expect("commit");
+        append.await.expect("task").expect("durable");
+
+        // No room for five in a queue of four: refused at once, nothing taken.
+        let full = ingest.append((0..5).map(|n| msg("SF", n)).collect(), wait);
+        assert!(matches!(full.await, Err(AppendError::Full(5))));
+        // Taken, never stored within the wait: not known to be durable.
+        let late = ingest.append(vec![msg("SF", 9)], Duration::from_millis(50));
+        assert!(matches!(late.await, Err(AppendError::NotYet(_))));
+        // Once every producer is gone, the log takes nothing more.
+        drop(producer);
+        let closed = ingest.append(vec![msg("SF", 1)], wait);
+        assert!(matches!(closed.await, Err(AppendError::Closed)));
+    }
+
     #[tokio::test]
     async fn a_full_queue_makes_the_producer_wait() {
         let config = EmbeddedConfig {
