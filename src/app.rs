@@ -114,7 +114,7 @@ struct ApiParts<'a> {
     ingest: Option<Arc<dyn Durable>>,
 }
 
-fn app_state(
+async fn app_state(
     parts: ApiParts<'_>,
     metrics: Option<PrometheusHandle>,
     stop: &CancellationToken,
@@ -129,17 +129,14 @@ fn app_state(
     let admin = alerting.1.admin_token.as_deref().map(AdminToken::new);
     let auth = Arc::new(Auth::new(admin, api.require_auth));
     if let Some(keys) = &opened.keys {
+        // Read before the first request, so a key made before the start counts at once.
+        auth.refresh(keys.as_ref()).await;
         tokio::spawn(auth.clone().follow(keys.clone(), stop.clone()));
     }
     let ingest = ingest.map(|log| {
-        Arc::new(Ingest {
-            log,
-            rules: rules.clone(),
-            limits: api.ingest_limits(),
-            // Answered before the request's own deadline answers for it.
-            wait: api.request_timeout.mul_f64(0.9),
-            counts: Default::default(),
-        })
+        // Answered before the request's own deadline answers for it.
+        let wait = api.request_timeout.mul_f64(0.9);
+        Arc::new(Ingest::new(log, api.ingest_limits(), rules.clone(), wait))
     });
     AppState {
         health: opened.health.clone(),
@@ -306,7 +303,7 @@ pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Resu
         alerting: (&alert_rules, &args.alerts),
         ingest: Some(ingest),
     };
-    let state = app_state(parts, metrics, &purge_stop);
+    let state = app_state(parts, metrics, &purge_stop).await;
     let api = tokio::spawn(api::serve(listener, state, args.api.limits(), async move {
         api_stop.cancelled().await
     }));
@@ -543,7 +540,7 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
         alerting: (&alert_rules, &args.alerts),
         ingest,
     };
-    let state = app_state(parts, metrics, &purge_stop);
+    let state = app_state(parts, metrics, &purge_stop).await;
     api::serve(listener, state, args.api.limits(), async move {
         shutdown.cancelled().await
     })
@@ -554,7 +551,7 @@ pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow
 }
 
 /// `citystream send FILE|- --url URL --key KEY`: the file's lines to `POST /api/v1/events`, a
-/// batch per request, `--concurrency` requests in flight, at most `--rate` events/s; prints
+/// batch per request, `--concurrency` requests in flight, at most `--max-rate` events/s; prints
 /// what was taken and how long the requests took.
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let producer = Arc::new(HttpProducer::new(&args.retry.config(&args.url, &args.key))?);
@@ -572,7 +569,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 latencies.add(answer??);
             }
         }
-        if let Some(rate) = args.rate {
+        if let Some(rate) = args.max_rate {
             let due = std::time::Duration::from_secs_f64(lines as f64 / rate);
             tokio::time::sleep_until(started + due).await;
         }

@@ -259,9 +259,10 @@ pub struct SendArgs {
     /// The CityStream API to send to.
     #[arg(long, env = "CITYSTREAM_URL", default_value = "http://127.0.0.1:8082")]
     pub url: String,
-    /// A key with the `ingest` scope (`citystream keys create --scope ingest`).
+    /// A key with the `ingest` scope (`citystream keys create --scope ingest`); `produce` sends
+    /// with it to `--to`.
     #[arg(long, env = "CITYSTREAM_KEY", hide_env_values = true)]
-    pub key: String,
+    pub key: KeyArg,
     /// Events per request.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
@@ -271,9 +272,29 @@ pub struct SendArgs {
     /// Events per second at most (paced per request); as fast as the server takes them when
     /// absent.
     #[arg(long, value_parser = positive_rate)]
-    pub rate: Option<f64>,
+    pub max_rate: Option<f64>,
     #[command(flatten)]
     pub retry: HttpRetryArgs,
+}
+
+/// An API key given on the command line: its `Debug` shows none of it.
+#[derive(Clone)]
+pub struct KeyArg(pub String);
+
+impl std::fmt::Debug for KeyArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for KeyArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" => Err("the key is empty".to_owned()),
+            key => Ok(KeyArg(key.to_owned())),
+        }
+    }
 }
 
 /// How a client of `POST /api/v1/events` waits and sends again.
@@ -288,10 +309,10 @@ pub struct HttpRetryArgs {
 }
 
 impl HttpRetryArgs {
-    pub fn config(&self, url: &str, key: &str) -> HttpConfig {
+    pub fn config(&self, url: &str, key: &KeyArg) -> HttpConfig {
         HttpConfig {
             url: url.to_owned(),
-            key: key.to_owned(),
+            key: key.0.clone(),
             timeout: *self.timeout,
             give_up_after: *self.give_up_after,
         }
@@ -339,9 +360,10 @@ pub struct ProduceArgs {
     /// `http://127.0.0.1:8082`), with `--key`.
     #[arg(long, requires = "key")]
     pub to: Option<String>,
-    /// With `--to`: a key with the `ingest` scope.
+    /// A key with the `ingest` scope (`citystream keys create --scope ingest`); `produce` sends
+    /// with it to `--to`.
     #[arg(long, env = "CITYSTREAM_KEY", hide_env_values = true)]
-    pub key: Option<String>,
+    pub key: Option<KeyArg>,
     #[command(flatten)]
     pub retry: HttpRetryArgs,
     /// Address for `/health` and `/metrics` (default with `--brokers`: 0.0.0.0:8080).
@@ -783,6 +805,9 @@ pub struct ApiArgs {
     /// Most events in one `POST /api/v1/events`.
     #[arg(long, env = "CITYSTREAM_INGEST_MAX_EVENTS", default_value_t = IngestLimits::default().max_events, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
     pub ingest_max_events: usize,
+    /// Most `POST /api/v1/events` read and checked at once (one more: 503 with Retry-After).
+    #[arg(long, env = "CITYSTREAM_INGEST_CONCURRENCY", default_value_t = IngestLimits::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=4096).map(|n| n as usize))]
+    pub ingest_concurrency: usize,
 }
 
 impl ApiArgs {
@@ -791,6 +816,7 @@ impl ApiArgs {
             max_body: self.ingest_max_body,
             max_decoded: self.ingest_max_decoded,
             max_events: self.ingest_max_events,
+            concurrency: self.ingest_concurrency,
         }
     }
 

@@ -24,6 +24,9 @@ use crate::store::KeyStore;
 
 /// How often the keys are read again.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// How long the keys may go unread before none is taken: a revocation must not wait for the
+/// store to answer again.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// The admin token, kept as its SHA-256 only.
 #[derive(Clone)]
@@ -91,17 +94,39 @@ impl Auth {
         }
     }
 
-    /// Reads the keys from `store` now and every [`REFRESH`] until `stop`. A failed read
-    /// keeps the keys as they were.
-    pub async fn follow(self: Arc<Self>, store: Arc<dyn KeyStore>, stop: CancellationToken) {
-        loop {
-            match store.keys().await {
-                Ok(keys) => self.set_keys(keys),
-                Err(e) => tracing::warn!(error = %e.report(), "the API keys could not be read"),
+    /// Reads the keys from `store`; `false` when it could not.
+    pub async fn refresh(&self, store: &dyn KeyStore) -> bool {
+        match store.keys().await {
+            Ok(keys) => {
+                self.set_keys(keys);
+                true
             }
+            Err(e) => {
+                tracing::warn!(error = %e.report(), "the API keys could not be read");
+                false
+            }
+        }
+    }
+
+    /// Reads the keys every [`REFRESH`] until `stop`. A failed read keeps the keys as they were
+    /// for [`STALE_AFTER`]; after that no key is taken until a read succeeds.
+    pub async fn follow(self: Arc<Self>, store: Arc<dyn KeyStore>, stop: CancellationToken) {
+        let mut last_read = tokio::time::Instant::now();
+        let mut stale = false;
+        loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(REFRESH) => {}
+            }
+            if self.refresh(store.as_ref()).await {
+                last_read = tokio::time::Instant::now();
+                stale = false;
+            } else if !stale && last_read.elapsed() > STALE_AFTER {
+                tracing::error!(
+                    "the API keys were not read for 30 s: none is taken until they are"
+                );
+                self.set_keys(Vec::new());
+                stale = true;
             }
         }
     }

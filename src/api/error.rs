@@ -29,6 +29,9 @@ pub enum ApiError {
     NoOutbox,
     #[error("this process takes no events: `up` takes them, or `serve --brokers …` into Kafka")]
     NoIngest,
+    /// A failure no resend can mend; its message names no internals.
+    #[error("{0}")]
+    Internal(String),
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("no answer within {0:?}")]
@@ -46,7 +49,8 @@ pub enum ApiError {
         per_second: u32,
         retry_after: Duration,
     },
-    /// The pipeline is behind: try again after the wait; nothing was taken.
+    /// The pipeline is behind or stopping (nothing was taken), or what was taken is not
+    /// durable yet: try again after the wait.
     #[error("{message}")]
     Busy {
         message: String,
@@ -72,11 +76,8 @@ impl IntoResponse for ApiError {
                 "no_outbox",
                 self.to_string(),
             ),
-            ApiError::NoIngest => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_ingest",
-                self.to_string(),
-            ),
+            ApiError::NoIngest => (StatusCode::NOT_FOUND, "no_ingest", self.to_string()),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m.clone()),
             ApiError::Store(e) => {
                 tracing::error!(error = %e.report(), "store query failed");
                 (

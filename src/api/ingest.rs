@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use axum::Json;
 use axum::body::Body;
@@ -26,6 +28,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::counter;
 use serde::Serialize;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
@@ -51,6 +54,9 @@ pub struct IngestLimits {
     pub max_decoded: usize,
     /// Events (array items, NDJSON lines) in one request.
     pub max_events: usize,
+    /// Requests read and checked at once; one more is a 503 at once. With the sizes above it
+    /// bounds ingest's memory: `concurrency × (max_body + max_decoded)` at most.
+    pub concurrency: usize,
 }
 
 impl Default for IngestLimits {
@@ -59,6 +65,7 @@ impl Default for IngestLimits {
             max_body: 8 << 20,
             max_decoded: 32 << 20,
             max_events: 10_000,
+            concurrency: 16,
         }
     }
 }
@@ -73,6 +80,26 @@ pub struct Ingest {
     pub wait: Duration,
     /// What each key sent, since this process started.
     pub counts: Counts,
+    /// Room for `limits.concurrency` requests at once.
+    pub in_flight: Semaphore,
+}
+
+impl Ingest {
+    pub fn new(
+        log: Arc<dyn Durable>,
+        limits: IngestLimits,
+        rules: EngineConfig,
+        wait: Duration,
+    ) -> Self {
+        Ingest {
+            log,
+            limits,
+            rules,
+            wait,
+            counts: Counts::default(),
+            in_flight: Semaphore::new(limits.concurrency),
+        }
+    }
 }
 
 /// What one key sent.
@@ -196,6 +223,8 @@ enum Format {
         (status = 413, description = "The body, decoded body or event count is over its limit, or the events are more than the key's burst", body = ErrorBody),
         (status = 415, description = "A content type or encoding not taken", body = ErrorBody),
         (status = 429, description = "The key's rate is spent; Retry-After says when to send again", body = ErrorBody),
+        (status = 404, description = "This process takes no events (`serve` without `--brokers`)", body = ErrorBody),
+        (status = 500, description = "The broker refuses the events for good", body = ErrorBody),
         (status = 503, description = "The pipeline is behind or stopping, or the events are not durable yet; Retry-After says when to send again, and sending the same request again is safe", body = ErrorBody),
     ))]
 pub async fn ingest(
@@ -208,6 +237,16 @@ pub async fn ingest(
     let format = format(&headers)?;
     let gzip = gzipped(&headers)?;
     let key = idempotency_key(&headers)?;
+    let _slot = ingest.in_flight.try_acquire().map_err(|_| {
+        counter!("citystream_ingest_busy_total", "cause" => "concurrency").increment(1);
+        ApiError::Busy {
+            message: format!(
+                "{} requests are being taken already",
+                ingest.limits.concurrency
+            ),
+            retry_after: BUSY_RETRY,
+        }
+    })?;
     let limits = ingest.limits;
     let body = read(body, limits.max_body).await?;
     let body = match gzip {
@@ -282,18 +321,20 @@ fn throttle(
     }
 }
 
+/// What a client is told when the log did not take a batch: to come back (503) when the
+/// pipeline is behind or stopping or the batch is not durable yet, else why it never will.
 fn busy(e: AppendError) -> ApiError {
-    counter!("citystream_ingest_busy_total", "cause" => match e {
-        AppendError::Full(_) => "full",
-        AppendError::Closed => "closed",
-        AppendError::Refused(_) => "refused",
-        AppendError::NotYet(_) => "not_durable",
-    })
-    .increment(1);
-    let message = match e {
-        AppendError::NotYet(_) => format!("{e}; sending the same request again is safe"),
-        _ => e.to_string(),
+    let (cause, message) = match &e {
+        AppendError::Full(_) => ("full", e.to_string()),
+        AppendError::Closed => ("closed", e.to_string()),
+        AppendError::NotYet(_) => (
+            "not_durable",
+            format!("{e}; sending the same request again is safe"),
+        ),
+        AppendError::TooLarge { .. } => return ApiError::TooLarge(e.to_string()),
+        AppendError::Refused(_) => return ApiError::Internal(e.to_string()),
     };
+    counter!("citystream_ingest_busy_total", "cause" => cause).increment(1);
     ApiError::Busy {
         message,
         retry_after: BUSY_RETRY,
@@ -393,11 +434,13 @@ fn split(format: Format, body: &Bytes, max: usize) -> Result<Vec<Bytes>, ApiErro
         Format::Json => json_items(body, text, max)?,
     };
     if items.len() > max {
-        return Err(ApiError::TooLarge(format!(
-            "a request carries at most {max} events"
-        )));
+        return Err(too_many(max));
     }
     Ok(items)
+}
+
+fn too_many(max: usize) -> ApiError {
+    ApiError::TooLarge(format!("a request carries at most {max} events"))
 }
 
 fn json_items(body: &Bytes, text: &[u8], max: usize) -> Result<Vec<Bytes>, ApiError> {
@@ -405,10 +448,15 @@ fn json_items(body: &Bytes, text: &[u8], max: usize) -> Result<Vec<Bytes>, ApiEr
         |e: serde_json::Error| ApiError::BadRequest(format!("the body is not valid JSON: {e}"));
     match text.trim_ascii_start().first() {
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_slice(text).map_err(malformed)?;
+            let mut json = serde_json::Deserializer::from_slice(text);
+            let items = match BoundedItems(max).deserialize(&mut json) {
+                Err(e) if e.to_string().starts_with(TOO_MANY) => return Err(too_many(max)),
+                parsed => parsed
+                    .and_then(|items| json.end().map(|()| items))
+                    .map_err(malformed)?,
+            };
             Ok(items
                 .into_iter()
-                .take(max + 1)
                 .map(|raw| body.slice_ref(raw.get().as_bytes()))
                 .collect())
         }
@@ -419,6 +467,39 @@ fn json_items(body: &Bytes, text: &[u8], max: usize) -> Result<Vec<Bytes>, ApiEr
         _ => Err(ApiError::BadRequest(
             "the body is not an event (a JSON object) or an array of them".into(),
         )),
+    }
+}
+
+const TOO_MANY: &str = "more events than a request may carry";
+
+/// The items of a JSON array, at most `max` of them: one more stops the parse there, without
+/// reading (or keeping) the rest.
+struct BoundedItems(usize);
+
+impl<'de> DeserializeSeed<'de> for BoundedItems {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, json: D) -> Result<Self::Value, D::Error> {
+        json.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedItems {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(self.0.min(1024));
+        while let Some(item) = seq.next_element()? {
+            if items.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -169,13 +170,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// With `--require-auth`, a read of results (`GET /api/v1/…` but health and the OpenAPI
-/// document, and `/metrics`) needs a `read` key. Writes check their own scope.
+/// With `--require-auth`, a read of results (`GET` or `HEAD` of `/api/v1/…` but health and the
+/// OpenAPI document, and `/metrics`) needs a `read` key. Writes check their own scope.
 async fn reads_need_a_key(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let open = matches!(path, "/api/v1/health" | "/api/v1/openapi.json")
         || !(path.starts_with("/api/v1/") || path == "/metrics");
-    if !auth.reads_need_a_key() || open || request.method() != axum::http::Method::GET {
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !auth.reads_need_a_key() || open || !read {
         return next.run(request).await;
     }
     match auth.check(request.headers(), crate::model::keys::Scope::Read) {

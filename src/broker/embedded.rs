@@ -46,7 +46,6 @@ struct Log {
 #[derive(Clone)]
 pub struct EmbeddedProducer {
     log: Arc<Mutex<Log>>,
-    partitions: u32,
     capacity: usize,
     /// Per partition, the offset below which the store holds every record.
     committed: watch::Receiver<Vec<u64>>,
@@ -57,7 +56,7 @@ pub struct EmbeddedProducer {
 #[derive(Clone)]
 pub struct WeakProducer {
     log: Weak<Mutex<Log>>,
-    partitions: u32,
+    capacity: usize,
     committed: watch::Receiver<Vec<u64>>,
 }
 
@@ -90,13 +89,14 @@ pub fn open_journaled(
 ) -> (EmbeddedProducer, EmbeddedSource) {
     let partitions = config.partitions.max(1);
     let capacity = config.capacity.max(1);
-    let start_offsets: Vec<(u32, u64)> = start_offsets.into_iter().collect();
     let mut next_offsets = vec![0; partitions as usize];
-    for &(p, offset) in &start_offsets {
+    for (p, offset) in start_offsets {
         if let Some(slot) = next_offsets.get_mut(p as usize) {
             *slot = offset;
         }
     }
+    // What the store holds: everything below the checkpoints.
+    let stored = next_offsets.clone();
     let (mut journal, found) = journal.unzip();
     let mut replay = VecDeque::new();
     for r in found.into_iter().flatten() {
@@ -113,16 +113,9 @@ pub fn open_journaled(
         journal.keeping(replay.make_contiguous());
     }
     let (tx, rx) = mpsc::channel(capacity);
-    let mut stored = vec![0; partitions as usize];
-    for (p, offset) in start_offsets {
-        if let Some(slot) = stored.get_mut(p as usize) {
-            *slot = offset;
-        }
-    }
     let (committed, watching) = watch::channel(stored);
     let producer = EmbeddedProducer {
         log: Arc::new(Mutex::new(Log { next_offsets, tx })),
-        partitions,
         capacity,
         committed: watching,
     };
@@ -137,27 +130,42 @@ pub fn open_journaled(
     (producer, source)
 }
 
+impl Log {
+    /// Numbers `messages` and queues them, each into a slot reserved for it; returns the
+    /// highest offset each partition took. Offsets are assigned under the log's lock, in the
+    /// order records enter the queue.
+    fn push<'a>(
+        &mut self,
+        permits: impl Iterator<Item = mpsc::Permit<'a, Record>>,
+        messages: Vec<Message>,
+    ) -> Vec<Option<u64>> {
+        let partitions = self.next_offsets.len() as u32;
+        let mut last = vec![None; self.next_offsets.len()];
+        let now = EventTime::now();
+        for (permit, message) in permits.zip(messages) {
+            let partition = partition_for(&message.key, partitions);
+            let slot = &mut self.next_offsets[partition as usize];
+            last[partition as usize] = Some(*slot);
+            permit.send(Record::new(partition, *slot, Some(now), message.payload));
+            *slot += 1;
+        }
+        last
+    }
+}
+
 #[async_trait]
 impl Producer for EmbeddedProducer {
     async fn send(&self, batch: Vec<Message>) -> Result<(), BrokerError> {
         let mut messages = batch.into_iter().peekable();
-        // Offsets are assigned under the lock, in the order records enter the queue.
         let mut log = self.log.lock().await;
-        let Log { next_offsets, tx } = &mut *log;
         while messages.peek().is_some() {
             let chunk: Vec<Message> = messages.by_ref().take(self.capacity).collect();
+            let tx = log.tx.clone();
             let permits = tx
                 .reserve_many(chunk.len())
                 .await
                 .map_err(|_| BrokerError::Closed)?;
-            let now = EventTime::now();
-            for (permit, message) in permits.zip(chunk) {
-                let partition = partition_for(&message.key, self.partitions);
-                let slot = &mut next_offsets[partition as usize];
-                let offset = *slot;
-                *slot += 1;
-                permit.send(Record::new(partition, offset, Some(now), message.payload));
-            }
+            log.push(permits, chunk);
         }
         Ok(())
     }
@@ -168,36 +176,37 @@ impl EmbeddedProducer {
     pub fn downgrade(&self) -> WeakProducer {
         WeakProducer {
             log: Arc::downgrade(&self.log),
-            partitions: self.partitions,
+            capacity: self.capacity,
             committed: self.committed.clone(),
         }
     }
 }
 
+/// Longest an append waits for the log's lock: the lock is held for microseconds, unless the
+/// generator holds it while it waits for room, and then there is none.
+const LOCK_WAIT: Duration = Duration::from_millis(100);
+
 #[async_trait]
 impl Durable for WeakProducer {
     async fn append(&self, batch: Vec<Message>, wait: Duration) -> Result<(), AppendError> {
+        if batch.len() > self.capacity {
+            return Err(AppendError::TooLarge {
+                records: batch.len(),
+                capacity: self.capacity,
+            });
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let log = self.log.upgrade().ok_or(AppendError::Closed)?;
-        // The generator holds the lock while it waits for room: then there is none.
-        let mut log = tokio::time::timeout_at(deadline, log.lock())
+        let mut log = tokio::time::timeout(LOCK_WAIT.min(wait), log.lock())
             .await
             .map_err(|_| AppendError::Full(batch.len()))?;
-        let Log { next_offsets, tx } = &mut *log;
+        let tx = log.tx.clone();
         let permits = tx.try_reserve_many(batch.len()).map_err(|e| match e {
             mpsc::error::TrySendError::Full(()) => AppendError::Full(batch.len()),
             mpsc::error::TrySendError::Closed(()) => AppendError::Closed,
         })?;
         // The highest offset taken per partition: durable once the store's position passes it.
-        let mut last = vec![None; next_offsets.len()];
-        let now = EventTime::now();
-        for (permit, message) in permits.zip(batch) {
-            let partition = partition_for(&message.key, self.partitions);
-            let slot = &mut next_offsets[partition as usize];
-            last[partition as usize] = Some(*slot);
-            permit.send(Record::new(partition, *slot, Some(now), message.payload));
-            *slot += 1;
-        }
+        let last = log.push(permits, batch);
         drop(log);
         let stored = |committed: &Vec<u64>| {
             last.iter()
@@ -381,12 +390,23 @@ mod tests {
         source.commit(&[stored(sf, 13)]).await.expect("commit");
         append.await.expect("task").expect("durable");
 
-        // No room for five in a queue of four: refused at once, nothing taken.
-        let full = ingest.append((0..5).map(|n| msg("SF", n)).collect(), wait);
-        assert!(matches!(full.await, Err(AppendError::Full(5))));
         // Taken, never stored within the wait: not known to be durable.
         let late = ingest.append(vec![msg("SF", 9)], Duration::from_millis(50));
         assert!(matches!(late.await, Err(AppendError::NotYet(_))));
+        // Five never fit a queue of four; one does not fit a full queue: refused at once.
+        let five = ingest.append((0..5).map(|n| msg("SF", n)).collect(), wait);
+        assert!(matches!(five.await, Err(AppendError::TooLarge { .. })));
+        producer
+            .send((0..3).map(|n| msg("LA", n)).collect())
+            .await
+            .expect("send");
+        let started = std::time::Instant::now();
+        let full = ingest.append(vec![msg("SF", 1)], wait);
+        assert!(matches!(full.await, Err(AppendError::Full(1))));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no wait for room"
+        );
         // Once every producer is gone, the log takes nothing more.
         drop(producer);
         let closed = ingest.append(vec![msg("SF", 1)], wait);

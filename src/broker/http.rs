@@ -1,11 +1,12 @@
 //! A producer that sends events to a running CityStream's `POST /api/v1/events`: what
 //! `citystream send` and `citystream produce --to URL` use.
 //!
-//! A batch is one NDJSON request with an `Idempotency-Key` of its own. It is sent again, with
-//! the same key and body, after a timeout, a dropped connection, a 429 or a 5xx, waiting as
-//! `Retry-After` says or backing off, until `give_up_after`: the server's ids make every repeat
-//! a no-op, so a batch counts once however often it is sent. Any other answer (400, 401, 403,
-//! 413, 415) cannot change by sending again and fails the send.
+//! A batch is one NDJSON request whose `Idempotency-Key` is a hash of its body. It is sent
+//! again, with the same key and body, after a timeout, a dropped connection, a 429, 502, 503 or
+//! 504, waiting as `Retry-After` says or backing off, until `give_up_after`: the server's ids
+//! make every repeat a no-op, so a batch counts once however often it is sent (and a file sent
+//! twice counts once). Any other answer (400, 401, 403, 404, 413, 415, 500) cannot change by
+//! sending again and fails the send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
 use super::{BrokerError, Message, Producer};
+use crate::delivery::send::retry_after;
 
-/// Where and how an [`HttpProducer`] sends.
-#[derive(Debug, Clone)]
+/// Where and how an [`HttpProducer`] sends. Its `Debug` leaves the key out.
+#[derive(Clone)]
 pub struct HttpConfig {
     /// The API's base URL, e.g. `http://127.0.0.1:8082`.
     pub url: String,
@@ -30,6 +32,20 @@ pub struct HttpConfig {
     /// How long a batch is sent again before the send fails.
     pub give_up_after: Duration,
 }
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("url", &self.url)
+            .field("key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("give_up_after", &self.give_up_after)
+            .finish()
+    }
+}
+
+/// Largest answer read: a full list of rejections of a 10 000-event request fits many times.
+const MAX_ANSWER: usize = 16 << 20;
 
 /// What the server answered to a batch.
 #[derive(Debug, Deserialize)]
@@ -56,9 +72,12 @@ pub struct HttpProducer {
 
 impl HttpProducer {
     pub fn new(config: &HttpConfig) -> Result<Self, BrokerError> {
+        // A redirect could carry the key elsewhere: none is followed, nor any proxy.
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .map_err(|e| BrokerError::Http(format!("building the HTTP client: {e}")))?;
         Ok(HttpProducer {
@@ -94,42 +113,42 @@ impl HttpProducer {
             .body(body.clone())
             .send()
             .await;
-        let response = match sent {
+        let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "sending events failed; sending them again");
+                tracing::warn!(error = %e.without_url(), "sending events failed; sending them again");
                 return Ok(Err(None));
             }
         };
         let status = response.status();
-        let wait = retry_after(&response);
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT
+        ) {
             tracing::debug!(%status, "the server asks to send again");
+            let wait = retry_after(response.headers()).map(|w| w.min(Duration::from_secs(60)));
             return Ok(Err(wait));
         }
-        let text = response.text().await.unwrap_or_default();
+        let mut answer = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            if answer.len() + chunk.len() > MAX_ANSWER {
+                return Err(BrokerError::Http("the server's answer is too large".into()));
+            }
+            answer.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
+            let text = String::from_utf8_lossy(&answer);
             return Err(BrokerError::Http(format!(
                 "the server refuses the events ({status}): {text}"
             )));
         }
-        serde_json::from_str(&text)
+        serde_json::from_slice(&answer)
             .map(Ok)
             .map_err(|e| BrokerError::Http(format!("the server's answer is not understood: {e}")))
     }
-}
-
-/// The wait a 429 or 503 asks for, in whole seconds.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let secs: u64 = response
-        .headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(60)))
 }
 
 #[async_trait]
@@ -144,7 +163,9 @@ impl Producer for HttpProducer {
             body.put_u8(b'\n');
         }
         let body = body.freeze();
-        let key = uuid::Uuid::new_v4().to_string();
+        // From the body: the same events sent again, by a retry or a second run over the same
+        // file, get the same ids, so they count once.
+        let key = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -79,6 +79,9 @@ pub enum AppendError {
     /// Nothing was taken: the broker has no room now (the processor is behind).
     #[error("the queue has no room for {0} more records: the processor is behind")]
     Full(usize),
+    /// Nothing was taken: the batch is larger than the whole queue, so it can never fit.
+    #[error("{records} records are more than the queue holds ({capacity})")]
+    TooLarge { records: usize, capacity: usize },
     /// Nothing was taken: the log is closed (the process is stopping, or the stream ended).
     #[error("the event log is closed")]
     Closed,
@@ -94,8 +97,9 @@ pub enum AppendError {
 #[async_trait]
 pub trait Durable: Send + Sync {
     /// Appends `batch` and returns once every message of it is durable: in the store (embedded
-    /// queue) or acknowledged by every in-sync replica (Kafka). Waits at most `wait`, and never
-    /// for room: a full broker is [`AppendError::Full`] at once.
+    /// queue) or acknowledged by every in-sync replica (Kafka). Waits at most `wait`; the
+    /// embedded queue does not wait for room (a full queue is [`AppendError::Full`] within
+    /// 100 ms), Kafka's local queue does, within `wait`.
     async fn append(
         &self,
         batch: Vec<Message>,

@@ -78,7 +78,8 @@ fn answer(status: StatusCode, headers: &HeaderMap) -> Answer {
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// The wait a 429 or 503 asks for: seconds, or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -673,12 +673,7 @@ fn check_sinks(sinks: &[SinkConfig], rules: &[Rule]) -> Result<(), RulesError> {
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), RulesError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
+    if super::is_plain_name(name, MAX_NAME_BYTES) {
         Ok(())
     } else {
         Err(invalid(

@@ -99,15 +99,28 @@ pub enum InvalidCity {
     FormatCharacter(u32),
 }
 
-/// Whether `c` is an invisible Unicode format character that changes how the text around it
-/// shows: the bidi embeddings, overrides, isolates and marks, and the zero-width characters.
-/// A name holding one can display as another name.
+/// Whether `c` is an invisible character that changes how the text around it shows: the
+/// Unicode format characters (the bidi embeddings, overrides, isolates and marks, the
+/// zero-width characters, the tag characters) and the invisible fillers and selectors. A name
+/// holding one can display as another name.
 pub fn is_format_char(c: char) -> bool {
     matches!(
         c as u32,
-        0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064
-            | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
+        0x00AD | 0x034F | 0x061C | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x115F | 0x1160
+            | 0x180B..=0x180F | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F
+            | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB
+            | 0x1D173..=0x1D17A | 0xE0000..=0xE007F | 0xE0100..=0xE01EF
     )
+}
+
+/// Whether `name` is 1 to `max` bytes of `A-Z a-z 0-9 - _ .`: the names that logs, metric
+/// labels and files show as they are (rule and sink ids, API key names).
+pub fn is_plain_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A city name: non-empty, at most 64 bytes, no control characters and no invisible format
@@ -212,6 +225,9 @@ mod tests {
             City::parse("N\u{200b}YC"),
             Err(InvalidCity::FormatCharacter(0x200B))
         );
+        for hidden in ['\u{e0041}', '\u{fe0f}', '\u{3164}', '\u{2066}'] {
+            assert!(City::parse(format!("SF{hidden}")).is_err(), "{hidden:?}");
+        }
     }
 
     #[test]

@@ -231,12 +231,7 @@ fn digest(secret: &str) -> [u8; 32] {
 
 /// Checks a key's name: plain ASCII, so that logs and metric labels show what it is.
 pub fn check_name(name: &str) -> Result<(), InvalidKey> {
-    let fine = !name.is_empty()
-        && name.len() <= MAX_KEY_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    match fine {
+    match super::is_plain_name(name, MAX_KEY_NAME_BYTES) {
         true => Ok(()),
         false => Err(InvalidKey::Name(name.chars().take(80).collect())),
     }

@@ -12,7 +12,7 @@ mod time;
 pub use alerting::{Alerting, Fired, RuleRef};
 pub use event::{
     City, CityEvent, EventType, InvalidCity, MAX_CITY_BYTES, MAX_DESCRIPTION_BYTES,
-    MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue, is_format_char,
+    MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue, is_format_char, is_plain_name,
 };
 pub use record::{
     DEAD_LETTER_PREFIX_BYTES, DeadLetter, MAX_RECORD_BYTES, Record, Rejection, decode, decode_with,

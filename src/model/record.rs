@@ -241,21 +241,17 @@ pub fn derived_event_id(source: &str, partition: u32, offset: u64) -> String {
 }
 
 /// The id of an event sent over HTTP without one, which a retry of the same request
-/// reproduces: from the request's `Idempotency-Key` and the event's index in it, or else from
-/// the event's bytes (then two identical events without ids are one event).
+/// reproduces: from its bytes, and with an `Idempotency-Key` also from the key and the event's
+/// index in the request. Without the key, two byte-identical events without ids are one event;
+/// with it, they are two when their keys or positions differ. A key used again with other
+/// content makes other ids, never a clash.
 pub fn ingested_event_id(idempotency_key: Option<&str>, index: usize, bytes: &[u8]) -> String {
-    let id = match idempotency_key {
-        Some(key) => Uuid::new_v5(
-            &INGESTED_ID_NAMESPACE,
-            format!("key/{key}/{index}").as_bytes(),
-        ),
-        None => {
-            let mut name = b"content/".to_vec();
-            name.extend_from_slice(bytes);
-            Uuid::new_v5(&INGESTED_ID_NAMESPACE, &name)
-        }
+    let mut name = match idempotency_key {
+        Some(key) => format!("key/{}/{key}/{index}/", key.len()).into_bytes(),
+        None => b"content/".to_vec(),
     };
-    id.to_string()
+    name.extend_from_slice(bytes);
+    Uuid::new_v5(&INGESTED_ID_NAMESPACE, &name).to_string()
 }
 
 /// A record that could not be used, kept with its reason and where it came from.

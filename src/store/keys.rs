@@ -17,11 +17,21 @@ pub enum Created {
     Full,
 }
 
+/// The keys that read back whole; one that does not is left out with a warning, so that one
+/// corrupt row cannot keep every other key (and every revocation) from counting.
+pub fn readable(keys: impl Iterator<Item = Result<ApiKey, StoreError>>) -> Vec<ApiKey> {
+    keys.filter_map(|k| {
+        k.inspect_err(|e| tracing::warn!(error = %e.report(), "an API key could not be read"))
+            .ok()
+    })
+    .collect()
+}
+
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     async fn create_key(&self, key: &ApiKey) -> Result<Created, StoreError>;
 
-    /// Every key, by name.
+    /// Every key that reads back whole ([`readable`]), by name.
     async fn keys(&self) -> Result<Vec<ApiKey>, StoreError>;
 
     /// Deletes the key named `name`; whether there was one.

@@ -11,7 +11,7 @@ use super::store::DynamoStore;
 use crate::model::EventTime;
 use crate::model::keys::{ApiKey, KeyLimit, MAX_KEYS};
 use crate::store::StoreError;
-use crate::store::keys::{Created, KeyStore};
+use crate::store::keys::{Created, KeyStore, readable};
 
 const PARTITION: &str = "apikeys";
 
@@ -36,7 +36,7 @@ impl KeyStore for DynamoStore {
 
     async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let (db, table) = self.state();
-        read(db, table).await?.iter().map(key).collect()
+        Ok(readable(read(db, table).await?.iter().map(key)))
     }
 
     async fn revoke_key(&self, name: &str) -> Result<bool, StoreError> {

@@ -7,7 +7,7 @@ use super::SqliteStore;
 use crate::model::EventTime;
 use crate::model::keys::{ApiKey, KeyLimit, MAX_KEYS};
 use crate::store::StoreError;
-use crate::store::keys::{Created, KeyStore};
+use crate::store::keys::{Created, KeyStore, readable};
 
 #[async_trait]
 impl KeyStore for SqliteStore {
@@ -23,7 +23,7 @@ impl KeyStore for SqliteStore {
                  ORDER BY name LIMIT ?1",
             )?;
             let rows = statement.query_map([MAX_KEYS as i64], key_from_row)?;
-            rows.map(|r| r?).collect()
+            Ok(readable(rows.map(|r| r?)))
         })
         .await
     }
