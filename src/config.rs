@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(long, env = "CITYSTREAM_LOG", default_value = "info", global = true)]
     pub log: String,
 
+    /// The event types records may have, comma-separated (1 to 32 of a-z 0-9 - _ each): a record
+    /// of any other type is a dead letter, an ingest item refused, with the list of these.
+    #[arg(long, env = "CITYSTREAM_EVENT_TYPES", global = true, value_delimiter = ',', default_values_t = crate::model::SEED_TYPES.map(String::from))]
+    pub event_types: Vec<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

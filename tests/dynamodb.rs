@@ -405,7 +405,7 @@ fn accepted_events(
             let event = CityEvent {
                 event_id: format!("e{i}"),
                 city: City::parse(cities[i % 3]).expect("city"),
-                event_type: EventType::ALL[i % 4],
+                event_type: EventType::SEED[i % 4],
                 severity: Severity::ALL[i % 4],
                 timestamp: t,
                 description: "d".into(),
@@ -905,7 +905,7 @@ async fn a_month_of_a_citys_hours_is_one_query_per_type() {
             let mut a = template.clone();
             a.event.event_id = format!("h{i}");
             a.event.city = citystream::model::City::parse("Oslo").expect("city");
-            a.event.event_type = citystream::model::EventType::ALL[(i % 4) as usize];
+            a.event.event_type = citystream::model::EventType::SEED[(i % 4) as usize];
             a.event.timestamp = t;
             a.ttl = now.saturating_add(Span::from_mins(60));
             a.offset = i;

@@ -94,7 +94,7 @@ fn build(specs: &[Spec], partitions: u32) -> (BTreeMap<u32, Vec<Record>>, Vec<Re
         let mut event = CityEvent {
             event_id: format!("ev-{i}"),
             city: City::parse(CITIES[s.city]).expect("test city"),
-            event_type: EventType::ALL[s.event_type],
+            event_type: EventType::SEED[s.event_type],
             severity: Severity::ALL[s.severity],
             timestamp,
             description: "d".into(),

@@ -496,3 +496,103 @@ async fn the_key_store_contract_on_dynamodb() {
     let (_server, store) = crate::store::open_dynamodb().await;
     keys_contract(&store).await;
 }
+
+/// `--event-types` everywhere: the generator makes only those, the API lists and takes only
+/// those (a 400 names them), ingest refuses any other type with the list, and the OpenAPI
+/// document's enum is theirs.
+#[tokio::test]
+async fn configured_event_types_are_the_only_ones_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let feed = make_key(data, "feed", "ingest", None);
+    let start = EventTime::now()
+        .saturating_sub(Span::from_secs(3600))
+        .to_rfc3339();
+    let api = Running::start(&[
+        "up",
+        "--data-dir",
+        data,
+        "--event-types",
+        "flood,power-outage",
+        "--count",
+        "300",
+        "--rate",
+        "1",
+        "--burst",
+        "--seed",
+        "5",
+        "--start-time",
+        &start,
+    ]);
+    crate::support::binary::wait_logged(&api, "stream finished and fully processed").await;
+    let types = api.get("/api/v1/event-types").await;
+    assert_eq!(types["event_types"], json!(["flood", "power-outage"]));
+
+    let cities = api.all("/api/v1/cities?limit=100", "cities").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &cities {
+        let city = c["city"].as_str().expect("a city");
+        let summary = api.get(&format!("/api/v1/summary/{city}")).await;
+        for (t, n) in summary["event_type_breakdown"]
+            .as_object()
+            .expect("breakdown")
+        {
+            if n.as_u64().unwrap_or(0) > 0 {
+                seen.insert(t.clone());
+            }
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["flood", "power-outage"].map(String::from).into();
+    assert_eq!(seen, want, "the generator makes only the configured types");
+    let windows = api
+        .get("/api/v1/aggregations?city=NYC&event_type=power-outage&limit=5")
+        .await;
+    assert!(
+        windows["count"].as_u64().is_some_and(|n| n > 0),
+        "{windows}"
+    );
+
+    let (status, body) = api
+        .try_get(
+            "/api/v1/aggregations?city=NYC&event_type=traffic",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("flood, power-outage")),
+        "{body}"
+    );
+
+    // `--count` ended that run's stream; a process without a generator takes events.
+    drop(api);
+    let api = Running::start(&[
+        "up",
+        "--no-generator",
+        "--data-dir",
+        data,
+        "--event-types",
+        "flood,power-outage",
+    ]);
+    let client = Client::new(&api);
+    let events = json!([
+        event("SF", EventTime::now(), 1, None),
+        {"city": "SF", "event_type": "flood", "severity": "high",
+         "timestamp": EventTime::now().to_rfc3339(), "description": "river over its banks"},
+    ]);
+    let (status, _, body) = client.post(Some(&feed), &[JSON], events.to_string()).await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+    let reason = body["rejected"][0]["reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains("expected one of: flood, power-outage"),
+        "{reason}"
+    );
+
+    let doc = api.get("/api/v1/openapi.json").await;
+    let schema = &doc["components"]["schemas"]["EventType"]["enum"];
+    assert_eq!(schema, &json!(["flood", "power-outage"]), "{schema}");
+}

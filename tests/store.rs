@@ -236,7 +236,7 @@ async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
                 &format!("e{i}"),
                 ["SF", "LA"][i as usize % 2],
                 t,
-                EventType::ALL[i as usize % 4],
+                EventType::SEED[i as usize % 4],
                 Severity::ALL[i as usize % 4],
             );
             if i % 10 == 0 {

@@ -40,6 +40,7 @@ use crate::model::{City, EventTime, EventType, MAX_CITY_BYTES, Severity, Severit
         handlers::cities,
         handlers::aggregations,
         handlers::resolutions,
+        handlers::event_types,
         handlers::stats,
         handlers::late_events,
         handlers::dead_letters,
@@ -134,7 +135,7 @@ impl ToSchema for EventTime {
 
 impl PartialSchema for EventType {
     fn schema() -> RefOr<Schema> {
-        closed_set(EventType::ALL.map(EventType::as_str), "What happened")
+        closed_set(EventType::names().iter().copied(), "What happened")
     }
 }
 impl ToSchema for EventType {}

@@ -156,9 +156,11 @@ pub async fn summary(
     let city = path_city(path)?;
     let now = EventTime::now();
     let s = state.store.city_summary(city.as_str(), now).await?;
-    let event_type_breakdown: BTreeMap<&str, u64> = EventType::ALL
-        .iter()
-        .map(|t| (t.as_str(), s.by_type.get(t).copied().unwrap_or(0)))
+    // Every type taken, and any other the city's stored events have.
+    let event_type_breakdown: BTreeMap<&str, u64> = EventType::all()
+        .into_iter()
+        .map(|t| (t.as_str(), 0))
+        .chain(s.by_type.iter().map(|(t, n)| (t.as_str(), *n)))
         .collect();
     Ok(Json(SummaryBody {
         city,
@@ -291,6 +293,25 @@ pub async fn aggregations(
         next_cursor,
     };
     Ok(Json(body).into_response())
+}
+
+/// The event types records may have.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EventTypesBody {
+    /// In the configured order (`--event-types`).
+    #[schema(value_type = Vec<String>)]
+    pub event_types: &'static [&'static str],
+}
+
+/// `GET /api/v1/event-types`: the event types records may have (`--event-types`).
+#[utoipa::path(get, path = "/api/v1/event-types", tag = "results",
+    responses(
+        (status = 200, description = "The types taken, in the configured order", body = EventTypesBody),
+    ))]
+pub async fn event_types() -> Json<EventTypesBody> {
+    Json(EventTypesBody {
+        event_types: EventType::names(),
+    })
 }
 
 /// `GET /api/v1/resolutions`: the windows kept, finest first.

@@ -95,7 +95,7 @@ impl AppState {
 }
 
 /// The documented routes, as the OpenAPI document lists them.
-pub const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 17] = [
     "/api/v1/health",
     "/api/v1/events",
     "/api/v1/ingest",
@@ -105,6 +105,7 @@ pub const ROUTES: [&str; 16] = [
     "/api/v1/cities",
     "/api/v1/aggregations",
     "/api/v1/resolutions",
+    "/api/v1/event-types",
     "/api/v1/stats",
     "/api/v1/late-events",
     "/api/v1/dead-letters",
@@ -127,6 +128,7 @@ pub fn app(state: AppState) -> Router {
         cities_,
         aggregations_,
         resolutions_,
+        event_types_,
         stats_,
         late_,
         dead_,
@@ -145,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .route(cities_, get(cities))
         .route(aggregations_, get(aggregations))
         .route(resolutions_, get(resolutions))
+        .route(event_types_, get(event_types))
         .route(stats_, get(stats))
         .route(late_, get(late_events))
         .route(dead_, get(dead_letters))

@@ -83,7 +83,7 @@ pub enum AppendError {
     #[error("{records} records are more than the queue holds ({capacity})")]
     TooLarge { records: usize, capacity: usize },
     /// Nothing was taken: the log is closed (the process is stopping, or the stream ended).
-    #[error("the event log is closed")]
+    #[error("the event log is closed: the process is stopping, or `up --count` ended its stream")]
     Closed,
     /// The broker refuses a message of the batch for good.
     #[error("the broker refuses the batch: {0}")]

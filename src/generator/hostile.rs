@@ -92,7 +92,9 @@ impl Records {
         let payload = match (kind, recent) {
             (0, Some(e)) => json(&e),
             (1, Some(mut e)) => {
-                e.event_type = EventType::ALL[(e.event_type.index() + 1) % 4];
+                let types = EventType::all();
+                let at = types.iter().position(|t| *t == e.event_type).unwrap_or(0);
+                e.event_type = types[(at + 1) % types.len()];
                 e.severity = Severity::ALL[(e.severity.index() + 2) % 4];
                 json(&e)
             }

@@ -63,6 +63,8 @@ pub struct Generator {
     config: GeneratorConfig,
     rng: ChaCha8Rng,
     cities: Vec<City>,
+    /// The event types records may have (`--event-types`).
+    types: Vec<EventType>,
     emitted: u64,
 }
 
@@ -76,6 +78,7 @@ impl Generator {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             config,
             cities,
+            types: EventType::all(),
             emitted: 0,
         }
     }
@@ -124,7 +127,7 @@ impl Iterator for Generator {
         self.emitted += 1;
         let lag = self.lag();
         let city = self.cities[self.rng.random_range(0..self.cities.len())].clone();
-        let event_type = EventType::ALL[self.rng.random_range(0..EventType::ALL.len())];
+        let event_type = self.types[self.rng.random_range(0..self.types.len())];
         let severity = Severity::ALL[self.rng.random_range(0..Severity::ALL.len())];
         let id = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
         Some(CityEvent {

@@ -16,7 +16,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::event::{City, CityEvent, EventType, Severity};
+use super::EventType;
+use super::event::{City, CityEvent, Severity};
 use super::results::SeverityCounts;
 use super::{EventTime, Span};
 

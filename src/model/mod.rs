@@ -3,6 +3,7 @@
 
 pub mod alerting;
 mod event;
+mod event_type;
 pub mod keys;
 mod record;
 mod resolution;
@@ -11,9 +12,10 @@ mod time;
 
 pub use alerting::{Alerting, Fired, RuleRef};
 pub use event::{
-    City, CityEvent, EventType, InvalidCity, MAX_CITY_BYTES, MAX_DESCRIPTION_BYTES,
-    MAX_EVENT_ID_BYTES, SEED_CITIES, Severity, UnknownValue, is_format_char, is_plain_name,
+    City, CityEvent, InvalidCity, MAX_CITY_BYTES, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES,
+    SEED_CITIES, Severity, UnknownValue, is_format_char, is_plain_name,
 };
+pub use event_type::{EventType, InvalidEventTypes, MAX_EVENT_TYPES, SEED_TYPES};
 pub use record::{
     DEAD_LETTER_PREFIX_BYTES, DeadLetter, MAX_RECORD_BYTES, Record, Rejection, decode, decode_with,
     derived_event_id, ingested_event_id,

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::EventTime;
 use super::event::{
-    City, CityEvent, EventType, InvalidCity, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES, Severity,
+    City, CityEvent, InvalidCity, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES, Severity,
     is_format_char,
 };
+use super::{EventTime, EventType};
 
 /// Largest record accepted, in bytes; anything larger is a dead letter. Sources keep at most this
 /// many bytes of a larger record (its head), so one oversized record costs no more memory than
@@ -405,7 +405,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("unknown variant `parade`"),
+            err.to_string().contains("unknown event_type `parade`"),
             "{err}"
         );
     }

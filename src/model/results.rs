@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::EventType;
 use super::alerting::{Alerting, Fired};
-use super::event::{City, CityEvent, EventType, Severity};
+use super::event::{City, CityEvent, Severity};
 use super::record::{DeadLetter, Rejection};
 use super::resolution::{Resolution, Resolutions};
 use super::{EventTime, Span};

@@ -69,8 +69,20 @@ test('the ids the scripts look up exist in index.html', () => {
     const src = fs.readFileSync(path.join(DIR, file), 'utf8');
     for (const [, id] of src.matchAll(/\$\('([\w-]+)'\)/g)) assert.ok(ids.has(id), `#${id} (from ${file})`);
   }
-  for (const type of ['traffic', 'weather', 'incident', 'construction']) {
-    assert.ok(ids.has(`history-${type}`) && ids.has(`history-${type}-sum`), `history chart of ${type}`);
+  // Per-type markup is drawn from the server's types (/event-types), not written in the page.
+  const markup = HTML.replace(/<!--[\s\S]*?-->/g, '');
+  assert.doesNotMatch(markup, /traffic|weather|incident|construction/i, 'no event type written in index.html');
+  assert.doesNotMatch(fs.readFileSync(path.join(DIR, 'app.css'), 'utf8'), /traffic|weather|incident|construction/i,
+    'no event type written in app.css');
+  for (const id of ['window-grid-head', 'window-types-note', 'history-charts', 'history-types-note']) {
+    assert.ok(ids.has(id), `#${id}`);
+  }
+});
+
+test('no module writes markup from strings (type names and cities are the server\'s text)', () => {
+  for (const file of MODULES) {
+    const src = fs.readFileSync(path.join(DIR, file), 'utf8');
+    assert.doesNotMatch(src, /innerHTML|outerHTML|insertAdjacentHTML|document\.write/, file);
   }
 });
 

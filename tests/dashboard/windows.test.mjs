@@ -5,6 +5,7 @@ import {
   chartWindowCount, cityRates, largestCount, MAX_CHART_WINDOWS, mergeWindow, MIN_CHART_WINDOWS,
   pruneWindows, windowAt, windowsLimit, windowStartOf, windowStarts, windowTotal,
 } from '../../src/api/dashboard/windows.js';
+import { SEED_TYPES } from '../../src/api/dashboard/constants.js';
 
 const M = 60000;
 const H = 60 * M;
@@ -49,8 +50,10 @@ test('chartWindowCount: an hour of windows, at least 12, at most 360', () => {
 });
 
 test('windowsLimit leaves room for every type plus a margin', () => {
-  assert.equal(windowsLimit(12), 60, 'the page always asked 60 for 5-minute windows');
-  assert.ok(windowsLimit(60) >= 60 * 4);
+  assert.equal(windowsLimit(12, SEED_TYPES.length), 60, 'the page always asked 60 for 5-minute windows');
+  assert.ok(windowsLimit(60, 4) >= 60 * 4);
+  assert.equal(windowsLimit(12, 3), 45, 'three configured types');
+  assert.equal(windowsLimit(12, 64), 15 * 64, 'the most types the server allows');
 });
 
 test('mergeWindow: a window only grows; the larger count wins whatever the order', () => {
@@ -102,10 +105,11 @@ test('cityRates: all types summed per window, divided by the window length in mi
   const byKey = new Map();
   mergeWindow(byKey, win('traffic', T0, 6));
   mergeWindow(byKey, win('weather', T0, 4));
-  assert.deepEqual(cityRates(byKey, starts, 5 * M), [0, 2], '10 events in 5 minutes: 2 a minute; none before: 0');
-  assert.deepEqual(cityRates(byKey, starts, M), [0, 10], 'the same counts in 1-minute windows');
-  assert.deepEqual(cityRates(byKey, [T0], H), [10 / 60]);
-  assert.deepEqual(cityRates(undefined, starts, 5 * M), [null, null], 'not loaded: unknown, not zero');
+  assert.deepEqual(cityRates(byKey, starts, 5 * M, SEED_TYPES), [0, 2], '10 events in 5 minutes: 2 a minute; none before: 0');
+  assert.deepEqual(cityRates(byKey, starts, M, SEED_TYPES), [0, 10], 'the same counts in 1-minute windows');
+  assert.deepEqual(cityRates(byKey, [T0], H, SEED_TYPES), [10 / 60]);
+  assert.deepEqual(cityRates(undefined, starts, 5 * M, SEED_TYPES), [null, null], 'not loaded: unknown, not zero');
+  assert.deepEqual(cityRates(byKey, starts, 5 * M, ['traffic']), [0, 6 / 5], 'only the types given');
 });
 
 test('windowTotal sums the types of one window, severities included', () => {
@@ -113,8 +117,9 @@ test('windowTotal sums the types of one window, severities included', () => {
   mergeWindow(byKey, win('traffic', T0, 3, { low: 2, critical: 1 }));
   mergeWindow(byKey, win('incident', T0, 2, { high: 1, critical: 1 }));
   mergeWindow(byKey, win('incident', T0 + 5 * M, 7, { low: 7 }));
-  assert.deepEqual(windowTotal(byKey, T0), { count: 5, sev: { low: 2, medium: 0, high: 1, critical: 2 } });
-  assert.deepEqual(windowTotal(undefined, T0), { count: 0, sev: { low: 0, medium: 0, high: 0, critical: 0 } });
+  assert.deepEqual(windowTotal(byKey, T0, SEED_TYPES), { count: 5, sev: { low: 2, medium: 0, high: 1, critical: 2 } });
+  assert.deepEqual(windowTotal(undefined, T0, SEED_TYPES), { count: 0, sev: { low: 0, medium: 0, high: 0, critical: 0 } });
+  assert.deepEqual(windowTotal(byKey, T0, ['incident']), { count: 2, sev: { low: 0, medium: 0, high: 1, critical: 1 } });
 });
 
 test('largestCount: the largest single cell of the given windows, at least 1', () => {
@@ -122,7 +127,33 @@ test('largestCount: the largest single cell of the given windows, at least 1', (
   mergeWindow(all.get('SF'), win('traffic', T0, 3));
   mergeWindow(all.get('LA'), win('weather', T0 - 5 * M, 8));
   mergeWindow(all.get('LA'), win('weather', T0 - 10 * M, 50)); // not among the windows asked
-  assert.equal(largestCount(all, ['SF', 'LA'], [T0, T0 - 5 * M]), 8);
-  assert.equal(largestCount(all, ['SF'], [T0]), 3);
-  assert.equal(largestCount(all, ['NYC'], [T0]), 1);
+  assert.equal(largestCount(all, ['SF', 'LA'], [T0, T0 - 5 * M], SEED_TYPES), 8);
+  assert.equal(largestCount(all, ['SF'], [T0], SEED_TYPES), 3);
+  assert.equal(largestCount(all, ['NYC'], [T0], SEED_TYPES), 1);
+  assert.equal(largestCount(all, ['SF', 'LA'], [T0, T0 - 5 * M], ['traffic']), 3, 'only the types given');
+});
+
+// The server's own types (`--event-types`): the same rules over any list.
+const CUSTOM = ['flood', 'parade', 'power-outage'];
+const MANY = Array.from({ length: 20 }, (_, i) => `type-${i}`);
+
+test('custom event types: rates, totals and the largest cell go over the list given', () => {
+  const byKey = new Map();
+  mergeWindow(byKey, win('flood', T0, 4, { high: 4 }));
+  mergeWindow(byKey, win('power-outage', T0, 6, { critical: 1, low: 5 }));
+  mergeWindow(byKey, win('traffic', T0, 100)); // not a type of this server: left out
+  assert.deepEqual(cityRates(byKey, [T0], 5 * M, CUSTOM), [2]);
+  assert.deepEqual(windowTotal(byKey, T0, CUSTOM), { count: 10, sev: { low: 5, medium: 0, high: 4, critical: 1 } });
+  assert.equal(largestCount(new Map([['SF', byKey]]), ['SF'], [T0], CUSTOM), 6);
+  assert.equal(windowsLimit(12, CUSTOM.length), 45);
+});
+
+test('more than 16 event types: every type counts in rates and totals', () => {
+  const byKey = new Map();
+  MANY.forEach((t, i) => mergeWindow(byKey, win(t, T0, i + 1)));
+  const sum = (20 * 21) / 2;
+  assert.equal(windowTotal(byKey, T0, MANY).count, sum);
+  assert.deepEqual(cityRates(byKey, [T0], M, MANY), [sum]);
+  assert.equal(largestCount(new Map([['SF', byKey]]), ['SF'], [T0], MANY.slice(0, 16)), 16, 'the shown ones');
+  assert.equal(windowsLimit(12, MANY.length), 15 * 20);
 });

@@ -1,11 +1,12 @@
-// The history section: a city and a range picked, four charts (one per event type) of the
-// windows over that range, at the resolution history.js chooses. One request per type, each
-// following next_cursor. The DOM is touched only once the view is created.
+// The history section: a city and a range picked, one chart per event type (the first 16 of the
+// server's types) of the windows over that range, at the resolution history.js chooses. One
+// request per type shown, each following next_cursor. The DOM is touched only once the view is
+// created.
 
 import { getJson, quietly } from './api.js';
 import { createHistoryChart, historyChartSize } from './charts.js';
-import { TYPES } from './constants.js';
-import { $ } from './dom.js';
+import { shownTypes, typeLabel, typesNote } from './constants.js';
+import { $, el } from './dom.js';
 import { fmtInt, isoSeconds, spanLabel } from './format.js';
 import {
   chartData, chooseResolution, DEFAULT_RANGE, fillBuckets, historyPath, keptFromOf, MAX_PAGES,
@@ -16,15 +17,41 @@ import {
 export const REFRESH_MS = 60000;
 
 /**
+ * One type's chart section: a heading, the sum line and the chart's box, with the ids
+ * history-TYPE, history-TYPE-sum and h-history-TYPE (names are a-z 0-9 - _, valid in ids).
+ * The name is the server's text: set as text and attributes only.
+ */
+export function historySection(type) {
+  const section = el('section', 'history-chart');
+  section.dataset.type = type;
+  section.setAttribute('aria-labelledby', `h-history-${type}`);
+  const heading = el('h3', null, typeLabel(type));
+  heading.id = `h-history-${type}`;
+  const sum = el('p', 'note');
+  sum.id = `history-${type}-sum`;
+  const box = el('div', 'chart chart-small');
+  box.id = `history-${type}`;
+  section.append(heading, sum, box);
+  return { section, sum, box };
+}
+
+/**
  * Creates the history view over the markup of #panel-history. `loadResolutions()` reads
- * /resolutions afresh (their kept_from moves) and returns them parsed, finest first.
+ * /resolutions afresh (their kept_from moves) and returns them parsed, finest first. `types` are
+ * the server's event types; a chart is drawn for each of the first 16.
  * Returns {setCities(names, preferred)}: the cities the page knows, and the one to show first.
  */
-export function createHistoryView({ loadResolutions }) {
+export function createHistoryView({ loadResolutions, types }) {
   const panel = $('panel-history');
   const citySelect = $('history-city');
   const rangeSelect = $('history-range');
   const charts = new Map(); // type -> uPlot
+  const shown = shownTypes(types);
+  const boxes = new Map(shown.map((t) => [t, historySection(t)])); // type -> {section, sum, box}
+  $('history-charts').replaceChildren(...[...boxes.values()].map((b) => b.section));
+  const note = $('history-types-note');
+  note.textContent = typesNote(types);
+  note.hidden = !note.textContent;
   let cityNames = null; // the option list last drawn, joined
   let generation = 0; // the latest load; older ones drop their answers
 
@@ -73,12 +100,12 @@ export function createHistoryView({ loadResolutions }) {
       setStatus(`Cannot read the resolutions the server keeps (${err.message}). Retrying every minute.`);
       return;
     }
-    const results = await Promise.allSettled(TYPES.map((t) => loadType(city, t, choice)));
+    const results = await Promise.allSettled(shown.map((t) => loadType(city, t, choice)));
     if (gen !== generation) return; // the user chose something else meanwhile
 
     const failed = [];
     let keptFromMs = choice.resolution.keptFromMs;
-    TYPES.forEach((type, i) => {
+    shown.forEach((type, i) => {
       const r = results[i];
       if (r.status === 'fulfilled') {
         keptFromMs = r.value.keptFromMs;
@@ -89,7 +116,7 @@ export function createHistoryView({ loadResolutions }) {
       }
     });
     const head = `${city}, last ${range.label}. `;
-    if (failed.length === TYPES.length) {
+    if (failed.length === shown.length) {
       panel.dataset.state = 'error';
       setStatus(`${head}Could not load the history: ${results[0].reason?.message ?? 'no answer'}. Retrying every minute.`);
       return;
@@ -119,13 +146,13 @@ export function createHistoryView({ loadResolutions }) {
     const spanMs = choice.resolution.spanMs;
     const filled = fillBuckets(items, { from: choice.from, to: choice.to, spanMs, keptFromMs });
     const sum = totals(filled);
-    const box = $(`history-${type}`);
+    const { box, sum: sumLine } = boxes.get(type);
     charts.get(type)?.destroy();
     charts.delete(type);
     if (typeof globalThis.uPlot !== 'undefined') {
       charts.set(type, createHistoryChart(box, chartData(filled), spanMs));
     }
-    $(`history-${type}-sum`).textContent = sum.points === 0
+    sumLine.textContent = sum.points === 0
       ? `No ${type} data kept for ${city} in the last ${range.label}.`
       : `${fmtInt(sum.events)} events, ${fmtInt(sum.alerts)} alerts (high or critical) in ${city}, `
         + `per ${spanLabel(spanMs)} window.`;
@@ -144,9 +171,9 @@ export function createHistoryView({ loadResolutions }) {
   function clear(type, message) {
     charts.get(type)?.destroy();
     charts.delete(type);
-    const box = $(`history-${type}`);
+    const { box, sum } = boxes.get(type);
     for (const key of Object.keys(box.dataset)) delete box.dataset[key];
-    $(`history-${type}-sum`).textContent = message;
+    sum.textContent = message;
   }
 
   // Only width changes matter; the charts set their boxes' height themselves.
@@ -156,7 +183,7 @@ export function createHistoryView({ loadResolutions }) {
       const w = $('history-charts').clientWidth;
       if (w === width) return;
       width = w;
-      for (const [type, u] of charts) u.setSize(historyChartSize($(`history-${type}`)));
+      for (const [type, u] of charts) u.setSize(historyChartSize(boxes.get(type).box));
     }).observe($('history-charts'));
   }
 

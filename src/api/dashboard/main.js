@@ -4,20 +4,21 @@
 // that forbids eval and inline styles in markup (element.style from here is fine).
 //
 // Nothing is drawn before the window length is known: it is the server's `--window`, the first
-// resolution of /api/v1/resolutions.
+// resolution of /api/v1/resolutions. Nor before the event types are: the server's
+// `--event-types`, read once from /api/v1/event-types (the seed's four when that read fails).
 
 import { alertMatches, feedAlerts, goesOnTop, MAX_FEED_ITEMS, rememberAlert, trimAlerts } from './alerts.js';
 import { getAllPages, getJson, onReachability, quietly } from './api.js';
 import { createLiveChart, liveChartSize } from './charts.js';
 import { sameList, topCities, trackedCities } from './cities.js';
-import { API } from './constants.js';
+import { API, parseEventTypes, SEED_TYPES, shownTypes, typesNote } from './constants.js';
 import { $, el, setTextAll } from './dom.js';
 import { durationText, fmtClock, fmtHm, fmtInt, minutesText, spanLabel } from './format.js';
 import { parseResolutions } from './history.js';
 import { createHistoryView } from './history-view.js';
 import { loadIngest, renderIngest } from './ingest.js';
 import { startStream } from './live.js';
-import { alertItem, deadItem, gridRow, lateItem, renderDeadKinds, renderHealth } from './panels.js';
+import { alertItem, deadItem, gridHeadRow, gridRow, lateItem, renderDeadKinds, renderHealth } from './panels.js';
 import { loadSinks, renderSinks } from './sinks.js';
 import {
   chartWindowCount, cityRates, largestCount, mergeWindow, pruneWindows, windowStartOf, windowStarts,
@@ -40,6 +41,7 @@ const state = {
   apiOk: true, // the last REST call got an answer
   resolutions: null, // /resolutions, finest first; null until read
   spanMs: null, // the base window's length (`--window`); null until read: nothing is drawn before
+  types: null, // the event types (`--event-types`), set once at start; nothing is read before
 };
 
 // The stream's status ({down, lastMessage}); replaced when the stream starts.
@@ -53,6 +55,30 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** The starts of the live chart's windows, oldest first, ending with the one now filling. */
 function chartStarts() {
   return windowStarts(Date.now(), state.spanMs, chartWindowCount(state.spanMs));
+}
+
+// ---------- the event types ----------
+
+/**
+ * Reads /event-types: the server's event types, in its order. When the read fails (no answer,
+ * an error, or a body off the contract), the page carries on with the seed's four.
+ */
+async function loadEventTypes() {
+  try {
+    return parseEventTypes(await getJson('/event-types'));
+  } catch {
+    return [...SEED_TYPES];
+  }
+}
+
+// Sets the types, once: the grid's header and its note follow them (the history view draws its
+// charts from them when created).
+function setTypes(types) {
+  state.types = types;
+  $('window-grid-head').replaceChildren(gridHeadRow(types));
+  const note = $('window-types-note');
+  note.textContent = typesNote(types);
+  note.hidden = !note.textContent;
 }
 
 // ---------- the window length ----------
@@ -139,7 +165,7 @@ async function refreshCities() {
 async function loadWindows(city) {
   const spanMs = state.spanMs;
   if (spanMs == null) return; // read once the window length is known (setSpan)
-  const need = windowsLimit(chartWindowCount(spanMs));
+  const need = windowsLimit(chartWindowCount(spanMs), state.types.length);
   const limit = Math.min(1000, need);
   const resolution = encodeURIComponent(state.resolutions[0].name);
   const items = await getAllPages(`/aggregations?city=${encodeURIComponent(city)}&resolution=${resolution}`
@@ -313,7 +339,7 @@ function renderChart() {
   if (typeof globalThis.uPlot === 'undefined' || state.spanMs == null) return;
   const cities = tracked();
   const starts = chartStarts();
-  const data = [starts.map((s) => s / 1000), ...cities.map((c) => cityRates(state.windows.get(c), starts, state.spanMs))];
+  const data = [starts.map((s) => s / 1000), ...cities.map((c) => cityRates(state.windows.get(c), starts, state.spanMs, state.types))];
   const box = $('rate-chart');
   if (!chart || !sameList(cities, chartCities) || chartSpan !== state.spanMs) {
     chart?.destroy();
@@ -345,10 +371,10 @@ function renderGrid() {
   $('win-cur').textContent = `${fmtHm(cur)}–${fmtHm(cur + state.spanMs)}`;
   $('win-prev').textContent = `${fmtHm(prev)}–${fmtHm(cur)}`;
   const cities = tracked();
-  const max = largestCount(state.windows, cities, [cur, prev]);
+  const max = largestCount(state.windows, cities, [cur, prev], shownTypes(state.types));
   const rows = cities.flatMap((city) => [
-    gridRow(state.windows.get(city), city, 'current', 'now', cur, max, true),
-    gridRow(state.windows.get(city), city, 'previous', 'before', prev, max, false),
+    gridRow(state.windows.get(city), city, 'current', 'now', cur, max, true, state.types),
+    gridRow(state.windows.get(city), city, 'previous', 'before', prev, max, false, state.types),
   ]);
   document.querySelector('#window-grid tbody').replaceChildren(...rows);
 }
@@ -538,12 +564,14 @@ function startTimers() {
   setInterval(() => quietly(loadIngestPanel()), 5000);
 }
 
-function start() {
+async function start() {
   $('top-n').textContent = String(TOP_N);
   onReachability(setApiOk);
+  // The types first: the grid, the history charts and the windows asked for depend on them.
+  setTypes(await loadEventTypes());
   wireControls();
   watchChartWidth();
-  history = createHistoryView({ loadResolutions });
+  history = createHistoryView({ loadResolutions, types: state.types });
   stream = startStream({
     url: `${API}/stream`,
     handlers: { alert: onLiveAlert, window: onLiveWindow, stats: applyStats, health: applyHealth },

@@ -2,7 +2,7 @@
 // events, dead letters and pipeline health. Functions build nodes from data; they touch the
 // document only when called.
 
-import { SEV_LETTER, SEVERITIES, TYPES } from './constants.js';
+import { SEV_LETTER, SEVERITIES, shownTypes, typeLabel } from './constants.js';
 import { $, el, sevBadge, timeEl } from './dom.js';
 import { fmtClock, fmtDuration, fmtHm, fmtInt } from './format.js';
 import { windowAt, windowTotal } from './windows.js';
@@ -10,11 +10,29 @@ import { windowAt, windowTotal } from './windows.js';
 // ---------- the window grid ----------
 
 /**
+ * The window grid's header row: City, Window, one column per shown type (the first 16 of
+ * `types`), Total, Severity mix. Type names are the server's text: set as text only.
+ */
+export function gridHeadRow(types) {
+  const tr = el('tr');
+  const th = (text, type) => {
+    const cell = el('th', null, text);
+    cell.scope = 'col';
+    if (type) cell.dataset.type = type;
+    return cell;
+  };
+  tr.append(th('City'), th('Window'), ...shownTypes(types).map((t) => th(typeLabel(t), t)), th('Total'),
+    th('Severity mix'));
+  return tr;
+}
+
+/**
  * One row of the window grid: a city's window starting at `start` (`which` is current or
  * previous). The first row of a city carries its name across both rows. `max` is the largest
- * count in the grid, for shading.
+ * count in the grid, for shading. One cell per shown type (the first 16 of `types`); the total
+ * counts all of `types`.
  */
-export function gridRow(byKey, city, which, label, start, max, first) {
+export function gridRow(byKey, city, which, label, start, max, first, types) {
   const tr = el('tr', first ? 'first' : null);
   tr.dataset.city = city;
   tr.dataset.window = which;
@@ -25,8 +43,8 @@ export function gridRow(byKey, city, which, label, start, max, first) {
     tr.append(th);
   }
   tr.append(el('td', 'when', label));
-  for (const t of TYPES) tr.append(countCell(windowAt(byKey, t, start), t, max));
-  const total = windowTotal(byKey, start);
+  for (const t of shownTypes(types)) tr.append(countCell(windowAt(byKey, t, start), t, max));
+  const total = windowTotal(byKey, start, types);
   tr.append(el('td', 'num total', fmtInt(total.count)));
   const mix = el('td', 'mix');
   mix.append(severityMix(total.sev, total.count));

@@ -4,9 +4,10 @@
 // of `span` (as the engine's EventTime::window_start computes it). The length is the server's
 // `--window`, read from /api/v1/resolutions; nothing here assumes 5 minutes.
 //
-// A city's windows are kept in a Map from `type|startMs` to {count, sev}.
+// A city's windows are kept in a Map from `type|startMs` to {count, sev}. The event types are
+// the server's (`--event-types`); the functions that go over them take the list.
 
-import { HOUR_MS, SEVERITIES, TYPES } from './constants.js';
+import { HOUR_MS, SEVERITIES } from './constants.js';
 
 /** The live chart shows at least this many windows (for windows of an hour or more)… */
 export const MIN_CHART_WINDOWS = 12;
@@ -34,11 +35,11 @@ export function windowStarts(nowMs, spanMs, count) {
 
 /**
  * How many windows to ask /aggregations for (all types, newest first) to fill `count` windows of
- * each type. The margin covers the window before the first and windows ahead of the clock
- * (events may be stamped a little in the future), which come first in the answer.
+ * each of `typeCount` types. The margin covers the window before the first and windows ahead of
+ * the clock (events may be stamped a little in the future), which come first in the answer.
  */
-export function windowsLimit(count) {
-  return (count + 3) * TYPES.length;
+export function windowsLimit(count, typeCount) {
+  return (count + 3) * typeCount;
 }
 
 export function windowKey(type, startMs) {
@@ -76,20 +77,20 @@ export function windowAt(byKey, type, startMs) {
 }
 
 /**
- * Events per minute of a city in each window: all types summed, ÷ the window's length in
+ * Events per minute of a city in each window: the `types` summed, ÷ the window's length in
  * minutes. All null while the city's windows are not loaded (`byKey` undefined): unknown is not
  * zero.
  */
-export function cityRates(byKey, starts, spanMs) {
+export function cityRates(byKey, starts, spanMs, types) {
   if (!byKey) return starts.map(() => null);
   const minutes = spanMs / 60000;
-  return starts.map((s) => TYPES.reduce((sum, t) => sum + (windowAt(byKey, t, s)?.count ?? 0), 0) / minutes);
+  return starts.map((s) => types.reduce((sum, t) => sum + (windowAt(byKey, t, s)?.count ?? 0), 0) / minutes);
 }
 
-/** A city's window over all types: its count and its severity counts (zeros included). */
-export function windowTotal(byKey, startMs) {
+/** A city's window over the `types`: its count and its severity counts (zeros included). */
+export function windowTotal(byKey, startMs, types) {
   const total = { count: 0, sev: Object.fromEntries(SEVERITIES.map((s) => [s, 0])) };
-  for (const t of TYPES) {
+  for (const t of types) {
     const w = windowAt(byKey, t, startMs);
     if (!w) continue;
     total.count += w.count;
@@ -98,12 +99,15 @@ export function windowTotal(byKey, startMs) {
   return total;
 }
 
-/** The largest count of one type in the given windows of the given cities, at least 1 (for shading). */
-export function largestCount(windowsByCity, cities, starts) {
+/**
+ * The largest count of one of the `types` in the given windows of the given cities, at least 1
+ * (for shading).
+ */
+export function largestCount(windowsByCity, cities, starts, types) {
   let max = 1;
   for (const city of cities) {
     const byKey = windowsByCity.get(city);
-    for (const t of TYPES) {
+    for (const t of types) {
       for (const s of starts) max = Math.max(max, windowAt(byKey, t, s)?.count ?? 0);
     }
   }

@@ -33,8 +33,10 @@ const WATCHED_CITIES: usize = 1000;
 /// The watched cities are listed again every this many ticks (cities come rarely), and every
 /// tick while there are none.
 const CITIES_EVERY: u32 = 5;
-/// Windows read per city: its newest two of each type.
-const WINDOWS_PER_CITY: usize = 2 * EventType::ALL.len();
+/// Windows read per city: its newest two of each type taken.
+fn windows_per_city() -> usize {
+    2 * EventType::all().len()
+}
 /// Cities read at once.
 const CITY_READS: usize = 8;
 /// Partitions whose checkpoints make the processing rate.
@@ -216,7 +218,7 @@ async fn read_windows(
                 range: TimeRange::ALL,
             };
             store
-                .windows(&query, Page::first(WINDOWS_PER_CITY), now)
+                .windows(&query, Page::first(windows_per_city()), now)
                 .await
         })
         .buffer_unordered(CITY_READS)

@@ -234,7 +234,7 @@ fn late_count(group: &str, late_events: u64) -> Result<LateCount, StoreError> {
     let Some((city, t)) = group.rsplit_once('#') else {
         return Err(StoreError::corrupt(format!("late group {group}")));
     };
-    let event_type: EventType = t.parse().map_err(StoreError::corrupt)?;
+    let event_type = EventType::stored(t).map_err(StoreError::corrupt)?;
     Ok(LateCount {
         city: city.to_owned(),
         event_type,

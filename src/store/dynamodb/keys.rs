@@ -333,14 +333,32 @@ pub mod attr {
         Some((hour, name.get(2..)?))
     }
 
+    /// A type's counter: `t0` to `t3` for the seed's types (their fixed places), `t_<name>`
+    /// for any other, whose place depends on the configuration.
     pub fn of_type(t: EventType) -> String {
-        format!("t{}", t.index())
+        typed("t", t)
     }
     pub fn of_severity(s: Severity) -> String {
         format!("s{}", s.index())
     }
     pub fn late_of_type(t: EventType) -> String {
-        format!("l{}", t.index())
+        typed("l", t)
+    }
+
+    /// The type a counter of [`of_type`] or [`late_of_type`] (`prefix` `t` or `l`) counts.
+    pub fn type_of(prefix: &str, name: &str) -> Option<EventType> {
+        let rest = name.strip_prefix(prefix)?;
+        match rest.strip_prefix('_') {
+            Some(named) => EventType::stored(named).ok(),
+            None => EventType::SEED.get(rest.parse::<usize>().ok()?).copied(),
+        }
+    }
+
+    fn typed(prefix: &str, t: EventType) -> String {
+        match t.index() {
+            i if i < EventType::SEED.len() => format!("{prefix}{i}"),
+            _ => format!("{prefix}_{t}"),
+        }
     }
     pub fn alerts(s: Severity) -> String {
         format!("a{}", s.index())
@@ -405,6 +423,17 @@ pub mod layout3 {
 mod tests {
     use super::*;
     use crate::model::{BASE, ROLLUPS};
+
+    #[test]
+    fn type_counters_name_the_seeds_by_place_and_others_by_name() {
+        let flood = EventType::stored("flood").expect("a type");
+        assert_eq!(attr::of_type(EventType::Weather), "t1");
+        assert_eq!(attr::late_of_type(flood), "l_flood");
+        assert_eq!(attr::type_of("t", "t1"), Some(EventType::Weather));
+        assert_eq!(attr::type_of("l", "l_flood"), Some(flood));
+        assert_eq!(attr::type_of("t", "t9"), None);
+        assert_eq!(attr::type_of("t", "s1"), None);
+    }
 
     #[test]
     fn keys_spread_and_come_back() {

@@ -47,7 +47,11 @@ pub struct Entry {
     i: String,
     t: i64,
     c: String,
+    /// The type's place when it is one of the seed's four (their places are fixed).
     y: u8,
+    /// Any other type, by name (its place depends on the configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
     s: u8,
     /// The description, left out when it is the seed's for the type and severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +73,8 @@ impl Entry {
             i: e.event_id.clone(),
             t: e.timestamp.as_millis(),
             c: e.city.as_str().to_owned(),
-            y: e.event_type.index() as u8,
+            y: e.event_type.index().min(usize::from(u8::MAX)) as u8,
+            n: (e.event_type.index() >= EventType::SEED.len()).then(|| e.event_type.to_string()),
             s: e.severity.index() as u8,
             d: (e.description != seed).then(|| e.description.clone()),
             x: expires.as_millis(),
@@ -118,9 +123,12 @@ impl Entry {
 
     pub fn to_event(&self) -> Result<CityEvent, StoreError> {
         let corrupt = |what: &str| StoreError::corrupt(format!("list entry {}: {what}", self.i));
-        let event_type = *EventType::ALL
-            .get(usize::from(self.y))
-            .ok_or_else(|| corrupt("type"))?;
+        let event_type = match &self.n {
+            Some(name) => EventType::stored(name).map_err(|_| corrupt("type"))?,
+            None => *EventType::SEED
+                .get(usize::from(self.y))
+                .ok_or_else(|| corrupt("type"))?,
+        };
         let severity = *Severity::ALL
             .get(usize::from(self.s))
             .ok_or_else(|| corrupt("severity"))?;
@@ -407,12 +415,24 @@ mod tests {
             t,
             c: "SF".into(),
             y: 0,
+            n: None,
             s: 1,
             d: None,
             x: t + 1000,
             late: None,
             r: None,
         }
+    }
+
+    #[test]
+    fn a_type_past_the_seeds_is_kept_by_name() {
+        let flood = EventType::stored("flood").expect("a type");
+        let mut e = entry("e1", 1000);
+        e.y = u8::MAX;
+        e.n = Some("flood".into());
+        assert_eq!(e.to_event().expect("an event").event_type, flood);
+        let seed = entry("e2", 1000).to_event().expect("an event");
+        assert_eq!(seed.event_type, EventType::Traffic);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::store::rules::severities_text;
 pub async fn layout_3_to_4(db: &Db, tables: &Tables, shards: Shards) -> Result<(), StoreError> {
     for shard in 0..shards.shared {
         for city in registered(db, tables, shard).await? {
-            for t in EventType::ALL {
+            for t in EventType::SEED {
                 migrate_series(db, tables, &city, t).await?;
             }
         }

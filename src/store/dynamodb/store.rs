@@ -25,8 +25,7 @@ use super::units::WriteUnits;
 use super::windows::Windows;
 use super::write::Write;
 use crate::model::{
-    Checkpoint, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, WindowAggregate,
-    WriteBatch,
+    Checkpoint, CityEvent, DeadLetter, EventTime, LateEvent, Severity, WindowAggregate, WriteBatch,
 };
 use crate::store::outbox::{
     Attempted, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Outbox, Pending,
@@ -215,12 +214,12 @@ impl Reader for DynamoStore {
             total_events: get(attr::EVENTS),
             ..CitySummary::default()
         };
-        for t in EventType::ALL {
-            let events = get(&attr::of_type(t));
-            if events > 0 {
-                summary.by_type.insert(t, events);
+        for (name, n) in &counts {
+            if let Some(t) = attr::type_of("t", name).filter(|_| *n > 0) {
+                summary.by_type.insert(t, *n);
+            } else if attr::type_of("l", name).is_some() {
+                summary.late_events += n;
             }
-            summary.late_events += get(&attr::late_of_type(t));
         }
         for v in Severity::ALL {
             summary.by_severity.0[v.index()] = get(&attr::of_severity(v));

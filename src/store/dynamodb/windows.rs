@@ -152,7 +152,7 @@ impl Windows {
     ) -> Result<Vec<WindowAggregate>, StoreError> {
         let types: Vec<EventType> = match q.event_type {
             Some(t) => vec![t],
-            None => EventType::ALL.to_vec(),
+            None => EventType::known().collect(),
         };
         let queries = types.into_iter().map(|t| self.read_series(q, t, page, now));
         let mut out: Vec<WindowAggregate> = Vec::new();

@@ -327,8 +327,9 @@ fn city(s: String) -> Result<City, StoreError> {
     City::parse(s).map_err(StoreError::corrupt)
 }
 
+/// A stored type: one the configuration no longer takes still reads.
 pub(crate) fn event_type(s: &str) -> Result<EventType, StoreError> {
-    s.parse().map_err(StoreError::corrupt)
+    EventType::stored(s).map_err(StoreError::corrupt)
 }
 
 pub(crate) fn severity(s: &str) -> Result<Severity, StoreError> {
