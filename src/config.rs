@@ -810,7 +810,8 @@ pub struct ApiArgs {
     /// Most events in one `POST /api/v1/events`.
     #[arg(long, env = "CITYSTREAM_INGEST_MAX_EVENTS", default_value_t = IngestLimits::default().max_events, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
     pub ingest_max_events: usize,
-    /// Most `POST /api/v1/events` read and checked at once (one more: 503 with Retry-After).
+    /// Most `POST /api/v1/events` bodies read and checked at once (one more: 503 with
+    /// Retry-After); requests waiting for their events to be stored do not count.
     #[arg(long, env = "CITYSTREAM_INGEST_CONCURRENCY", default_value_t = IngestLimits::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=4096).map(|n| n as usize))]
     pub ingest_concurrency: usize,
 }

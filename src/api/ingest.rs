@@ -54,8 +54,9 @@ pub struct IngestLimits {
     pub max_decoded: usize,
     /// Events (array items, NDJSON lines) in one request.
     pub max_events: usize,
-    /// Requests read and checked at once; one more is a 503 at once. With the sizes above it
-    /// bounds ingest's memory: `concurrency × (max_body + max_decoded)` at most.
+    /// Requests read and checked at once (not those waiting for their events to be durable:
+    /// those are in the bounded queue); one more is a 503 at once. With the sizes above it
+    /// bounds the memory of bodies: `concurrency × (max_body + max_decoded)` at most.
     pub concurrency: usize,
 }
 
@@ -237,7 +238,7 @@ pub async fn ingest(
     let format = format(&headers)?;
     let gzip = gzipped(&headers)?;
     let key = idempotency_key(&headers)?;
-    let _slot = ingest.in_flight.try_acquire().map_err(|_| {
+    let slot = ingest.in_flight.try_acquire().map_err(|_| {
         counter!("citystream_ingest_busy_total", "cause" => "concurrency").increment(1);
         ApiError::Busy {
             message: format!(
@@ -258,6 +259,8 @@ pub async fn ingest(
     };
     let items = split(format, &body, limits.max_events)?;
     let (messages, rejected) = check(&items, key, &ingest.rules, EventTime::now());
+    // Read and checked: what is left of the body is the events, soon in the bounded queue.
+    drop(slot);
     let accepted = messages.len();
     if accepted > 0 {
         throttle(&state, ingest, &caller, accepted)?;
