@@ -12,7 +12,6 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -30,8 +29,7 @@ const PREFIX: &str = "csk_";
 const ID_HEX: usize = 12;
 
 /// What a key lets its holder do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// Send events (`POST /api/v1/events`).
     Ingest,
@@ -106,12 +104,6 @@ impl fmt::Display for Scopes {
     }
 }
 
-impl Serialize for Scopes {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter())
-    }
-}
-
 impl FromStr for Scopes {
     type Err = UnknownValue;
     /// A comma-separated list, as [`fmt::Display`] writes it.
@@ -126,7 +118,7 @@ impl FromStr for Scopes {
 }
 
 /// How fast a key may send events: a token bucket of `burst` events refilled at `per_second`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyLimit {
     pub per_second: u32,
     pub burst: u32,
@@ -142,7 +134,7 @@ impl Default for KeyLimit {
 }
 
 /// A key as the store keeps it: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
     /// Public: the part of the key that finds it.
     pub id: String,
@@ -150,9 +142,21 @@ pub struct ApiKey {
     pub name: String,
     pub scopes: Scopes,
     pub limit: KeyLimit,
-    #[serde(skip)]
     pub digest: [u8; 32],
     pub created_at: EventTime,
+}
+
+/// Without the digest: nothing about the secret is printed.
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("limit", &self.limit)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiKey {

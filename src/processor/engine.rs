@@ -232,14 +232,14 @@ impl Engine {
 }
 
 /// The arrival and expiry checks: an event stamped more than `max_ahead` after it arrived, or
-/// whose raw row would have expired by `now`, is refused. HTTP ingest applies them too, so that
-/// its answer lists such events.
+/// whose raw row would have expired by `now`, is refused; else the row's expiry. HTTP ingest
+/// applies them too, so that its answer lists such events.
 pub fn check_time(
     config: &EngineConfig,
     event: &CityEvent,
     arrival: EventTime,
     now: EventTime,
-) -> Result<(), Rejection> {
+) -> Result<EventTime, Rejection> {
     if event.timestamp > arrival.saturating_add(config.max_ahead) {
         return Err(Rejection::FromTheFuture {
             event: event.timestamp,
@@ -254,7 +254,7 @@ pub fn check_time(
             expired_at: ttl,
         });
     }
-    Ok(())
+    Ok(ttl)
 }
 
 /// One record through the stages, in order: decode, the arrival and expiry checks, identity,
@@ -268,7 +268,7 @@ fn admit(
     now: EventTime,
 ) -> Result<Option<Accepted>, Rejection> {
     let event = decode(source, record)?;
-    check_time(config, &event, record.timestamp.unwrap_or(now), now)?;
+    let ttl = check_time(config, &event, record.timestamp.unwrap_or(now), now)?;
     match state.ids.identify(&event) {
         Identity::New => {}
         Identity::Repeat => return Ok(None),
@@ -291,7 +291,7 @@ fn admit(
     }
     let alerts = config.rules.alerting.fire(&event);
     Ok(Some(Accepted {
-        ttl: event.timestamp.saturating_add(config.raw_ttl),
+        ttl,
         event,
         placement,
         alerts,
