@@ -452,12 +452,7 @@ pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> an
         Processor::new(source, engine, opened.sink, opened.health, runtime).with_alerting(link);
     let summary = processor.run(stop).await?;
     if let Some(outbox) = &opened.outbox {
-        let sinks: Vec<String> = alert_rules
-            .current()
-            .sinks
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
+        let sinks = alert_rules.current().sink_names();
         drain(
             outbox.as_ref(),
             &sinks,

@@ -2,10 +2,11 @@
 //! resolution, lists over time ranges), plus late events, dead letters, the resolutions kept,
 //! live updates over Server-Sent Events ([`stream`]), `/metrics`, the OpenAPI document with
 //! Swagger UI ([`doc`]) and the dashboard at `/` ([`dashboard`]). It reads from the store, so
-//! it runs beside the processor or as a separate `serve` process on the same data; the only
-//! changes it makes, with the admin token, are to the alert rules and the deliveries
-//! ([`alerting`]). [`server`] serves it with bounds: a connection limit and deadlines on every phase
-//! of a connection.
+//! it runs beside the processor or as a separate `serve` process on the same data. It changes
+//! things only with a key of the right scope ([`auth`]): events in, answered once durable
+//! ([`ingest`], an `ingest` key), and the alert rules and deliveries ([`alerting`], an `admin`
+//! key). [`server`] serves it with bounds: a connection limit and deadlines on every phase of a
+//! connection.
 
 mod alerting;
 pub mod auth;

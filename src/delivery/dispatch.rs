@@ -260,12 +260,7 @@ async fn backlog_gauge(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let sinks: Vec<String> = rules
-            .borrow()
-            .sinks
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
+        let sinks = rules.borrow().sink_names();
         let Ok(backlog) = outbox.backlog(&sinks, config.backlog_warn + 1).await else {
             continue;
         };

@@ -269,6 +269,11 @@ pub struct Fired {
 }
 
 impl Alerting {
+    /// The sinks' names, in the order of the file.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.sinks.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// Parses and validates a rules file (TOML; see docs/ALERTING.md).
     pub fn parse(text: &str) -> Result<Alerting, RulesError> {
         if text.len() > MAX_RULES_FILE_BYTES {
