@@ -38,7 +38,7 @@ use crate::store::keys::Created;
 use crate::store::lock::{SourceLock, lock_source};
 use crate::store::maintenance::purge_loop;
 use crate::store::sqlite::OpenMode;
-use crate::store::{self, Backend, Opened};
+use crate::store::{self, Backend, Durability, Opened, StoreConfig};
 
 /// A token cancelled by the first SIGINT/SIGTERM; a second one exits the process.
 pub fn shutdown_on_signal() -> CancellationToken {
@@ -77,9 +77,17 @@ async fn wait_for_signal() {
     }
 }
 
-/// The store of a role, opened with its deadlines.
-async fn open_store(args: &StoreArgs, mode: OpenMode) -> anyhow::Result<Opened> {
-    store::open(&args.config(), mode)
+/// The store of a role, opened with its deadlines; commits on disk as `durability` says.
+async fn open_store(
+    args: &StoreArgs,
+    mode: OpenMode,
+    durability: Durability,
+) -> anyhow::Result<Opened> {
+    let config = StoreConfig {
+        durability,
+        ..args.config()
+    };
+    store::open(&config, mode)
         .await
         .with_context(|| match args.store {
             Backend::Dynamodb => {
@@ -249,7 +257,12 @@ fn spawn_purge(
 
 /// `citystream up`
 pub async fn up(args: UpArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let opened = open_store(&args.store, OpenMode::Create).await?;
+    // The embedded queue is in memory: what it acknowledged lives only in the store.
+    let durability = match args.broker.brokers {
+        Some(_) => Durability::SourceReplays,
+        None => Durability::EveryCommit,
+    };
+    let opened = open_store(&args.store, OpenMode::Create, durability).await?;
     // The embedded broker numbers records from the store's checkpoints: one writer at a time.
     let _lock = match args.broker.brokers {
         Some(_) => None,
@@ -433,7 +446,9 @@ async fn input(
 
 /// `citystream process --input FILE|-` or `citystream process --brokers …`
 pub async fn process(args: ProcessArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let opened = open_store(&args.store, OpenMode::Create).await?;
+    // A file, standard input's checkpointed offsets or Kafka: what a power loss undoes is read
+    // again. (Standard input replays only what its writer sends again.)
+    let opened = open_store(&args.store, OpenMode::Create, Durability::SourceReplays).await?;
     let signalled = shutdown_on_signal();
     let ops_stop = CancellationToken::new();
     let ops = match args.listen {
@@ -514,7 +529,7 @@ async fn drain(
 
 /// `citystream serve`, taking events into Kafka with `--brokers`.
 pub async fn serve(args: ServeArgs, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
-    let opened = open_store(&args.store, OpenMode::Existing).await?;
+    let opened = open_store(&args.store, OpenMode::Existing, Durability::EveryCommit).await?;
     let ingest: Option<Arc<dyn Durable>> = match args.broker.kafka() {
         Some(kafka) => {
             ensure_topics(&kafka).await?;
@@ -634,7 +649,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List(a) => &a.store,
         KeysCommand::Revoke(a) => &a.store,
     };
-    let opened = open_store(store_args, OpenMode::Create).await?;
+    let opened = open_store(store_args, OpenMode::Create, Durability::EveryCommit).await?;
     let keys = opened.keys.context("this store keeps no API keys")?;
     match command {
         KeysCommand::Create(args) => {
@@ -720,7 +735,7 @@ pub async fn destroy(args: DestroyArgs) -> anyhow::Result<()> {
 /// `citystream redeliver ID…` or `citystream redeliver --failed [--sink NAME]`: deliveries
 /// made pending again, due at once, for the dispatcher of a running processor to send.
 pub async fn redeliver(args: RedeliverArgs) -> anyhow::Result<()> {
-    let opened = open_store(&args.store, OpenMode::Existing).await?;
+    let opened = open_store(&args.store, OpenMode::Existing, Durability::EveryCommit).await?;
     let outbox = opened
         .outbox
         .context("this store keeps no outbox of deliveries")?;

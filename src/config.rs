@@ -24,7 +24,7 @@ use crate::model::{
 use crate::processor::{EngineConfig, RuntimeConfig};
 use crate::store::dynamodb::DynamoConfig;
 use crate::store::timed::Deadlines;
-use crate::store::{Backend, Properties, StoreConfig};
+use crate::store::{Backend, Durability, Properties, StoreConfig};
 
 /// CityStream: city events → broker → stream processor → store → REST API, in one binary.
 #[derive(Debug, Parser)]
@@ -119,6 +119,8 @@ impl BenchArgs {
                 write: Duration::from_secs(600),
                 ..Deadlines::default()
             },
+            // The file can be read again.
+            durability: Durability::SourceReplays,
         }
     }
 }
@@ -775,6 +777,7 @@ impl StoreArgs {
                 read: *self.store_read_timeout,
                 write: *self.store_write_timeout,
             },
+            durability: Durability::default(),
         }
     }
 }

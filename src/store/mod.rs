@@ -225,6 +225,25 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub dynamo: DynamoConfig,
     pub deadlines: Deadlines,
+    pub durability: Durability,
+}
+
+/// When a commit reaches the disk, on a backend where that is a choice (SQLite; a DynamoDB
+/// write is durable when it is answered).
+///
+/// Either way a crash of the process loses nothing committed, and a power loss leaves the store
+/// consistent: it may only undo the last commits together with the source positions they
+/// moved, so results stay exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// On disk before the commit returns (SQLite `synchronous = FULL`): where the store holds
+    /// the only copy of what was acknowledged when it committed, as for events sent over HTTP
+    /// into the embedded queue.
+    #[default]
+    EveryCommit,
+    /// On disk by the next checkpoint of the write-ahead log (SQLite `synchronous = NORMAL`):
+    /// where the source gives again what a power loss undid (a file, Kafka).
+    SourceReplays,
 }
 
 /// A store opened for one process: one backend seen through each role's trait, every call
@@ -279,6 +298,7 @@ pub async fn open(config: &StoreConfig, mode: OpenMode) -> Result<Opened, StoreE
     let opened = match config.backend {
         Backend::Sqlite => {
             let store = SqliteStore::open_with(&config.data_dir, mode)?;
+            store.set_durability(config.durability).await?;
             tracing::info!(path = %store.path().display(), "sqlite store open");
             Opened::full(store, config.deadlines)
         }

@@ -8,8 +8,10 @@
 //! - `outbox.rs`: the deliveries alerts owe their sinks (`store::outbox`).
 //! - `keys.rs`: the API keys (`store::keys`).
 //! - `purge.rs`: expired rows are deleted in chunks, the writer free between them.
+//! - `checkpointer.rs`: the write-ahead log is copied into the database on a thread of its own.
 //! - `migrate.rs`: a file of schema 5, 6 or 7 is brought up to date when it is opened.
 
+mod checkpointer;
 mod keys;
 mod migrate;
 mod outbox;
@@ -26,9 +28,11 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 
+use checkpointer::Checkpointer;
+
 use super::rules::severities_from_text;
 use super::{
-    CityCount, CitySummary, DeadLetterKey, EventKey, Fault, Maintenance, Page, PartitionStatus,
+    CityCount, CitySummary, DeadLetterKey, Durability, EventKey, Fault, Maintenance, Page, PartitionStatus,
     Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent, TimeRange,
     WindowPos, WindowQuery, Written,
 };
@@ -47,20 +51,16 @@ const SCHEMA_VERSION: i64 = 8;
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.
 const FILE_PRAGMAS: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL;";
-/// `synchronous = FULL`: a commit returns once the write-ahead log is on disk, so what HTTP
-/// ingest answers 200 for survives a power loss, not only a crash of the process. It costs
-/// 3–9 % of `citystream bench --store sqlite` and nothing measurable in ingest latency
-/// (docs/BENCHMARKS.md).
+/// Every connection's settings. The writer's `synchronous` is [`Durability`]'s: `FULL` (a
+/// commit returns once the write-ahead log is on disk) until told otherwise.
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;";
-/// The writer copies the write-ahead log into the database every 256 pages: 4 MiB, SQLite's
-/// default in bytes at the 16 KiB pages `FILE_PRAGMAS` sets. Larger logs make fewer copies but
-/// each one stalls the commit it runs in for longer (64 MiB put the alert p99 past 40 ms at
-/// 10 000 events/s; 4 MiB keeps it near 12 ms). The log file is cut back to 64 MiB at most.
-/// The writer's page cache is 16 MiB (SQLite's default is 2 MiB, 128 pages of 16 KiB): a large
-/// batch then no longer spills pages to the log before its commit (5 % more events/s).
+/// The writer never copies the write-ahead log into the database itself: the checkpointer's
+/// thread does (`checkpointer.rs`). The log file is cut back to 64 MiB at most. The writer's
+/// page cache is 16 MiB (SQLite's default is 2 MiB, 128 pages of 16 KiB): a large batch then
+/// no longer spills pages to the log before its commit (5 % more events/s).
 const WRITER_PRAGMAS: &str =
-    "PRAGMA wal_autocheckpoint = 256; PRAGMA journal_size_limit = 67108864;
+    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;
     PRAGMA cache_size = -16384;";
 /// How long a read waits for a pooled connection before it fails.
 const READER_WAIT: Duration = Duration::from_secs(5);
@@ -79,6 +79,7 @@ pub enum OpenMode {
 pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
+    checkpointer: Arc<Checkpointer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     /// Reads that may run on the async workers at once: one fewer than there are workers
     /// (none on a runtime of one), sized when the first read comes.
@@ -134,6 +135,7 @@ impl SqliteStore {
             .connection_timeout(READER_WAIT)
             .build(manager)?;
         Ok(SqliteStore {
+            checkpointer: Arc::new(Checkpointer::start(&path)?),
             path,
             writer: Arc::new(Mutex::new(writer)),
             readers,
@@ -143,6 +145,16 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// When the writer's commits reach the disk (what each costs: docs/BENCHMARKS.md).
+    pub async fn set_durability(&self, durability: Durability) -> Result<(), StoreError> {
+        let level = match durability {
+            Durability::EveryCommit => "FULL",
+            Durability::SourceReplays => "NORMAL",
+        };
+        self.with_writer(move |c| Ok(c.pragma_update(None, "synchronous", level)?))
+            .await
     }
 
     /// Runs a read with a pooled read-only connection. Every read is bounded (an index range
@@ -190,11 +202,15 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let writer = self.writer.clone();
+        let checkpointer = self.checkpointer.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer
                 .lock()
                 .map_err(|_| StoreError::new(Fault::Down, "the writer connection is poisoned"))?;
-            f(&mut conn)
+            checkpointer.before_write(&conn)?;
+            let done = f(&mut conn);
+            checkpointer.wake();
+            done
         })
         .await
         .map_err(task_failed)?
