@@ -10,17 +10,22 @@
 //! the engine turns into a `too_large` dead letter. A 3 GB input without a newline costs what
 //! a 64 KiB line does.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{BrokerError, Polled, Source};
 use crate::model::{Checkpoint, MAX_RECORD_BYTES, Record};
 
-/// The line being read: its head (at most [`MAX_RECORD_BYTES`]), its full length so far, and
-/// whether all of it is whitespace.
+/// Bytes asked of the input at a time: a file's reads land in one buffer, which its lines'
+/// records then share.
+const READ_SIZE: usize = 2 << 20;
+
+/// A line that spans reads: its head (at most [`MAX_RECORD_BYTES`]), its full length so far,
+/// and whether all of it is whitespace.
 #[derive(Debug, Default)]
 struct Line {
     head: Vec<u8>,
@@ -42,38 +47,48 @@ impl Line {
         self.len += bytes.len();
         self.blank = self.blank && bytes.iter().all(u8::is_ascii_whitespace);
     }
+}
 
-    /// The record this line is, or `None` for a blank line (which still takes its offset).
-    fn finish(mut self, offset: u64) -> Option<Record> {
-        if self.blank {
-            return None;
-        }
-        if self.len == self.head.len() && self.head.last() == Some(&b'\r') {
-            self.head.pop();
-            self.len -= 1;
-        }
-        Some(Record {
-            partition: 0,
-            offset,
-            timestamp: None,
-            size: self.len,
-            payload: Bytes::from(self.head),
-        })
+/// The record a whole line is (its head and its full length), or `None` for a blank line
+/// (which still takes its offset). A `\r` before the newline is not part of it.
+fn record(mut head: Bytes, mut len: usize, blank: bool, offset: u64) -> Option<Record> {
+    if blank {
+        return None;
     }
+    if len == head.len() && head.last() == Some(&b'\r') {
+        head.truncate(head.len() - 1);
+        len -= 1;
+    }
+    Some(Record {
+        partition: 0,
+        offset,
+        timestamp: None,
+        size: len,
+        payload: head,
+    })
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
 }
 
 /// The source name under which standard input is checkpointed.
 pub const STDIN_SOURCE: &str = "stdin";
 
 /// Reads newline-delimited records. Blank lines take an offset but are not records.
+///
+/// Each read lands in a fresh buffer, and a line inside it becomes a record that shares it: no
+/// line is copied, and a buffer is freed once the last of its records is.
 pub struct LineSource {
     name: String,
-    reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// The buffer being read into.
+    buf: BytesMut,
     next_offset: u64,
-    /// The line being read; it outlives a cancelled poll.
+    /// The line that spans reads; it outlives a cancelled poll.
     line: Line,
-    /// Records read by a poll that has not returned them yet.
-    taken: Vec<Record>,
+    /// Records read and not handed out yet.
+    taken: VecDeque<Record>,
     ended: bool,
 }
 
@@ -90,6 +105,9 @@ impl LineSource {
             Ok(p) => format!("file:{}", p.display()),
             Err(_) => format!("file:{}", path.display()),
         };
+        let mut file = file;
+        // tokio's file reads a few hundred KiB at a time by default.
+        file.set_max_buf_size(READ_SIZE);
         Ok(Self::from_reader(name, file, 0))
     }
 
@@ -106,13 +124,13 @@ impl LineSource {
         reader: impl AsyncRead + Send + Unpin + 'static,
         next_offset: u64,
     ) -> Self {
-        let reader: Box<dyn AsyncRead + Send + Unpin> = Box::new(reader);
         LineSource {
             name,
-            reader: BufReader::with_capacity(1 << 20, reader),
+            reader: Box::new(reader),
+            buf: BytesMut::new(),
             next_offset,
             line: Line::new(),
-            taken: Vec::new(),
+            taken: VecDeque::new(),
             ended: false,
         }
     }
@@ -140,58 +158,67 @@ impl Source for LineSource {
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, BrokerError> {
-        // Records taken so far live in `self`, so a poll dropped while it waits for more input
-        // loses none of them: the next poll hands them out.
-        while !self.ended && self.taken.len() < max.max(1) {
-            // Wait for the first line; after that take only what is already buffered.
-            if !self.taken.is_empty() && self.reader.buffer().is_empty() {
-                break;
-            }
+        // Records read so far live in `self`, so a poll dropped while it waits for more input
+        // loses none of them: the next poll hands them out. Wait for the first line; after it,
+        // hand out what one read gave.
+        while !self.ended && self.taken.is_empty() {
             self.read_some().await?;
         }
-        if self.taken.is_empty() && self.ended {
-            Ok(Polled::End)
-        } else {
-            Ok(Polled::Records(std::mem::take(&mut self.taken)))
+        if self.taken.is_empty() {
+            return Ok(Polled::End);
         }
+        let n = self.taken.len().min(max.max(1));
+        Ok(Polled::Records(self.taken.drain(..n).collect()))
     }
 }
 
 impl LineSource {
-    /// Reads what the buffer holds, up to the end of the current line. Nothing is awaited
-    /// between taking bytes from the buffer and consuming them, so this is cancel-safe.
+    /// Reads once and splits what came into lines. `read_buf` either reads or, when the poll is
+    /// dropped, leaves nothing behind, and nothing is awaited after it: this is cancel-safe.
     async fn read_some(&mut self) -> Result<(), BrokerError> {
-        let buf = match self.reader.fill_buf().await {
-            Ok(buf) => buf,
-            Err(e) => return Err(self.io_error(e)),
-        };
-        if buf.is_empty() {
-            self.ended = true;
-            if self.line.len > 0 {
-                self.end_line();
+        self.buf.reserve(READ_SIZE);
+        match self.reader.read_buf(&mut self.buf).await {
+            Ok(0) => {
+                self.ended = true;
+                if self.line.len > 0 {
+                    self.end_spanning_line();
+                }
             }
-            return Ok(());
-        }
-        let (chunk, newline) = match buf.iter().position(|b| *b == b'\n') {
-            Some(at) => (&buf[..at], true),
-            None => (buf, false),
-        };
-        self.line.push(chunk);
-        let used = chunk.len() + usize::from(newline);
-        self.reader.consume(used);
-        if newline {
-            self.end_line();
+            Ok(_) => {
+                let read = self.buf.split().freeze();
+                self.split_lines(read);
+            }
+            Err(e) => return Err(self.io_error(e)),
         }
         Ok(())
     }
 
-    fn end_line(&mut self) {
+    /// Each whole line in `read` becomes a record sharing it; the line it ends in carries on.
+    fn split_lines(&mut self, read: Bytes) {
+        let mut from = 0;
+        for at in memchr::memchr_iter(b'\n', &read) {
+            let bytes = &read[from..at];
+            if self.line.len > 0 {
+                self.line.push(bytes);
+                self.end_spanning_line();
+            } else {
+                let head = read.slice(from..at.min(from + MAX_RECORD_BYTES));
+                self.end_line(head, bytes.len(), is_blank(bytes));
+            }
+            from = at + 1;
+        }
+        self.line.push(&read[from..]);
+    }
+
+    fn end_spanning_line(&mut self) {
         let line = std::mem::replace(&mut self.line, Line::new());
+        self.end_line(Bytes::from(line.head), line.len, line.blank);
+    }
+
+    fn end_line(&mut self, head: Bytes, len: usize, blank: bool) {
         let offset = self.next_offset;
         self.next_offset += 1;
-        if let Some(record) = line.finish(offset) {
-            self.taken.push(record);
-        }
+        self.taken.extend(record(head, len, blank, offset));
     }
 }
 

@@ -1,6 +1,6 @@
-//! The engine: decodes records, decides each event's identity and placement, and keeps the
-//! per-partition offsets and watermarks. Pure and synchronous: records in, a [`WriteBatch`]
-//! out. The runtime around it does I/O.
+//! The engine: decodes records (on every core for a large poll), decides each event's
+//! identity and placement, and keeps the per-partition offsets and watermarks. Pure and
+//! synchronous: records in, a [`WriteBatch`] out. The runtime around it does I/O.
 //!
 //! Every decision is a function of the partition's log (and, for what no log can say, of the
 //! clock: an event already older than the raw-event TTL is a dead letter), so a replay of the
@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use super::dedup::{Identity, RecentIds};
 use super::window::Windows;
@@ -183,7 +185,8 @@ impl Engine {
     /// Processes records in log order. `now` stands in for the arrival time of records that
     /// carry none (plain files), and is what the TTL is judged against.
     pub fn process(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
-        for record in records {
+        let decoded = decode_all(&self.source, records);
+        for (record, event) in records.iter().zip(decoded) {
             self.counters.records += 1;
             if !self.partitions.contains_key(&record.partition) {
                 let state = self.fresh();
@@ -198,14 +201,7 @@ impl Engine {
             }
             state.next_offset = record.offset + 1;
             state.touched = true;
-            match admit(
-                &self.config,
-                &self.windows,
-                &self.source,
-                state,
-                record,
-                now,
-            ) {
+            match admit(&self.config, &self.windows, state, record, event, now) {
                 Ok(Some(accepted)) => out.events.push(accepted),
                 Ok(None) => self.counters.repeats += 1,
                 Err(rejection) => {
@@ -257,17 +253,34 @@ pub fn check_time(
     Ok(ttl)
 }
 
-/// One record through the stages, in order: decode, the arrival and expiry checks, identity,
+/// Records a poll brings from which they are decoded on all cores (rayon's pool): fewer are
+/// not worth the hand-off.
+const DECODE_IN_PARALLEL: usize = 1024;
+
+/// Decoding is the stage that needs no state, so it runs beside the rest: on every core for a
+/// large poll.
+fn decode_all(source: &str, records: &[Record]) -> Vec<Result<CityEvent, Rejection>> {
+    if records.len() < DECODE_IN_PARALLEL {
+        return records.iter().map(|r| decode(source, r)).collect();
+    }
+    records
+        .par_iter()
+        .with_min_len(DECODE_IN_PARALLEL / 4)
+        .map(|r| decode(source, r))
+        .collect()
+}
+
+/// One decoded record through the stages, in order: the arrival and expiry checks, identity,
 /// placement. `Ok(None)` is a repeat.
 fn admit(
     config: &EngineConfig,
     windows: &Windows,
-    source: &str,
     state: &mut PartitionState,
     record: &Record,
+    decoded: Result<CityEvent, Rejection>,
     now: EventTime,
 ) -> Result<Option<Accepted>, Rejection> {
-    let event = decode(source, record)?;
+    let event = decoded?;
     let ttl = check_time(config, &event, record.timestamp.unwrap_or(now), now)?;
     match state.ids.identify(&event) {
         Identity::New => {}

@@ -14,9 +14,9 @@
 //! bounded and the writer slows down instead.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
 
@@ -88,8 +88,7 @@ impl Shared {
     fn checkpoint(&self, conn: &Connection, mode: &str) -> Result<(), StoreError> {
         let _running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let sql = format!("PRAGMA wal_checkpoint({mode})");
-        let (log, copied): (i64, i64) =
-            conn.query_row(&sql, [], |r| Ok((r.get(1)?, r.get(2)?)))?;
+        let (log, copied): (i64, i64) = conn.query_row(&sql, [], |r| Ok((r.get(1)?, r.get(2)?)))?;
         self.log_pages.store(log.max(0) as u64, Ordering::Relaxed);
         tracing::trace!(mode, log, copied, "wal checkpoint");
         Ok(())
@@ -103,4 +102,3 @@ fn run(conn: &Connection, woken: &Receiver<()>, shared: &Shared) {
         }
     }
 }
-

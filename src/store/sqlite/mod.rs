@@ -32,9 +32,9 @@ use checkpointer::Checkpointer;
 
 use super::rules::severities_from_text;
 use super::{
-    CityCount, CitySummary, DeadLetterKey, Durability, EventKey, Fault, Maintenance, Page, PartitionStatus,
-    Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent, TimeRange,
-    WindowPos, WindowQuery, Written,
+    CityCount, CitySummary, DeadLetterKey, Durability, EventKey, Fault, Maintenance, Page,
+    PartitionStatus, Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent,
+    TimeRange, WindowPos, WindowQuery, Written,
 };
 use crate::model::{
     Checkpoint, City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity,
@@ -59,8 +59,7 @@ const CONNECTION_PRAGMAS: &str =
 /// thread does (`checkpointer.rs`). The log file is cut back to 64 MiB at most. The writer's
 /// page cache is 16 MiB (SQLite's default is 2 MiB, 128 pages of 16 KiB): a large batch then
 /// no longer spills pages to the log before its commit (5 % more events/s).
-const WRITER_PRAGMAS: &str =
-    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;
+const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;
     PRAGMA cache_size = -16384;";
 /// How long a read waits for a pooled connection before it fails.
 const READER_WAIT: Duration = Duration::from_secs(5);
