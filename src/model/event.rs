@@ -107,6 +107,25 @@ pub fn is_format_char(c: char) -> bool {
     )
 }
 
+/// Whether `s` holds a control character. ASCII text, nearly every name and id, is checked a
+/// byte at a time instead of a character at a time.
+pub fn has_control_char(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b.is_ascii_control())
+    } else {
+        s.chars().any(char::is_control)
+    }
+}
+
+/// The first invisible format character in `s` ([`is_format_char`]); none is ASCII.
+pub fn find_format_char(s: &str) -> Option<char> {
+    if s.is_ascii() {
+        None
+    } else {
+        s.chars().find(|&c| is_format_char(c))
+    }
+}
+
 /// Whether `name` is 1 to `max` bytes of `A-Z a-z 0-9 - _ .`: the names that logs, metric
 /// labels and files show as they are (rule and sink ids, API key names).
 pub fn is_plain_name(name: &str, max: usize) -> bool {
@@ -130,9 +149,9 @@ impl City {
             Err(InvalidCity::Empty)
         } else if s.len() > MAX_CITY_BYTES {
             Err(InvalidCity::TooLong(s.len()))
-        } else if s.chars().any(char::is_control) {
+        } else if has_control_char(&s) {
             Err(InvalidCity::ControlCharacter)
-        } else if let Some(c) = s.chars().find(|&c| is_format_char(c)) {
+        } else if let Some(c) = find_format_char(&s) {
             Err(InvalidCity::FormatCharacter(c as u32))
         } else {
             Ok(City(s))

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::event::{
     City, CityEvent, InvalidCity, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES, Severity,
-    is_format_char,
+    find_format_char, has_control_char,
 };
 use super::{EventTime, EventType};
 
@@ -213,10 +213,10 @@ pub fn decode_with(
         Some(id) if id.len() > MAX_EVENT_ID_BYTES => {
             return Err(Rejection::EventId("longer than 128 bytes"));
         }
-        Some(id) if id.chars().any(char::is_control) => {
+        Some(id) if has_control_char(&id) => {
             return Err(Rejection::EventId("contains a control character"));
         }
-        Some(id) if id.chars().any(is_format_char) => {
+        Some(id) if find_format_char(&id).is_some() => {
             return Err(Rejection::EventId(
                 "contains an invisible format character (a bidi control or zero-width character)",
             ));
