@@ -1,6 +1,7 @@
-//! Micro-benchmarks of the hot paths, in the order data flows: decoding a record, the engine
-//! over a batch (validation, identity, per-partition watermarks, placement), and one SQLite
-//! transaction of a processed batch (raw rows, alerts, window sums, counters). Run with `cargo bench`; the whole pipeline is measured by
+//! Micro-benchmarks of the hot paths, in the order data flows: a file's lines into records,
+//! decoding a record, the engine over a batch (validation, identity, per-partition watermarks,
+//! placement), and one SQLite transaction of a processed batch (raw rows, alerts, window sums,
+//! counters). Run with `cargo bench`; the whole pipeline is measured by
 //! `citystream bench` (see docs/BENCHMARKS.md).
 
 use std::hint::black_box;
@@ -9,6 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
+use citystream::broker::file::LineSource;
+use citystream::broker::{Polled, Source};
 use citystream::generator::{Generator, GeneratorConfig};
 use citystream::model::{EventTime, Record, WriteBatch, decode};
 use citystream::processor::{Engine, EngineConfig};
@@ -45,6 +48,29 @@ fn processed(records: &[Record]) -> WriteBatch {
     );
     engine.flush(&mut batch);
     batch
+}
+
+fn split_lines(c: &mut Criterion) {
+    let lines: Vec<u8> = records(BATCH)
+        .iter()
+        .flat_map(|r| r.payload.iter().copied().chain([b'\n']))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut group = c.benchmark_group("source");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    // Reads of the buffer, split into records that share it.
+    group.bench_function("file_lines", |b| {
+        b.iter(|| {
+            let input = std::io::Cursor::new(lines.clone());
+            let mut source = LineSource::from_reader("bench".into(), input, 0);
+            runtime.block_on(async {
+                while let Ok(Polled::Records(records)) = source.poll(BATCH).await {
+                    black_box(records);
+                }
+            })
+        })
+    });
+    group.finish();
 }
 
 fn decode_records(c: &mut Criterion) {
@@ -97,5 +123,11 @@ fn store_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode_records, engine_batch, store_batch);
+criterion_group!(
+    benches,
+    split_lines,
+    decode_records,
+    engine_batch,
+    store_batch
+);
 criterion_main!(benches);

@@ -28,7 +28,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 
-use checkpointer::Checkpointer;
+use checkpointer::{Checkpointer, LogBounds};
 
 use super::rules::severities_from_text;
 use super::{
@@ -117,6 +117,7 @@ impl SqliteStore {
         when_not_busy(|| writer.execute_batch(FILE_PRAGMAS))?;
         when_not_busy(|| create_schema(&mut writer, &path))?;
         writer.execute_batch(WRITER_PRAGMAS)?;
+        Checkpointer::watch(&writer);
         let manager = SqliteConnectionManager::file(&path).with_init(|c| {
             // Room for every read's statements (a first page and a later one each).
             c.set_prepared_statement_cache_capacity(64);
@@ -134,7 +135,7 @@ impl SqliteStore {
             .connection_timeout(READER_WAIT)
             .build(manager)?;
         Ok(SqliteStore {
-            checkpointer: Arc::new(Checkpointer::start(&path)?),
+            checkpointer: Arc::new(Checkpointer::start(&path, LogBounds::DEFAULT)?),
             path,
             writer: Arc::new(Mutex::new(writer)),
             readers,
@@ -208,7 +209,7 @@ impl SqliteStore {
                 .map_err(|_| StoreError::new(Fault::Down, "the writer connection is poisoned"))?;
             checkpointer.before_write(&conn)?;
             let done = f(&mut conn);
-            checkpointer.wake();
+            checkpointer.after_write();
             done
         })
         .await
@@ -550,5 +551,33 @@ impl Maintenance for SqliteStore {
             dead_letters: self.purge_all(now, purge::dead_letter_chunk).await?,
             deliveries: self.purge_all(now, purge::delivery_chunk).await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(store: &SqliteStore) -> i64 {
+        let writer = store.writer.lock().unwrap();
+        writer
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Commits sync to disk (`FULL`, 2) until the store is told that its source replays
+    /// (`NORMAL`, 1).
+    #[tokio::test]
+    async fn commits_are_on_disk_before_they_return_unless_the_source_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(synchronous(&store), 2);
+        store
+            .set_durability(Durability::SourceReplays)
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&store), 1);
+        store.set_durability(Durability::EveryCommit).await.unwrap();
+        assert_eq!(synchronous(&store), 2);
     }
 }
