@@ -95,7 +95,7 @@ pub struct LineSource {
 impl LineSource {
     /// A JSON-lines file; offsets start at zero.
     pub async fn open(path: &Path) -> Result<Self, BrokerError> {
-        let file = tokio::fs::File::open(path)
+        let mut file = tokio::fs::File::open(path)
             .await
             .map_err(|source| BrokerError::Io {
                 path: path.display().to_string(),
@@ -105,7 +105,6 @@ impl LineSource {
             Ok(p) => format!("file:{}", p.display()),
             Err(_) => format!("file:{}", path.display()),
         };
-        let mut file = file;
         // tokio's file reads a few hundred KiB at a time by default.
         file.set_max_buf_size(READ_SIZE);
         Ok(Self::from_reader(name, file, 0))

@@ -185,7 +185,7 @@ impl Engine {
     /// Processes records in log order. `now` stands in for the arrival time of records that
     /// carry none (plain files), and is what the TTL is judged against.
     pub fn process(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
-        let decoded = decode_all(&self.source, records);
+        let decoded = decode_all(&self.source, records, |r| self.is_new(r));
         for (record, event) in records.iter().zip(decoded) {
             self.counters.records += 1;
             if !self.partitions.contains_key(&record.partition) {
@@ -201,6 +201,8 @@ impl Engine {
             }
             state.next_offset = record.offset + 1;
             state.touched = true;
+            // Decoded unless its offset was below the checkpoint before this poll.
+            let Some(event) = event else { continue };
             match admit(&self.config, &self.windows, state, record, event, now) {
                 Ok(Some(accepted)) => out.events.push(accepted),
                 Ok(None) => self.counters.repeats += 1,
@@ -210,6 +212,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Whether `record` is past its partition's position: one that is not is skipped, so it
+    /// is not decoded either.
+    fn is_new(&self, record: &Record) -> bool {
+        self.partitions
+            .get(&record.partition)
+            .is_none_or(|state| record.offset >= state.next_offset)
     }
 
     /// Ends a batch: adds the checkpoint of every partition that advanced.
@@ -258,15 +268,20 @@ pub fn check_time(
 const DECODE_IN_PARALLEL: usize = 1024;
 
 /// Decoding is the stage that needs no state, so it runs beside the rest: on every core for a
-/// large poll.
-fn decode_all(source: &str, records: &[Record]) -> Vec<Result<CityEvent, Rejection>> {
+/// large poll. Only the records `new` picks are decoded (`None` for the others).
+fn decode_all(
+    source: &str,
+    records: &[Record],
+    new: impl Fn(&Record) -> bool + Sync,
+) -> Vec<Option<Result<CityEvent, Rejection>>> {
+    let one = |r: &Record| new(r).then(|| decode(source, r));
     if records.len() < DECODE_IN_PARALLEL {
-        return records.iter().map(|r| decode(source, r)).collect();
+        return records.iter().map(one).collect();
     }
     records
         .par_iter()
         .with_min_len(DECODE_IN_PARALLEL / 4)
-        .map(|r| decode(source, r))
+        .map(one)
         .collect()
 }
 
