@@ -851,7 +851,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 8)"),
+        error.contains("another version of CityStream (schema 0, this build uses 9)"),
         "{error}"
     );
     // A file this build wrote opens again.
@@ -1229,6 +1229,110 @@ async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
     let again: &dyn Store = &again;
     let hours_again = all_windows(again, "Kyiv", None, hourly(), TimeRange::ALL, 10).await;
     assert_eq!(hours_again.len(), 2);
+}
+
+/// A file of schema 8 (a row per raw event and per alert) opens with its events and alerts in
+/// blocks: each reads back as it was, keeps its identity (written again, it is a repeat), and
+/// the counts stand.
+#[tokio::test]
+async fn a_file_of_rows_per_event_opens_with_its_events_in_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = rusqlite::Connection::open(dir.path().join("citystream.db")).expect("old file");
+    old.execute_batch(include_str!("fixtures/sqlite-schema-8.sql"))
+        .expect("schema 8");
+    old.pragma_update(None, "user_version", 8).expect("version");
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(30));
+    let events = [
+        event(
+            "6f1c7d52-8a0e-4f5b-9d3a-2b7e4c1a9f00",
+            "SF",
+            t,
+            EventType::Traffic,
+            Severity::Low,
+        ),
+        event(
+            "Custom-7",
+            "SF",
+            t.saturating_add(Span::from_millis(1)),
+            EventType::Incident,
+            Severity::Critical,
+        ),
+        event(
+            "0a4b2c1d-3e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "LA",
+            t,
+            EventType::Weather,
+            Severity::High,
+        ),
+    ];
+    for e in &events {
+        old.execute(
+            "INSERT INTO raw_events (event_id, ts, city, event_type, severity, description, ttl)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![
+                e.event_id,
+                e.timestamp.as_millis(),
+                e.city.as_str(),
+                e.event_type.as_str(),
+                e.severity.as_str(),
+                e.description,
+                e.timestamp.saturating_add(DAY).as_millis(),
+            ],
+        )
+        .expect("a raw row of schema 8");
+    }
+    old.execute(
+        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description, ttl, rules)
+         VALUES ('SF', ?1, 'Custom-7', 'incident', 'critical', ?2, ?3, 'severity-high@1')",
+        rusqlite::params![
+            events[1].timestamp.as_millis(),
+            events[1].description,
+            events[1].timestamp.saturating_add(DAY).as_millis(),
+        ],
+    )
+    .expect("an alert row of schema 8");
+    old.execute_batch(
+        "INSERT INTO raw_counts VALUES ('SF', 'traffic', 'low', 1), ('SF', 'incident', 'critical', 1),
+             ('LA', 'weather', 'high', 1);
+         INSERT INTO city_counts VALUES ('SF', 2), ('LA', 1);
+         INSERT INTO totals VALUES ('raw', 3);
+         INSERT INTO alert_counts VALUES ('critical', 1);",
+    )
+    .expect("counts of schema 8");
+    drop(old);
+    let store = SqliteStore::open(dir.path()).expect("migrated");
+    let store: &dyn Store = &store;
+    let sf = store
+        .recent_events("SF", TimeRange::ALL, Page::first(10), now)
+        .await
+        .expect("events");
+    let got: Vec<&CityEvent> = sf.iter().map(|s| &s.event).collect();
+    assert_eq!(got, [&events[1], &events[0]], "newest first, as they were");
+    let ttl = events[0]
+        .timestamp
+        .saturating_add(DAY)
+        .as_millis()
+        .div_euclid(1000);
+    assert_eq!(sf[1].ttl, ttl);
+    let alerts = store
+        .alerts(None, TimeRange::ALL, Page::first(10), now)
+        .await
+        .expect("alerts");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].event, events[1]);
+    assert_eq!(alerts[0].rules.len(), 1);
+    let stats = store.stats(now).await.expect("stats");
+    assert_eq!(stats.total_events, 3);
+    assert_eq!(stats.alerts.get(Severity::Critical), 1);
+    let again: Vec<Accepted> = events.iter().zip(0..).map(|(e, i)| on_time(e, i)).collect();
+    let written = store
+        .write(Arc::new(batch("t", again)))
+        .await
+        .expect("write");
+    assert_eq!(written.repeats, 3, "each kept its key");
+    assert_eq!(store.stats(now).await.expect("stats").total_events, 3);
+    drop(SqliteStore::open(dir.path()).expect("opens again, migrated once"));
 }
 
 /// A city whose name sorts before the digits (`'s-Hertogenbosch`) is ranked among the late

@@ -1,5 +1,8 @@
 //! Older files, brought up to date when they are opened, inside the transaction that opens them:
 //!
+//! - schema 8 → 9: raw events and alerts move from a row each (`raw_events`, `alerts`) into
+//!   blocks (`blocks.rs`), cut as a write cuts them; every event keeps its key, expiry and (an
+//!   alert) its rules, and the counters stay as they are.
 //! - schema 7 → 8: the API keys table is new (`schema.sql`); nothing moves.
 //! - schema 6 → 7: alerts record the rules that made them (those of schema 6 were all made by
 //!   the one rule then, `severity-high@1`); the outbox table is new (`schema.sql`).
@@ -10,9 +13,12 @@
 //!   end + the raw TTL of the build that wrote them). A rollup made here expires by this
 //!   build's default retention ([`ROLLUPS`]); the next write to it applies the configured one.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Row, Transaction, params};
 
-use crate::model::{DEFAULT_SEVERITIES_CAP, ROLLUPS};
+use super::block::BlockEvent;
+use super::blocks::{self, Kind};
+use super::event_from_row;
+use crate::model::{DEFAULT_SEVERITIES_CAP, EventTime, ROLLUPS};
 use crate::store::StoreError;
 
 /// The base windows, as they were.
@@ -35,7 +41,7 @@ const MAKE_ROLLUP: &str = "INSERT INTO windows (city, span, start, event_type, e
      GROUP BY city, bucket, event_type";
 
 /// The versions a file can be migrated from.
-pub(super) const FROM: [i64; 3] = [5, 6, 7];
+pub(super) const FROM: [i64; 4] = [5, 6, 7, 8];
 
 /// Brings a file of schema `from` up to date, the tables of `schema.sql` made already.
 pub(super) fn from(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
@@ -47,7 +53,36 @@ pub(super) fn from(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
             "ALTER TABLE alerts ADD COLUMN rules TEXT NOT NULL DEFAULT 'severity-high@1'",
         )?;
     }
+    if from <= 8 {
+        rows_to_blocks(tx)?;
+    }
     Ok(())
+}
+
+/// Each city's raw events and alerts, newest first, as blocks.
+const RAW_ROWS: &str = "SELECT event_id, ts, city, event_type, severity, description, ttl, NULL
+     FROM raw_events ORDER BY city, ts DESC, event_id DESC";
+const ALERT_ROWS: &str = "SELECT event_id, ts, city, event_type, severity, description, ttl, rules
+     FROM alerts ORDER BY city, ts DESC, event_id DESC";
+
+fn rows_to_blocks(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    for (rows, kind) in [(RAW_ROWS, Kind::Raw), (ALERT_ROWS, Kind::Alerts)] {
+        let mut stmt = tx.prepare(rows)?;
+        let events = stmt.query_and_then([], block_event)?;
+        blocks::store_in_order(tx, kind, events)?;
+    }
+    tx.execute_batch(
+        "DROP TABLE raw_events; DROP TABLE alerts; DROP TABLE IF EXISTS raw_ttl_spans;",
+    )?;
+    Ok(())
+}
+
+fn block_event(row: &Row<'_>) -> Result<BlockEvent, StoreError> {
+    Ok(BlockEvent {
+        event: event_from_row(row)?,
+        ttl: EventTime::from_millis(row.get(6)?),
+        rules: row.get(7)?,
+    })
 }
 
 fn windows_to_resolutions(tx: &Transaction<'_>) -> Result<(), StoreError> {

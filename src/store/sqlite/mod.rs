@@ -1,5 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode under the data directory.
 //!
+//! - `blocks.rs`, `block.rs`: raw events and alerts are stored in blocks, a city's new events of
+//!   one write encoded together, and each raw event's identity in a key of its own.
 //! - `write.rs`: one writer connection writes each [`WriteBatch`] in a single transaction,
 //!   checkpoints included, so what is stored and how far the processor got never disagree.
 //! - `read.rs`: readers use a small pool of read-only connections, on the calling task but
@@ -9,8 +11,10 @@
 //! - `keys.rs`: the API keys (`store::keys`).
 //! - `purge.rs`: expired rows are deleted in chunks, the writer free between them.
 //! - `checkpointer.rs`: the write-ahead log is copied into the database on a thread of its own.
-//! - `migrate.rs`: a file of schema 5, 6 or 7 is brought up to date when it is opened.
+//! - `migrate.rs`: a file of schema 5 to 8 is brought up to date when it is opened.
 
+mod block;
+mod blocks;
 mod checkpointer;
 mod keys;
 mod migrate;
@@ -46,7 +50,7 @@ pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
 /// Bumped whenever `schema.sql` changes; `migrate.rs` brings a file of an older version it
 /// knows up to it, and a file of any other version is refused.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 /// Settings of the file itself, before any table exists: 16 KiB pages (fewer, shallower trees
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.
@@ -272,7 +276,8 @@ fn when_not_busy<T, E: Into<StoreError>>(
 fn check_schema_version(conn: &Connection, path: &Path) -> Result<Option<i64>, StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let existing: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'raw_events'",
+        "SELECT count(*) FROM sqlite_master
+         WHERE type = 'table' AND name IN ('raw_events', 'raw_keys')",
         [],
         |r| r.get(0),
     )?;

@@ -1,47 +1,32 @@
-//! Retention: deletes expired raw events, alerts, windows, late events and dead letters, a
-//! chunk per transaction, and takes them off the counters in the same transaction. The caller
+//! Retention: deletes expired raw events and alerts (a block once all its events expired),
+//! windows, late events and dead letters, a chunk per transaction, and takes them off the counters in the same transaction. The caller
 //! releases the writer between chunks, so a long purge never holds up the processor's writes.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
+use super::blocks::{self, Kind};
 use super::write::add_total;
-use crate::model::EventTime;
+use crate::model::{EventTime, Severity};
 use crate::store::StoreError;
 
 /// Rows deleted per transaction.
 pub(super) const PURGE_CHUNK: i64 = 10_000;
 
-/// The newest event time an expired raw event can have (`?1` is now): see `raw_ttl_spans`.
-macro_rules! expiry_horizon {
-    () => {
-        "?1 - (SELECT coalesce(min(span), 0) FROM raw_ttl_spans)"
-    };
-}
-pub(super) use expiry_horizon;
-
-/// Deletes up to `?2` raw events expired at `?1`, returning what the counters must lose.
-pub(super) const PURGE_RAW: &str = concat!(
-    "DELETE FROM raw_events WHERE (ts, event_id) IN
-         (SELECT ts, event_id FROM raw_events WHERE ts <= ",
-    expiry_horizon!(),
-    " AND ttl <= ?1 LIMIT +?2)
-     RETURNING city, event_type, severity"
-);
-
-/// Deletes up to [`PURGE_CHUNK`] expired raw events and takes them off the counts.
+/// The blocks of raw events every event of which expired by `now`, holding at least
+/// [`PURGE_CHUNK`] events (or all there are), deleted with their keys and taken off the counts.
 pub(super) fn raw_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut purged: HashMap<(String, String, String), i64> = HashMap::new();
-    {
-        let mut delete = tx.prepare_cached(PURGE_RAW)?;
-        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
-        while let Some(row) = rows.next()? {
-            *purged
-                .entry((row.get(0)?, row.get(1)?, row.get(2)?))
-                .or_default() += 1;
-        }
+    for e in blocks::purge(&tx, Kind::Raw, now, PURGE_CHUNK as usize)? {
+        let e = e.event;
+        let kind = (
+            e.city.as_str().to_owned(),
+            e.event_type.as_str().to_owned(),
+            e.severity.as_str().to_owned(),
+        );
+        *purged.entry(kind).or_default() += 1;
     }
     let total = uncount_raw(&tx, &purged)?;
     tx.commit()?;
@@ -71,36 +56,25 @@ fn uncount_raw(
     Ok(total as u64)
 }
 
-/// Deletes up to `?2` alerts expired at `?1` (with their raw rows), returning their severities.
-pub(super) const PURGE_ALERTS: &str = concat!(
-    "DELETE FROM alerts WHERE (city, ts, event_id) IN
-         (SELECT city, ts, event_id FROM alerts WHERE ts <= ",
-    expiry_horizon!(),
-    " AND ttl <= ?1 LIMIT +?2)
-     RETURNING severity"
-);
-
-/// Deletes up to [`PURGE_CHUNK`] expired alerts and takes them off the counts.
+/// The blocks of alerts every one of which expired by `now` (at least [`PURGE_CHUNK`] alerts,
+/// or all there are), deleted and taken off the counts.
 pub(super) fn alert_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut purged: HashMap<String, i64> = HashMap::new();
-    {
-        let mut delete = tx.prepare_cached(PURGE_ALERTS)?;
-        let mut rows = delete.query(params![now.as_millis(), PURGE_CHUNK])?;
-        while let Some(row) = rows.next()? {
-            *purged.entry(row.get(0)?).or_default() += 1;
-        }
+    let mut purged = [0i64; 4];
+    let gone = blocks::purge(&tx, Kind::Alerts, now, PURGE_CHUNK as usize)?;
+    for a in &gone {
+        purged[a.event.severity.index()] += 1;
     }
     let mut count =
         tx.prepare_cached("UPDATE alert_counts SET alerts = alerts - ?2 WHERE severity = ?1")?;
-    let mut total = 0;
-    for (severity, n) in &purged {
-        count.execute(params![severity, n])?;
-        total += n;
+    for (severity, n) in Severity::ALL.iter().zip(purged) {
+        if n > 0 {
+            count.execute(params![severity.as_str(), n])?;
+        }
     }
     drop(count);
     tx.commit()?;
-    Ok(total as u64)
+    Ok(gone.len() as u64)
 }
 
 /// Deletes up to `?2` windows, of every resolution, expired by `?1`.

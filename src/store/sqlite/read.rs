@@ -7,39 +7,21 @@
 //! (`tests::every_read_is_served_by_an_index` checks the plans). Expired rows are left out
 //! whether or not the purge has deleted them yet.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use rusqlite::{Connection, Row, params};
 
-use super::purge::expiry_horizon;
+use super::blocks::{self, Kind, Newest};
 use super::{checkpoint_from_row, collect, event_from_row, event_type, severity, window_from_row};
 use crate::model::alerting::rules_from_text;
-use crate::model::{CityEvent, DeadLetter, EventTime, LateEvent, WindowAggregate};
+use crate::model::{
+    CityEvent, DeadLetter, EventTime, EventType, LateEvent, Severity, WindowAggregate,
+};
 use crate::store::{
     CityCount, CitySummary, DeadLetterKey, EventKey, LateCount, Page, PartitionStatus, Stats,
     StoreError, StoredAlert, StoredEvent, TimeRange, WindowPos, WindowQuery,
 };
-
-/// Raw events past their expiry that the purge has not deleted yet (`?1` is now), per city,
-/// type and severity: the counts subtract them. The purge keeps this small, and it reads only
-/// the oldest range of the primary key (the `+` keeps the planner from walking the whole city
-/// index to group by city without sorting).
-macro_rules! expired_raw {
-    () => {
-        concat!(
-            "SELECT city, event_type, severity, count(*) AS n FROM raw_events
-             WHERE ts <= ",
-            expiry_horizon!(),
-            " AND ttl <= ?1 GROUP BY +city, +event_type, +severity"
-        )
-    };
-}
-
-/// `?1` city, `?2` the range's first millisecond, `?3`, `?4` the first key after the page
-/// ([`before`]), `?5` now, `?6` limit.
-pub(super) const RECENT_EVENTS: &str =
-    "SELECT event_id, ts, city, event_type, severity, description, ttl FROM raw_events
-     WHERE city = ?1 AND ts >= ?2 AND (ts, event_id) < (?3, ?4) AND ttl > ?5
-     ORDER BY ts DESC, event_id DESC LIMIT +?6";
 
 /// The SQL of a page of a list without a range: the first, or the one continuing after a key.
 fn first_or_next<K>(variants: &[&'static str; 2], page: &Page<K>) -> &'static str {
@@ -74,27 +56,22 @@ pub(super) fn recent_events(
     page: &Page<EventKey>,
     now: EventTime,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut stmt = c.prepare_cached(RECENT_EVENTS)?;
-    let (at, id) = before_event(range, page);
-    let args = params![city, range.first_ms(), at, id, now.as_millis(), limit(page)];
-    collect(&mut stmt, args, |r| {
-        Ok(StoredEvent {
-            event: event_from_row(r)?,
-            ttl: r.get::<_, i64>(6)?.div_euclid(1000),
+    let q = Newest {
+        city: Some(city),
+        range,
+        before: before_event(range, page),
+        now,
+        limit: page.limit,
+    };
+    let events = blocks::newest(c, Kind::Raw, &q)?;
+    Ok(events
+        .into_iter()
+        .map(|e| StoredEvent {
+            event: e.event,
+            ttl: e.ttl.as_millis().div_euclid(1000),
         })
-    })
+        .collect())
 }
-
-/// `?1` city (or `NULL` for all), `?2` the range's first millisecond, `?3`, `?4` the first key
-/// after the page, `?5` now, `?6` limit.
-pub(super) const CITY_ALERTS: &str =
-    "SELECT event_id, ts, city, event_type, severity, description, rules FROM alerts
-     WHERE city = ?1 AND ts >= ?2 AND (ts, event_id) < (?3, ?4) AND +ttl > ?5
-     ORDER BY ts DESC, event_id DESC LIMIT +?6";
-pub(super) const ALL_ALERTS: &str =
-    "SELECT event_id, ts, city, event_type, severity, description, rules FROM alerts
-     WHERE ?1 IS NULL AND ts >= ?2 AND (ts, event_id) < (?3, ?4) AND +ttl > ?5
-     ORDER BY ts DESC, event_id DESC LIMIT +?6";
 
 pub(super) fn alerts(
     c: &Connection,
@@ -103,62 +80,62 @@ pub(super) fn alerts(
     page: &Page<EventKey>,
     now: EventTime,
 ) -> Result<Vec<StoredAlert>, StoreError> {
-    let sql = if city.is_some() {
-        CITY_ALERTS
-    } else {
-        ALL_ALERTS
+    let q = Newest {
+        city,
+        range,
+        before: before_event(range, page),
+        now,
+        limit: page.limit,
     };
-    let mut stmt = c.prepare_cached(sql)?;
-    let (at, id) = before_event(range, page);
-    let args = params![city, range.first_ms(), at, id, now.as_millis(), limit(page)];
-    collect(&mut stmt, args, |r| {
-        Ok(StoredAlert {
-            event: event_from_row(r)?,
-            rules: rules_from_text(&r.get::<_, String>(6)?),
+    let alerts = blocks::newest(c, Kind::Alerts, &q)?;
+    Ok(alerts
+        .into_iter()
+        .map(|a| StoredAlert {
+            rules: rules_from_text(a.rules.as_deref().unwrap_or_default()),
+            event: a.event,
         })
-    })
+        .collect())
 }
 
-/// Raw events past their expiry that the purge has not deleted yet, per city (`?1` is now).
-macro_rules! expired_by_city {
-    () => {
-        concat!(
-            "SELECT city, count(*) AS n FROM raw_events WHERE ts <= ",
-            expiry_horizon!(),
-            " AND ttl <= ?1 GROUP BY +city"
-        )
-    };
+/// Per city, its raw events past their expiry that the purge has not deleted yet.
+fn expired_by_city(c: &Connection, now: EventTime) -> Result<HashMap<String, i64>, StoreError> {
+    let mut expired: HashMap<String, i64> = HashMap::new();
+    blocks::expired(c, Kind::Raw, now, |city, _| {
+        *expired.entry(city.as_str().to_owned()).or_default() += 1;
+    })?;
+    Ok(expired)
 }
 
+/// `?1` limit, `?2` the city a page continues after.
 pub(super) const CITIES: [&str; 2] = [
-    concat!(
-        "SELECT c.city, c.events - coalesce(x.n, 0) AS total FROM city_counts c
-         LEFT JOIN (",
-        expired_by_city!(),
-        ") x USING (city) WHERE total > 0 ORDER BY c.city LIMIT +?2"
-    ),
-    concat!(
-        "SELECT c.city, c.events - coalesce(x.n, 0) AS total FROM city_counts c
-         LEFT JOIN (",
-        expired_by_city!(),
-        ") x USING (city) WHERE c.city > ?3 AND total > 0 ORDER BY c.city LIMIT +?2"
-    ),
+    "SELECT city, events FROM city_counts ORDER BY city LIMIT +?1",
+    "SELECT city, events FROM city_counts WHERE city > ?2 ORDER BY city LIMIT +?1",
 ];
 
+/// The cities with live events: the counts less the expired events not purged yet. A city
+/// whose every event expired is left out, so a page reads as many more rows as such cities
+/// can be.
 pub(super) fn cities(
     c: &Connection,
     page: &Page<String>,
     now: EventTime,
 ) -> Result<Vec<CityCount>, StoreError> {
+    let expired = expired_by_city(c, now)?;
     let mut stmt = c.prepare_cached(first_or_next(&CITIES, page))?;
-    let args = params![now.as_millis(), limit(page), page.after];
+    let limit = limit(page).saturating_add(expired.len() as i64);
+    let args = params![limit, page.after];
     let used = stmt.parameter_count();
-    collect(&mut stmt, &args[..used], |r| {
+    let mut cities = collect(&mut stmt, &args[..used], |r| {
+        let city: String = r.get(0)?;
+        let total = r.get::<_, i64>(1)? - expired.get(&city).copied().unwrap_or(0);
         Ok(CityCount {
-            city: r.get(0)?,
-            total_events: r.get::<_, i64>(1)? as u64,
+            city,
+            total_events: total.max(0) as u64,
         })
-    })
+    })?;
+    cities.retain(|c| c.total_events > 0);
+    cities.truncate(page.limit);
+    Ok(cities)
 }
 
 /// `?1` city, `?2` span, `?3` the range's first millisecond, `?4`, `?5` the first (start,
@@ -195,15 +172,8 @@ pub(super) fn windows(
     collect(&mut stmt, args, window_from_row)
 }
 
-pub(super) const CITY_SUMMARY: &str = concat!(
-    "SELECT event_type, severity, sum(n) FROM (
-         SELECT event_type, severity, events AS n FROM raw_counts WHERE city = ?2
-         UNION ALL
-         SELECT event_type, severity, -n FROM (",
-    expired_raw!(),
-    ") WHERE city = ?2)
-     GROUP BY event_type, severity"
-);
+pub(super) const CITY_SUMMARY: &str =
+    "SELECT event_type, severity, events FROM raw_counts WHERE city = ?1";
 pub(super) const CITY_LATE_TOTAL: &str =
     "SELECT (SELECT coalesce(sum(late_events), 0) FROM late_counts WHERE city = ?1)
           - (SELECT count(*) FROM late_events WHERE expires_at <= ?2 AND +city = ?1)";
@@ -214,15 +184,21 @@ pub(super) fn city_summary(
     now: EventTime,
 ) -> Result<CitySummary, StoreError> {
     let mut summary = CitySummary::default();
+    let mut counts: HashMap<(EventType, Severity), i64> = HashMap::new();
     let mut stmt = c.prepare_cached(CITY_SUMMARY)?;
-    let mut rows = stmt.query(params![now.as_millis(), city])?;
+    let mut rows = stmt.query(params![city])?;
     while let Some(row) = rows.next()? {
-        let n = row.get::<_, i64>(2)? as u64;
-        if n == 0 {
-            continue;
-        }
         let t = event_type(&row.get::<_, String>(0)?)?;
         let s = severity(&row.get::<_, String>(1)?)?;
+        *counts.entry((t, s)).or_default() += row.get::<_, i64>(2)?;
+    }
+    blocks::expired(c, Kind::Raw, now, |c, e| {
+        if c.as_str() == city {
+            *counts.entry((e.event_type, e.severity)).or_default() -= 1;
+        }
+    })?;
+    for ((t, s), n) in counts.into_iter().filter(|(_, n)| *n > 0) {
+        let n = n as u64;
         summary.total_events += n;
         *summary.by_type.entry(t).or_default() += n;
         summary.by_severity.0[s.index()] += n;
@@ -234,23 +210,14 @@ pub(super) fn city_summary(
     Ok(summary)
 }
 
-/// The live raw and late events in all: the totals less the expired rows the purge has not
-/// deleted yet (`?1` is now).
-pub(super) const LIVE_TOTALS: &str = concat!(
-    "SELECT (SELECT coalesce(sum(value), 0) FROM totals WHERE name = 'raw')
-          - (SELECT count(*) FROM raw_events WHERE ts <= ",
-    expiry_horizon!(),
-    " AND ttl <= ?1),
+/// The raw and late events in all: the totals, the late ones less the expired rows the purge
+/// has not deleted yet (`?1` is now).
+pub(super) const LIVE_TOTALS: &str =
+    "SELECT (SELECT coalesce(sum(value), 0) FROM totals WHERE name = 'raw'),
             (SELECT coalesce(sum(value), 0) FROM totals WHERE name = 'late')
-          - (SELECT count(*) FROM late_events WHERE expires_at <= ?1)"
-);
-/// Live alerts per severity: the counts less the expired alerts not purged yet.
-pub(super) const LIVE_ALERTS: &str = concat!(
-    "SELECT c.severity, c.alerts - coalesce(x.n, 0) FROM alert_counts c
-     LEFT JOIN (SELECT severity, count(*) AS n FROM alerts WHERE ts <= ",
-    expiry_horizon!(),
-    " AND ttl <= ?1 GROUP BY +severity) x USING (severity)"
-);
+          - (SELECT count(*) FROM late_events WHERE expires_at <= ?1)";
+/// Stored alerts per severity.
+pub(super) const ALERT_COUNTS: &str = "SELECT severity, alerts FROM alert_counts";
 /// Live dead letters per kind: the counts less the expired ones not purged yet.
 pub(super) const DEAD_LETTER_KINDS: &str =
     "SELECT k.kind, k.dead_letters - coalesce(x.n, 0) FROM dead_letter_counts k
@@ -259,20 +226,24 @@ pub(super) const DEAD_LETTER_KINDS: &str =
 
 /// Four statements: the totals, the alerts, the largest late groups, the dead letters.
 pub(super) fn stats(c: &Connection, now: EventTime) -> Result<Stats, StoreError> {
-    let (raw, late): (i64, i64) = c
+    let (mut raw, late): (i64, i64) = c
         .prepare_cached(LIVE_TOTALS)?
         .query_row(params![now.as_millis()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    blocks::expired(c, Kind::Raw, now, |_, _| raw -= 1)?;
     let mut stats = Stats {
         total_events: raw.max(0) as u64,
         late_events: late.max(0) as u64,
         ..Stats::default()
     };
-    let mut stmt = c.prepare_cached(LIVE_ALERTS)?;
-    let mut rows = stmt.query(params![now.as_millis()])?;
+    let mut alerts = [0i64; 4];
+    let mut stmt = c.prepare_cached(ALERT_COUNTS)?;
+    let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let s = severity(&row.get::<_, String>(0)?)?;
-        stats.alerts.0[s.index()] = row.get::<_, i64>(1)?.max(0) as u64;
+        alerts[s.index()] += row.get::<_, i64>(1)?;
     }
+    blocks::expired(c, Kind::Alerts, now, |_, e| alerts[e.severity.index()] -= 1)?;
+    stats.alerts.0 = alerts.map(|n| n.max(0) as u64);
     stats.late_by_city_type = late_groups(c, now)?;
     let mut stmt = c.prepare_cached(DEAD_LETTER_KINDS)?;
     let mut rows = stmt.query(params![now.as_millis()])?;
@@ -382,18 +353,21 @@ fn dead_letter_from_row(r: &Row<'_>) -> Result<DeadLetter, StoreError> {
     })
 }
 
-pub(super) const EVENTS_SINCE: &str =
-    "SELECT event_id, ts, city, event_type, severity, description FROM raw_events
-     WHERE ts >= ?1 ORDER BY ts DESC, event_id DESC LIMIT +?2";
-
+/// The newest `limit` raw events at or after `since`, expired or not.
 pub(super) fn events_since(
     c: &Connection,
     since: EventTime,
     limit: usize,
 ) -> Result<Vec<CityEvent>, StoreError> {
-    let mut stmt = c.prepare_cached(EVENTS_SINCE)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    collect(&mut stmt, params![since.as_millis(), limit], event_from_row)
+    let q = Newest {
+        city: None,
+        range: TimeRange::since(since),
+        before: before(TimeRange::since(since), None),
+        now: EventTime::from_millis(i64::MIN),
+        limit,
+    };
+    let events = blocks::newest(c, Kind::Raw, &q)?;
+    Ok(events.into_iter().map(|e| e.event).collect())
 }
 
 const CHECKPOINT_COLUMNS: &str = "source, partition, next_offset, max_event_time, updated_at";
@@ -460,23 +434,15 @@ mod tests {
     }
 
     /// Every read the API makes, in both its first-page and continued form, with what its
-    /// plan must show: the index it reads a range of, in the list's order. None walks the raw
-    /// events, alerts or windows, and none sorts in a temporary tree for its `ORDER BY` but
+    /// plan must show: the index it reads a range of, in the list's order. None walks the
+    /// blocks, the raw keys or the windows, and none sorts in a temporary tree for its `ORDER BY` but
     /// the late groups of `/stats`, which sorts the hundred rows it keeps.
     #[test]
     fn every_read_is_served_by_an_index() {
-        let expected: Vec<(&str, &str)> = vec![
-            (
-                RECENT_EVENTS,
-                "raw_by_city_time (city=? AND ts>? AND (ts,event_id)<(?,?))",
-            ),
-            (
-                CITY_ALERTS,
-                "PRIMARY KEY (city=? AND ts>? AND (ts,event_id)<(?,?))",
-            ),
-            (ALL_ALERTS, "alerts_by_time (ts>? AND (ts,event_id)<(?,?))"),
-            (CITIES[0], "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
-            (CITIES[1], "SEARCH c USING PRIMARY KEY (city>?)"),
+        use super::super::blocks::{expired_sql, newest_sql};
+        let mut expected: Vec<(&str, &str)> = vec![
+            (CITIES[0], "SCAN city_counts"),
+            (CITIES[1], "SEARCH city_counts USING PRIMARY KEY (city>?)"),
             (
                 WINDOWS,
                 "PRIMARY KEY (city=? AND span=? AND start>? AND (start,event_type)<(?,?))",
@@ -494,27 +460,51 @@ mod tests {
                 DEAD_LETTERS[1],
                 "dead_by_time ((received_at,source,partition,offset)<(?,?,?,?))",
             ),
-            (EVENTS_SINCE, "SEARCH raw_events USING PRIMARY KEY (ts>?)"),
             (
                 PIPELINE_STATUS,
                 "SCAN checkpoints USING INDEX checkpoints_by_update",
             ),
-            (CITY_SUMMARY, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
+            (CITY_SUMMARY, "SEARCH raw_counts USING PRIMARY KEY (city=?)"),
             (CITY_LATE_TOTAL, "late_by_expiry (expires_at<?)"),
-            (LIVE_TOTALS, "SEARCH raw_events USING PRIMARY KEY (ts<?)"),
             (LIVE_TOTALS, "late_by_expiry (expires_at<?)"),
-            (LIVE_ALERTS, "alerts_by_time (ts<?)"),
             (DEAD_LETTER_KINDS, "dead_by_expiry (expires_at<?)"),
             (LATE_GROUPS, "late_counts_by_size (late_events>?)"),
             (
                 LATE_GROUPS,
                 "SEARCH l USING INDEX late_by_expiry (expires_at<?)",
             ),
-            (
-                super::super::purge::PURGE_RAW,
-                "SEARCH raw_events USING PRIMARY KEY (ts<?)",
-            ),
         ];
+        for (kind, table) in [(Kind::Raw, "raw_blocks"), (Kind::Alerts, "alert_blocks")] {
+            let [by_city, by_time, by_expiry] = match kind {
+                Kind::Raw => [
+                    "raw_blocks_by_city",
+                    "raw_blocks_by_time",
+                    "raw_blocks_by_expiry",
+                ],
+                Kind::Alerts => [
+                    "alert_blocks_by_city",
+                    "alert_blocks_by_time",
+                    "alert_blocks_by_expiry",
+                ],
+            };
+            let plans: [(&str, String); 3] = [
+                (
+                    newest_sql(kind, true),
+                    format!("{by_city} (city=? AND max_ts>? AND max_ts<?)"),
+                ),
+                (
+                    newest_sql(kind, false),
+                    format!("{by_time} (max_ts>? AND max_ts<?)"),
+                ),
+                (
+                    expired_sql(kind),
+                    format!("SEARCH {table} USING INDEX {by_expiry} (min_ttl<?)"),
+                ),
+            ];
+            for (query, wanted) in plans {
+                expected.push((query, wanted.leak()));
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::SqliteStore::open(dir.path()).unwrap();
         let conn = store.readers.get().unwrap();
@@ -542,7 +532,9 @@ mod tests {
             assert!(
                 plan.iter().any(|step| step.contains(wanted))
                     && (!sorts || query == LATE_GROUPS)
-                    && !["raw_events", "alerts", "windows"].iter().any(|t| walks(t)),
+                    && !["raw_blocks", "alert_blocks", "raw_keys", "windows"]
+                        .iter()
+                        .any(|t| walks(t)),
                 "{query}\nwanted {wanted}\n{plan:#?}"
             );
         }

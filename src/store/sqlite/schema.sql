@@ -2,32 +2,39 @@
 -- The file's own settings (page size, WAL) are `FILE_PRAGMAS` in mod.rs; this file runs in one
 -- transaction with the check of the schema version.
 
--- Query 1: every valid event; the seed's citystream-raw-events, identified by (event_id,
--- timestamp). The key leads with the time so that inserts land at the right edge of the tree
--- (events arrive in roughly time order) instead of at random places, as a leading UUID would,
--- and so that it doubles as the expiry index: see raw_ttl_spans. Whoever inserts an event's
--- row applies everything else the event adds, in the same transaction (store/rules.rs).
-CREATE TABLE IF NOT EXISTS raw_events (
-    event_id    TEXT    NOT NULL,
-    ts          INTEGER NOT NULL,
-    city        TEXT    NOT NULL,
-    event_type  TEXT    NOT NULL,
-    severity    TEXT    NOT NULL,
-    description TEXT    NOT NULL,
-    ttl         INTEGER NOT NULL,
+-- Query 1: every valid event, the seed's citystream-raw-events, in blocks: the new events of
+-- one write of one city, at most 512 within five minutes of event time, encoded together,
+-- newest first (block.rs). raw_keys holds each event's identity, (timestamp, event_id), and its
+-- block: whether an event is new is one key lookup. The key leads with the time so that
+-- inserts land at the right edge of the tree (events arrive in roughly time order). An id that
+-- is a lowercase hyphenated UUID is kept as its 16 bytes, any other as its text (the column
+-- has no type, so that both keep their own). Whoever inserts an event's key applies everything
+-- else the event adds, in the same transaction (store/rules.rs).
+CREATE TABLE IF NOT EXISTS raw_keys (
+    ts       INTEGER NOT NULL,
+    event_id         NOT NULL,
+    block    INTEGER NOT NULL,
     PRIMARY KEY (ts, event_id)
 ) WITHOUT ROWID;
--- A city's events, newest first (the index carries the key: city, ts, event_id).
-CREATE INDEX IF NOT EXISTS raw_by_city_time ON raw_events (city, ts);
-
--- Every distinct (ttl - ts) ever written. A row whose ttl has passed has ts <= now - min(span),
--- so the purge and the "expired, not yet purged" counts read a range of the primary key
--- instead of a third index on ttl.
-CREATE TABLE IF NOT EXISTS raw_ttl_spans (
-    span INTEGER NOT NULL PRIMARY KEY
+-- A block's row: its city, the range of its event times and of its expiries (an event
+-- expires at its ttl), its events and their encoding. A page of a city's newest events reads
+-- the blocks by their newest event (blocks.rs); the purge deletes a block once all its events
+-- expired, and until then reads leave its expired events out.
+CREATE TABLE IF NOT EXISTS raw_blocks (
+    id      INTEGER PRIMARY KEY,
+    city    TEXT    NOT NULL,
+    min_ts  INTEGER NOT NULL,
+    max_ts  INTEGER NOT NULL,
+    min_ttl INTEGER NOT NULL,
+    max_ttl INTEGER NOT NULL,
+    events  INTEGER NOT NULL,
+    body    BLOB    NOT NULL
 );
+CREATE INDEX IF NOT EXISTS raw_blocks_by_city ON raw_blocks (city, max_ts, min_ts);
+CREATE INDEX IF NOT EXISTS raw_blocks_by_time ON raw_blocks (max_ts, min_ts);
+CREATE INDEX IF NOT EXISTS raw_blocks_by_expiry ON raw_blocks (min_ttl);
 
--- Stored raw events per city, type and severity, and per city, kept in step with raw_events by
+-- Stored raw events per city, type and severity, and per city, kept in step with the blocks by
 -- every insert and purge, so /summary and /cities never count rows.
 CREATE TABLE IF NOT EXISTS raw_counts (
     city       TEXT    NOT NULL,
@@ -69,22 +76,23 @@ CREATE TABLE IF NOT EXISTS windows (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_by_expiry ON windows (expires_at);
 
--- Query 3: the events an alert rule matched (by default, high and critical); the seed's
--- citystream-alerts (city, timestamp), with the event id in the key so two alerts of one city
--- in the same instant are both kept, and the rules that matched (`id@version`, comma
--- separated, in the rules' order). An alert expires with its raw row (ttl); alerts_by_time
--- serves its purge as the raw key does.
-CREATE TABLE IF NOT EXISTS alerts (
-    city        TEXT    NOT NULL,
-    ts          INTEGER NOT NULL,
-    event_id    TEXT    NOT NULL,
-    event_type  TEXT    NOT NULL,
-    severity    TEXT    NOT NULL,
-    description TEXT    NOT NULL,
-    ttl         INTEGER NOT NULL,
-    rules       TEXT    NOT NULL,
-    PRIMARY KEY (city, ts, event_id)
-) WITHOUT ROWID;
+-- Query 3: the events an alert rule matched (by default, high and critical), the seed's
+-- citystream-alerts, in blocks as the raw events are, each event with the rules that matched
+-- (`id@version`, comma separated, in the rules' order). An alert expires with its raw event.
+-- It needs no keys of its own: only a new raw event makes alerts.
+CREATE TABLE IF NOT EXISTS alert_blocks (
+    id      INTEGER PRIMARY KEY,
+    city    TEXT    NOT NULL,
+    min_ts  INTEGER NOT NULL,
+    max_ts  INTEGER NOT NULL,
+    min_ttl INTEGER NOT NULL,
+    max_ttl INTEGER NOT NULL,
+    events  INTEGER NOT NULL,
+    body    BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_blocks_by_city ON alert_blocks (city, max_ts, min_ts);
+CREATE INDEX IF NOT EXISTS alert_blocks_by_time ON alert_blocks (max_ts, min_ts);
+CREATE INDEX IF NOT EXISTS alert_blocks_by_expiry ON alert_blocks (min_ttl);
 
 -- The outbox (store/outbox.rs): one row per alert and sink, inserted with the alert, its id a
 -- hash of the alert's and the sink's. `alert` is the alert as sent (JSON). A pending row is
@@ -110,7 +118,6 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (sink, next_at) WHERE st
 CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (created_at, id);
 CREATE INDEX IF NOT EXISTS deliveries_by_expiry ON deliveries (expires_at)
     WHERE status <> 'pending';
-CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (ts, event_id);
 
 -- Stored alerts per severity, kept in step with every insert.
 CREATE TABLE IF NOT EXISTS alert_counts (

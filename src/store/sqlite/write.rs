@@ -6,11 +6,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::event_from_row;
+use super::block::Entry;
+use super::blocks::{self, IdKey, Kind};
 use crate::model::alerting::{Alerting, Fired, WindowState, rules_text};
 use crate::model::{
-    Accepted, BatchRules, Checkpoint, DeadLetter, EventTime, EventType, Placement, Severity,
-    SeverityCounts, WriteBatch,
+    Accepted, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, EventType, Placement,
+    Severity, SeverityCounts, WriteBatch,
 };
 use crate::store::rules::{
     Effects, Found, WindowDelta, fenced, found, owed_alerts, severities_room, severities_text,
@@ -41,68 +42,71 @@ pub(super) fn write_batch(
     Ok(written)
 }
 
-/// Inserts each accepted event's raw row; returns the events that were new. The others are
-/// repeats, or reuses of a key that become dead letters (rule 1).
+/// Inserts each accepted event's key, and the new ones in blocks; returns the events that
+/// were new, in the batch's order. The others are repeats, or reuses of a key that become dead
+/// letters (rule 1).
 fn insert_raw<'a>(
     tx: &Transaction<'_>,
     batch: &'a WriteBatch,
     now: EventTime,
     written: &mut Written,
 ) -> Result<Vec<&'a Accepted>, StoreError> {
+    let events: Vec<&CityEvent> = batch.events.iter().map(|a| &a.event).collect();
+    let block_of = blocks::cut(&events);
+    let first = blocks::next_id(tx, Kind::Raw)?;
+    let mut members: Vec<Vec<Entry<'a>>> = Vec::new();
+    members.resize_with(block_of.iter().max().map_or(0, |&m| m + 1), Vec::new);
     let mut insert = tx.prepare_cached(
-        "INSERT INTO raw_events (event_id, ts, city, event_type, severity, description, ttl)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-    )?;
-    let mut existing = tx.prepare_cached(
-        "SELECT event_id, ts, city, event_type, severity, description FROM raw_events
-         WHERE ts = ?1 AND event_id = ?2",
+        "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
     let mut new = Vec::with_capacity(batch.events.len());
-    for a in &batch.events {
+    for (a, &b) in batch.events.iter().zip(&block_of) {
         let e = &a.event;
-        let inserted = insert.execute(params![
-            e.event_id,
-            e.timestamp.as_millis(),
-            e.city.as_str(),
-            e.event_type.as_str(),
-            e.severity.as_str(),
-            e.description,
-            a.ttl.as_millis(),
-        ])?;
-        if inserted > 0 {
+        let block = first + b as i64;
+        let key = params![e.timestamp.as_millis(), IdKey(&e.event_id), block];
+        if insert.execute(key)? > 0 {
+            members[b].push(Entry {
+                event: e,
+                ttl: a.ttl,
+                rules: None,
+            });
             new.push(a);
             continue;
         }
-        let stored = existing
-            .query_row(params![e.timestamp.as_millis(), e.event_id], |r| {
-                Ok(event_from_row(r))
-            })
-            .optional()?
-            .transpose()?;
+        let stored = match blocks::stored(tx, e.timestamp, &e.event_id)? {
+            Some((_, stored)) => Some(stored),
+            // Not in a stored block: new earlier in this batch.
+            None => written_here(&members, e),
+        };
         match stored.map(|s| found(&batch.source, &s, a, now)) {
             Some(Found::Taken(dead)) => written.duplicates.push(dead),
             Some(Found::Repeat) | None => written.repeats += 1,
         }
     }
+    for (b, entries) in members.iter().enumerate() {
+        if let Some(newest) = entries.first() {
+            blocks::insert(tx, Kind::Raw, first + b as i64, &newest.event.city, entries)?;
+        }
+    }
     Ok(new)
 }
 
-/// The counters of raw events: per city, type and severity, per city, the total, and the
-/// spans between event time and expiry that the purge relies on.
+/// The event of this batch stored under `e`'s key, before its block is written.
+fn written_here(members: &[Vec<Entry<'_>>], e: &CityEvent) -> Option<CityEvent> {
+    let same = |m: &&Entry<'_>| m.event.timestamp == e.timestamp && m.event.event_id == e.event_id;
+    members.iter().flatten().find(same).map(|m| m.event.clone())
+}
+
+/// The counters of raw events: per city, type and severity, per city, and the total.
 fn count_raw(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
     let mut by_kind: HashMap<(&str, EventType, Severity), i64> = HashMap::new();
     let mut by_city: HashMap<&str, i64> = HashMap::new();
-    let mut spans: Vec<i64> = Vec::new();
     for a in &effects.new {
         let e = &a.event;
         *by_kind
             .entry((e.city.as_str(), e.event_type, e.severity))
             .or_default() += 1;
         *by_city.entry(e.city.as_str()).or_default() += 1;
-        let span = a.ttl.as_millis() - e.timestamp.as_millis();
-        if !spans.contains(&span) {
-            spans.push(span);
-        }
     }
     let mut kind = tx.prepare_cached(
         "INSERT INTO raw_counts (city, event_type, severity, events) VALUES (?1, ?2, ?3, ?4)
@@ -118,12 +122,7 @@ fn count_raw(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreErr
     for (name, n) in by_city {
         city.execute(params![name, n])?;
     }
-    add_total(tx, "raw", effects.new.len() as i64)?;
-    let mut span = tx.prepare_cached("INSERT OR IGNORE INTO raw_ttl_spans (span) VALUES (?1)")?;
-    for s in spans {
-        span.execute(params![s])?;
-    }
-    Ok(())
+    add_total(tx, "raw", effects.new.len() as i64)
 }
 
 pub(super) fn add_total(tx: &Transaction<'_>, name: &str, n: i64) -> Result<(), StoreError> {
@@ -137,23 +136,33 @@ pub(super) fn add_total(tx: &Transaction<'_>, name: &str, n: i64) -> Result<(), 
     Ok(())
 }
 
+/// The new events that are alerts, in blocks of their own with the rules that made them.
 fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
-    let mut alert = tx.prepare_cached(
-        "INSERT INTO alerts (city, ts, event_id, event_type, severity, description, ttl, rules)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-    )?;
-    for a in effects.alert_events() {
-        let e = &a.event;
-        alert.execute(params![
-            e.city.as_str(),
-            e.timestamp.as_millis(),
-            e.event_id,
-            e.event_type.as_str(),
-            e.severity.as_str(),
-            e.description,
-            a.ttl.as_millis(),
-            rules_text(&a.alerts),
-        ])?;
+    let alerts: Vec<&Accepted> = effects.alert_events().collect();
+    let rules: Vec<String> = alerts.iter().map(|a| rules_text(&a.alerts)).collect();
+    let events: Vec<&CityEvent> = alerts.iter().map(|a| &a.event).collect();
+    let block_of = blocks::cut(&events);
+    let mut members: Vec<Vec<Entry<'_>>> = Vec::new();
+    members.resize_with(block_of.iter().max().map_or(0, |&m| m + 1), Vec::new);
+    for ((a, rules), &b) in alerts.iter().zip(&rules).zip(&block_of) {
+        let rules = Some(rules.as_str());
+        members[b].push(Entry {
+            event: &a.event,
+            ttl: a.ttl,
+            rules,
+        });
+    }
+    let first = blocks::next_id(tx, Kind::Alerts)?;
+    for (b, entries) in members.iter().enumerate() {
+        if let Some(newest) = entries.first() {
+            blocks::insert(
+                tx,
+                Kind::Alerts,
+                first + b as i64,
+                &newest.event.city,
+                entries,
+            )?;
+        }
     }
     let mut count = tx.prepare_cached(
         "INSERT INTO alert_counts (severity, alerts) VALUES (?1, ?2)

@@ -1,0 +1,349 @@
+//! Raw events and alerts, stored in blocks (the layout is `block.rs`): one row of `raw_blocks`
+//! or `alert_blocks` per block, with its city, the range of its event times and expiries, and
+//! its body; and `raw_keys`, each raw event's identity and its block, so that whether an event
+//! is new is one key lookup. The rules of cutting, reading and expiring blocks are here, once
+//! for both tables.
+
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use super::block::{self, BlockEvent, Entry, Item};
+use super::city;
+use crate::model::{City, CityEvent, EventTime};
+use crate::store::{StoreError, TimeRange};
+
+/// The two tables of blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Raw,
+    Alerts,
+}
+
+/// A statement on the table of `kind`'s blocks.
+macro_rules! on_blocks {
+    ($kind:expr, $before:literal, $after:literal) => {
+        match $kind {
+            Kind::Raw => concat!($before, "raw_blocks", $after),
+            Kind::Alerts => concat!($before, "alert_blocks", $after),
+        }
+    };
+}
+
+impl From<block::BlockError> for StoreError {
+    fn from(e: block::BlockError) -> Self {
+        StoreError::corrupt(e)
+    }
+}
+
+/// The body of the block in column `i`.
+fn body<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
+    row.get_ref(i)?.as_blob().map_err(StoreError::corrupt)
+}
+
+/// An event id as `raw_keys` holds it: a UUID's 16 bytes, any other id its text.
+pub(super) struct IdKey<'a>(pub &'a str);
+
+impl ToSql for IdKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match block::uuid_bytes(self.0) {
+            Some(bytes) => ToSqlOutput::Owned(Value::Blob(bytes.to_vec())),
+            None => ToSqlOutput::Borrowed(ValueRef::Text(self.0.as_bytes())),
+        })
+    }
+}
+
+/// Cuts events into blocks: the number of each event's block (from 0), the blocks being one
+/// city's events newest first, each cut where [`block::fits`] says.
+pub(super) fn cut(events: &[&CityEvent]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (events[a], events[b]);
+        a.city.cmp(&b.city).then_with(|| block::newest_first(a, b))
+    });
+    let mut of = vec![0; events.len()];
+    let mut current: Option<(&CityEvent, usize)> = None;
+    let mut number = 0;
+    for i in order {
+        let e = events[i];
+        current = match current {
+            Some((newest, n))
+                if newest.city == e.city && block::fits(n, newest.timestamp, e.timestamp) =>
+            {
+                Some((newest, n + 1))
+            }
+            Some(_) => {
+                number += 1;
+                Some((e, 1))
+            }
+            None => Some((e, 1)),
+        };
+        of[i] = number;
+    }
+    of
+}
+
+/// The id the next block of `kind` takes.
+pub(super) fn next_id(c: &Connection, kind: Kind) -> Result<i64, StoreError> {
+    let sql = on_blocks!(kind, "SELECT coalesce(max(id), 0) + 1 FROM ", "");
+    Ok(c.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+}
+
+/// Stores a block of `city`'s `entries` (at least one, cut by [`cut`]).
+pub(super) fn insert(
+    c: &Connection,
+    kind: Kind,
+    id: i64,
+    city: &City,
+    entries: &[Entry<'_>],
+) -> Result<(), StoreError> {
+    let times = entries.iter().map(|e| e.event.timestamp.as_millis());
+    let ttls = entries.iter().map(|e| e.ttl.as_millis());
+    let sql = on_blocks!(
+        kind,
+        "INSERT INTO ",
+        " (id, city, min_ts, max_ts, min_ttl, max_ttl, events, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    );
+    c.prepare_cached(sql)?.execute(params![
+        id,
+        city.as_str(),
+        times.clone().min(),
+        times.max(),
+        ttls.clone().min(),
+        ttls.max(),
+        entries.len() as i64,
+        block::encode(entries),
+    ])?;
+    Ok(())
+}
+
+/// The raw event stored under (`ts`, `event_id`), and its block's id.
+pub(super) fn stored(
+    c: &Connection,
+    ts: EventTime,
+    event_id: &str,
+) -> Result<Option<(i64, CityEvent)>, StoreError> {
+    let mut key = c.prepare_cached("SELECT block FROM raw_keys WHERE ts = ?1 AND event_id = ?2")?;
+    let Some(id) = key
+        .query_row(params![ts.as_millis(), IdKey(event_id)], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut block = c.prepare_cached("SELECT city, body FROM raw_blocks WHERE id = ?1")?;
+    let mut rows = block.query(params![id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let city = city(row.get(0)?)?;
+    for item in block::read(body(row, 1)?)? {
+        let item = item?;
+        if item.key() == (ts.as_millis(), event_id) {
+            return Ok(Some((id, item.to_event(&city).event)));
+        }
+    }
+    Ok(None)
+}
+
+/// A page of the newest events in blocks: of one city or all, in a time range, before a key,
+/// not expired.
+pub(super) struct Newest<'a> {
+    pub city: Option<&'a str>,
+    pub range: TimeRange,
+    /// The first key after the page: every event of the page is before it.
+    pub before: (i64, &'a str),
+    pub now: EventTime,
+    pub limit: usize,
+}
+
+/// The blocks a page may take events from, newest first (`?1` the city or `NULL`, `?2` the
+/// range's first millisecond, `?3` the newest a block may start at, `?4` the page's end).
+pub(super) fn newest_sql(kind: Kind, city: bool) -> &'static str {
+    match city {
+        true => on_blocks!(
+            kind,
+            "SELECT city, max_ts, body FROM ",
+            " WHERE city = ?1 AND max_ts >= ?2 AND max_ts <= ?3 AND min_ts <= ?4
+             ORDER BY max_ts DESC"
+        ),
+        false => on_blocks!(
+            kind,
+            "SELECT city, max_ts, body FROM ",
+            " WHERE ?1 IS NULL AND max_ts >= ?2 AND max_ts <= ?3 AND min_ts <= ?4
+             ORDER BY max_ts DESC"
+        ),
+    }
+}
+
+/// Reads blocks newest first until no block left can hold an event newer than the page's
+/// last: a block's events are at most [`block::MAX_SPAN`] older than its newest.
+pub(super) fn newest(
+    c: &Connection,
+    kind: Kind,
+    q: &Newest<'_>,
+) -> Result<Vec<BlockEvent>, StoreError> {
+    if q.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = c.prepare_cached(newest_sql(kind, q.city.is_some()))?;
+    let (at, _) = q.before;
+    let top = at.saturating_add(block::MAX_SPAN.as_millis());
+    let mut rows = stmt.query(params![q.city, q.range.first_ms(), top, at])?;
+    let mut page: Vec<BlockEvent> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let newest: i64 = row.get(1)?;
+        let last = page.last().map(|e| e.event.timestamp.as_millis());
+        if page.len() >= q.limit && last.is_some_and(|last| newest < last) {
+            break;
+        }
+        let city = city(row.get(0)?)?;
+        take_newest(&city, body(row, 2)?, q, &mut page)?;
+        page.sort_by(|a, b| block::newest_first(&a.event, &b.event));
+        page.truncate(q.limit);
+    }
+    Ok(page)
+}
+
+/// Adds a block's events that belong on the page, until they are older than its last.
+fn take_newest(
+    city: &City,
+    body: &[u8],
+    q: &Newest<'_>,
+    page: &mut Vec<BlockEvent>,
+) -> Result<(), StoreError> {
+    let last = (page.len() >= q.limit)
+        .then(|| page.last())
+        .flatten()
+        .map(|e| (e.event.timestamp.as_millis(), e.event.event_id.clone()));
+    for item in block::read(body)? {
+        let item = item?;
+        let key = item.key();
+        if key.0 < q.range.first_ms()
+            || last.as_ref().is_some_and(|(t, id)| key < (*t, id.as_str()))
+        {
+            break;
+        }
+        if key < q.before && item.ttl > q.now {
+            page.push(item.to_event(city));
+        }
+    }
+    Ok(())
+}
+
+/// The blocks holding an event expired at `?1`.
+pub(super) fn expired_sql(kind: Kind) -> &'static str {
+    on_blocks!(kind, "SELECT city, body FROM ", " WHERE min_ttl <= ?1")
+}
+
+/// The events of `kind` past their expiry at `now` that the purge has not deleted yet.
+pub(super) fn expired(
+    c: &Connection,
+    kind: Kind,
+    now: EventTime,
+    mut each: impl FnMut(&City, &Item<'_>),
+) -> Result<(), StoreError> {
+    let mut stmt = c.prepare_cached(expired_sql(kind))?;
+    let mut rows = stmt.query(params![now.as_millis()])?;
+    while let Some(row) = rows.next()? {
+        let city = city(row.get(0)?)?;
+        for item in block::read(body(row, 1)?)? {
+            let item = item?;
+            if item.ttl <= now {
+                each(&city, &item);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes blocks of `kind` whose every event expired by `now`, until at least `chunk` events
+/// are gone (or none is left), with the raw events' keys; returns the events deleted.
+pub(super) fn purge(
+    c: &Connection,
+    kind: Kind,
+    now: EventTime,
+    chunk: usize,
+) -> Result<Vec<BlockEvent>, StoreError> {
+    let sql = on_blocks!(
+        kind,
+        "SELECT id, city, body FROM ",
+        " WHERE min_ttl <= ?1 AND max_ttl <= ?1"
+    );
+    let mut gone: Vec<(i64, BlockEvent)> = Vec::new();
+    {
+        let mut stmt = c.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![now.as_millis()])?;
+        while gone.len() < chunk {
+            let Some(row) = rows.next()? else { break };
+            let id: i64 = row.get(0)?;
+            let city = city(row.get(1)?)?;
+            for event in block::decode(&city, body(row, 2)?)? {
+                gone.push((id, event?));
+            }
+        }
+    }
+    let mut block = c.prepare_cached(on_blocks!(kind, "DELETE FROM ", " WHERE id = ?1"))?;
+    let mut key = c.prepare_cached("DELETE FROM raw_keys WHERE ts = ?1 AND event_id = ?2")?;
+    let mut last = None;
+    for (id, e) in &gone {
+        if kind == Kind::Raw {
+            key.execute(params![
+                e.event.timestamp.as_millis(),
+                IdKey(&e.event.event_id)
+            ])?;
+        }
+        if last != Some(*id) {
+            block.execute(params![id])?;
+            last = Some(*id);
+        }
+    }
+    Ok(gone.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Stores events given one city after another, each city's newest first (as a migration reads
+/// them), cut into blocks as a write would, with their keys when they are raw events.
+pub(super) fn store_in_order(
+    c: &Connection,
+    kind: Kind,
+    events: impl Iterator<Item = Result<BlockEvent, StoreError>>,
+) -> Result<(), StoreError> {
+    let mut id = next_id(c, kind)?;
+    let mut pending: Vec<BlockEvent> = Vec::new();
+    let flush = |pending: &mut Vec<BlockEvent>, id: &mut i64| -> Result<(), StoreError> {
+        let Some(first) = pending.first() else {
+            return Ok(());
+        };
+        let entries: Vec<Entry<'_>> = pending.iter().map(BlockEvent::entry).collect();
+        insert(c, kind, *id, &first.event.city, &entries)?;
+        if kind == Kind::Raw {
+            let mut key = c.prepare_cached(
+                "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for e in pending.iter() {
+                key.execute(params![
+                    e.event.timestamp.as_millis(),
+                    IdKey(&e.event.event_id),
+                    *id
+                ])?;
+            }
+        }
+        *id += 1;
+        pending.clear();
+        Ok(())
+    };
+    for event in events {
+        let event = event?;
+        let joins = pending.first().is_some_and(|newest| {
+            newest.event.city == event.event.city
+                && block::fits(pending.len(), newest.event.timestamp, event.event.timestamp)
+        });
+        if !joins {
+            flush(&mut pending, &mut id)?;
+        }
+        pending.push(event);
+    }
+    flush(&mut pending, &mut id)
+}
