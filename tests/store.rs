@@ -115,6 +115,7 @@ macro_rules! conformance {
                 a_dead_letter_written_again_after_midnight_counts_once,
                 a_batch_of_many_partitions_counts_every_event_once,
                 an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees,
+                an_id_reused_within_one_batch_is_told_apart_from_a_repeat,
                 contributions_of_two_sources_to_one_window_add_up,
                 a_window_keeps_at_most_the_cap_of_severities_over_many_writes,
                 reads_are_ordered_and_pages_continue_where_the_last_ended,
@@ -280,6 +281,34 @@ async fn writing_a_batch_twice_changes_nothing(store: &dyn Store) {
 
     let cp = store.checkpoint("t", 1).await.expect("checkpoint");
     assert_eq!(cp.map(|c| c.next_offset), Some(100));
+}
+
+/// One batch holding an event, another event under its key (another city) and the first again:
+/// the first is stored, the reuse is a dead letter naming it, and the third is a repeat.
+async fn an_id_reused_within_one_batch_is_told_apart_from_a_repeat(store: &dyn Store) {
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(3));
+    let first = event("y", "SF", t, EventType::Traffic, Severity::Low);
+    let reuse = event("y", "LA", t, EventType::Weather, Severity::High);
+    let events = vec![on_time(&first, 0), on_time(&reuse, 1), on_time(&first, 2)];
+    let written = store
+        .write(Arc::new(batch("t", events)))
+        .await
+        .expect("write");
+    assert_eq!(written.repeats, 1, "the first again is a repeat");
+    assert_eq!(written.duplicates.len(), 1);
+    let letter = &written.duplicates[0];
+    assert_eq!(letter.offset, 1);
+    assert!(
+        letter.reason.contains("SF/traffic/low"),
+        "{}",
+        letter.reason
+    );
+    let total = |city: &'static str| async move {
+        let summary = store.city_summary(city, now).await.expect("summary");
+        summary.total_events
+    };
+    assert_eq!((total("SF").await, total("LA").await), (1, 0));
 }
 
 async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(store: &dyn Store) {

@@ -12,7 +12,7 @@
 //!   `1 + len` then its bytes), the indexes of its type, severity and description, and `0`,
 //!   or `1 +` the index of the rules that made it an alert.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::model::{City, CityEvent, EventTime, EventType, Severity, Span};
 
@@ -71,10 +71,12 @@ pub enum BlockError {
     Bad(&'static str),
 }
 
-/// Encodes `events` (in any order; they are written newest first).
+/// Encodes `events` (in any order, newest first the cheapest; they are written newest first).
 pub fn encode(events: &[Entry<'_>]) -> Vec<u8> {
     let mut order: Vec<&Entry<'_>> = events.iter().collect();
-    order.sort_by(|a, b| newest_first(a.event, b.event));
+    if !order.is_sorted_by(|a, b| newest_first(a.event, b.event).is_le()) {
+        order.sort_by(|a, b| newest_first(a.event, b.event));
+    }
     let mut types = Table::default();
     let mut descriptions = Table::default();
     let mut rules = Table::default();
@@ -270,9 +272,12 @@ fn unzigzag(n: u64) -> i64 {
 /// A lowercase hyphenated UUID (what the generator and the derived ids are) as its 16 bytes;
 /// any other id has none, and is kept as its text.
 pub fn uuid_bytes(id: &str) -> Option<[u8; 16]> {
-    let uuid = uuid::Uuid::try_parse(id).ok()?;
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    (uuid.hyphenated().encode_lower(&mut text) == id).then(|| *uuid.as_bytes())
+    // Of the forms a UUID parses from, only the hyphenated one is 36 bytes long.
+    let lowercase = !id.bytes().any(|b| b.is_ascii_uppercase());
+    if id.len() != uuid::fmt::Hyphenated::LENGTH || !lowercase {
+        return None;
+    }
+    uuid::Uuid::try_parse(id).ok().map(|u| *u.as_bytes())
 }
 
 fn put_id(out: &mut Vec<u8>, id: &str) {

@@ -52,34 +52,31 @@ impl ToSql for IdKey<'_> {
     }
 }
 
-/// Cuts events into blocks: the number of each event's block (from 0), the blocks being one
-/// city's events newest first, each cut where [`block::fits`] says.
-pub(super) fn cut(events: &[&CityEvent]) -> Vec<usize> {
+/// Cuts events into blocks: each block the indexes of its events, one city's newest first,
+/// cut where [`block::fits`] says.
+pub(super) fn cut(events: &[&CityEvent]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (events[a], events[b]);
         a.city.cmp(&b.city).then_with(|| block::newest_first(a, b))
     });
-    let mut of = vec![0; events.len()];
-    let mut current: Option<(&CityEvent, usize)> = None;
-    let mut number = 0;
+    let mut blocks: Vec<Vec<usize>> = Vec::new();
     for i in order {
         let e = events[i];
-        current = match current {
-            Some((newest, n))
-                if newest.city == e.city && block::fits(n, newest.timestamp, e.timestamp) =>
+        match blocks.last_mut() {
+            Some(current)
+                if current.first().is_some_and(|&n| {
+                    let newest = events[n];
+                    newest.city == e.city
+                        && block::fits(current.len(), newest.timestamp, e.timestamp)
+                }) =>
             {
-                Some((newest, n + 1))
+                current.push(i)
             }
-            Some(_) => {
-                number += 1;
-                Some((e, 1))
-            }
-            None => Some((e, 1)),
-        };
-        of[i] = number;
+            _ => blocks.push(vec![i]),
+        }
     }
-    of
+    blocks
 }
 
 /// The id the next block of `kind` takes.
@@ -117,21 +114,25 @@ pub(super) fn insert(
     Ok(())
 }
 
-/// The raw event stored under (`ts`, `event_id`), and its block's id.
-pub(super) fn stored(
+/// The block of the raw event stored under (`ts`, `event_id`), if one is.
+pub(super) fn key_block(
     c: &Connection,
     ts: EventTime,
     event_id: &str,
-) -> Result<Option<(i64, CityEvent)>, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let mut key = c.prepare_cached("SELECT block FROM raw_keys WHERE ts = ?1 AND event_id = ?2")?;
-    let Some(id) = key
-        .query_row(params![ts.as_millis(), IdKey(event_id)], |r| {
-            r.get::<_, i64>(0)
-        })
-        .optional()?
-    else {
-        return Ok(None);
-    };
+    Ok(key
+        .query_row(params![ts.as_millis(), IdKey(event_id)], |r| r.get(0))
+        .optional()?)
+}
+
+/// The raw event (`ts`, `event_id`) of block `id`.
+pub(super) fn event_in(
+    c: &Connection,
+    id: i64,
+    ts: EventTime,
+    event_id: &str,
+) -> Result<Option<CityEvent>, StoreError> {
     let mut block = c.prepare_cached("SELECT city, body FROM raw_blocks WHERE id = ?1")?;
     let mut rows = block.query(params![id])?;
     let Some(row) = rows.next()? else {
@@ -141,7 +142,7 @@ pub(super) fn stored(
     for item in block::read(body(row, 1)?)? {
         let item = item?;
         if item.key() == (ts.as_millis(), event_id) {
-            return Ok(Some((id, item.to_event(&city).event)));
+            return Ok(Some(item.to_event(&city).event));
         }
     }
     Ok(None)

@@ -2,7 +2,7 @@
 //! [`crate::store::rules`]: raw rows decide which events are new, everything else follows from
 //! the new ones, and the checkpoints come last.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -52,49 +52,77 @@ fn insert_raw<'a>(
     written: &mut Written,
 ) -> Result<Vec<&'a Accepted>, StoreError> {
     let events: Vec<&CityEvent> = batch.events.iter().map(|a| &a.event).collect();
-    let block_of = blocks::cut(&events);
+    let cut = blocks::cut(&events);
     let first = blocks::next_id(tx, Kind::Raw)?;
-    let mut members: Vec<Vec<Entry<'a>>> = Vec::new();
-    members.resize_with(block_of.iter().max().map_or(0, |&m| m + 1), Vec::new);
+    let mut block_of = vec![0; events.len()];
+    for (b, members) in cut.iter().enumerate() {
+        members.iter().for_each(|&i| block_of[i] = first + b as i64);
+    }
     let mut insert = tx.prepare_cached(
         "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
-    let mut new = Vec::with_capacity(batch.events.len());
-    for (a, &b) in batch.events.iter().zip(&block_of) {
-        let e = &a.event;
-        let block = first + b as i64;
-        let key = params![e.timestamp.as_millis(), IdKey(&e.event_id), block];
-        if insert.execute(key)? > 0 {
-            members[b].push(Entry {
-                event: e,
-                ttl: a.ttl,
-                rules: None,
-            });
+    let mut is_new = vec![false; events.len()];
+    for (i, (e, &block)) in events.iter().zip(&block_of).enumerate() {
+        is_new[i] =
+            insert.execute(params![e.timestamp.as_millis(), IdKey(&e.event_id), block])? > 0;
+    }
+    let mut new = Vec::with_capacity(events.len());
+    for (i, a) in batch.events.iter().enumerate() {
+        if is_new[i] {
             new.push(a);
             continue;
         }
-        let stored = match blocks::stored(tx, e.timestamp, &e.event_id)? {
-            Some((_, stored)) => Some(stored),
-            // Not in a stored block: new earlier in this batch.
-            None => written_here(&members, e),
+        let e = &a.event;
+        let stored = match blocks::key_block(tx, e.timestamp, &e.event_id)? {
+            // New earlier in this batch: its block is not written yet.
+            Some(block) if block >= first => {
+                written_here(batch, &cut[(block - first) as usize], &is_new, e)
+            }
+            Some(block) => blocks::event_in(tx, block, e.timestamp, &e.event_id)?,
+            None => None,
         };
         match stored.map(|s| found(&batch.source, &s, a, now)) {
             Some(Found::Taken(dead)) => written.duplicates.push(dead),
             Some(Found::Repeat) | None => written.repeats += 1,
         }
     }
-    for (b, entries) in members.iter().enumerate() {
+    for (b, members) in cut.iter().enumerate() {
+        let entries: Vec<Entry<'_>> = members
+            .iter()
+            .filter(|&&i| is_new[i])
+            .map(|&i| Entry {
+                event: &batch.events[i].event,
+                ttl: batch.events[i].ttl,
+                rules: None,
+            })
+            .collect();
         if let Some(newest) = entries.first() {
-            blocks::insert(tx, Kind::Raw, first + b as i64, &newest.event.city, entries)?;
+            blocks::insert(
+                tx,
+                Kind::Raw,
+                first + b as i64,
+                &newest.event.city,
+                &entries,
+            )?;
         }
     }
     Ok(new)
 }
 
-/// The event of this batch stored under `e`'s key, before its block is written.
-fn written_here(members: &[Vec<Entry<'_>>], e: &CityEvent) -> Option<CityEvent> {
-    let same = |m: &&Entry<'_>| m.event.timestamp == e.timestamp && m.event.event_id == e.event_id;
-    members.iter().flatten().find(same).map(|m| m.event.clone())
+/// The new event of this batch's block `members` stored under `e`'s key, before the block
+/// is written.
+fn written_here(
+    batch: &WriteBatch,
+    members: &[usize],
+    is_new: &[bool],
+    e: &CityEvent,
+) -> Option<CityEvent> {
+    members
+        .iter()
+        .filter(|&&i| is_new[i])
+        .map(|&i| &batch.events[i].event)
+        .find(|m| m.timestamp == e.timestamp && m.event_id == e.event_id)
+        .cloned()
 }
 
 /// The counters of raw events: per city, type and severity, per city, and the total.
@@ -141,28 +169,23 @@ fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), Stor
     let alerts: Vec<&Accepted> = effects.alert_events().collect();
     let rules: Vec<String> = alerts.iter().map(|a| rules_text(&a.alerts)).collect();
     let events: Vec<&CityEvent> = alerts.iter().map(|a| &a.event).collect();
-    let block_of = blocks::cut(&events);
-    let mut members: Vec<Vec<Entry<'_>>> = Vec::new();
-    members.resize_with(block_of.iter().max().map_or(0, |&m| m + 1), Vec::new);
-    for ((a, rules), &b) in alerts.iter().zip(&rules).zip(&block_of) {
-        let rules = Some(rules.as_str());
-        members[b].push(Entry {
-            event: &a.event,
-            ttl: a.ttl,
-            rules,
-        });
-    }
     let first = blocks::next_id(tx, Kind::Alerts)?;
-    for (b, entries) in members.iter().enumerate() {
-        if let Some(newest) = entries.first() {
-            blocks::insert(
-                tx,
-                Kind::Alerts,
-                first + b as i64,
-                &newest.event.city,
-                entries,
-            )?;
-        }
+    for (b, members) in blocks::cut(&events).iter().enumerate() {
+        let entries: Vec<Entry<'_>> = members
+            .iter()
+            .map(|&i| Entry {
+                event: &alerts[i].event,
+                ttl: alerts[i].ttl,
+                rules: Some(&rules[i]),
+            })
+            .collect();
+        blocks::insert(
+            tx,
+            Kind::Alerts,
+            first + b as i64,
+            &events[members[0]].city,
+            &entries,
+        )?;
     }
     let mut count = tx.prepare_cached(
         "INSERT INTO alert_counts (severity, alerts) VALUES (?1, ?2)
