@@ -4,6 +4,9 @@
 //! is new is one key lookup. The rules of cutting, reading and expiring blocks are here, once
 //! for both tables.
 
+use std::cmp::Reverse;
+
+use foldhash::HashMap;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
@@ -55,28 +58,83 @@ impl ToSql for IdKey<'_> {
 /// Cuts events into blocks: each block the indexes of its events, one city's newest first,
 /// cut where [`block::fits`] says.
 pub(super) fn cut(events: &[&CityEvent]) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (events[a], events[b]);
-        a.city.cmp(&b.city).then_with(|| block::newest_first(a, b))
+    // Each city numbered as first met; sorted by that number, the time and the id's first
+    // eight bytes, so that whole ids are compared only where those tie.
+    let mut numbers: HashMap<&str, u32> = HashMap::default();
+    let mut order: Vec<(u32, Reverse<i64>, Reverse<u64>, usize)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let next = numbers.len() as u32;
+            let city = *numbers.entry(e.city.as_str()).or_insert(next);
+            let id = Reverse(id_prefix(&e.event_id));
+            (city, Reverse(e.timestamp.as_millis()), id, i)
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1, a.2)
+            .cmp(&(b.0, b.1, b.2))
+            .then_with(|| events[b.3].event_id.cmp(&events[a.3].event_id))
     });
     let mut blocks: Vec<Vec<usize>> = Vec::new();
-    for i in order {
+    let mut city = None;
+    for (number, _, _, i) in order {
         let e = events[i];
         match blocks.last_mut() {
             Some(current)
-                if current.first().is_some_and(|&n| {
-                    let newest = events[n];
-                    newest.city == e.city
-                        && block::fits(current.len(), newest.timestamp, e.timestamp)
-                }) =>
+                if city == Some(number)
+                    && block::fits(current.len(), events[current[0]].timestamp, e.timestamp) =>
             {
                 current.push(i)
             }
             _ => blocks.push(vec![i]),
         }
+        city = Some(number);
     }
     blocks
+}
+
+/// An id's first eight bytes as a number that orders as they do (zeros past its end).
+fn id_prefix(id: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = id.len().min(8);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// A block ready to store: its city, what the reads and the purge look up, and its body.
+#[derive(Default)]
+pub(super) struct Block {
+    city: String,
+    times: (i64, i64),
+    ttls: (i64, i64),
+    events: usize,
+    body: Vec<u8>,
+}
+
+impl Block {
+    /// Encodes the events of one city (cut by [`cut`]); of none, an empty block, which
+    /// [`insert`] leaves out.
+    pub(super) fn of(entries: &[Entry<'_>]) -> Block {
+        if entries.is_empty() {
+            return Block::default();
+        }
+        let times = entries.iter().map(|e| e.event.timestamp.as_millis());
+        let ttls = entries.iter().map(|e| e.ttl.as_millis());
+        let range = |values: &mut dyn Iterator<Item = i64>| {
+            values.fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+        };
+        Block {
+            city: entries
+                .first()
+                .map(|e| e.event.city.as_str().to_owned())
+                .unwrap_or_default(),
+            times: range(&mut { times }),
+            ttls: range(&mut { ttls }),
+            events: entries.len(),
+            body: block::encode(entries),
+        }
+    }
 }
 
 /// The id the next block of `kind` takes.
@@ -85,16 +143,11 @@ pub(super) fn next_id(c: &Connection, kind: Kind) -> Result<i64, StoreError> {
     Ok(c.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
 }
 
-/// Stores a block of `city`'s `entries` (at least one, cut by [`cut`]).
-pub(super) fn insert(
-    c: &Connection,
-    kind: Kind,
-    id: i64,
-    city: &City,
-    entries: &[Entry<'_>],
-) -> Result<(), StoreError> {
-    let times = entries.iter().map(|e| e.event.timestamp.as_millis());
-    let ttls = entries.iter().map(|e| e.ttl.as_millis());
+/// Stores a block as block `id` of `kind`; an empty one is not stored.
+pub(super) fn insert(c: &Connection, kind: Kind, id: i64, block: &Block) -> Result<(), StoreError> {
+    if block.events == 0 {
+        return Ok(());
+    }
     let sql = on_blocks!(
         kind,
         "INSERT INTO ",
@@ -103,13 +156,13 @@ pub(super) fn insert(
     );
     c.prepare_cached(sql)?.execute(params![
         id,
-        city.as_str(),
-        times.clone().min(),
-        times.max(),
-        ttls.clone().min(),
-        ttls.max(),
-        entries.len() as i64,
-        block::encode(entries),
+        block.city,
+        block.times.0,
+        block.times.1,
+        block.ttls.0,
+        block.ttls.1,
+        block.events as i64,
+        block.body,
     ])?;
     Ok(())
 }
@@ -313,11 +366,11 @@ pub(super) fn store_in_order(
     let mut id = next_id(c, kind)?;
     let mut pending: Vec<BlockEvent> = Vec::new();
     let flush = |pending: &mut Vec<BlockEvent>, id: &mut i64| -> Result<(), StoreError> {
-        let Some(first) = pending.first() else {
+        if pending.is_empty() {
             return Ok(());
-        };
+        }
         let entries: Vec<Entry<'_>> = pending.iter().map(BlockEvent::entry).collect();
-        insert(c, kind, *id, &first.event.city, &entries)?;
+        insert(c, kind, *id, &Block::of(&entries))?;
         if kind == Kind::Raw {
             let mut key = c.prepare_cached(
                 "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3)

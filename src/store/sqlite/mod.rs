@@ -19,6 +19,7 @@ mod checkpointer;
 mod keys;
 mod migrate;
 mod outbox;
+mod plan;
 mod purge;
 mod read;
 mod write;

@@ -1,17 +1,20 @@
 //! The write path: one batch, one `IMMEDIATE` transaction, in the order of the rules in
-//! [`crate::store::rules`]: raw rows decide which events are new, everything else follows from
-//! the new ones, and the checkpoints come last.
+//! [`crate::store::rules`]: raw keys decide which events are new, everything else follows from
+//! the new ones, and the checkpoints come last. The batch's blocks are encoded beside the
+//! writer meanwhile (`plan.rs`).
 
 use foldhash::{HashMap, HashMapExt};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::block::Entry;
+use std::sync::Arc;
+
 use super::blocks::{self, IdKey, Kind};
-use crate::model::alerting::{Alerting, Fired, WindowState, rules_text};
+use super::plan::{self, Encoded, Pending, Plan};
+use crate::model::alerting::{Alerting, Fired, WindowState};
 use crate::model::{
-    Accepted, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, EventType, Placement,
-    Severity, SeverityCounts, WriteBatch,
+    BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, EventType, Placement, Severity,
+    SeverityCounts, WriteBatch,
 };
 use crate::store::rules::{
     Effects, Found, WindowDelta, fenced, found, owed_alerts, severities_room, severities_text,
@@ -21,16 +24,25 @@ use crate::store::{StoreError, Written};
 
 pub(super) fn write_batch(
     conn: &mut Connection,
-    batch: &WriteBatch,
+    batch: &Arc<WriteBatch>,
 ) -> Result<Written, StoreError> {
+    let plan = Arc::new(Plan::of(batch));
+    let encoding = Pending::start(batch, &plan);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = EventTime::now();
     let mut written = Written::default();
-    let new = insert_raw(&tx, batch, now, &mut written)?;
+    let first = blocks::next_id(&tx, Kind::Raw)?;
+    let is_new = insert_keys(&tx, batch, &plan, first, now, &mut written)?;
+    let new = batch.events.iter().zip(&is_new).filter(|(_, new)| **new);
     let rules = &batch.rules;
-    let effects = Effects::of(new, &rules.resolutions, rules.severities_cap);
+    let effects = Effects::of(
+        new.map(|(a, _)| a),
+        &rules.resolutions,
+        rules.severities_cap,
+    );
     count_raw(&tx, &effects)?;
-    insert_alerts(&tx, &effects)?;
+    insert_blocks(&tx, batch, &plan, first, &is_new, encoding.wait()?)?;
+    count_alerts(&tx, &effects)?;
     insert_deliveries(&tx, &effects, now)?;
     add_to_windows(&tx, &effects, rules.severities_cap)?;
     alert_windows(&tx, &effects, &rules.alerting, now)?;
@@ -42,71 +54,47 @@ pub(super) fn write_batch(
     Ok(written)
 }
 
-/// Inserts each accepted event's key, and the new ones in blocks; returns the events that
-/// were new, in the batch's order. The others are repeats, or reuses of a key that become dead
-/// letters (rule 1).
-fn insert_raw<'a>(
+/// Inserts each accepted event's key, in the block `plan` puts it in (the first numbered
+/// `first`); returns which events were new. The others are repeats, or reuses of a key that
+/// become dead letters (rule 1).
+fn insert_keys(
     tx: &Transaction<'_>,
-    batch: &'a WriteBatch,
+    batch: &WriteBatch,
+    plan: &Plan,
+    first: i64,
     now: EventTime,
     written: &mut Written,
-) -> Result<Vec<&'a Accepted>, StoreError> {
-    let events: Vec<&CityEvent> = batch.events.iter().map(|a| &a.event).collect();
-    let cut = blocks::cut(&events);
-    let first = blocks::next_id(tx, Kind::Raw)?;
-    let mut block_of = vec![0; events.len()];
-    for (b, members) in cut.iter().enumerate() {
+) -> Result<Vec<bool>, StoreError> {
+    let mut block_of = vec![0; batch.events.len()];
+    for (b, members) in plan.raw.iter().enumerate() {
         members.iter().for_each(|&i| block_of[i] = first + b as i64);
     }
     let mut insert = tx.prepare_cached(
         "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
-    let mut is_new = vec![false; events.len()];
-    for (i, (e, &block)) in events.iter().zip(&block_of).enumerate() {
-        is_new[i] =
-            insert.execute(params![e.timestamp.as_millis(), IdKey(&e.event_id), block])? > 0;
-    }
-    let mut new = Vec::with_capacity(events.len());
+    let mut is_new = vec![false; batch.events.len()];
     for (i, a) in batch.events.iter().enumerate() {
-        if is_new[i] {
-            new.push(a);
-            continue;
-        }
         let e = &a.event;
+        let key = params![e.timestamp.as_millis(), IdKey(&e.event_id), block_of[i]];
+        is_new[i] = insert.execute(key)? > 0;
+    }
+    for a in batch.events.iter().zip(&is_new).filter(|(_, new)| !**new) {
+        let e = &a.0.event;
         let stored = match blocks::key_block(tx, e.timestamp, &e.event_id)? {
             // New earlier in this batch: its block is not written yet.
             Some(block) if block >= first => {
-                written_here(batch, &cut[(block - first) as usize], &is_new, e)
+                let members = &plan.raw[(block - first) as usize];
+                written_here(batch, members, &is_new, e)
             }
             Some(block) => blocks::event_in(tx, block, e.timestamp, &e.event_id)?,
             None => None,
         };
-        match stored.map(|s| found(&batch.source, &s, a, now)) {
+        match stored.map(|s| found(&batch.source, &s, a.0, now)) {
             Some(Found::Taken(dead)) => written.duplicates.push(dead),
             Some(Found::Repeat) | None => written.repeats += 1,
         }
     }
-    for (b, members) in cut.iter().enumerate() {
-        let entries: Vec<Entry<'_>> = members
-            .iter()
-            .filter(|&&i| is_new[i])
-            .map(|&i| Entry {
-                event: &batch.events[i].event,
-                ttl: batch.events[i].ttl,
-                rules: None,
-            })
-            .collect();
-        if let Some(newest) = entries.first() {
-            blocks::insert(
-                tx,
-                Kind::Raw,
-                first + b as i64,
-                &newest.event.city,
-                &entries,
-            )?;
-        }
-    }
-    Ok(new)
+    Ok(is_new)
 }
 
 /// The new event of this batch's block `members` stored under `e`'s key, before the block
@@ -123,6 +111,34 @@ fn written_here(
         .map(|&i| &batch.events[i].event)
         .find(|m| m.timestamp == e.timestamp && m.event_id == e.event_id)
         .cloned()
+}
+
+/// The blocks of the new events and of the new alerts: those encoded aside when every event
+/// was new, else encoded again without the others.
+fn insert_blocks(
+    tx: &Transaction<'_>,
+    batch: &WriteBatch,
+    plan: &Plan,
+    first: i64,
+    is_new: &[bool],
+    encoded: Encoded,
+) -> Result<(), StoreError> {
+    let Encoded {
+        mut raw,
+        mut alerts,
+    } = encoded;
+    if is_new.iter().any(|new| !new) {
+        raw = plan::raw_blocks(batch, &plan.raw, |i| is_new[i]);
+        alerts = plan::alert_blocks(batch, &plan.alerts, |i| is_new[i]);
+    }
+    for (b, block) in raw.iter().enumerate() {
+        blocks::insert(tx, Kind::Raw, first + b as i64, block)?;
+    }
+    let first = blocks::next_id(tx, Kind::Alerts)?;
+    for (b, block) in alerts.iter().enumerate() {
+        blocks::insert(tx, Kind::Alerts, first + b as i64, block)?;
+    }
+    Ok(())
 }
 
 /// The counters of raw events: per city, type and severity, per city, and the total.
@@ -164,29 +180,8 @@ pub(super) fn add_total(tx: &Transaction<'_>, name: &str, n: i64) -> Result<(), 
     Ok(())
 }
 
-/// The new events that are alerts, in blocks of their own with the rules that made them.
-fn insert_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
-    let alerts: Vec<&Accepted> = effects.alert_events().collect();
-    let rules: Vec<String> = alerts.iter().map(|a| rules_text(&a.alerts)).collect();
-    let events: Vec<&CityEvent> = alerts.iter().map(|a| &a.event).collect();
-    let first = blocks::next_id(tx, Kind::Alerts)?;
-    for (b, members) in blocks::cut(&events).iter().enumerate() {
-        let entries: Vec<Entry<'_>> = members
-            .iter()
-            .map(|&i| Entry {
-                event: &alerts[i].event,
-                ttl: alerts[i].ttl,
-                rules: Some(&rules[i]),
-            })
-            .collect();
-        blocks::insert(
-            tx,
-            Kind::Alerts,
-            first + b as i64,
-            &events[members[0]].city,
-            &entries,
-        )?;
-    }
+/// The new alerts per severity.
+fn count_alerts(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
     let mut count = tx.prepare_cached(
         "INSERT INTO alert_counts (severity, alerts) VALUES (?1, ?2)
          ON CONFLICT DO UPDATE SET alerts = alerts + excluded.alerts",
