@@ -23,8 +23,6 @@
 //! 5. **Positions only move forwards.** A checkpoint behind the stored one is left alone: a
 //!    newer writer owns the partition ([`fenced`]).
 
-use std::collections::BTreeMap;
-
 use crate::model::alerting::{AlertBody, Fired, WindowAlertBody, WindowBody, WindowState};
 use crate::model::{
     Accepted, Checkpoint, City, CityEvent, EventTime, EventType, Placement, Rejection, Resolution,
@@ -145,8 +143,8 @@ pub type WindowId<'a> = (i64, &'a str, EventType, EventTime);
 pub struct Effects<'a> {
     /// The new events, in arrival order.
     pub new: Vec<&'a Accepted>,
-    /// Window increments by window, every resolution.
-    pub windows: BTreeMap<WindowId<'a>, WindowDelta>,
+    /// Window increments by window, every resolution (in no order).
+    pub windows: foldhash::HashMap<WindowId<'a>, WindowDelta>,
     /// New alerts per severity.
     pub alerts: SeverityCounts,
 }
@@ -283,8 +281,7 @@ mod tests {
         ];
         let effects = Effects::of(&events, &Resolutions::default(), 2);
         assert_eq!(effects.windows.len(), 3, "one window per resolution");
-        let w = effects.windows.values().next().unwrap();
-        assert!(w.base);
+        let w = effects.windows.values().find(|w| w.base).unwrap();
         assert_eq!(w.start, EventTime::from_millis(0));
         assert_eq!(w.end(), EventTime::from_millis(300_000));
         for w in effects.windows.values() {

@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 
 use foldhash::HashMap;
-use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::block::{self, BlockEvent, Entry, Item};
@@ -44,14 +44,26 @@ fn body<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
 }
 
 /// An event id as `raw_keys` holds it: a UUID's 16 bytes, any other id its text.
-pub(super) struct IdKey<'a>(pub &'a str);
+pub(super) struct IdKey<'a> {
+    text: &'a str,
+    uuid: Option<[u8; 16]>,
+}
+
+impl<'a> IdKey<'a> {
+    pub fn of(id: &'a str) -> Self {
+        IdKey {
+            text: id,
+            uuid: block::uuid_bytes(id),
+        }
+    }
+}
 
 impl ToSql for IdKey<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match block::uuid_bytes(self.0) {
-            Some(bytes) => ToSqlOutput::Owned(Value::Blob(bytes.to_vec())),
-            None => ToSqlOutput::Borrowed(ValueRef::Text(self.0.as_bytes())),
-        })
+        Ok(ToSqlOutput::Borrowed(match &self.uuid {
+            Some(bytes) => ValueRef::Blob(bytes),
+            None => ValueRef::Text(self.text.as_bytes()),
+        }))
     }
 }
 
@@ -175,7 +187,7 @@ pub(super) fn key_block(
 ) -> Result<Option<i64>, StoreError> {
     let mut key = c.prepare_cached("SELECT block FROM raw_keys WHERE ts = ?1 AND event_id = ?2")?;
     Ok(key
-        .query_row(params![ts.as_millis(), IdKey(event_id)], |r| r.get(0))
+        .query_row(params![ts.as_millis(), IdKey::of(event_id)], |r| r.get(0))
         .optional()?)
 }
 
@@ -345,7 +357,7 @@ pub(super) fn purge(
         if kind == Kind::Raw {
             key.execute(params![
                 e.event.timestamp.as_millis(),
-                IdKey(&e.event.event_id)
+                IdKey::of(&e.event.event_id)
             ])?;
         }
         if last != Some(*id) {
@@ -379,7 +391,7 @@ pub(super) fn store_in_order(
             for e in pending.iter() {
                 key.execute(params![
                     e.event.timestamp.as_millis(),
-                    IdKey(&e.event.event_id),
+                    IdKey::of(&e.event.event_id),
                     *id
                 ])?;
             }

@@ -127,12 +127,19 @@ impl RulesTexts {
     const MAX: usize = 16;
 
     fn of(&mut self, fired: &[Fired]) -> usize {
-        let rules: Vec<*const RuleRef> = fired.iter().map(|f| Arc::as_ptr(&f.rule)).collect();
-        if let Some(known) = self.rules.iter().position(|r| *r == rules) {
+        let same = |known: &Vec<*const RuleRef>| {
+            known.len() == fired.len()
+                && known
+                    .iter()
+                    .zip(fired)
+                    .all(|(k, f)| *k == Arc::as_ptr(&f.rule))
+        };
+        if let Some(known) = self.rules.iter().position(same) {
             return known;
         }
         if self.rules.len() < Self::MAX {
-            self.rules.push(rules);
+            self.rules
+                .push(fired.iter().map(|f| Arc::as_ptr(&f.rule)).collect());
         }
         self.texts.push(rules_text(fired));
         self.texts.len() - 1

@@ -75,7 +75,7 @@ fn insert_keys(
     let mut is_new = vec![false; batch.events.len()];
     for (i, a) in batch.events.iter().enumerate() {
         let e = &a.event;
-        let key = params![e.timestamp.as_millis(), IdKey(&e.event_id), block_of[i]];
+        let key = params![e.timestamp.as_millis(), IdKey::of(&e.event_id), block_of[i]];
         is_new[i] = insert.execute(key)? > 0;
     }
     for a in batch.events.iter().zip(&is_new).filter(|(_, new)| !**new) {
