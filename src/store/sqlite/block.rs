@@ -1,6 +1,6 @@
-//! How a block of raw events or alerts of one city is laid out: the new events of one write,
-//! at most [`MAX_EVENTS`] of them within [`MAX_SPAN`] of event time, encoded together (one row
-//! of `raw_blocks` or `alert_blocks`, see `blocks.rs`).
+//! How a block of raw events or alerts of one city is laid out: new events of one write, at
+//! most [`MAX_EVENTS`] of them within one [`MAX_SPAN`] of event time, encoded together (one
+//! row of `raw_blocks` or `alert_blocks`, see `blocks.rs`).
 //!
 //! A block holds its events newest first (event time descending, then id descending), so a
 //! page of the newest events decodes only as far as it needs. All integers are LEB128:
@@ -12,6 +12,8 @@
 //!   `1 + len` then its bytes), the indexes of its type, severity and description, and `0`,
 //!   or `1 +` the index of the rules that made it an alert.
 
+use std::cmp::Reverse;
+
 use foldhash::HashMap;
 
 use crate::model::{City, CityEvent, EventTime, EventType, Severity, Span};
@@ -19,9 +21,14 @@ use crate::model::{City, CityEvent, EventTime, EventType, Severity, Span};
 const VERSION: u64 = 1;
 /// The most events a block holds.
 pub const MAX_EVENTS: usize = 512;
-/// The most event time a block spans, newest to oldest: a read of a time range starts at the
-/// blocks whose newest event is at most this after the range's end.
+/// The span of event time a block's events share: blocks are cut at its multiples, so a read
+/// of a time range starts at the blocks whose newest event is at most this after its end.
 pub const MAX_SPAN: Span = Span::from_mins(5);
+
+/// The number of the [`MAX_SPAN`] an event time falls in.
+pub fn span_of(ts: EventTime) -> i64 {
+    ts.as_millis().div_euclid(MAX_SPAN.as_millis())
+}
 
 /// One event as it is written into a block.
 #[derive(Debug, Clone, Copy)]
@@ -50,13 +57,15 @@ impl BlockEvent {
     }
 }
 
-/// Whether an event at `ts` joins a block of `count` events whose newest is at `newest`, for
-/// events taken newest first: the rule that cuts one city's events into blocks.
-pub fn fits(count: usize, newest: EventTime, ts: EventTime) -> bool {
-    count < MAX_EVENTS && newest.as_millis() - ts.as_millis() <= MAX_SPAN.as_millis()
+/// An id's first eight bytes as a number that orders as they do (zeros past its end).
+fn id_prefix(id: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = id.len().min(8);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
 }
 
-/// The order of events in a block, and of the blocks' cutting: newest first.
+/// The order of events in a block: newest first.
 pub fn newest_first(a: &CityEvent, b: &CityEvent) -> std::cmp::Ordering {
     (b.timestamp, &b.event_id).cmp(&(a.timestamp, &a.event_id))
 }
@@ -71,12 +80,22 @@ pub enum BlockError {
     Bad(&'static str),
 }
 
-/// Encodes `events` (in any order, newest first the cheapest; they are written newest first).
+/// Encodes `events` (in any order; they are written newest first).
 pub fn encode(events: &[Entry<'_>]) -> Vec<u8> {
-    let mut order: Vec<&Entry<'_>> = events.iter().collect();
-    if !order.is_sorted_by(|a, b| newest_first(a.event, b.event).is_le()) {
-        order.sort_by(|a, b| newest_first(a.event, b.event));
-    }
+    // By time and the id's first eight bytes, the whole ids compared only where those tie.
+    let mut keyed: Vec<(Reverse<i64>, Reverse<u64>, &Entry<'_>)> = events
+        .iter()
+        .map(|e| {
+            let id = Reverse(id_prefix(&e.event.event_id));
+            (Reverse(e.event.timestamp.as_millis()), id, e)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| newest_first(a.2.event, b.2.event))
+    });
+    let order: Vec<&Entry<'_>> = keyed.into_iter().map(|(_, _, e)| e).collect();
     let mut types = Table::default();
     let mut descriptions = Table::default();
     let mut rules = Table::default();
@@ -417,16 +436,5 @@ mod tests {
                 decode(&city, &bytes[..len]).and_then(|events| events.collect());
             assert!(read.is_err(), "{len} bytes of {}", bytes.len());
         }
-    }
-
-    #[test]
-    fn a_block_is_cut_at_its_size_and_its_span() {
-        let t = EventTime::from_millis(1_000_000_000);
-        assert!(fits(MAX_EVENTS - 1, t, t.saturating_sub(MAX_SPAN)));
-        assert!(!fits(MAX_EVENTS, t, t));
-        let past = t
-            .saturating_sub(MAX_SPAN)
-            .saturating_sub(Span::from_millis(1));
-        assert!(!fits(1, t, past));
     }
 }

@@ -4,8 +4,6 @@
 //! is new is one key lookup. The rules of cutting, reading and expiring blocks are here, once
 //! for both tables.
 
-use std::cmp::Reverse;
-
 use foldhash::HashMap;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
@@ -67,51 +65,22 @@ impl ToSql for IdKey<'_> {
     }
 }
 
-/// Cuts events into blocks: each block the indexes of its events, one city's newest first,
-/// cut where [`block::fits`] says.
+/// Cuts events into blocks, in their order: a block holds one city's events of one span of
+/// event time ([`block::span_of`]), at most [`block::MAX_EVENTS`] of them.
 pub(super) fn cut(events: &[&CityEvent]) -> Vec<Vec<usize>> {
-    // Each city numbered as first met; sorted by that number, the time and the id's first
-    // eight bytes, so that whole ids are compared only where those tie.
-    let mut numbers: HashMap<&str, u32> = HashMap::default();
-    let mut order: Vec<(u32, Reverse<i64>, Reverse<u64>, usize)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let next = numbers.len() as u32;
-            let city = *numbers.entry(e.city.as_str()).or_insert(next);
-            let id = Reverse(id_prefix(&e.event_id));
-            (city, Reverse(e.timestamp.as_millis()), id, i)
-        })
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        (a.0, a.1, a.2)
-            .cmp(&(b.0, b.1, b.2))
-            .then_with(|| events[b.3].event_id.cmp(&events[a.3].event_id))
-    });
+    let mut filling: HashMap<(&str, i64), usize> = HashMap::default();
     let mut blocks: Vec<Vec<usize>> = Vec::new();
-    let mut city = None;
-    for (number, _, _, i) in order {
-        let e = events[i];
-        match blocks.last_mut() {
-            Some(current)
-                if city == Some(number)
-                    && block::fits(current.len(), events[current[0]].timestamp, e.timestamp) =>
-            {
-                current.push(i)
+    for (i, e) in events.iter().enumerate() {
+        let key = (e.city.as_str(), block::span_of(e.timestamp));
+        match filling.get(&key) {
+            Some(&b) if blocks[b].len() < block::MAX_EVENTS => blocks[b].push(i),
+            _ => {
+                filling.insert(key, blocks.len());
+                blocks.push(vec![i]);
             }
-            _ => blocks.push(vec![i]),
         }
-        city = Some(number);
     }
     blocks
-}
-
-/// An id's first eight bytes as a number that orders as they do (zeros past its end).
-fn id_prefix(id: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = id.len().min(8);
-    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
-    u64::from_be_bytes(bytes)
 }
 
 /// A block ready to store: its city, what the reads and the purge look up, and its body.
@@ -244,7 +213,7 @@ pub(super) fn newest_sql(kind: Kind, city: bool) -> &'static str {
 }
 
 /// Reads blocks newest first until no block left can hold an event newer than the page's
-/// last: a block's events are at most [`block::MAX_SPAN`] older than its newest.
+/// last: a block's events are less than [`block::MAX_SPAN`] older than its newest.
 pub(super) fn newest(
     c: &Connection,
     kind: Kind,
@@ -369,7 +338,7 @@ pub(super) fn purge(
 }
 
 /// Stores events given one city after another, each city's newest first (as a migration reads
-/// them), cut into blocks as a write would, with their keys when they are raw events.
+/// them), cut into blocks by the rule of [`cut`], with their keys when they are raw events.
 pub(super) fn store_in_order(
     c: &Connection,
     kind: Kind,
@@ -404,7 +373,8 @@ pub(super) fn store_in_order(
         let event = event?;
         let joins = pending.first().is_some_and(|newest| {
             newest.event.city == event.event.city
-                && block::fits(pending.len(), newest.event.timestamp, event.event.timestamp)
+                && block::span_of(newest.event.timestamp) == block::span_of(event.event.timestamp)
+                && pending.len() < block::MAX_EVENTS
         });
         if !joins {
             flush(&mut pending, &mut id)?;
@@ -412,4 +382,36 @@ pub(super) fn store_in_order(
         pending.push(event);
     }
     flush(&mut pending, &mut id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventType, Severity, Span};
+
+    fn event(city: &str, ts: i64) -> CityEvent {
+        CityEvent {
+            event_id: format!("{city}-{ts}"),
+            city: City::parse(city).unwrap(),
+            event_type: EventType::Traffic,
+            severity: Severity::Low,
+            timestamp: EventTime::from_millis(ts),
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_block_is_one_city_one_span_and_at_most_its_size() {
+        let span = block::MAX_SPAN.as_millis();
+        let mut events = vec![event("SF", span - 1), event("LA", span), event("SF", span)];
+        events.extend((0..block::MAX_EVENTS as i64 + 1).map(|i| event("NYC", 2 * span + i)));
+        let refs: Vec<&CityEvent> = events.iter().collect();
+        let sizes: Vec<usize> = cut(&refs).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 1, block::MAX_EVENTS, 1]);
+        let end = Span::from_millis(span - 1);
+        assert_eq!(
+            block::span_of(EventTime::from_millis(0).saturating_add(end)),
+            0
+        );
+    }
 }

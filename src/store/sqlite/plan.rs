@@ -1,20 +1,19 @@
-//! A batch's blocks, planned before its keys are written and encoded beside the writer: while
-//! the writer inserts the keys, another core encodes every block as if every event were new,
-//! which it nearly always is. A block holding an event that was not new is encoded again,
-//! without it, once the keys have said which events are.
+//! What a batch adds, worked out beside the writer: while the writer inserts the keys (which
+//! say which events are new), another core folds the window increments and encodes every
+//! block as if every event were new, which it nearly always is. When one was not, both are
+//! worked out again from the new events alone.
 
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use super::block::Entry;
 use super::blocks::{self, Block};
 use crate::model::alerting::{Fired, RuleRef, rules_text};
 use crate::model::{Accepted, CityEvent, WriteBatch};
-use crate::store::{Fault, StoreError};
+use crate::store::rules::Effects;
 
-/// Batches smaller than this are encoded on the writer's thread: handing them over costs
+/// Batches smaller than this are worked out on the writer's thread: handing them over costs
 /// more than it saves.
-const ENCODE_ASIDE: usize = 1024;
+const ASIDE: usize = 1024;
 
 /// How a batch's events fall into blocks, as indexes into `batch.events`.
 pub(super) struct Plan {
@@ -42,50 +41,53 @@ impl Plan {
     }
 }
 
-/// Every block of a plan, encoded.
-pub(super) struct Encoded {
+/// What the new events of a batch add: the window increments and the blocks.
+pub(super) struct Adds<'a> {
+    pub effects: Effects<'a>,
+    /// A block per block of the plan, empty where none of its events is new.
     pub raw: Vec<Block>,
     pub alerts: Vec<Block>,
 }
 
-/// The blocks of `plan`, encoded on another core for a large batch.
-pub(super) struct Pending(mpsc::Receiver<Encoded>);
-
-impl Pending {
-    pub fn start(batch: &Arc<WriteBatch>, plan: &Arc<Plan>) -> Pending {
-        let (sender, receiver) = mpsc::sync_channel(1);
-        let aside = batch.events.len() >= ENCODE_ASIDE;
-        let (batch, plan) = (batch.clone(), plan.clone());
-        let encode = move || {
-            let all = |_: usize| true;
-            let encoded = Encoded {
-                raw: raw_blocks(&batch, &plan.raw, all),
-                alerts: alert_blocks(&batch, &plan.alerts, all),
-            };
-            // The writer gone (its transaction failed) has no use for them.
-            let _ = sender.send(encoded);
-        };
-        if aside {
-            rayon::spawn(encode);
-        } else {
-            encode();
+impl<'a> Adds<'a> {
+    /// What the events `is_new` says are new add.
+    pub fn of(batch: &'a WriteBatch, plan: &Plan, is_new: impl Fn(usize) -> bool) -> Self {
+        let new = (0..batch.events.len()).filter(|&i| is_new(i));
+        let rules = &batch.rules;
+        Adds {
+            effects: Effects::of(
+                new.map(|i| &batch.events[i]),
+                &rules.resolutions,
+                rules.severities_cap,
+            ),
+            raw: raw_blocks(batch, &plan.raw, &is_new),
+            alerts: alert_blocks(batch, &plan.alerts, &is_new),
         }
-        Pending(receiver)
-    }
-
-    pub fn wait(self) -> Result<Encoded, StoreError> {
-        self.0
-            .recv()
-            .map_err(|e| StoreError::caused(Fault::Retry, "encoding a batch's blocks", e))
     }
 }
 
+/// Runs `keys` (the writer's work, returning which events are new) with what every event
+/// would add worked out beside it, on another core for a large batch; returns both.
+pub(super) fn beside_keys<'a, T>(
+    batch: &'a WriteBatch,
+    plan: &Plan,
+    keys: impl FnOnce() -> T,
+) -> (T, Adds<'a>) {
+    let every = || Adds::of(batch, plan, |_| true);
+    if batch.events.len() < ASIDE {
+        return (keys(), every());
+    }
+    // A thread of its own, not the decoding pool's: queued behind the processor's decoding,
+    // the work would hold the writer up.
+    std::thread::scope(|scope| {
+        let aside = scope.spawn(every);
+        let done = keys();
+        (done, aside.join().unwrap_or_else(|_| every()))
+    })
+}
+
 /// Each block of `plan` holding an event `keep` takes, encoded with only those events.
-pub(super) fn raw_blocks(
-    batch: &WriteBatch,
-    plan: &[Vec<usize>],
-    keep: impl Fn(usize) -> bool,
-) -> Vec<Block> {
+fn raw_blocks(batch: &WriteBatch, plan: &[Vec<usize>], keep: impl Fn(usize) -> bool) -> Vec<Block> {
     let entry = |i: usize| entry(&batch.events[i], None);
     plan.iter()
         .map(|members| kept(members, &keep).map(entry).collect::<Vec<_>>())
@@ -94,7 +96,7 @@ pub(super) fn raw_blocks(
 }
 
 /// [`raw_blocks`] of alerts, each event with the rules that made it one.
-pub(super) fn alert_blocks(
+fn alert_blocks(
     batch: &WriteBatch,
     plan: &[Vec<usize>],
     keep: impl Fn(usize) -> bool,

@@ -1,16 +1,14 @@
 //! The write path: one batch, one `IMMEDIATE` transaction, in the order of the rules in
 //! [`crate::store::rules`]: raw keys decide which events are new, everything else follows from
-//! the new ones, and the checkpoints come last. The batch's blocks are encoded beside the
-//! writer meanwhile (`plan.rs`).
+//! the new ones, and the checkpoints come last. What the events add is worked out beside the
+//! writer while it inserts the keys (`plan.rs`).
 
 use foldhash::{HashMap, HashMapExt};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use std::sync::Arc;
-
-use super::blocks::{self, IdKey, Kind};
-use super::plan::{self, Encoded, Pending, Plan};
+use super::blocks::{self, Block, IdKey, Kind};
+use super::plan::{self, Adds, Plan};
 use crate::model::alerting::{Alerting, Fired, WindowState};
 use crate::model::{
     BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, EventType, Placement, Severity,
@@ -24,24 +22,34 @@ use crate::store::{StoreError, Written};
 
 pub(super) fn write_batch(
     conn: &mut Connection,
-    batch: &Arc<WriteBatch>,
+    batch: &WriteBatch,
 ) -> Result<Written, StoreError> {
-    let plan = Arc::new(Plan::of(batch));
-    let encoding = Pending::start(batch, &plan);
+    let plan = Plan::of(batch);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = EventTime::now();
     let mut written = Written::default();
     let first = blocks::next_id(&tx, Kind::Raw)?;
-    let is_new = insert_keys(&tx, batch, &plan, first, now, &mut written)?;
-    let new = batch.events.iter().zip(&is_new).filter(|(_, new)| **new);
+    let (is_new, mut adds) = plan::beside_keys(batch, &plan, || {
+        insert_keys(&tx, batch, &plan, first, now, &mut written)
+    });
+    let is_new = is_new?;
+    if is_new.iter().any(|new| !new) {
+        adds = Adds::of(batch, &plan, |i| is_new[i]);
+    }
+    let Adds {
+        effects,
+        raw,
+        alerts,
+    } = adds;
     let rules = &batch.rules;
-    let effects = Effects::of(
-        new.map(|(a, _)| a),
-        &rules.resolutions,
-        rules.severities_cap,
-    );
     count_raw(&tx, &effects)?;
-    insert_blocks(&tx, batch, &plan, first, &is_new, encoding.wait()?)?;
+    insert_blocks(&tx, Kind::Raw, first, &raw)?;
+    insert_blocks(
+        &tx,
+        Kind::Alerts,
+        blocks::next_id(&tx, Kind::Alerts)?,
+        &alerts,
+    )?;
     count_alerts(&tx, &effects)?;
     insert_deliveries(&tx, &effects, now)?;
     add_to_windows(&tx, &effects, rules.severities_cap)?;
@@ -73,8 +81,12 @@ fn insert_keys(
         "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
     let mut is_new = vec![false; batch.events.len()];
-    for (i, a) in batch.events.iter().enumerate() {
-        let e = &a.event;
+    // In time order, the order of the key (stable: of two events under one key, the first in
+    // the batch is the new one), so that inserts walk the tree forwards.
+    let mut order: Vec<usize> = (0..batch.events.len()).collect();
+    order.sort_by_key(|&i| batch.events[i].event.timestamp);
+    for i in order {
+        let e = &batch.events[i].event;
         let key = params![e.timestamp.as_millis(), IdKey::of(&e.event_id), block_of[i]];
         is_new[i] = insert.execute(key)? > 0;
     }
@@ -113,30 +125,15 @@ fn written_here(
         .cloned()
 }
 
-/// The blocks of the new events and of the new alerts: those encoded aside when every event
-/// was new, else encoded again without the others.
+/// Stores blocks of `kind` numbered from `first`, leaving out the empty ones.
 fn insert_blocks(
     tx: &Transaction<'_>,
-    batch: &WriteBatch,
-    plan: &Plan,
+    kind: Kind,
     first: i64,
-    is_new: &[bool],
-    encoded: Encoded,
+    blocks: &[Block],
 ) -> Result<(), StoreError> {
-    let Encoded {
-        mut raw,
-        mut alerts,
-    } = encoded;
-    if is_new.iter().any(|new| !new) {
-        raw = plan::raw_blocks(batch, &plan.raw, |i| is_new[i]);
-        alerts = plan::alert_blocks(batch, &plan.alerts, |i| is_new[i]);
-    }
-    for (b, block) in raw.iter().enumerate() {
-        blocks::insert(tx, Kind::Raw, first + b as i64, block)?;
-    }
-    let first = blocks::next_id(tx, Kind::Alerts)?;
-    for (b, block) in alerts.iter().enumerate() {
-        blocks::insert(tx, Kind::Alerts, first + b as i64, block)?;
+    for (b, block) in blocks.iter().enumerate() {
+        blocks::insert(tx, kind, first + b as i64, block)?;
     }
     Ok(())
 }
