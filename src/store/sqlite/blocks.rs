@@ -241,7 +241,8 @@ pub(super) fn newest(
     Ok(page)
 }
 
-/// Adds a block's events that belong on the page, until they are older than its last.
+/// Adds a block's events that belong on the page: at most a page of them (the block is
+/// newest first, so the others cannot make the page), none older than its last.
 fn take_newest(
     city: &City,
     body: &[u8],
@@ -252,16 +253,17 @@ fn take_newest(
         .then(|| page.last())
         .flatten()
         .map(|e| (e.event.timestamp.as_millis(), e.event.event_id.clone()));
+    let mut taken = 0;
     for item in block::read(body)? {
         let item = item?;
         let key = item.key();
-        if key.0 < q.range.first_ms()
-            || last.as_ref().is_some_and(|(t, id)| key < (*t, id.as_str()))
-        {
+        let older = last.as_ref().is_some_and(|(t, id)| key < (*t, id.as_str()));
+        if taken == q.limit || key.0 < q.range.first_ms() || older {
             break;
         }
         if key < q.before && item.ttl > q.now {
             page.push(item.to_event(city));
+            taken += 1;
         }
     }
     Ok(())
