@@ -1,11 +1,12 @@
-//! The read path: one function per query, each an index range with a `LIMIT`, a key lookup or
-//! the counters. A bound limit is written `LIMIT +?n`: as a plain `?n` SQLite would prepare the
+//! The read path: one function per query, each an index range with a `LIMIT`, a key lookup,
+//! the counters, or (events and alerts) blocks read newest first until the page is full
+//! (`blocks::newest`). A bound limit is written `LIMIT +?n`: as a plain `?n` SQLite would prepare the
 //! statement again at every call (STAT4 marks it as one that may change the plan), which took
 //! 30 µs where the read takes 4. A time range is bound as its first millisecond and the first
 //! after it (open ends as the extremes of an integer). Pages continue after a key with a
 //! row-value comparison on the index the list is ordered by
-//! (`tests::every_read_is_served_by_an_index` checks the plans). Expired rows are left out
-//! whether or not the purge has deleted them yet.
+//! (`tests::every_read_is_served_by_an_index` checks the plans). Expired rows and events are
+//! left out whether or not the purge has deleted them yet.
 
 use std::collections::HashMap;
 
@@ -40,6 +41,22 @@ fn before(range: TimeRange, after: Option<(i64, &str)>) -> (i64, &str) {
     after.map_or(end, |cursor| cursor.min(end))
 }
 
+/// A page of a list of events or alerts, as the blocks are read for it.
+fn newest<'a>(
+    city: Option<&'a str>,
+    range: TimeRange,
+    page: &'a Page<EventKey>,
+    now: EventTime,
+) -> Newest<'a> {
+    Newest {
+        city,
+        range,
+        before: before_event(range, page),
+        now,
+        limit: page.limit,
+    }
+}
+
 /// [`before`] for a list of events.
 fn before_event(range: TimeRange, page: &Page<EventKey>) -> (i64, &str) {
     let after = page.after.as_ref();
@@ -56,14 +73,7 @@ pub(super) fn recent_events(
     page: &Page<EventKey>,
     now: EventTime,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let q = Newest {
-        city: Some(city),
-        range,
-        before: before_event(range, page),
-        now,
-        limit: page.limit,
-    };
-    let events = blocks::newest(c, Kind::Raw, &q)?;
+    let events = blocks::newest(c, Kind::Raw, &newest(Some(city), range, page, now))?;
     Ok(events
         .into_iter()
         .map(|e| StoredEvent {
@@ -80,14 +90,7 @@ pub(super) fn alerts(
     page: &Page<EventKey>,
     now: EventTime,
 ) -> Result<Vec<StoredAlert>, StoreError> {
-    let q = Newest {
-        city,
-        range,
-        before: before_event(range, page),
-        now,
-        limit: page.limit,
-    };
-    let alerts = blocks::newest(c, Kind::Alerts, &q)?;
+    let alerts = blocks::newest(c, Kind::Alerts, &newest(city, range, page, now))?;
     Ok(alerts
         .into_iter()
         .map(|a| StoredAlert {

@@ -3,8 +3,8 @@
 -- transaction with the check of the schema version.
 
 -- Query 1: every valid event, the seed's citystream-raw-events, in blocks: the new events of
--- one write of one city, at most 512 within five minutes of event time, encoded together,
--- newest first (block.rs). raw_keys holds each event's identity, (timestamp, event_id), and its
+-- one write of one city and one five-minute span of event time (aligned), at most 512,
+-- encoded together, newest first (block.rs). raw_keys holds each event's identity, (timestamp, event_id), and its
 -- block: whether an event is new is one key lookup. The key leads with the time so that
 -- inserts land at the right edge of the tree (events arrive in roughly time order). An id that
 -- is a lowercase hyphenated UUID is kept as its 16 bytes, any other as its text (the column
