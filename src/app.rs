@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ingest::Ingest;
+use crate::api::rendered::RenderedWindows;
 use crate::api::{self, AdminToken, AppState, Auth};
 use crate::broker::file::{LineSource, LineWriter, STDIN_SOURCE};
 use crate::broker::http::HttpProducer;
@@ -158,6 +159,7 @@ async fn app_state(
         late_retention: rules.rules.late_retention,
         resolutions: rules.rules.resolutions.clone(),
         request_timeout: *api.request_timeout,
+        windows: Arc::new(RenderedWindows::new(u64::from(api.window_cache_mib) << 20)),
         ..AppState::new(opened.reader.clone())
     }
 }

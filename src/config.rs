@@ -817,6 +817,10 @@ pub struct ApiArgs {
     /// Retry-After); requests waiting for their events to be stored do not count.
     #[arg(long, env = "CITYSTREAM_INGEST_CONCURRENCY", default_value_t = IngestLimits::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=4096).map(|n| n as usize))]
     pub ingest_concurrency: usize,
+    /// Most MiB of windows kept rendered as JSON for `/api/v1/aggregations` (0: none); a
+    /// window is rendered again only when its count has moved.
+    #[arg(long, env = "CITYSTREAM_WINDOW_CACHE_MIB", default_value_t = (crate::api::rendered::DEFAULT_BYTES >> 20) as u32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub window_cache_mib: u32,
 }
 
 impl ApiArgs {

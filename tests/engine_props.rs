@@ -219,9 +219,9 @@ impl MemStore {
             );
             let stored = self.results.windows.entry(id).or_default();
             stored.0 += delta.counts.total();
-            for s in &delta.severities {
+            for s in delta.severities.iter() {
                 if stored.1.len() < batch.rules.severities_cap {
-                    stored.1.push(*s);
+                    stored.1.push(s);
                 }
             }
             for s in Severity::ALL {

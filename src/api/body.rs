@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::model::{
-    City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Resolution, Severity,
+    City, CityEvent, DeadLetter, EventTime, EventType, LateEvent, Resolution, Severities, Severity,
     SeverityCounts, WindowAggregate, window_key,
 };
 use crate::store::{CityCount, LateCount, StoredAlert, StoredEvent, TimeRange};
@@ -259,7 +260,8 @@ pub struct WindowBody<'a> {
     pub event_count: u64,
     /// Severities in the order they were stored (the seed's `collect_list`), at most
     /// `--severities-cap` of them.
-    pub severities: &'a [Severity],
+    #[schema(value_type = Vec<Severity>)]
+    pub severities: &'a Severities,
     /// True when `severities` holds fewer than `event_count`.
     pub severities_capped: bool,
     pub severity_counts: SeverityCounts,
@@ -293,7 +295,9 @@ pub struct AggregationsBody<'a> {
     #[serde(flatten)]
     pub range: RangeBody,
     pub count: usize,
-    pub aggregations: Vec<WindowBody<'a>>,
+    // Each one a `WindowBody`, rendered once (`super::rendered`).
+    #[schema(value_type = Vec<WindowBody<'static>>)]
+    pub aggregations: Vec<&'a RawValue>,
     pub next_cursor: Option<String>,
 }
 

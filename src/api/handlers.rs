@@ -23,6 +23,18 @@ const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most partitions `/api/v1/health` lists (the most recently updated).
 const HEALTH_PARTITIONS: usize = 256;
 
+/// `body` as a JSON response, written into a buffer of about its size at once.
+fn json_with_capacity(body: &impl serde::Serialize, capacity: usize) -> Result<Response, ApiError> {
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, body)
+        .map_err(|e| ApiError::Internal(format!("a body as JSON: {e}")))?;
+    let json = [(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    )];
+    Ok((json, out).into_response())
+}
+
 fn path_city(path: Result<Path<String>, PathRejection>) -> Result<crate::model::City, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     city(&raw)
@@ -282,17 +294,23 @@ pub async fn aggregations(
         start: w.window_start,
         event_type: w.event_type,
     });
-    let rollup = (!state.resolutions.is_base(resolution)).then_some(resolution);
+    let rollup = !state.resolutions.is_base(resolution);
+    let rendered = windows
+        .iter()
+        .map(|w| state.windows.render(w, resolution, rollup))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(format!("a window as JSON: {e}")))?;
     let body = AggregationsBody {
         city: &city,
         event_type,
         resolution: resolution.name(),
         range: RangeBody::of(range, resolution.kept_from(now)),
         count: windows.len(),
-        aggregations: windows.iter().map(|w| WindowBody::new(w, rollup)).collect(),
+        aggregations: rendered.iter().map(|json| &**json).collect(),
         next_cursor,
     };
-    Ok(Json(body).into_response())
+    let bytes: usize = rendered.iter().map(|json| json.get().len() + 1).sum();
+    json_with_capacity(&body, bytes + 512)
 }
 
 /// The event types records may have.

@@ -17,6 +17,7 @@ mod error;
 mod handlers;
 pub mod ingest;
 mod params;
+pub mod rendered;
 pub mod server;
 pub mod stream;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Where `POST /api/v1/events` appends, in a process that takes events.
     pub ingest: Option<Arc<ingest::Ingest>>,
+    /// Windows as JSON, kept while their counts hold (`--window-cache`).
+    pub windows: Arc<rendered::RenderedWindows>,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ impl AppState {
             outbox: None,
             auth: Arc::new(Auth::new(None, false)),
             ingest: None,
+            windows: Arc::default(),
         }
     }
 }

@@ -63,6 +63,22 @@ closed_enum!(
 );
 
 impl Severity {
+    /// Its letter where a window keeps its severities ([`super::Severities`]).
+    pub fn letter(self) -> u8 {
+        b"lmhc"[self.index()]
+    }
+
+    /// The severity whose [`letter`](Self::letter) `b` is.
+    pub fn from_letter(b: u8) -> Option<Severity> {
+        match b {
+            b'l' => Some(Severity::Low),
+            b'm' => Some(Severity::Medium),
+            b'h' => Some(Severity::High),
+            b'c' => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
     /// High and critical events are alerts.
     pub fn is_alert(self) -> bool {
         self >= Severity::High

@@ -22,7 +22,7 @@ pub use record::{
 };
 pub use resolution::{BASE, ROLLUPS, Resolution, Resolutions};
 pub use results::{
-    Accepted, BatchRules, Checkpoint, DEFAULT_SEVERITIES_CAP, LateEvent, Placement, SeverityCounts,
-    WindowAggregate, WriteBatch, window_key,
+    Accepted, BatchRules, Checkpoint, DEFAULT_SEVERITIES_CAP, LateEvent, Placement, Severities,
+    SeverityCounts, UnknownLetter, WindowAggregate, WriteBatch, window_key,
 };
 pub use time::{EventTime, Span};

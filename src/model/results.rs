@@ -51,6 +51,74 @@ impl Serialize for SeverityCounts {
     }
 }
 
+/// A window's severities in the order they were stored (the seed's `collect_list`), one letter
+/// each ([`Severity::letter`]), as both stores keep them: up to `--severities-cap` of them stay
+/// small to write, read back as one string, and are shown as names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Severities(String);
+
+/// A byte that is no severity's letter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("severity letter {0:?}")]
+pub struct UnknownLetter(pub char);
+
+impl Severities {
+    /// `letters` as severities, or the first byte that is not one's letter.
+    pub fn from_letters(letters: String) -> Result<Self, UnknownLetter> {
+        // Checked whole, without stopping early, so the check runs over many bytes at once.
+        let all = letters
+            .bytes()
+            .fold(true, |ok, b| ok & Severity::from_letter(b).is_some());
+        match all {
+            true => Ok(Severities(letters)),
+            false => {
+                let bad = letters
+                    .bytes()
+                    .find(|b| Severity::from_letter(*b).is_none());
+                Err(UnknownLetter(bad.map_or('?', char::from)))
+            }
+        }
+    }
+
+    /// The stored form: one letter per severity.
+    pub fn letters(&self) -> &str {
+        &self.0
+    }
+
+    pub fn push(&mut self, severity: Severity) {
+        self.0.push(char::from(severity.letter()));
+    }
+
+    pub fn extend(&mut self, other: &Severities) {
+        self.0.push_str(&other.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Severity> + '_ {
+        // Every byte is a letter (checked when made).
+        self.0.bytes().filter_map(Severity::from_letter)
+    }
+}
+
+impl FromIterator<Severity> for Severities {
+    fn from_iter<I: IntoIterator<Item = Severity>>(iter: I) -> Self {
+        Severities(iter.into_iter().map(|s| char::from(s.letter())).collect())
+    }
+}
+
+impl Serialize for Severities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
 /// A window's key: the seed's `city#event_type#window_start` for a base window, with
 /// `#<resolution>` after it for a rollup (`Chicago#traffic#2026-11-25T10:00:00Z#1h`).
 pub fn window_key(
@@ -76,7 +144,7 @@ pub struct WindowAggregate {
     pub event_count: u64,
     /// Severities in the order they were stored (the seed's `collect_list`), at most the
     /// severities cap of them.
-    pub severities: Vec<Severity>,
+    pub severities: Severities,
     pub severity_counts: SeverityCounts,
 }
 

@@ -26,7 +26,7 @@
 use crate::model::alerting::{AlertBody, Fired, WindowAlertBody, WindowBody, WindowState};
 use crate::model::{
     Accepted, Checkpoint, City, CityEvent, EventTime, EventType, Placement, Rejection, Resolution,
-    Resolutions, Severity, SeverityCounts, Span,
+    Resolutions, Severities, SeverityCounts, Span,
 };
 use crate::store::StoreError;
 
@@ -121,7 +121,7 @@ pub struct WindowDelta {
     pub start: EventTime,
     pub counts: SeverityCounts,
     /// Severities in arrival order, at most the cap of them.
-    pub severities: Vec<Severity>,
+    pub severities: Severities,
 }
 
 impl WindowDelta {
@@ -182,7 +182,7 @@ impl<'a> Effects<'a> {
                 base: resolutions.is_base(resolution),
                 start,
                 counts: SeverityCounts::default(),
-                severities: Vec::new(),
+                severities: Severities::default(),
             });
             delta.counts.add(e.severity);
             if delta.severities.len() < cap {
@@ -206,35 +206,9 @@ impl<'a> Effects<'a> {
     }
 }
 
-/// A window's severities as both backends store them: one letter per event in arrival order
-/// (`l`, `m`, `h`, `c`), so that up to `--severities-cap` of them stay small to write and cheap
-/// to read back.
-const SEVERITY_LETTERS: [u8; 4] = [b'l', b'm', b'h', b'c'];
-
-pub fn severities_text(severities: &[Severity]) -> String {
-    severities
-        .iter()
-        .map(|s| char::from(SEVERITY_LETTERS[s.index()]))
-        .collect()
-}
-
-pub fn severities_from_text(text: &str) -> Result<Vec<Severity>, StoreError> {
-    let mut severities = Vec::with_capacity(text.len());
-    for b in text.bytes() {
-        severities.push(match b {
-            b'l' => Severity::Low,
-            b'm' => Severity::Medium,
-            b'h' => Severity::High,
-            b'c' => Severity::Critical,
-            other => {
-                return Err(StoreError::corrupt(format!(
-                    "severity letter {:?}",
-                    char::from(other)
-                )));
-            }
-        });
-    }
-    Ok(severities)
+/// A window's stored severities, read back.
+pub fn severities_from_letters(letters: String) -> Result<Severities, StoreError> {
+    Severities::from_letters(letters).map_err(StoreError::corrupt)
 }
 
 #[cfg(test)]
@@ -242,6 +216,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::model::Severity;
 
     fn accepted(id: &str, severity: Severity, late: bool) -> Accepted {
         let t = EventTime::from_millis(60_000);
@@ -287,7 +262,7 @@ mod tests {
         for w in effects.windows.values() {
             assert_eq!(w.counts.total(), 3, "{}", w.resolution.name());
         }
-        assert_eq!(w.severities, [Severity::Low, Severity::High]);
+        assert_eq!(w.severities.letters(), "lh");
         assert_eq!(effects.alerts.total(), 3);
         assert_eq!(effects.late_events().count(), 1);
         assert_eq!(effects.alert_events().count(), 3);
@@ -317,11 +292,15 @@ mod tests {
             Severity::Medium,
             Severity::Low,
         ];
-        assert_eq!(severities_text(&all), "clhml");
+        let severities: Severities = all.into_iter().collect();
+        assert_eq!(severities.letters(), "clhml");
+        let back = severities_from_letters(severities.letters().to_owned()).expect("letters");
+        assert_eq!(back.iter().collect::<Vec<_>>(), all);
         assert_eq!(
-            severities_from_text(&severities_text(&all)).ok(),
-            Some(all.to_vec())
+            serde_json::to_string(&back).expect("json"),
+            r#"["critical","low","high","medium","low"]"#
         );
-        assert!(severities_from_text("lmx").is_err());
+        let err = severities_from_letters("lmx".into()).expect_err("x is no severity");
+        assert!(err.to_string().contains("'x'"), "{err}");
     }
 }

@@ -164,7 +164,7 @@ mod tests {
             window_start: EventTime::from_millis(start),
             window_end: EventTime::from_millis(start + 300_000),
             event_count: count,
-            severities: Vec::new(),
+            severities: crate::model::Severities::default(),
             severity_counts: SeverityCounts([count, 0, 0, 0]),
         }
     }

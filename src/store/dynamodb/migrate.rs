@@ -27,11 +27,10 @@ use super::keys::{
 use super::units::Kind;
 use super::windows::window_from;
 use crate::model::{
-    DEFAULT_SEVERITIES_CAP, EventTime, EventType, ROLLUPS, Resolution, Severity, Span,
+    DEFAULT_SEVERITIES_CAP, EventTime, EventType, ROLLUPS, Resolution, Severities, Severity, Span,
     WindowAggregate,
 };
 use crate::store::StoreError;
-use crate::store::rules::severities_text;
 
 pub async fn layout_3_to_4(db: &Db, tables: &Tables, shards: Shards) -> Result<(), StoreError> {
     for shard in 0..shards.shared {
@@ -128,7 +127,7 @@ struct Rollup {
     resolution: Resolution,
     start: EventTime,
     counts: [u64; 4],
-    severities: Vec<Severity>,
+    severities: Severities,
     /// Per writer, the latest position of the windows summed.
     positions: BTreeMap<String, u64>,
     windows: BTreeSet<i64>,
@@ -140,7 +139,7 @@ impl Rollup {
             resolution,
             start,
             counts: [0; 4],
-            severities: Vec::new(),
+            severities: Severities::default(),
             positions: BTreeMap::new(),
             windows: BTreeSet::new(),
         }
@@ -191,10 +190,11 @@ impl Rollup {
                 item.insert(v.as_str().into(), n(self.counts[v.index()]));
             }
         }
-        let kept = &self.severities[..self.severities.len().min(DEFAULT_SEVERITIES_CAP)];
+        let letters = self.severities.letters();
+        let kept = &letters[..letters.len().min(DEFAULT_SEVERITIES_CAP)];
         if !kept.is_empty() {
             // Named `v:`, before every writer's chunk: these came first.
-            item.insert("v:".into(), s(severities_text(kept)));
+            item.insert("v:".into(), s(kept));
         }
         for (name, at) in &self.positions {
             item.insert(name.clone(), n(at));

@@ -18,11 +18,10 @@ use super::items::{Item, live, n, num, opt_num, s, text};
 use super::keys::{Writer, series, window_key};
 use super::units::Kind;
 use crate::model::{
-    City, EventTime, EventType, Severity, SeverityCounts, WindowAggregate, WriteBatch,
+    City, EventTime, EventType, Severities, Severity, SeverityCounts, WindowAggregate, WriteBatch,
 };
 use crate::store::rules::{
-    Effects, WindowDelta, WindowId, severities_from_text, severities_room, severities_text,
-    windows_of,
+    Effects, WindowDelta, WindowId, severities_from_letters, severities_room, windows_of,
 };
 use crate::store::{Page, StoreError, WindowPos, WindowQuery};
 
@@ -218,7 +217,7 @@ fn window_update(
     expr: &mut Expr,
 ) {
     let mut counts = SeverityCounts::default();
-    let mut letters = Vec::new();
+    let mut letters = Severities::default();
     for p in pending {
         for (_, severity) in p.parts {
             counts.add(*severity);
@@ -253,7 +252,7 @@ fn window_update(
     expr.condition(condition);
     let first = &pending[0];
     let chunk = format!("{CHUNK}{}", first.writer.at(first.parts[0].0));
-    expr.set(&chunk, s(severities_text(&letters[..take])));
+    expr.set(&chunk, s(&letters.letters()[..take]));
 }
 
 /// The window's identity: the seed's attributes, its series and start for the index, and its
@@ -294,10 +293,11 @@ pub fn window_from(item: &Item) -> Result<WindowAggregate, StoreError> {
         })
         .collect();
     chunks.sort();
-    let mut severities = Vec::new();
-    for (_, letters) in chunks {
-        severities.extend(severities_from_text(letters)?);
+    let mut letters = String::new();
+    for (_, chunk) in chunks {
+        letters.push_str(chunk);
     }
+    let severities = severities_from_letters(letters)?;
     let counts = severity_counts(item)?;
     Ok(WindowAggregate {
         city: City::parse(text(item, "city")?).map_err(StoreError::corrupt)?,

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use checkpointer::{Checkpointer, LogBounds};
 
-use super::rules::severities_from_text;
+use super::rules::severities_from_letters;
 use super::{
     CityCount, CitySummary, DeadLetterKey, Durability, EventKey, Fault, Maintenance, Page,
     PartitionStatus, Properties, Purged, Reader, Sink, Stats, StoreError, StoredAlert, StoredEvent,
@@ -382,7 +382,7 @@ pub(crate) fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint, StoreError>
 
 /// Columns: city, span, start, event_type, event_count, severities, low, medium, high, critical.
 pub(crate) fn window_from_row(row: &Row<'_>) -> Result<WindowAggregate, StoreError> {
-    let severities = severities_from_text(&row.get::<_, String>(5)?)?;
+    let severities = severities_from_letters(row.get(5)?)?;
     let mut counts = SeverityCounts::default();
     for (i, s) in Severity::ALL.iter().enumerate() {
         counts.0[s.index()] = row.get::<_, i64>(6 + i)? as u64;

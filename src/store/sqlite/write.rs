@@ -15,8 +15,7 @@ use crate::model::{
     SeverityCounts, WriteBatch,
 };
 use crate::store::rules::{
-    Effects, Found, WindowDelta, fenced, found, owed_alerts, severities_room, severities_text,
-    window_alert_body,
+    Effects, Found, WindowDelta, fenced, found, owed_alerts, severities_room, window_alert_body,
 };
 use crate::store::{StoreError, Written};
 
@@ -318,7 +317,7 @@ fn add_to_windows(
             key.2,
             key.3,
             c.total() as i64,
-            severities_text(&w.severities[..room]),
+            &w.severities.letters()[..room],
             c.get(Severity::Low) as i64,
             c.get(Severity::Medium) as i64,
             c.get(Severity::High) as i64,

@@ -1,0 +1,189 @@
+//! Windows rendered as JSON once, not on every request.
+//!
+//! A window's JSON is fixed by its key and its event count: a window only grows, by events that
+//! count in it, each once, and its severities list only appends; the purge deletes it whole, and
+//! its span of event time is then past the watermark, so nothing makes it again. A closed window
+//! is asked for again and again (the newest windows of a city, a month of hourly history) and
+//! never changes, so its rendering is kept, bounded in bytes, and served while the store reports
+//! the same count. A window that is still open is rendered again when its count has moved.
+
+use std::sync::Arc;
+
+use metrics::counter;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+use serde_json::value::RawValue;
+
+use super::body::WindowBody;
+use crate::model::{City, EventTime, EventType, Resolution, WindowAggregate};
+
+/// Bytes of rendered windows kept by default (`--window-cache`).
+pub const DEFAULT_BYTES: u64 = 16 << 20;
+
+/// Which window: its resolution, city, type and start.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct WindowId {
+    span_ms: i64,
+    city: City,
+    event_type: EventType,
+    start: EventTime,
+}
+
+#[derive(Clone)]
+struct Rendered {
+    events: u64,
+    json: Arc<RawValue>,
+}
+
+/// What an entry costs: its JSON, its city, and the map's own share.
+#[derive(Clone)]
+struct Bytes;
+
+impl Weighter<WindowId, Rendered> for Bytes {
+    fn weight(&self, id: &WindowId, rendered: &Rendered) -> u64 {
+        (rendered.json.get().len() + id.city.as_str().len() + 96) as u64
+    }
+}
+
+/// The rendered windows, at most a set number of bytes of them (least used go first).
+pub struct RenderedWindows {
+    cache: Cache<WindowId, Rendered, Bytes>,
+}
+
+impl RenderedWindows {
+    /// Keeps at most `bytes` of rendered windows; 0 keeps none.
+    pub fn new(bytes: u64) -> Self {
+        // The map is sized for windows of about 4 KB; it grows if they are smaller.
+        let items = (bytes / 4096).max(1) as usize;
+        RenderedWindows {
+            cache: Cache::with_weighter(items, bytes, Bytes),
+        }
+    }
+
+    /// `w`, a window of `resolution`, as the API shows it; `rollup` when `resolution` is not
+    /// the base window (its key names the resolution).
+    pub fn render(
+        &self,
+        w: &WindowAggregate,
+        resolution: Resolution,
+        rollup: bool,
+    ) -> Result<Arc<RawValue>, serde_json::Error> {
+        let id = WindowId {
+            span_ms: resolution.span.as_millis(),
+            city: w.city.clone(),
+            event_type: w.event_type,
+            start: w.window_start,
+        };
+        if let Some(kept) = self.cache.get(&id)
+            && kept.events == w.event_count
+        {
+            counter!("citystream_api_windows_rendered_total", "from" => "cache").increment(1);
+            return Ok(kept.json);
+        }
+        counter!("citystream_api_windows_rendered_total", "from" => "store").increment(1);
+        let body = WindowBody::new(w, rollup.then_some(resolution));
+        let json: Arc<RawValue> = serde_json::value::to_raw_value(&body)?.into();
+        self.cache.insert(
+            id,
+            Rendered {
+                events: w.event_count,
+                json: json.clone(),
+            },
+        );
+        Ok(json)
+    }
+
+    /// Bytes held now.
+    pub fn weight(&self) -> u64 {
+        self.cache.weight()
+    }
+}
+
+impl Default for RenderedWindows {
+    fn default() -> Self {
+        RenderedWindows::new(DEFAULT_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Resolutions, Severity, SeverityCounts, Span};
+
+    fn window(city: &str, start_min: i64, severities: &[Severity]) -> WindowAggregate {
+        let start = EventTime::from_millis(start_min * 60_000);
+        let mut counts = SeverityCounts::default();
+        for s in severities {
+            counts.0[s.index()] += 1;
+        }
+        WindowAggregate {
+            city: City::parse(city).expect("a city"),
+            event_type: "traffic".parse::<EventType>().expect("a type"),
+            window_start: start,
+            window_end: start.saturating_add(Span::from_millis(300_000)),
+            event_count: severities.len() as u64,
+            severities: severities.iter().copied().collect(),
+            severity_counts: counts,
+        }
+    }
+
+    fn base() -> Resolution {
+        Resolutions::default().base()
+    }
+
+    fn fresh(w: &WindowAggregate) -> String {
+        serde_json::to_string(&WindowBody::new(w, None)).expect("json")
+    }
+
+    #[test]
+    fn a_window_is_rendered_again_only_when_its_count_moved() {
+        let windows = RenderedWindows::default();
+        let mut w = window("Chicago", 10, &[Severity::Low, Severity::High]);
+        let first = windows.render(&w, base(), false).expect("render");
+        assert_eq!(first.get(), fresh(&w));
+        assert!(Arc::ptr_eq(
+            &first,
+            &windows.render(&w, base(), false).expect("render")
+        ));
+        w.severities.push(Severity::Critical);
+        w.severity_counts.0[Severity::Critical.index()] += 1;
+        w.event_count += 1;
+        let grown = windows.render(&w, base(), false).expect("render");
+        assert_eq!(grown.get(), fresh(&w));
+        assert_ne!(grown.get(), first.get());
+    }
+
+    #[test]
+    fn the_same_start_of_another_city_or_resolution_is_another_window() {
+        let windows = RenderedWindows::default();
+        let chicago = window("Chicago", 60, &[Severity::Low]);
+        let boston = window("Boston", 60, &[Severity::Low]);
+        let hour = Resolutions::default()
+            .named("1h")
+            .expect("an hourly resolution");
+        windows.render(&chicago, base(), false).expect("render");
+        let other = windows.render(&boston, base(), false).expect("render");
+        assert_eq!(other.get(), fresh(&boston));
+        let rolled = windows.render(&chicago, hour, true).expect("render");
+        let expected = serde_json::to_string(&WindowBody::new(&chicago, Some(hour))).expect("json");
+        assert_eq!(rolled.get(), expected);
+    }
+
+    #[test]
+    fn the_bytes_kept_stay_within_the_bound() {
+        let bound = 64 * 1024;
+        let windows = RenderedWindows::new(bound);
+        let severities = vec![Severity::Medium; 1000];
+        for start in 0..500 {
+            let w = window("Chicago", start * 5, &severities);
+            let json = windows.render(&w, base(), false).expect("render");
+            assert_eq!(
+                json.get(),
+                fresh(&w),
+                "a window past the bound is still served"
+            );
+        }
+        assert!(windows.weight() <= bound, "{} > {bound}", windows.weight());
+        assert!(windows.weight() > bound / 4, "the cache keeps windows");
+    }
+}
