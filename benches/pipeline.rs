@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the hot paths, in the order data flows: a file's lines into records,
 //! decoding a record, the engine over a batch (validation, identity, per-partition watermarks,
-//! placement), and one SQLite transaction of a processed batch (raw rows, alerts, window sums,
-//! counters). Run with `cargo bench`; the whole pipeline is measured by
-//! `citystream bench` (see docs/BENCHMARKS.md).
+//! placement), and each store's write of a processed batch: one SQLite transaction (raw events,
+//! alerts, window sums, counters), and DynamoDB's requests against dynoxide on 127.0.0.1
+//! (`scripts/install-test-services.sh` installs it). Run with `cargo bench`; the whole pipeline
+//! is measured by `citystream bench` (see docs/BENCHMARKS.md).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,15 +17,25 @@ use citystream::generator::{Generator, GeneratorConfig};
 use citystream::model::{EventTime, Record, WriteBatch, decode};
 use citystream::processor::{Engine, EngineConfig};
 use citystream::store::Sink;
+use citystream::store::dynamodb::{DynamoConfig, DynamoStore, init as create_tables};
 use citystream::store::sqlite::SqliteStore;
+
+#[path = "../tests/support/dynoxide.rs"]
+#[allow(dead_code)]
+mod dynoxide;
 
 const BATCH: usize = 10_000;
 
 /// `n` seeded records of one partition, with 2 % out of order and 0.5 % late, as the bench
 /// files have.
 fn records(n: usize) -> Vec<Record> {
+    seeded_records(n, 42, 0)
+}
+
+/// `n` records of `seed`'s events, at offsets from `first`.
+fn seeded_records(n: usize, seed: u64, first: u64) -> Vec<Record> {
     let config = GeneratorConfig {
-        seed: 42,
+        seed,
         rate: 1000.0,
         count: Some(n as u64),
         start: EventTime::from_millis(1_795_680_000_000),
@@ -34,7 +45,7 @@ fn records(n: usize) -> Vec<Record> {
     };
     Generator::new(config)
         .enumerate()
-        .map(|(i, e)| Record::new(0, i as u64, None, Bytes::from(e.to_json())))
+        .map(|(i, e)| Record::new(0, first + i as u64, None, Bytes::from(e.to_json())))
         .collect()
 }
 
@@ -123,11 +134,48 @@ fn store_batch(c: &mut Criterion) {
     group.finish();
 }
 
+/// Events of one DynamoDB write: a tenth of SQLite's, as each costs a request's share.
+const DYNAMO_BATCH: usize = 1_000;
+
+fn dynamodb_batch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let server = dynoxide::Dynoxide::start();
+    let config = DynamoConfig::new("us-east-2", Some(server.endpoint.clone()), "bench-");
+    let store = runtime.block_on(async {
+        let client = dynoxide::client_at(&server.endpoint);
+        create_tables(&client, &config, false)
+            .await
+            .expect("tables");
+        DynamoStore::connect(client, &config).await.expect("store")
+    });
+    let mut group = c.benchmark_group("dynamodb");
+    group.sample_size(10);
+    group.measurement_time(std::time::Duration::from_secs(10));
+    group.throughput(Throughput::Elements(DYNAMO_BATCH as u64));
+    // Every write new events (another seed each) at the next offsets, into the same tables:
+    // raw items, alerts, window updates, counters and the checkpoint, as many requests at once
+    // as configured.
+    let mut seed = 0;
+    group.bench_function("write_batch", |b| {
+        b.iter_batched(
+            || {
+                seed += 1;
+                let first = seed * DYNAMO_BATCH as u64;
+                Arc::new(processed(&seeded_records(DYNAMO_BATCH, seed, first)))
+            },
+            |batch| runtime.block_on(store.write(batch)).expect("write"),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     split_lines,
     decode_records,
     engine_batch,
-    store_batch
+    store_batch,
+    dynamodb_batch
 );
 criterion_main!(benches);
