@@ -295,10 +295,9 @@ pub async fn aggregations(
         event_type: w.event_type,
     });
     let rollup = !state.resolutions.is_base(resolution);
-    let rendered = windows
-        .iter()
-        .map(|w| state.windows.render(w, resolution, rollup))
-        .collect::<Result<Vec<_>, _>>()
+    let rendered = state
+        .windows
+        .render_all(&windows, resolution, rollup)
         .map_err(|e| ApiError::Internal(format!("a window as JSON: {e}")))?;
     let body = AggregationsBody {
         city: &city,

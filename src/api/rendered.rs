@@ -60,13 +60,32 @@ impl RenderedWindows {
         }
     }
 
-    /// `w`, a window of `resolution`, as the API shows it; `rollup` when `resolution` is not
-    /// the base window (its key names the resolution).
-    pub fn render(
+    /// `windows`, each a window of `resolution`, as the API shows them; `rollup` when
+    /// `resolution` is not the base window (their keys name the resolution).
+    pub fn render_all(
+        &self,
+        windows: &[WindowAggregate],
+        resolution: Resolution,
+        rollup: bool,
+    ) -> Result<Vec<Arc<RawValue>>, serde_json::Error> {
+        let mut kept = 0;
+        let rendered = windows
+            .iter()
+            .map(|w| self.render(w, resolution, rollup, &mut kept))
+            .collect::<Result<Vec<_>, _>>()?;
+        counter!("citystream_api_windows_rendered_total", "from" => "cache").increment(kept);
+        counter!("citystream_api_windows_rendered_total", "from" => "store")
+            .increment(rendered.len() as u64 - kept);
+        Ok(rendered)
+    }
+
+    /// One window; `kept` counts those served from their rendering.
+    fn render(
         &self,
         w: &WindowAggregate,
         resolution: Resolution,
         rollup: bool,
+        kept: &mut u64,
     ) -> Result<Arc<RawValue>, serde_json::Error> {
         let id = WindowId {
             span_ms: resolution.span.as_millis(),
@@ -74,13 +93,12 @@ impl RenderedWindows {
             event_type: w.event_type,
             start: w.window_start,
         };
-        if let Some(kept) = self.cache.get(&id)
-            && kept.events == w.event_count
+        if let Some(rendered) = self.cache.get(&id)
+            && rendered.events == w.event_count
         {
-            counter!("citystream_api_windows_rendered_total", "from" => "cache").increment(1);
-            return Ok(kept.json);
+            *kept += 1;
+            return Ok(rendered.json);
         }
-        counter!("citystream_api_windows_rendered_total", "from" => "store").increment(1);
         let body = WindowBody::new(w, rollup.then_some(resolution));
         let json: Arc<RawValue> = serde_json::value::to_raw_value(&body)?.into();
         self.cache.insert(
@@ -127,6 +145,18 @@ mod tests {
         }
     }
 
+    fn one(
+        windows: &RenderedWindows,
+        w: &WindowAggregate,
+        resolution: Resolution,
+        rollup: bool,
+    ) -> Arc<RawValue> {
+        let mut all = windows
+            .render_all(std::slice::from_ref(w), resolution, rollup)
+            .expect("render");
+        all.pop().expect("one window")
+    }
+
     fn base() -> Resolution {
         Resolutions::default().base()
     }
@@ -139,16 +169,13 @@ mod tests {
     fn a_window_is_rendered_again_only_when_its_count_moved() {
         let windows = RenderedWindows::default();
         let mut w = window("Chicago", 10, &[Severity::Low, Severity::High]);
-        let first = windows.render(&w, base(), false).expect("render");
+        let first = one(&windows, &w, base(), false);
         assert_eq!(first.get(), fresh(&w));
-        assert!(Arc::ptr_eq(
-            &first,
-            &windows.render(&w, base(), false).expect("render")
-        ));
+        assert!(Arc::ptr_eq(&first, &one(&windows, &w, base(), false)));
         w.severities.push(Severity::Critical);
         w.severity_counts.0[Severity::Critical.index()] += 1;
         w.event_count += 1;
-        let grown = windows.render(&w, base(), false).expect("render");
+        let grown = one(&windows, &w, base(), false);
         assert_eq!(grown.get(), fresh(&w));
         assert_ne!(grown.get(), first.get());
     }
@@ -161,10 +188,10 @@ mod tests {
         let hour = Resolutions::default()
             .named("1h")
             .expect("an hourly resolution");
-        windows.render(&chicago, base(), false).expect("render");
-        let other = windows.render(&boston, base(), false).expect("render");
+        one(&windows, &chicago, base(), false);
+        let other = one(&windows, &boston, base(), false);
         assert_eq!(other.get(), fresh(&boston));
-        let rolled = windows.render(&chicago, hour, true).expect("render");
+        let rolled = one(&windows, &chicago, hour, true);
         let expected = serde_json::to_string(&WindowBody::new(&chicago, Some(hour))).expect("json");
         assert_eq!(rolled.get(), expected);
     }
@@ -176,7 +203,7 @@ mod tests {
         let severities = vec![Severity::Medium; 1000];
         for start in 0..500 {
             let w = window("Chicago", start * 5, &severities);
-            let json = windows.render(&w, base(), false).expect("render");
+            let json = one(&windows, &w, base(), false);
             assert_eq!(
                 json.get(),
                 fresh(&w),
