@@ -72,7 +72,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Where `POST /api/v1/events` appends, in a process that takes events.
     pub ingest: Option<Arc<ingest::Ingest>>,
-    /// Windows as JSON, kept while their counts hold (`--window-cache`).
+    /// Windows as JSON, kept while their counts hold (`--window-cache-mib`).
     pub windows: Arc<rendered::RenderedWindows>,
 }
 

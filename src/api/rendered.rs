@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::body::WindowBody;
 use crate::model::{City, EventTime, EventType, Resolution, WindowAggregate};
 
-/// Bytes of rendered windows kept by default (`--window-cache`).
+/// Bytes of rendered windows kept by default (`--window-cache-mib`).
 pub const DEFAULT_BYTES: u64 = 16 << 20;
 
 /// Which window: its resolution, city, type and start.
@@ -37,17 +37,18 @@ struct Rendered {
 
 /// What an entry costs: its JSON, its city, and the map's own share.
 #[derive(Clone)]
-struct Bytes;
+struct ByLength;
 
-impl Weighter<WindowId, Rendered> for Bytes {
+impl Weighter<WindowId, Rendered> for ByLength {
     fn weight(&self, id: &WindowId, rendered: &Rendered) -> u64 {
         (rendered.json.get().len() + id.city.as_str().len() + 96) as u64
     }
 }
 
-/// The rendered windows, at most a set number of bytes of them (least used go first).
+/// The rendered windows, at most a set number of bytes of them; when full, quick_cache's
+/// S3-FIFO lets windows asked for once go before those asked for again.
 pub struct RenderedWindows {
-    cache: Cache<WindowId, Rendered, Bytes>,
+    cache: Cache<WindowId, Rendered, ByLength>,
 }
 
 impl RenderedWindows {
@@ -56,7 +57,7 @@ impl RenderedWindows {
         // The map is sized for windows of about 4 KB; it grows if they are smaller.
         let items = (bytes / 4096).max(1) as usize;
         RenderedWindows {
-            cache: Cache::with_weighter(items, bytes, Bytes),
+            cache: Cache::with_weighter(items, bytes, ByLength),
         }
     }
 
