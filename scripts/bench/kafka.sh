@@ -35,7 +35,9 @@ broker=$!
 pids+=($broker)
 # CPU seconds a process has used.
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat"; }
-for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+listening=no
+for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=yes; break; }; sleep 0.1; done
+[[ $listening == yes ]] || { echo "kafka: tansu did not listen on $brokers within 30 s" >&2; exit 1; }
 
 # tansu 0.6.0 answers a fetch from inside a record batch with the next batch, so a processor
 # that takes over a partition at a committed offset would skip records: one record a batch.
@@ -47,7 +49,7 @@ start=$(date -u -d "-$((events / 100)) seconds" +%Y-%m-%dT%H:%M:%SZ)
 t1=$(date +%s.%N)
 echo "kafka produce events=$events partitions=$partitions seconds=$(echo "$t1 - $t0" | bc)"
 
-stats() { curl -fsS "http://127.0.0.1:$1/api/v1/stats" 2>/dev/null || true; }
+stats() { curl -fsS --max-time 5 "http://127.0.0.1:$1/api/v1/stats" 2>/dev/null || true; }
 processed() { python3 -c 'import json,sys
 try: s=json.load(sys.stdin); print(s["total_events_processed"]+s["late_events"]+s["dead_letters"])
 except Exception: print(0)'; }
@@ -77,13 +79,13 @@ run_group() {
   local shares=() cpus=()
   for p in "${members[@]}"; do cpus+=("$(cpu "$p")"); done
   for i in $(seq "$n"); do
-    shares+=("$(curl -fsS "http://127.0.0.1:$((port + 20 + 10 * n + i))/metrics" \
+    shares+=("$(curl -fsS --max-time 5 "http://127.0.0.1:$((port + 20 + 10 * n + i))/metrics" \
       | awk '/^citystream_records_total/ {print $2}')")
   done
   local seconds; seconds=$(echo "$t_last - $t_first" | bc)
   echo "kafka group=$n events=$events seconds=$seconds events_per_s=$(echo "$events / $seconds" | bc) records_per_processor=$(IFS=,; echo "${shares[*]}") joined_after_s=$(echo "$t_first - $started" | bc) cpu_s_per_processor=$(IFS=,; echo "${cpus[*]}") broker_cpu_s=$(echo "$(cpu "$broker") - $broker_cpu" | bc)"
   for c in NYC LA Chicago SF Boston Seattle; do
-    curl -fsS "http://127.0.0.1:$api/api/v1/aggregations?city=$c&limit=100"
+    curl -fsS --max-time 5 "http://127.0.0.1:$api/api/v1/aggregations?city=$c&limit=100"
   done | md5sum | cut -c1-12 >"$work/windows-$n"
   stats "$api" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["total_events_processed"], s["late_events"], s["dead_letters"], s["high_severity_alerts"], s["critical_alerts"])' >"$work/stats-$n"
   for p in "${members[@]}"; do kill "$p"; done

@@ -65,7 +65,7 @@ pub struct UnknownLetter(pub char);
 impl Severities {
     /// `letters` as severities, or the first byte that is not one's letter.
     pub fn from_letters(letters: String) -> Result<Self, UnknownLetter> {
-        // Checked whole, without stopping early, so the check runs over many bytes at once.
+        // Checked whole, without an early exit; the bad letter is looked for only on failure.
         let all = letters
             .bytes()
             .fold(true, |ok, b| ok & Severity::from_letter(b).is_some());
