@@ -112,6 +112,11 @@ fn fixture(dir: &Path, cities: usize, days: usize) -> anyhow::Result<()> {
                     }
                 }
             }
+            // The city's windows version, as a write would give it.
+            tx.execute(
+                "INSERT INTO window_versions (city, version) VALUES (?1, ?2)",
+                params![name, c as i64 + 1],
+            )?;
         }
         tx.commit()?;
         if c % 100 == 99 {

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::answers::Answers;
 use crate::api::ingest::Ingest;
 use crate::api::rendered::RenderedWindows;
 use crate::api::{self, AdminToken, AppState, Auth};
@@ -160,6 +161,7 @@ async fn app_state(
         resolutions: rules.rules.resolutions.clone(),
         request_timeout: *api.request_timeout,
         windows: Arc::new(RenderedWindows::new(u64::from(api.window_cache_mib) << 20)),
+        answers: Arc::new(Answers::new(u64::from(api.answer_cache_mib) << 20)),
         ..AppState::new(opened.reader.clone())
     }
 }

@@ -821,6 +821,10 @@ pub struct ApiArgs {
     /// window is rendered again only when its count has moved.
     #[arg(long, env = "CITYSTREAM_WINDOW_CACHE_MIB", default_value_t = (crate::api::rendered::DEFAULT_BYTES >> 20) as u32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub window_cache_mib: u32,
+    /// Most MiB of whole `/api/v1/aggregations` answers kept (0: none), each served again
+    /// while the city's windows are unchanged, for at most a second.
+    #[arg(long, env = "CITYSTREAM_ANSWER_CACHE_MIB", default_value_t = (crate::api::answers::DEFAULT_BYTES >> 20) as u32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub answer_cache_mib: u32,
 }
 
 impl ApiArgs {

@@ -385,6 +385,63 @@ async fn windows_of_every_resolution_answer_over_a_range() {
     }
 }
 
+/// An answer of `/aggregations` is served again while the city's windows hold, gzipped to a
+/// client that takes it, and a write to the city shows in the next answer at once.
+#[tokio::test]
+async fn an_answer_kept_is_served_again_until_its_city_s_windows_change() {
+    use citystream::model::{City, CityEvent, EventType, Severity};
+    let (dir, state) = fixture().await;
+    let uri = "/api/v1/aggregations?city=SF&limit=1000";
+    let (_, first) = get(&state, uri).await;
+    assert!(state.answers.weight() > 0, "the answer is kept");
+    let (_, again) = get(&state, uri).await;
+    assert_eq!(again, first);
+
+    let request = Request::get(uri)
+        .header("accept-encoding", "gzip")
+        .body(Body::empty())
+        .expect("request");
+    let response = app(state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(response.headers()["vary"], "accept-encoding");
+    let gzip = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body");
+    let json: Value =
+        serde_json::from_reader(flate2::read::GzDecoder::new(&gzip[..])).expect("gzipped JSON");
+    assert_eq!(json, first);
+
+    // Another process adds an event to SF's newest window.
+    let now = EventTime::now();
+    let event = CityEvent {
+        event_id: "one-more".into(),
+        city: City::parse("SF").expect("city"),
+        event_type: EventType::Traffic,
+        severity: Severity::Low,
+        timestamp: now,
+        description: String::new(),
+    };
+    let mut engine = Engine::new("another", EngineConfig::default());
+    let mut batch = engine.batch();
+    engine.process(&[record(0, 0, now, &event)], now, &mut batch);
+    engine.flush(&mut batch);
+    let writer = SqliteStore::open(dir.path()).expect("a second store");
+    writer.write(Arc::new(batch)).await.expect("write");
+    let (_, after) = get(&state, uri).await;
+    let events = |body: &Value| {
+        body["aggregations"]
+            .as_array()
+            .expect("windows")
+            .iter()
+            .map(|w| w["event_count"].as_u64().expect("count"))
+            .sum::<u64>()
+    };
+    assert_eq!(events(&after), events(&first) + 1, "not the kept answer");
+}
+
 /// A stream asked to end after a second ends then, having sent its snapshots; a bad ask is a 400.
 #[tokio::test]
 async fn a_stream_ends_when_asked_to() {

@@ -928,7 +928,7 @@ fn a_file_of_another_schema_version_is_refused_not_misread() {
         Err(e) => e.to_string(),
     };
     assert!(
-        error.contains("another version of CityStream (schema 0, this build uses 9)"),
+        error.contains("another version of CityStream (schema 0, this build uses 10)"),
         "{error}"
     );
     // A file this build wrote opens again.
@@ -1241,6 +1241,48 @@ async fn each_resolution_is_kept_for_its_own_retention(store: &dyn Store) {
     }
 }
 
+/// A city's windows version moves with every write that adds to its windows and with no
+/// other, is never given twice, and is gone once the purge deleted the city's last window:
+/// what lets the API keep an answer while the version holds.
+#[tokio::test]
+async fn a_windows_version_moves_with_its_city_s_windows_and_never_returns() {
+    let (_dir, store) = open();
+    let version = async |city: &str| store.windows_version(city).await.expect("version");
+    let now = EventTime::now();
+    let t = now.saturating_sub(Span::from_mins(30));
+    let write = async |id: &str, city: &str, offset: u64| {
+        let e = event(id, city, t, EventType::Traffic, Severity::Low);
+        let b = batch("t", vec![on_time(&e, offset)]);
+        store.write(Arc::new(b)).await.expect("write");
+    };
+    assert_eq!(version("Quito").await, None, "no windows, no version");
+    write("q1", "Quito", 0).await;
+    let first = version("Quito")
+        .await
+        .expect("a version once it has windows");
+    write("l1", "Lima", 1).await;
+    assert_eq!(version("Quito").await, Some(first), "another city's write");
+    let lima = version("Lima").await.expect("Lima's");
+    write("q1", "Quito", 0).await;
+    assert_eq!(version("Quito").await, Some(first), "a repeat adds nothing");
+    write("q2", "Quito", 2).await;
+    let second = version("Quito").await.expect("Quito's");
+    assert!(
+        second != first && second != lima,
+        "{second} was given before"
+    );
+
+    let later = now.saturating_add(Span::from_days(10 * 365));
+    store.purge_expired(later).await.expect("purge");
+    assert_eq!(version("Quito").await, None, "its last window purged");
+    write("q3", "Quito", 3).await;
+    let third = version("Quito").await.expect("Quito's again");
+    assert!(
+        ![first, second, lima].contains(&third),
+        "{third} was given before"
+    );
+}
+
 /// A file of schema 5 (the base windows only, in `aggregations`) opens migrated: its windows
 /// are the 5-minute windows, and its rollups the sums of them.
 #[tokio::test]
@@ -1301,6 +1343,14 @@ async fn a_file_of_the_schema_before_opens_with_its_rollups_made() {
     );
     let days = all_windows(store, "Kyiv", None, daily(), TimeRange::ALL, 10).await;
     assert_eq!(days.iter().map(|w| w.event_count).sum::<u64>(), 6);
+    assert!(
+        store
+            .windows_version("Kyiv")
+            .await
+            .expect("version")
+            .is_some(),
+        "a city with windows has a windows version"
+    );
     drop(SqliteStore::open(dir.path()).expect("opens again, migrated once"));
     let again = SqliteStore::open(dir.path()).expect("reopen");
     let again: &dyn Store = &again;

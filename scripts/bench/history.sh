@@ -34,18 +34,24 @@ for _ in $(seq 300); do
 done
 
 from=$(date -u -d '-30 days' +%Y-%m-%dT%H:00:00Z)
+# Each path as JSON, then gzipped (what a browser asks for: the answer is compressed once).
 for path in \
   "/api/v1/aggregations?city=City0421&event_type=traffic&resolution=1h&from=$from&limit=1000" \
   "/api/v1/aggregations?city=City0421&resolution=1h&from=$from&limit=1000" \
   "/api/v1/aggregations?city=City0421&event_type=traffic&resolution=1d&limit=1000"; do
   windows=$(curl -fsS "$base$path" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
-  bytes=$(curl -fsS "$base$path" | wc -c)
-  out=$(taskset -c 1 wrk -t1 -c8 -d"${seconds}s" --latency "$base$path")
-  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
-  lat=$(taskset -c 1 hey -z "${seconds}s" -c 4 -q "$(( half / 4 > 0 ? half / 4 : 1 ))" "$base$path")
-  pcts=$(awk '/% in/ {gsub("%", "", $1); printf "p%s_ms=%.2f ", $1, $3 * 1000}' <<<"$lat" \
-    | grep -oE "p(50|90|99)_ms=[0-9.]+" | tr '\n' ' ')
-  codes=$(awk '/responses$/ {printf "%s:%s ", $1, $2}' <<<"$lat")
-  echo "history path=${path%%&from=*} windows=$windows bytes=$bytes max_rps=$rps half_rps=$half ${pcts}status=${codes% }"
+  for encoding in identity gzip; do
+    accept="Accept-Encoding: $encoding"
+    bytes=$(curl -fsS -H "$accept" "$base$path" | wc -c)
+    out=$(taskset -c 1 wrk -t1 -c8 -d"${seconds}s" --latency -H "$accept" "$base$path")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
+    lat=$(taskset -c 1 hey -z "${seconds}s" -c 4 -q "$(( half / 4 > 0 ? half / 4 : 1 ))" \
+      -H "$accept" "$base$path")
+    pcts=$(awk '/% in/ {gsub("%", "", $1); printf "p%s_ms=%.2f ", $1, $3 * 1000}' <<<"$lat" \
+      | grep -oE "p(50|90|99)_ms=[0-9.]+" | tr '\n' ' ')
+    codes=$(awk '/responses$/ {printf "%s:%s ", $1, $2}' <<<"$lat")
+    echo "history path=${path%%&from=*} encoding=$encoding windows=$windows bytes=$bytes" \
+      "max_rps=$rps half_rps=$half ${pcts}status=${codes% }"
+  done
 done

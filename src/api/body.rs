@@ -286,7 +286,8 @@ impl<'a> WindowBody<'a> {
 
 #[derive(Serialize, ToSchema)]
 pub struct AggregationsBody<'a> {
-    pub city: &'a City,
+    #[schema(value_type = City)]
+    pub city: &'a str,
     /// The `event_type` asked for, or `null` for all.
     pub event_type: Option<EventType>,
     /// The resolution of the windows listed.

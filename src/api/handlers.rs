@@ -8,32 +8,22 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::AppState;
+use super::answers::{self, AnswerKey};
 use super::body::*;
 use super::error::ApiError;
 use super::params::{Paging, Params, Range, city, cut, one_more};
 use crate::model::{EventTime, EventType, Severity, Span};
-use crate::store::{DeadLetterKey, EventKey, WindowPos, WindowQuery};
+use crate::store::{DeadLetterKey, EventKey, Page, WindowPos, WindowQuery};
 
 /// How long `/api/v1/health` waits for the store before it says `DOWN`.
 const HEALTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most partitions `/api/v1/health` lists (the most recently updated).
 const HEALTH_PARTITIONS: usize = 256;
-
-/// `body` as a JSON response, written into a buffer of about its size at once.
-fn json_with_capacity(body: &impl serde::Serialize, capacity: usize) -> Result<Response, ApiError> {
-    let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut out, body)
-        .map_err(|e| ApiError::Internal(format!("a body as JSON: {e}")))?;
-    let json = [(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    )];
-    Ok((json, out).into_response())
-}
 
 fn path_city(path: Result<Path<String>, PathRejection>) -> Result<crate::model::City, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -275,41 +265,62 @@ pub async fn cities(State(state): State<AppState>, params: Params) -> Result<Res
     ))]
 pub async fn aggregations(
     State(state): State<AppState>,
+    headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
     let city = params.required_city("city")?;
-    let event_type = params.event_type(&["event_type", "eventType"])?;
-    let resolution = params.resolution(&state.resolutions)?;
-    let range = params.range()?;
-    let page = params.page::<WindowPos>(10)?;
-    let now = EventTime::now();
     let query = WindowQuery {
         city: city.as_str().to_owned(),
-        event_type,
-        resolution,
-        range,
+        event_type: params.event_type(&["event_type", "eventType"])?,
+        resolution: params.resolution(&state.resolutions)?,
+        range: params.range()?,
     };
-    let found = state.store.windows(&query, one_more(&page), now).await?;
+    let page = params.page::<WindowPos>(10)?;
+    let now = EventTime::now();
+    let key = AnswerKey::new(&query, &page, query.resolution.kept_from(now));
+    let version = state.store.windows_version(&query.city).await?;
+    if let Some(kept) = version.and_then(|v| state.answers.get(&key, v, &headers)) {
+        return Ok(kept);
+    }
+    let json = windows_json(&state, &query, page, now).await?;
+    if let Some(version) = version {
+        state.answers.insert(key, version, json.clone());
+    }
+    Ok(answers::respond(json, None))
+}
+
+/// A page of windows as `/api/v1/aggregations` answers it, each window rendered once.
+async fn windows_json(
+    state: &AppState,
+    query: &WindowQuery,
+    page: Page<WindowPos>,
+    now: EventTime,
+) -> Result<Bytes, ApiError> {
+    let found = state.store.windows(query, one_more(&page), now).await?;
     let (windows, next_cursor) = cut(found, page.limit, |w| WindowPos {
         start: w.window_start,
         event_type: w.event_type,
     });
+    let resolution = query.resolution;
     let rollup = !state.resolutions.is_base(resolution);
     let rendered = state
         .windows
         .render_all(&windows, resolution, rollup)
         .map_err(|e| ApiError::Internal(format!("a window as JSON: {e}")))?;
     let body = AggregationsBody {
-        city: &city,
-        event_type,
+        city: &query.city,
+        event_type: query.event_type,
         resolution: resolution.name(),
-        range: RangeBody::of(range, resolution.kept_from(now)),
+        range: RangeBody::of(query.range, resolution.kept_from(now)),
         count: windows.len(),
         aggregations: rendered.iter().map(|json| &**json).collect(),
         next_cursor,
     };
     let bytes: usize = rendered.iter().map(|json| json.get().len() + 1).sum();
-    json_with_capacity(&body, bytes + 512)
+    let mut out = Vec::with_capacity(bytes + 512);
+    serde_json::to_writer(&mut out, &body)
+        .map_err(|e| ApiError::Internal(format!("a body as JSON: {e}")))?;
+    Ok(out.into())
 }
 
 /// The event types records may have.

@@ -9,6 +9,7 @@
 //! connection.
 
 mod alerting;
+pub mod answers;
 pub mod auth;
 mod body;
 mod dashboard;
@@ -74,6 +75,9 @@ pub struct AppState {
     pub ingest: Option<Arc<ingest::Ingest>>,
     /// Windows as JSON, kept while their counts hold (`--window-cache-mib`).
     pub windows: Arc<rendered::RenderedWindows>,
+    /// Whole answers of `/aggregations`, kept while the city's windows hold
+    /// (`--answer-cache-mib`).
+    pub answers: Arc<answers::Answers>,
 }
 
 impl AppState {
@@ -95,6 +99,7 @@ impl AppState {
             auth: Arc::new(Auth::new(None, false)),
             ingest: None,
             windows: Arc::default(),
+            answers: Arc::default(),
         }
     }
 }

@@ -178,6 +178,11 @@ pub trait Reader: Send + Sync + 'static {
         now: EventTime,
     ) -> Result<Vec<WindowAggregate>, StoreError>;
 
+    /// A number that changes whenever the city's windows change and is never given twice, so an
+    /// answer made from them may be kept while it holds; `None` where the backend keeps no
+    /// such number (then nothing is kept).
+    async fn windows_version(&self, city: &str) -> Result<Option<u64>, StoreError>;
+
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError>;
 
     /// A page of live late events in `range`, newest event time first, of one city or all.

@@ -96,6 +96,10 @@ impl Reader for NullStore {
         Ok(Vec::new())
     }
 
+    async fn windows_version(&self, _: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     async fn stats(&self, _: EventTime) -> Result<Stats, StoreError> {
         Ok(Stats::default())
     }

@@ -9,7 +9,7 @@ use crate::model::{
 };
 
 /// A half-open range of time, `[from, to)`; an end left open is unbounded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct TimeRange {
     pub from: Option<EventTime>,
     pub to: Option<EventTime>,
@@ -47,7 +47,7 @@ impl TimeRange {
 
 /// Which windows a read wants: one city's, of one resolution, of one type or all, starting in
 /// a range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WindowQuery {
     pub city: String,
     pub event_type: Option<EventType>,
@@ -148,7 +148,7 @@ impl EventKey {
 }
 
 /// Position of a window in a city's list: newest window first, then type descending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WindowPos {
     pub start: EventTime,
     pub event_type: EventType,

@@ -318,6 +318,11 @@ impl<B: Reader> Reader for TimedStore<B> {
         self.call("windows", Call::Read, call).await
     }
 
+    async fn windows_version(&self, city: &str) -> Result<Option<u64>, StoreError> {
+        let call = self.inner.windows_version(city);
+        self.call("windows_version", Call::Read, call).await
+    }
+
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {
         self.call("stats", Call::Read, self.inner.stats(now)).await
     }
@@ -477,6 +482,9 @@ mod tests {
             _: Page<WindowPos>,
             _: EventTime,
         ) -> Result<Vec<WindowAggregate>, StoreError> {
+            std::future::pending().await
+        }
+        async fn windows_version(&self, _: &str) -> Result<Option<u64>, StoreError> {
             std::future::pending().await
         }
         async fn stats(&self, _: EventTime) -> Result<Stats, StoreError> {

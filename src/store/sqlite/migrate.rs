@@ -1,5 +1,6 @@
 //! Older files, brought up to date when they are opened, inside the transaction that opens them:
 //!
+//! - schema 9 → 10: each city with windows gets a windows version (`window_versions`), 0.
 //! - schema 8 → 9: raw events and alerts move from a row each (`raw_events`, `alerts`) into
 //!   blocks (`blocks.rs`), cut as a write cuts them; every event keeps its key, expiry and (an
 //!   alert) its rules, and the counters stay as they are.
@@ -41,7 +42,7 @@ const MAKE_ROLLUP: &str = "INSERT INTO windows (city, span, start, event_type, e
      GROUP BY city, bucket, event_type";
 
 /// The versions a file can be migrated from.
-pub(super) const FROM: [i64; 4] = [5, 6, 7, 8];
+pub(super) const FROM: [i64; 5] = [5, 6, 7, 8, 9];
 
 /// Brings a file of schema `from` up to date, the tables of `schema.sql` made already.
 pub(super) fn from(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
@@ -55,6 +56,11 @@ pub(super) fn from(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
     }
     if from <= 8 {
         rows_to_blocks(tx)?;
+    }
+    if from <= 9 {
+        tx.execute_batch(
+            "INSERT INTO window_versions (city, version) SELECT DISTINCT city, 0 FROM windows",
+        )?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! - `keys.rs`: the API keys (`store::keys`).
 //! - `purge.rs`: expired rows are deleted in chunks, the writer free between them.
 //! - `checkpointer.rs`: the write-ahead log is copied into the database on a thread of its own.
-//! - `migrate.rs`: a file of schema 5 to 8 is brought up to date when it is opened.
+//! - `migrate.rs`: a file of schema 5 to 9 is brought up to date when it is opened.
 
 mod block;
 mod blocks;
@@ -51,7 +51,7 @@ pub const DB_FILE: &str = "citystream.db";
 const SCHEMA: &str = include_str!("schema.sql");
 /// Bumped whenever `schema.sql` changes; `migrate.rs` brings a file of an older version it
 /// knows up to it, and a file of any other version is refused.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 /// Settings of the file itself, before any table exists: 16 KiB pages (fewer, shallower trees
 /// for a writer that mostly appends: about 10 % more events/s than 4 KiB pages in `citystream
 /// bench`; it takes effect when the file is created) and the write-ahead log.
@@ -524,6 +524,11 @@ impl Reader for SqliteStore {
         let query = query.clone();
         self.read(move |c| read::windows(c, &query, &page, now))
             .await
+    }
+
+    async fn windows_version(&self, city: &str) -> Result<Option<u64>, StoreError> {
+        let city = city.to_owned();
+        self.read(move |c| read::windows_version(c, &city)).await
     }
 
     async fn stats(&self, now: EventTime) -> Result<Stats, StoreError> {

@@ -77,15 +77,35 @@ pub(super) fn alert_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, 
     Ok(gone.len() as u64)
 }
 
-/// Deletes up to `?2` windows, of every resolution, expired by `?1`.
+/// Deletes up to `?2` windows, of every resolution, expired by `?1`; returns their cities.
 pub(super) const PURGE_WINDOWS: &str =
     "DELETE FROM windows WHERE (city, span, start, event_type) IN
-         (SELECT city, span, start, event_type FROM windows WHERE expires_at <= ?1 LIMIT +?2)";
+         (SELECT city, span, start, event_type FROM windows WHERE expires_at <= ?1 LIMIT +?2)
+     RETURNING city";
 
-/// Deletes up to [`PURGE_CHUNK`] expired windows.
+/// Deletes up to [`PURGE_CHUNK`] expired windows, and the windows version of each city left
+/// without any.
 pub(super) fn window_chunk(conn: &mut Connection, now: EventTime) -> Result<u64, StoreError> {
-    let n = conn.execute(PURGE_WINDOWS, params![now.as_millis(), PURGE_CHUNK])?;
-    Ok(n as u64)
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut cities = tx
+        .prepare_cached(PURGE_WINDOWS)?
+        .query_map(params![now.as_millis(), PURGE_CHUNK], |r| {
+            r.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = cities.len() as u64;
+    cities.sort_unstable();
+    cities.dedup();
+    let mut gone = tx.prepare_cached(
+        "DELETE FROM window_versions
+         WHERE city = ?1 AND NOT EXISTS (SELECT 1 FROM windows WHERE city = ?1)",
+    )?;
+    for city in &cities {
+        gone.execute(params![city])?;
+    }
+    drop(gone);
+    tx.commit()?;
+    Ok(n)
 }
 
 /// Deletes up to [`PURGE_CHUNK`] finished deliveries whose alert expired; a pending one stays.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::blocks::{self, Kind, Newest};
 use super::{checkpoint_from_row, collect, event_from_row, event_type, severity, window_from_row};
@@ -211,6 +211,15 @@ pub(super) fn city_summary(
         .query_row(params![city, now.as_millis()], |r| r.get::<_, i64>(0))?
         .max(0) as u64;
     Ok(summary)
+}
+
+/// The city's windows version (schema.sql), if it has windows.
+pub(super) fn windows_version(c: &Connection, city: &str) -> Result<Option<u64>, StoreError> {
+    let version: Option<i64> = c
+        .prepare_cached("SELECT version FROM window_versions WHERE city = ?1")?
+        .query_row(params![city], |r| r.get(0))
+        .optional()?;
+    Ok(version.map(|v| v.max(0) as u64))
 }
 
 /// The raw and late events in all: the totals, the late ones less the expired rows the purge

@@ -75,6 +75,14 @@ CREATE TABLE IF NOT EXISTS windows (
     PRIMARY KEY (city, span, start, event_type)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_by_expiry ON windows (expires_at);
+-- Each city's windows version: the number the last write that changed its windows took from
+-- totals' 'window_writes', which only grows, so a version is never given twice. The API keeps
+-- an answer while the city's version holds (api/answers.rs). A city has a row while it has
+-- windows: the purge deletes the row with the city's last window.
+CREATE TABLE IF NOT EXISTS window_versions (
+    city    TEXT    NOT NULL PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Query 3: the events an alert rule matched (by default, high and critical), the seed's
 -- citystream-alerts, in blocks as the raw events are, each event with the rules that matched

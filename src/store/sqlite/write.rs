@@ -3,6 +3,8 @@
 //! the new ones, and the checkpoints come last. What the events add is worked out beside the
 //! writer while it inserts the keys (`plan.rs`).
 
+use std::collections::BTreeSet;
+
 use foldhash::{HashMap, HashMapExt};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -52,6 +54,7 @@ pub(super) fn write_batch(
     count_alerts(&tx, &effects)?;
     insert_deliveries(&tx, &effects, now)?;
     add_to_windows(&tx, &effects, rules.severities_cap)?;
+    move_window_versions(&tx, &effects)?;
     alert_windows(&tx, &effects, &rules.alerting, now)?;
     insert_late(&tx, &effects, &batch.rules)?;
     let dead = batch.dead_letters.iter().chain(&written.duplicates);
@@ -280,6 +283,29 @@ fn insert_owed(tx: &Transaction<'_>, owed: &Owed<'_>, now: EventTime) -> Result<
             now.as_millis(),
             owed.expires.as_millis(),
         ])?;
+    }
+    Ok(())
+}
+
+/// Gives each city whose windows this write added to a version no write gave before, so that
+/// an answer kept while the version holds is never stale (schema.sql).
+fn move_window_versions(tx: &Transaction<'_>, effects: &Effects<'_>) -> Result<(), StoreError> {
+    let cities: BTreeSet<&str> = effects.windows.keys().map(|w| w.1).collect();
+    if cities.is_empty() {
+        return Ok(());
+    }
+    let version: i64 = tx
+        .prepare_cached(
+            "INSERT INTO totals (name, value) VALUES ('window_writes', 1)
+             ON CONFLICT DO UPDATE SET value = value + 1 RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let mut set = tx.prepare_cached(
+        "INSERT INTO window_versions (city, version) VALUES (?1, ?2)
+         ON CONFLICT DO UPDATE SET version = excluded.version",
+    )?;
+    for city in cities {
+        set.execute(params![city, version])?;
     }
     Ok(())
 }
