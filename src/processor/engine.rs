@@ -184,8 +184,36 @@ impl Engine {
 
     /// Processes records in log order. `now` stands in for the arrival time of records that
     /// carry none (plain files), and is what the TTL is judged against.
+    ///
+    /// A large poll is taken in chunks, each decoded on rayon's pool while the chunk before it
+    /// goes through the stages, so that both stages keep a core busy.
     pub fn process(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
-        let decoded = decode_all(&self.source, records, |r| self.is_new(r));
+        // Decoded unless its offset was below the checkpoint before this poll.
+        let new: Vec<bool> = records.iter().map(|r| self.is_new(r)).collect();
+        let source = self.source.clone();
+        let mut chunks = records.chunks(DECODE_CHUNK).zip(new.chunks(DECODE_CHUNK));
+        let Some((mut chunk, first)) = chunks.next() else {
+            return;
+        };
+        let mut decoded = decode_all(&source, chunk, first);
+        for (next, next_new) in chunks {
+            let ((), next_decoded) = rayon::join(
+                || self.admit_all(chunk, decoded, now, out),
+                || decode_all(&source, next, next_new),
+            );
+            (chunk, decoded) = (next, next_decoded);
+        }
+        self.admit_all(chunk, decoded, now, out);
+    }
+
+    /// Records with their decoded events (`None`: not new) through the stages, in log order.
+    fn admit_all(
+        &mut self,
+        records: &[Record],
+        decoded: Vec<Option<Result<CityEvent, Rejection>>>,
+        now: EventTime,
+        out: &mut WriteBatch,
+    ) {
         for (record, event) in records.iter().zip(decoded) {
             self.counters.records += 1;
             if !self.partitions.contains_key(&record.partition) {
@@ -201,7 +229,6 @@ impl Engine {
             }
             state.next_offset = record.offset + 1;
             state.touched = true;
-            // Decoded unless its offset was below the checkpoint before this poll.
             let Some(event) = event else { continue };
             match admit(&self.config, &self.windows, state, record, event, now) {
                 Ok(Some(accepted)) => out.events.push(accepted),
@@ -267,19 +294,23 @@ pub fn check_time(
 /// not worth the hand-off.
 const DECODE_IN_PARALLEL: usize = 1024;
 
+/// Records decoded ahead while the chunk before them goes through the stages.
+const DECODE_CHUNK: usize = 4096;
+
 /// Decoding is the stage that needs no state, so it runs beside the rest: on every core for a
-/// large poll. Only the records `new` picks are decoded (`None` for the others).
+/// large chunk. Only the records `new` marks are decoded (`None` for the others).
 fn decode_all(
     source: &str,
     records: &[Record],
-    new: impl Fn(&Record) -> bool + Sync,
+    new: &[bool],
 ) -> Vec<Option<Result<CityEvent, Rejection>>> {
-    let one = |r: &Record| new(r).then(|| decode(source, r));
+    let one = |(r, new): (&Record, &bool)| new.then(|| decode(source, r));
     if records.len() < DECODE_IN_PARALLEL {
-        return records.iter().map(one).collect();
+        return records.iter().zip(new).map(one).collect();
     }
     records
         .par_iter()
+        .zip(new)
         .with_min_len(DECODE_IN_PARALLEL / 4)
         .map(one)
         .collect()
@@ -353,6 +384,63 @@ mod tests {
 
     fn now() -> EventTime {
         EventTime::parse_rfc3339("2026-11-25T12:00:00Z").unwrap()
+    }
+
+    /// A poll large enough to be decoded in chunks, ahead of the stages, gives what the same
+    /// records give one at a time: events, dead letters, checkpoints and counters, with
+    /// records below the checkpoint skipped and repeats found across chunks.
+    #[test]
+    fn a_large_poll_decoded_in_chunks_gives_what_one_record_at_a_time_gives() {
+        let mut seed = 7u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let cities = ["SF", "NYC", "LA"];
+        let severities = ["low", "medium", "high", "critical"];
+        let mut offsets = [0u64; 2];
+        let records: Vec<Record> = (0..3 * DECODE_CHUNK as u64 + 17)
+            .map(|i| {
+                let partition = next(2) as u32;
+                let offset = offsets[partition as usize];
+                offsets[partition as usize] += 1;
+                let json = match next(50) {
+                    0 => "not json".to_owned(),
+                    // An id seen chunks before: a repeat or a reuse.
+                    1 => event_json(
+                        &format!("id-{}", next(i + 1)),
+                        "2026-11-25T11:00:00Z",
+                        "SF",
+                        "low",
+                    ),
+                    _ => {
+                        let minute = 10 * 60 + next(110);
+                        let time = format!("2026-11-25T{:02}:{:02}:00Z", minute / 60, minute % 60);
+                        let city = cities[next(3) as usize];
+                        let severity = severities[next(4) as usize];
+                        event_json(&format!("id-{i}"), &time, city, severity)
+                    }
+                };
+                record(partition, offset, &json)
+            })
+            .collect();
+        let config = EngineConfig::default();
+        let (mut whole, mut single) = (Engine::new("t", config.clone()), Engine::new("t", config));
+        let (mut a, mut b) = (whole.batch(), single.batch());
+        // Both saw the first records before: the large poll skips them.
+        whole.process(&records[..100], now(), &mut a);
+        whole.process(&records, now(), &mut a);
+        for r in records[..100].iter().chain(&records) {
+            single.process(std::slice::from_ref(r), now(), &mut b);
+        }
+        whole.flush(&mut a);
+        single.flush(&mut b);
+        assert!(a.events.len() > 2 * DECODE_CHUNK && !a.dead_letters.is_empty());
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.dead_letters, b.dead_letters);
+        assert_eq!(a.checkpoints, b.checkpoints);
+        assert_eq!(whole.counters(), single.counters());
+        assert_eq!(whole.counters().skipped, 100);
     }
 
     #[test]
