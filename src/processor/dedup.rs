@@ -28,6 +28,25 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, xxh3_128};
 
 use crate::model::{CityEvent, EventTime, Span};
 
+/// What identity needs of an event: its id and content hashed, and its time. Worked out where
+/// the event is decoded, on every core, so that the stage in log order only looks it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    id: u128,
+    content: u64,
+    at: EventTime,
+}
+
+impl Fingerprint {
+    pub fn of(event: &CityEvent) -> Self {
+        Fingerprint {
+            id: id_hash(event),
+            content: content_hash(event),
+            at: event.timestamp,
+        }
+    }
+}
+
 /// What an event's id is to its partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Identity {
@@ -114,33 +133,30 @@ impl RecentIds {
     }
 
     /// What `event`'s id is to this partition.
-    pub fn identify(&self, event: &CityEvent) -> Identity {
-        match self.entries.get(&id_hash(event)) {
+    pub fn identify(&self, event: &Fingerprint) -> Identity {
+        match self.entries.get(&event.id) {
             None => Identity::New,
-            Some(e) if e.at == event.timestamp && e.content == content_hash(event) => {
-                Identity::Repeat
-            }
+            Some(e) if e.at == event.at && e.content == event.content => Identity::Repeat,
             Some(e) => Identity::Reused { first: e.at },
         }
     }
 
     /// Remembers an accepted event, then forgets what the bounds no longer cover, given the
     /// partition's newest event time.
-    pub fn remember(&mut self, event: &CityEvent, newest: EventTime) {
+    pub fn remember(&mut self, event: &Fingerprint, newest: EventTime) {
         let floor = second(newest.saturating_sub(self.horizon));
-        if second(event.timestamp) < floor || self.capacity == 0 {
+        if second(event.at) < floor || self.capacity == 0 {
             return;
         }
-        let id = id_hash(event);
         let entry = Entry {
-            at: event.timestamp,
-            content: content_hash(event),
+            at: event.at,
+            content: event.content,
         };
-        if self.entries.insert(id, entry).is_none() {
+        if self.entries.insert(event.id, entry).is_none() {
             self.by_second
-                .entry(second(event.timestamp))
+                .entry(second(event.at))
                 .or_default()
-                .push(id);
+                .push(event.id);
         }
         self.evict(floor);
     }
@@ -177,24 +193,27 @@ mod tests {
     fn repeats_and_reuses_are_told_apart() {
         let mut ids = RecentIds::new(Span::from_mins(60), 100);
         let first = event("a", 10, Severity::Low);
-        assert_eq!(ids.identify(&first), Identity::New);
-        ids.remember(&first, first.timestamp);
-        assert_eq!(ids.identify(&first), Identity::Repeat);
+        assert_eq!(ids.identify(&Fingerprint::of(&first)), Identity::New);
+        ids.remember(&Fingerprint::of(&first), first.timestamp);
+        assert_eq!(ids.identify(&Fingerprint::of(&first)), Identity::Repeat);
         let other_content = event("a", 10, Severity::Critical);
         assert_eq!(
-            ids.identify(&other_content),
+            ids.identify(&Fingerprint::of(&other_content)),
             Identity::Reused {
                 first: first.timestamp
             }
         );
         let other_time = event("a", 11, Severity::Low);
         assert_eq!(
-            ids.identify(&other_time),
+            ids.identify(&Fingerprint::of(&other_time)),
             Identity::Reused {
                 first: first.timestamp
             }
         );
-        assert_eq!(ids.identify(&event("b", 10, Severity::Low)), Identity::New);
+        assert_eq!(
+            ids.identify(&Fingerprint::of(&event("b", 10, Severity::Low))),
+            Identity::New
+        );
     }
 
     #[test]
@@ -202,26 +221,29 @@ mod tests {
         let mut ids = RecentIds::new(Span::from_mins(30), 3);
         for minute in 0..10 {
             let e = event(&format!("e{minute}"), minute, Severity::Low);
-            ids.remember(&e, e.timestamp);
+            ids.remember(&Fingerprint::of(&e), e.timestamp);
             assert!(ids.len() <= 3);
         }
         // The three newest event times stay.
         assert_eq!(
-            ids.identify(&event("e9", 9, Severity::Low)),
+            ids.identify(&Fingerprint::of(&event("e9", 9, Severity::Low))),
             Identity::Repeat
         );
         assert_eq!(
-            ids.identify(&event("e7", 7, Severity::Low)),
+            ids.identify(&Fingerprint::of(&event("e7", 7, Severity::Low))),
             Identity::Repeat
         );
-        assert_eq!(ids.identify(&event("e6", 6, Severity::Low)), Identity::New);
+        assert_eq!(
+            ids.identify(&Fingerprint::of(&event("e6", 6, Severity::Low))),
+            Identity::New
+        );
         // An hour later, the horizon has passed them all.
         let later = event("late", 70, Severity::Low);
-        ids.remember(&later, later.timestamp);
+        ids.remember(&Fingerprint::of(&later), later.timestamp);
         assert_eq!(ids.len(), 1);
         // An event already beyond the horizon is not remembered.
         let old = event("old", 1, Severity::Low);
-        ids.remember(&old, later.timestamp);
-        assert_eq!(ids.identify(&old), Identity::New);
+        ids.remember(&Fingerprint::of(&old), later.timestamp);
+        assert_eq!(ids.identify(&Fingerprint::of(&old)), Identity::New);
     }
 }

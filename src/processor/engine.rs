@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::dedup::{Identity, RecentIds};
+use super::dedup::{Fingerprint, Identity, RecentIds};
 use super::window::Windows;
 use crate::model::{
-    Accepted, Alerting, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, Record,
+    Accepted, Alerting, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, Fired, Record,
     Rejection, Span, WriteBatch, decode,
 };
 
@@ -148,7 +148,7 @@ impl Engine {
         state.max_event_time = cp.max_event_time;
         if let Some(newest) = cp.max_event_time {
             for event in recent {
-                state.ids.remember(event, newest);
+                state.ids.remember(&Fingerprint::of(event), newest);
             }
         }
     }
@@ -190,16 +190,19 @@ impl Engine {
     pub fn process(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
         // Decoded unless its offset was below the checkpoint before this poll.
         let new: Vec<bool> = records.iter().map(|r| self.is_new(r)).collect();
-        let source = self.source.clone();
+        let stage = DecodeStage {
+            source: self.source.clone(),
+            alerting: self.config.rules.alerting.clone(),
+        };
         let mut chunks = records.chunks(DECODE_CHUNK).zip(new.chunks(DECODE_CHUNK));
         let Some((mut chunk, first)) = chunks.next() else {
             return;
         };
-        let mut decoded = decode_all(&source, chunk, first);
+        let mut decoded = stage.decode_all(chunk, first);
         for (next, next_new) in chunks {
             let ((), next_decoded) = rayon::join(
                 || self.admit_all(chunk, decoded, now, out),
-                || decode_all(&source, next, next_new),
+                || stage.decode_all(next, next_new),
             );
             (chunk, decoded) = (next, next_decoded);
         }
@@ -210,7 +213,7 @@ impl Engine {
     fn admit_all(
         &mut self,
         records: &[Record],
-        decoded: Vec<Option<Result<CityEvent, Rejection>>>,
+        decoded: Vec<Option<Result<Decoded, Rejection>>>,
         now: EventTime,
         out: &mut WriteBatch,
     ) {
@@ -297,23 +300,47 @@ const DECODE_IN_PARALLEL: usize = 1024;
 /// Records decoded ahead while the chunk before them goes through the stages.
 const DECODE_CHUNK: usize = 4096;
 
-/// Decoding is the stage that needs no state, so it runs beside the rest: on every core for a
-/// large chunk. Only the records `new` marks are decoded (`None` for the others).
-fn decode_all(
-    source: &str,
-    records: &[Record],
-    new: &[bool],
-) -> Vec<Option<Result<CityEvent, Rejection>>> {
-    let one = |(r, new): (&Record, &bool)| new.then(|| decode(source, r));
-    if records.len() < DECODE_IN_PARALLEL {
-        return records.iter().zip(new).map(one).collect();
+/// The stage that needs no state, so it runs beside the rest, on every core for a large
+/// chunk: decoding, and what follows from the event and the rules alone.
+struct DecodeStage {
+    source: String,
+    alerting: Arc<Alerting>,
+}
+
+/// A decoded event with its fingerprint and the alerts it fires.
+struct Decoded {
+    event: CityEvent,
+    fingerprint: Fingerprint,
+    alerts: Vec<Fired>,
+}
+
+impl DecodeStage {
+    /// Only the records `new` marks are decoded (`None` for the others).
+    fn decode_all(
+        &self,
+        records: &[Record],
+        new: &[bool],
+    ) -> Vec<Option<Result<Decoded, Rejection>>> {
+        let one = |(r, new): (&Record, &bool)| new.then(|| self.decode(r));
+        if records.len() < DECODE_IN_PARALLEL {
+            return records.iter().zip(new).map(one).collect();
+        }
+        records
+            .par_iter()
+            .zip(new)
+            .with_min_len(DECODE_IN_PARALLEL / 4)
+            .map(one)
+            .collect()
     }
-    records
-        .par_iter()
-        .zip(new)
-        .with_min_len(DECODE_IN_PARALLEL / 4)
-        .map(one)
-        .collect()
+
+    fn decode(&self, record: &Record) -> Result<Decoded, Rejection> {
+        let event = decode(&self.source, record)?;
+        Ok(Decoded {
+            fingerprint: Fingerprint::of(&event),
+            alerts: self.alerting.fire(&event),
+            event,
+        })
+    }
 }
 
 /// One decoded record through the stages, in order: the arrival and expiry checks, identity,
@@ -323,12 +350,16 @@ fn admit(
     windows: &Windows,
     state: &mut PartitionState,
     record: &Record,
-    decoded: Result<CityEvent, Rejection>,
+    decoded: Result<Decoded, Rejection>,
     now: EventTime,
 ) -> Result<Option<Accepted>, Rejection> {
-    let event = decoded?;
+    let Decoded {
+        event,
+        fingerprint,
+        alerts,
+    } = decoded?;
     let ttl = check_time(config, &event, record.timestamp.unwrap_or(now), now)?;
-    match state.ids.identify(&event) {
+    match state.ids.identify(&fingerprint) {
         Identity::New => {}
         Identity::Repeat => return Ok(None),
         Identity::Reused { first } => {
@@ -346,9 +377,8 @@ fn admit(
     let newest = state.max_event_time.max(Some(event.timestamp));
     state.max_event_time = newest;
     if let Some(newest) = newest {
-        state.ids.remember(&event, newest);
+        state.ids.remember(&fingerprint, newest);
     }
-    let alerts = config.rules.alerting.fire(&event);
     Ok(Some(Accepted {
         ttl,
         event,
