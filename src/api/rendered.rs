@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use metrics::counter;
-use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use quick_cache::{Equivalent, Weighter};
 use serde_json::value::RawValue;
 
 use super::body::WindowBody;
@@ -27,6 +27,25 @@ struct WindowId {
     city: City,
     event_type: EventType,
     start: EventTime,
+}
+
+/// A [`WindowId`] borrowed from the window it names, to look it up without a copy of its city;
+/// it hashes as the id does (a `City` hashes as its `str`).
+#[derive(Hash)]
+struct WindowRef<'a> {
+    span_ms: i64,
+    city: &'a str,
+    event_type: EventType,
+    start: EventTime,
+}
+
+impl Equivalent<WindowId> for WindowRef<'_> {
+    fn equivalent(&self, id: &WindowId) -> bool {
+        self.span_ms == id.span_ms
+            && self.city == id.city.as_str()
+            && self.event_type == id.event_type
+            && self.start == id.start
+    }
 }
 
 #[derive(Clone)]
@@ -88,13 +107,13 @@ impl RenderedWindows {
         rollup: bool,
         kept: &mut u64,
     ) -> Result<Arc<RawValue>, serde_json::Error> {
-        let id = WindowId {
+        let seek = WindowRef {
             span_ms: resolution.span.as_millis(),
-            city: w.city.clone(),
+            city: w.city.as_str(),
             event_type: w.event_type,
             start: w.window_start,
         };
-        if let Some(rendered) = self.cache.get(&id)
+        if let Some(rendered) = self.cache.get(&seek)
             && rendered.events == w.event_count
         {
             *kept += 1;
@@ -102,6 +121,12 @@ impl RenderedWindows {
         }
         let body = WindowBody::new(w, rollup.then_some(resolution));
         let json: Arc<RawValue> = serde_json::value::to_raw_value(&body)?.into();
+        let id = WindowId {
+            span_ms: seek.span_ms,
+            city: w.city.clone(),
+            event_type: w.event_type,
+            start: w.window_start,
+        };
         self.cache.insert(
             id,
             Rendered {

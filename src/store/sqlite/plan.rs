@@ -88,9 +88,9 @@ pub(super) fn beside_keys<'a, T>(
 
 /// Each block of `plan` holding an event `keep` takes, encoded with only those events.
 fn raw_blocks(batch: &WriteBatch, plan: &[Vec<usize>], keep: impl Fn(usize) -> bool) -> Vec<Block> {
-    let entry = |i: usize| entry(&batch.events[i], None);
+    let raw_entry = |i: usize| entry(&batch.events[i], None);
     plan.iter()
-        .map(|members| kept(members, &keep).map(entry).collect::<Vec<_>>())
+        .map(|members| kept(members, &keep).map(raw_entry).collect::<Vec<_>>())
         .map(|entries| Block::of(&entries))
         .collect()
 }
