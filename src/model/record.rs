@@ -198,7 +198,12 @@ pub fn decode_with(
     if !text.trim_start().starts_with('{') {
         return Err(Rejection::Json("expected a JSON object".to_owned()));
     }
-    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| Rejection::Json(e.to_string()))?;
+    // sonic-rs parses with SIMD, a fifth of an event's work with serde_json; its message's first
+    // line is the reason (the lines after it quote the record).
+    let wire: Wire<'_> = sonic_rs::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        Rejection::Json(message.lines().next().unwrap_or_default().to_owned())
+    })?;
 
     let timestamp =
         EventTime::parse_rfc3339(&wire.timestamp).map_err(|e| Rejection::Timestamp {
@@ -399,6 +404,26 @@ mod tests {
             assert!(dl.payload_prefix().len() <= DEAD_LETTER_PREFIX_BYTES);
             assert_eq!(dl.payload_len, payload.len());
         }
+        // Not JSON of the wire format, each told in one line.
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        for bad in [
+            GOOD.replace('}', "} x"),
+            GOOD.replace('}', ",}"),
+            GOOD.replace("\"SF\"", "\"S\\ud800F\""),
+            GOOD.replace("\"SF\"", "\"S\tF\""),
+            GOOD.replace("\"SF\"", "\"SF\",\"city\":\"LA\""),
+            GOOD.replace("\"SF\"", "\"S\\qF\""),
+            GOOD.replace("\"SF\"", "\"SF\",\"n\":01"),
+        ] {
+            let err = decode("t", &record(bad.as_bytes())).unwrap_err();
+            assert_eq!(err.kind(), "malformed", "{bad}: {err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+        let nested = GOOD.replace("\"SF\"", &format!("\"SF\",\"x\":{deep}"));
+        assert!(
+            decode("t", &record(nested.as_bytes())).is_ok(),
+            "unknown fields are skipped"
+        );
         let err = decode(
             "t",
             &record(GOOD.replace("traffic\"", "parade\"").as_bytes()),
