@@ -9,8 +9,8 @@
 //! An answer is at most [`MAX_AGE`] old besides: a window's stored expiry follows the writer's
 //! retention, which a `serve` configured otherwise would not see move `kept_from`.
 //!
-//! A client that accepts gzip gets the answer compressed once, on the first request that finds
-//! it kept: a month of hourly windows is about 390 KB as JSON and a tenth of it compressed.
+//! A client that accepts gzip gets an answer of 1 KiB or more gzipped, a kept one compressed
+//! once: a month of hourly windows is about 390 KB as JSON and 12 KB gzipped.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -54,12 +54,39 @@ impl AnswerKey {
     }
 }
 
-/// An answer as JSON, made when the city's windows had `version`; gzipped once asked again.
+/// Answers shorter than this are sent as they are: gzip would save little of a small answer.
+const GZIP_FROM: usize = 1024;
+
+/// An answer as JSON, made when the city's windows had `version`, and gzipped once a client
+/// that accepts gzip asked for it.
 struct Answer {
     version: u64,
     made: Instant,
     json: Bytes,
     gzip: Option<Bytes>,
+}
+
+impl Answer {
+    /// As a response: gzipped if asked and it has it.
+    fn respond(&self, gzip: bool) -> Response {
+        match (&self.gzip, gzip) {
+            (Some(body), true) => respond(body.clone(), Some("gzip")),
+            _ => respond(self.json.clone(), None),
+        }
+    }
+}
+
+/// `answer` with its JSON gzipped too; as it was if gzip fails.
+fn compressed(answer: &Answer) -> Answer {
+    let gzip = gzip(&answer.json)
+        .inspect_err(|e| tracing::warn!(error = %e, "gzip of an answer failed"))
+        .ok();
+    Answer {
+        version: answer.version,
+        made: answer.made,
+        json: answer.json.clone(),
+        gzip,
+    }
 }
 
 /// What an entry costs: its bodies, its city, and the map's own share.
@@ -100,40 +127,43 @@ impl Answers {
             return None;
         };
         counter!("citystream_api_answers_total", "from" => "cache").increment(1);
-        if !accepts_gzip(headers) {
-            return Some(respond(answer.json.clone(), None));
-        }
-        let gzip = match &answer.gzip {
-            Some(gzip) => gzip.clone(),
-            None => self.compress(key, &answer)?,
+        let gzip = accepts_gzip(headers) && answer.json.len() >= GZIP_FROM;
+        let answer = if gzip && answer.gzip.is_none() {
+            self.keep(key.clone(), compressed(&answer))
+        } else {
+            answer
         };
-        Some(respond(gzip, Some("gzip")))
+        Some(answer.respond(gzip))
     }
 
-    /// Keeps `json`, the answer to `key` made when the city's windows had `version`.
-    pub fn insert(&self, key: AnswerKey, version: u64, json: Bytes) {
-        let answer = Answer {
-            version,
+    /// `json`, the answer to `key` made just now, as a response (gzip when `headers` accept
+    /// it); kept when the city's windows have a `version`.
+    pub fn made(
+        &self,
+        key: AnswerKey,
+        version: Option<u64>,
+        json: Bytes,
+        headers: &HeaderMap,
+    ) -> Response {
+        let plain = Answer {
+            version: version.unwrap_or_default(),
             made: Instant::now(),
             json,
             gzip: None,
         };
-        self.cache.insert(key, Arc::new(answer));
+        let gzipped = accepts_gzip(headers) && plain.json.len() >= GZIP_FROM;
+        let answer = if gzipped { compressed(&plain) } else { plain };
+        let response = answer.respond(gzipped);
+        if version.is_some() {
+            self.keep(key, answer);
+        }
+        response
     }
 
-    /// Compresses a kept answer and keeps it compressed too; None if gzip fails.
-    fn compress(&self, key: &AnswerKey, answer: &Answer) -> Option<Bytes> {
-        let gzip = gzip(&answer.json)
-            .inspect_err(|e| tracing::warn!(error = %e, "gzip of an answer failed"))
-            .ok()?;
-        let compressed = Answer {
-            version: answer.version,
-            made: answer.made,
-            json: answer.json.clone(),
-            gzip: Some(gzip.clone()),
-        };
-        self.cache.insert(key.clone(), Arc::new(compressed));
-        Some(gzip)
+    fn keep(&self, key: AnswerKey, answer: Answer) -> Arc<Answer> {
+        let answer = Arc::new(answer);
+        self.cache.insert(key, answer.clone());
+        answer
     }
 
     /// Bytes held now.
@@ -150,7 +180,7 @@ impl Default for Answers {
 
 /// `body` as a JSON response: `encoding` names its compression, if any. Either way it varies
 /// by the request's Accept-Encoding.
-pub fn respond(body: Bytes, encoding: Option<&'static str>) -> Response {
+fn respond(body: Bytes, encoding: Option<&'static str>) -> Response {
     let mut response = (
         [
             (
@@ -232,7 +262,7 @@ mod tests {
     async fn an_answer_is_served_again_only_while_its_version_holds() {
         let answers = Answers::default();
         let json = Bytes::from_static(br#"{"count":0}"#);
-        answers.insert(key("Boston", 10), 7, json.clone());
+        answers.made(key("Boston", 10), Some(7), json.clone(), &HeaderMap::new());
         let none = HeaderMap::new();
         let kept = answers.get(&key("Boston", 10), 7, &none).unwrap();
         assert_eq!(body(kept).await, json.to_vec());
@@ -245,7 +275,7 @@ mod tests {
     async fn a_client_that_accepts_gzip_gets_the_same_answer_compressed() {
         let answers = Answers::default();
         let json = Bytes::from(format!("[{}]", vec!["{\"n\":1}"; 1000].join(",")));
-        answers.insert(key("Boston", 10), 1, json.clone());
+        answers.made(key("Boston", 10), Some(1), json.clone(), &HeaderMap::new());
         let first = answers
             .get(&key("Boston", 10), 1, &headers("br, gzip;q=0.8"))
             .unwrap();
@@ -267,6 +297,20 @@ mod tests {
             .get(&key("Boston", 10), 1, &headers("gzip"))
             .unwrap();
         assert_eq!(body(again).await, compressed);
+    }
+
+    #[tokio::test]
+    async fn an_answer_made_for_a_client_that_accepts_gzip_is_gzipped_unless_small() {
+        let answers = Answers::default();
+        let large = Bytes::from(vec![b' '; 4096]);
+        let made = answers.made(key("Boston", 10), Some(1), large, &headers("gzip"));
+        assert_eq!(made.headers()[header::CONTENT_ENCODING], "gzip");
+        let small = Bytes::from_static(br#"{"count":0}"#);
+        let made = answers.made(key("Lima", 10), Some(1), small.clone(), &headers("gzip"));
+        assert!(made.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(body(made).await, small.to_vec());
+        let kept = answers.get(&key("Lima", 10), 1, &headers("gzip")).unwrap();
+        assert!(kept.headers().get(header::CONTENT_ENCODING).is_none());
     }
 
     #[test]
@@ -292,7 +336,12 @@ mod tests {
         let answers = Answers::new(bound);
         let json = Bytes::from(vec![b' '; 10_000]);
         for limit in 0..500 {
-            answers.insert(key("Boston", limit), 1, json.clone());
+            answers.made(
+                key("Boston", limit),
+                Some(1),
+                json.clone(),
+                &HeaderMap::new(),
+            );
         }
         assert!(answers.weight() <= bound, "{} bytes", answers.weight());
         assert!(answers.weight() > bound / 2, "{} bytes", answers.weight());

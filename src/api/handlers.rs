@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::AppState;
-use super::answers::{self, AnswerKey};
+use super::answers::AnswerKey;
 use super::body::*;
 use super::error::ApiError;
 use super::params::{Paging, Params, Range, city, cut, one_more};
@@ -250,7 +250,8 @@ pub async fn cities(State(state): State<AppState>, params: Params) -> Result<Res
 
 /// `GET /api/v1/aggregations?city=&event_type=&resolution=&from=&to=&limit=10&cursor=`
 /// (`eventType` accepted too): a city's live windows of one resolution (the base window by
-/// default), newest first.
+/// default), newest first. An answer asked for again while the city's windows are unchanged is
+/// served as it was made (`answers.rs`); gzipped to a client that accepts gzip.
 #[utoipa::path(get, path = "/api/v1/aggregations", tag = "results",
     params(
         ("city" = String, Query, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "The city (required)"),
@@ -260,7 +261,7 @@ pub async fn cities(State(state): State<AppState>, params: Params) -> Result<Res
         Paging,
     ),
     responses(
-        (status = 200, description = "Windows whose start is in the range, newest first; without `event_type`, ties by type descending", body = AggregationsBody),
+        (status = 200, description = "Windows whose start is in the range, newest first; without `event_type`, ties by type descending. Gzipped (`Content-Encoding: gzip`) when the request accepts gzip and the answer is 1 KiB or more", body = AggregationsBody),
         Failures,
     ))]
 pub async fn aggregations(
@@ -283,10 +284,7 @@ pub async fn aggregations(
         return Ok(kept);
     }
     let json = windows_json(&state, &query, page, now).await?;
-    if let Some(version) = version {
-        state.answers.insert(key, version, json.clone());
-    }
-    Ok(answers::respond(json, None))
+    Ok(state.answers.made(key, version, json, &headers))
 }
 
 /// A page of windows as `/api/v1/aggregations` answers it, each window rendered once.
