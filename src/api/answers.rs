@@ -29,7 +29,7 @@ use crate::model::EventTime;
 use crate::store::{Page, WindowPos, WindowQuery};
 
 /// Bytes of answers kept by default (`--answer-cache-mib`).
-pub const DEFAULT_BYTES: u64 = 16 << 20;
+pub const DEFAULT_BYTES: u64 = 8 << 20;
 
 /// Longest an answer is served again, whatever the version says.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
