@@ -127,6 +127,12 @@ fn fixture(dir: &Path, cities: usize, days: usize) -> anyhow::Result<()> {
             );
         }
     }
+    // The next write gives a version no city of the fixture has.
+    conn.execute(
+        "INSERT INTO totals (name, value) VALUES ('window_writes', ?1)
+         ON CONFLICT DO UPDATE SET value = excluded.value",
+        params![cities as i64],
+    )?;
     drop(conn);
     // The expiry index is made once, sorted, by the store's own schema.
     drop(SqliteStore::open(dir)?);

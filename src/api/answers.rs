@@ -115,6 +115,11 @@ impl Answers {
         }
     }
 
+    /// Whether answers are kept at all (`--answer-cache-mib` above 0).
+    pub fn keeps(&self) -> bool {
+        self.cache.capacity() > 0
+    }
+
     /// The answer kept for `key` while the city's windows have `version`, as a response; gzip
     /// when `headers` accept it.
     pub fn get(&self, key: &AnswerKey, version: u64, headers: &HeaderMap) -> Option<Response> {
@@ -345,5 +350,9 @@ mod tests {
         }
         assert!(answers.weight() <= bound, "{} bytes", answers.weight());
         assert!(answers.weight() > bound / 2, "{} bytes", answers.weight());
+        let none = Answers::new(0);
+        assert!(!none.keeps());
+        none.made(key("Boston", 1), Some(1), json, &HeaderMap::new());
+        assert!(none.get(&key("Boston", 1), 1, &HeaderMap::new()).is_none());
     }
 }

@@ -134,8 +134,9 @@ impl SqliteStore {
             c.execute_batch(CONNECTION_PRAGMAS)?;
             c.execute_batch(READER_PRAGMAS)
         });
-        // Reads run on the blocking pool; twice the cores of connections keeps them busy
-        // without queueing a read behind a slow one.
+        // Reads run on the calling task, at most one fewer at once than the runtime has
+        // workers (`read`); twice the cores of connections is room for them all, and a few on
+        // the blocking pool besides.
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get()) as u32;
         // A local file's connection does not go stale: no test query on every checkout.
         let readers = r2d2::Pool::builder()

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS city_counts (
     events INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- Whole-store totals kept in step the same way: 'raw' and 'late'.
+-- Whole-store totals kept in step the same way: 'raw' and 'late'; and 'window_writes', the
+-- writes that added to windows, which only grows (window_versions).
 CREATE TABLE IF NOT EXISTS totals (
     name  TEXT    NOT NULL PRIMARY KEY,
     value INTEGER NOT NULL
