@@ -6,6 +6,7 @@
 //! - [`console`]: query 4, the live console table;
 //! - [`runtime`]: the async loop between a [`crate::broker::Source`] and a
 //!   [`crate::store::Sink`].
+//! - [`stage`]: the engine on rayon's pool, processing a poll while the loop reads the next.
 //!
 //! Queries 1 to 3 end in the store: the engine hands it each accepted event with its raw row's
 //! expiry and its placement, and the store writes the raw row, the alert, and the window
@@ -15,6 +16,7 @@ pub mod console;
 pub mod dedup;
 pub mod engine;
 pub mod runtime;
+pub mod stage;
 pub mod window;
 
 pub use engine::{Engine, EngineConfig, check_time};

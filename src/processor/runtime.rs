@@ -3,7 +3,8 @@
 //!
 //! A batch gathers what the source has ready (up to `max_batch` records, waiting at most
 //! `linger` for more), so one store transaction covers many events at high rates and latency
-//! stays low at low rates. One batch is written while the next is read and processed; a store
+//! stays low at low rates. A poll's records are processed on rayon's pool while the next poll
+//! is read ([`super::stage`]), and one batch is written while the next is read and processed; a store
 //! that fails is retried with backoff until it takes the batch, and the next batch is not
 //! written before it, so at most one batch waits beside the one being retried and the
 //! broker's bound pushes back on producers. A batch the store refuses as it is (an event it
@@ -21,10 +22,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::console::ConsoleTable;
-use super::engine::Engine;
+use super::engine::{Engine, EngineCounters};
+use super::stage::{EngineLost, EngineStage};
 use crate::broker::{BrokerError, Polled, Source};
 use crate::model::{
-    Accepted, Alerting, Checkpoint, DeadLetter, EventTime, Placement, Record, Rejection, WriteBatch,
+    Accepted, Alerting, Checkpoint, DeadLetter, EventTime, Placement, Record, Rejection, Span,
+    WriteBatch,
 };
 use crate::store::timed::StoreHealth;
 use crate::store::{Fault, Sink, StoreError, Written};
@@ -57,6 +60,8 @@ pub enum ProcessorError {
     Broker(#[from] BrokerError),
     #[error("store writer task: {0}")]
     Writer(String),
+    #[error(transparent)]
+    Engine(#[from] EngineLost),
 }
 
 /// Most events of one batch that may be turned into `store_rejected` dead letters. A store
@@ -110,7 +115,9 @@ pub struct RunSummary {
 /// A source, an engine and a store, wired.
 pub struct Processor {
     source: Box<dyn Source>,
-    engine: Engine,
+    /// The engine, processing a poll on rayon's pool while the next is read.
+    stage: EngineStage,
+    watermark_delay: Span,
     store: Arc<dyn Sink>,
     health: Arc<StoreHealth>,
     config: RuntimeConfig,
@@ -139,7 +146,8 @@ impl Processor {
     ) -> Self {
         Processor {
             source,
-            engine,
+            watermark_delay: engine.config().watermark_delay,
+            stage: EngineStage::new(engine),
             store,
             health,
             config,
@@ -148,27 +156,12 @@ impl Processor {
         }
     }
 
-    /// Follows the rules in force and tells the dispatcher of new deliveries.
-    pub fn with_alerting(mut self, link: AlertingLink) -> Self {
-        self.engine.set_alerting(link.rules.borrow().clone());
+    /// Follows the rules in force, from the first batch on, and tells the dispatcher of new
+    /// deliveries.
+    pub fn with_alerting(mut self, mut link: AlertingLink) -> Self {
+        link.rules.mark_changed();
         self.alerting = Some(link);
         self
-    }
-
-    /// Puts rules that changed in force; the batch begun next is the first to use them.
-    fn follow_rules(&mut self) {
-        let Some(link) = self.alerting.as_mut() else {
-            return;
-        };
-        if link.rules.has_changed().unwrap_or(false) {
-            let rules = link.rules.borrow_and_update().clone();
-            tracing::info!(
-                rules = rules.rules.len(),
-                sinks = rules.sinks.len(),
-                "alert rules in force from the next batch"
-            );
-            self.engine.set_alerting(rules);
-        }
     }
 
     /// Runs until the source ends or `shutdown` fires, then writes what it holds and returns.
@@ -181,8 +174,9 @@ impl Processor {
         let mut ended = false;
         let mut in_flight: Option<InFlight> = None;
         while !ended {
-            self.follow_rules();
-            let mut batch = self.engine.batch();
+            let stage = self.stage.ready().await?;
+            follow_rules(self.alerting.as_mut(), &mut stage.engine);
+            stage.batch = stage.engine.batch();
             let mut taken = 0usize;
             let mut deadline: Option<Instant> = None;
             let mut revoked = Vec::new();
@@ -212,8 +206,15 @@ impl Processor {
                     }
                     Polled::Records(records) => {
                         taken += records.len();
-                        self.resume_new_partitions(&records).await;
-                        self.engine.process(&records, EventTime::now(), &mut batch);
+                        let stage = self.stage.ready().await?;
+                        resume_new_partitions(
+                            self.source.as_mut(),
+                            self.store.as_ref(),
+                            &mut stage.engine,
+                            &records,
+                        )
+                        .await;
+                        self.stage.start(records, EventTime::now()).await?;
                         deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
                     }
                     Polled::Revoked(partitions) => {
@@ -224,7 +225,10 @@ impl Processor {
                 }
             }
             summary.records += taken as u64;
-            self.engine.flush(&mut batch);
+            let stage = self.stage.ready().await?;
+            stage.engine.flush(&mut stage.batch);
+            let batch = std::mem::replace(&mut stage.batch, stage.engine.batch());
+            let engine = (stage.engine.counters(), stage.engine.remembered_ids());
             // The previous batch was being stored while this one was read and processed; its
             // positions are committed before the next write starts, so commits stay in order.
             if let Some(mut previous) = in_flight.take() {
@@ -239,7 +243,8 @@ impl Processor {
                 if !batch.dead_letters.is_empty() {
                     self.source.dead_letters(&batch.dead_letters).await?;
                 }
-                let mut write = self.start_write(batch, taken, &mut summary, console.as_mut());
+                let mut write =
+                    self.start_write(batch, taken, engine, &mut summary, console.as_mut());
                 if ended || !revoked.is_empty() {
                     // Write what was taken from revoked partitions before letting go.
                     let stored = joined(&mut write).await?;
@@ -249,18 +254,19 @@ impl Processor {
                 }
             }
             if !revoked.is_empty() {
-                self.engine.forget(&revoked);
+                self.stage.ready().await?.engine.forget(&revoked);
             }
         }
         if let Some((table, _, _)) = console {
             println!("{}", table.render());
         }
+        let repeats = self.stage.ready().await?.engine.counters().repeats;
         tracing::info!(
             records = summary.records,
             events = summary.events,
             late = summary.late,
             dead_letters = summary.dead_letters,
-            repeats = self.engine.counters().repeats,
+            repeats,
             batches = summary.batches,
             "processor stopped"
         );
@@ -273,6 +279,7 @@ impl Processor {
         &mut self,
         batch: WriteBatch,
         taken: usize,
+        engine: (EngineCounters, usize),
         summary: &mut RunSummary,
         console: Option<&mut (ConsoleTable, Duration, Instant)>,
     ) -> InFlight {
@@ -280,7 +287,7 @@ impl Processor {
         summary.late += batch.late().count() as u64;
         summary.dead_letters += batch.dead_letters.len() as u64;
         summary.batches += 1;
-        self.record_metrics(&batch, taken);
+        self.record_metrics(&batch, taken, engine);
         if let Some((table, every, next)) = console {
             table.observe(&batch.events);
             if Instant::now() >= *next {
@@ -327,60 +334,14 @@ impl Processor {
         Ok(())
     }
 
-    /// A partition seen for the first time resumes where the store's checkpoint left it, with
-    /// the ids of its recent events remembered.
-    async fn resume_new_partitions(&mut self, records: &[Record]) {
-        let new: BTreeSet<u32> = records
-            .iter()
-            .map(|r| r.partition)
-            .filter(|p| !self.engine.knows(*p))
-            .collect();
-        if new.is_empty() {
-            return;
-        }
-        let source = self.source.name().to_owned();
-        let mut checkpoints = Vec::new();
-        for &partition in &new {
-            let cp = retry("reading a checkpoint", || {
-                self.store.checkpoint(&source, partition)
-            })
-            .await;
-            checkpoints.push((partition, cp));
-        }
-        let config = self.engine.config().clone();
-        let floor = checkpoints
-            .iter()
-            .filter_map(|(_, cp)| cp.as_ref()?.max_event_time)
-            .min()
-            .map(|t| t.saturating_sub(config.dedup_horizon));
-        let limit = config
-            .dedup_capacity
-            .saturating_mul(self.source.partitions().max(1) as usize);
-        let recent = match floor {
-            Some(since) if limit > 0 => {
-                retry("reading recent events", || {
-                    self.store.events_since(since, limit)
-                })
-                .await
-            }
-            _ => Vec::new(),
-        };
-        for (partition, checkpoint) in checkpoints {
-            let mine = recent
-                .iter()
-                .filter(|e| self.source.partition_of(e.city.as_str()) == partition);
-            self.engine.resume(partition, checkpoint.as_ref(), mine);
-            tracing::info!(
-                partition,
-                next_offset = checkpoint.as_ref().map(|c| c.next_offset),
-                remembered_ids = self.engine.remembered_ids(),
-                "partition resumed"
-            );
-        }
-    }
-
-    fn record_metrics(&mut self, batch: &WriteBatch, records: usize) {
-        let repeats = self.engine.counters().repeats;
+    /// `engine`: the engine's counters and the ids it remembers, after the batch.
+    fn record_metrics(
+        &mut self,
+        batch: &WriteBatch,
+        records: usize,
+        (counters, remembered_ids): (EngineCounters, usize),
+    ) {
+        let repeats = counters.repeats;
         counter!("citystream_repeats_total").increment(repeats - self.counted_repeats);
         self.counted_repeats = repeats;
         counter!("citystream_records_total").increment(records as u64);
@@ -397,12 +358,12 @@ impl Processor {
             counter!("citystream_dead_letters_total", "kind" => dead.kind.clone()).increment(1);
         }
         histogram!("citystream_batch_records").record(records as f64);
-        gauge!("citystream_remembered_ids").set(self.engine.remembered_ids() as f64);
+        gauge!("citystream_remembered_ids").set(remembered_ids as f64);
     }
 
     /// Positions and watermarks that are now durable.
     fn record_committed(&self, checkpoints: &[Checkpoint]) {
-        let delay = self.engine.config().watermark_delay;
+        let delay = self.watermark_delay;
         for c in checkpoints {
             let p = c.partition.to_string();
             gauge!("citystream_processed_offset", "partition" => p.clone())
@@ -412,6 +373,76 @@ impl Processor {
                     .set(t.saturating_sub(delay).as_millis() as f64);
             }
         }
+    }
+}
+
+/// Puts rules that changed in force; the batch begun next is the first to use them.
+fn follow_rules(link: Option<&mut AlertingLink>, engine: &mut Engine) {
+    let Some(link) = link else {
+        return;
+    };
+    if link.rules.has_changed().unwrap_or(false) {
+        let rules = link.rules.borrow_and_update().clone();
+        tracing::info!(
+            rules = rules.rules.len(),
+            sinks = rules.sinks.len(),
+            "alert rules in force from the next batch"
+        );
+        engine.set_alerting(rules);
+    }
+}
+
+/// A partition seen for the first time resumes where the store's checkpoint left it, with
+/// the ids of its recent events remembered.
+async fn resume_new_partitions(
+    source: &mut dyn Source,
+    store: &dyn Sink,
+    engine: &mut Engine,
+    records: &[Record],
+) {
+    let new: BTreeSet<u32> = records
+        .iter()
+        .map(|r| r.partition)
+        .filter(|p| !engine.knows(*p))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let name = source.name().to_owned();
+    let mut checkpoints = Vec::new();
+    for &partition in &new {
+        let cp = retry("reading a checkpoint", || {
+            store.checkpoint(&name, partition)
+        })
+        .await;
+        checkpoints.push((partition, cp));
+    }
+    let config = engine.config().clone();
+    let floor = checkpoints
+        .iter()
+        .filter_map(|(_, cp)| cp.as_ref()?.max_event_time)
+        .min()
+        .map(|t| t.saturating_sub(config.dedup_horizon));
+    let limit = config
+        .dedup_capacity
+        .saturating_mul(source.partitions().max(1) as usize);
+    let recent = match floor {
+        Some(since) if limit > 0 => {
+            retry("reading recent events", || store.events_since(since, limit)).await
+        }
+        _ => Vec::new(),
+    };
+    for (partition, checkpoint) in checkpoints {
+        let mine = recent
+            .iter()
+            .filter(|e| source.partition_of(e.city.as_str()) == partition);
+        engine.resume(partition, checkpoint.as_ref(), mine);
+        tracing::info!(
+            partition,
+            next_offset = checkpoint.as_ref().map(|c| c.next_offset),
+            remembered_ids = engine.remembered_ids(),
+            "partition resumed"
+        );
     }
 }
 
