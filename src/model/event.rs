@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use super::{EventTime, EventType};
 
@@ -153,24 +154,25 @@ pub fn is_plain_name(name: &str, max: usize) -> bool {
 }
 
 /// A city name: non-empty, at most 64 bytes, no control characters and no invisible format
-/// characters ([`is_format_char`]).
+/// characters ([`is_format_char`]). A name of up to 23 bytes, every real one, is kept inline:
+/// an event's city costs no allocation, and a copy of it none either.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct City(String);
+pub struct City(SmolStr);
 
 impl City {
-    pub fn parse(s: impl Into<String>) -> Result<City, InvalidCity> {
-        let s = s.into();
+    pub fn parse(s: impl AsRef<str>) -> Result<City, InvalidCity> {
+        let s = s.as_ref();
         if s.is_empty() {
             Err(InvalidCity::Empty)
         } else if s.len() > MAX_CITY_BYTES {
             Err(InvalidCity::TooLong(s.len()))
-        } else if has_control_char(&s) {
+        } else if has_control_char(s) {
             Err(InvalidCity::ControlCharacter)
-        } else if let Some(c) = find_format_char(&s) {
+        } else if let Some(c) = find_format_char(s) {
             Err(InvalidCity::FormatCharacter(c as u32))
         } else {
-            Ok(City(s))
+            Ok(City(SmolStr::new(s)))
         }
     }
 
