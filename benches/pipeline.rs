@@ -49,7 +49,7 @@ fn seeded_records(n: usize, seed: u64, first: u64) -> Vec<Record> {
         .collect()
 }
 
-fn processed(records: &[Record]) -> WriteBatch {
+fn processed(records: Vec<Record>) -> WriteBatch {
     let mut engine = Engine::new("bench", EngineConfig::default());
     let mut batch = engine.batch();
     engine.process(
@@ -105,13 +105,17 @@ fn engine_batch(c: &mut Criterion) {
     // A fresh engine per batch: decode, identity, watermark, placement, and the flush that
     // adds the checkpoint.
     group.bench_function("process_and_flush", |b| {
-        b.iter(|| black_box(processed(&records)))
+        b.iter_batched(
+            || records.clone(),
+            |records| black_box(processed(records)),
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }
 
 fn store_batch(c: &mut Criterion) {
-    let batch = Arc::new(processed(&records(BATCH)));
+    let batch = Arc::new(processed(records(BATCH)));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut group = c.benchmark_group("sqlite");
     group.sample_size(20);
@@ -161,7 +165,7 @@ fn dynamodb_batch(c: &mut Criterion) {
             || {
                 seed += 1;
                 let first = seed * DYNAMO_BATCH as u64;
-                Arc::new(processed(&seeded_records(DYNAMO_BATCH, seed, first)))
+                Arc::new(processed(seeded_records(DYNAMO_BATCH, seed, first)))
             },
             |batch| runtime.block_on(store.write(batch)).expect("write"),
             BatchSize::PerIteration,

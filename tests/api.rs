@@ -44,7 +44,7 @@ async fn fixture() -> (tempfile::TempDir, AppState) {
     ));
     let mut engine = Engine::new("city-events", EngineConfig::default());
     let mut batch = engine.batch();
-    engine.process(&records, now, &mut batch);
+    engine.process(records, now, &mut batch);
     engine.flush(&mut batch);
     assert!(batch.late().count() > 0, "fixture has late events");
     store.write(Arc::new(batch)).await.expect("write");
@@ -426,7 +426,7 @@ async fn an_answer_kept_is_served_again_until_its_city_s_windows_change() {
     };
     let mut engine = Engine::new("another", EngineConfig::default());
     let mut batch = engine.batch();
-    engine.process(&[record(0, 0, now, &event)], now, &mut batch);
+    engine.process(vec![record(0, 0, now, &event)], now, &mut batch);
     engine.flush(&mut batch);
     let writer = SqliteStore::open(dir.path()).expect("a second store");
     writer.write(Arc::new(batch)).await.expect("write");

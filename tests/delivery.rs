@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use citystream::model::{
     Accepted, Alerting, BatchRules, City, CityEvent, EventTime, EventType, Placement, Severity,
     Span, WriteBatch,
@@ -450,7 +449,6 @@ fn batch(rules: &Alerting, n: usize, now: EventTime) -> WriteBatch {
             let start = e.timestamp.window_start(Span::from_mins(5));
             Accepted {
                 alerts: rules.fire(&e),
-                payload: Bytes::from(e.to_json()),
                 ttl: e.timestamp.saturating_add(Span::from_secs(2)),
                 placement: Placement::Window {
                     start,
@@ -677,7 +675,6 @@ async fn a_window_rule_fires_once_per_window<S: Sink + Outbox>(store: &S) {
                 let begin = e.timestamp.window_start(five);
                 Accepted {
                     alerts: Vec::new(),
-                    payload: Bytes::from(e.to_json()),
                     ttl: e.timestamp.saturating_add(Span::from_days(1)),
                     placement: Placement::Window {
                         start: begin,

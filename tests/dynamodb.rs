@@ -411,7 +411,6 @@ fn accepted_events(
                 description: "d".into(),
             };
             Accepted {
-                payload: bytes::Bytes::from(event.to_json()),
                 ttl: now.saturating_add(Span::from_mins(60)),
                 placement: Placement::Window {
                     start,

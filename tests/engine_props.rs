@@ -195,7 +195,7 @@ impl MemStore {
                     new.push(a);
                 }
                 Some(existing) => {
-                    if let Found::Taken(dead) = found(&batch.source, existing, a, now) {
+                    if let Found::Taken(dead) = found(batch, existing, a, now) {
                         self.results
                             .dead
                             .insert((dead.partition, dead.offset, dead.kind));
@@ -317,7 +317,7 @@ fn run(
     while at < input.len() {
         let &(len, flush, crash) = cut.next().expect("cycle");
         let end = (at + len).min(input.len());
-        engine.process(&input[at..end], now, &mut pending);
+        engine.process(input[at..end].to_vec(), now, &mut pending);
         at = end;
         if let Some(how) = crash.filter(|_| crashes < 3) {
             crashes += 1;

@@ -80,12 +80,16 @@ fn accepted(e: &CityEvent, placement: Placement, offset: u64) -> Accepted {
         alerts: Alerting::default().fire(e),
         partition: 1,
         offset,
-        payload: Bytes::from(e.to_json()),
     }
 }
 
+/// A batch of `events`, with their records as the engine would hand them.
 fn batch(source: &str, events: Vec<Accepted>) -> WriteBatch {
     WriteBatch {
+        records: events
+            .iter()
+            .map(|a| Record::new(a.partition, a.offset, None, Bytes::from(a.event.to_json())))
+            .collect(),
         events,
         ..WriteBatch::new(source, BatchRules::default())
     }

@@ -147,7 +147,7 @@ async fn write(
         .collect();
     let mut engine = Engine::new(source, EngineConfig::default());
     let mut batch = engine.batch();
-    engine.process(&records, now, &mut batch);
+    engine.process(records, now, &mut batch);
     engine.flush(&mut batch);
     store.write(Arc::new(batch)).await.expect("write");
     events.into_iter().map(|e| e.event_id).collect()

@@ -65,8 +65,6 @@ impl ConsoleTable {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
     use crate::model::{City, CityEvent, EventTime, Placement};
 
@@ -88,7 +86,6 @@ mod tests {
             alerts: Vec::new(),
             partition: 0,
             offset: 0,
-            payload: Bytes::new(),
         }
     }
 

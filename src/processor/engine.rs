@@ -186,8 +186,14 @@ impl Engine {
     /// carry none (plain files), and is what the TTL is judged against.
     ///
     /// A large poll is taken in chunks, each decoded on rayon's pool while the chunk before it
-    /// goes through the stages, so that both stages keep a core busy.
-    pub fn process(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
+    /// goes through the stages, so that both stages keep a core busy. The records end in the
+    /// batch ([`WriteBatch::records`]).
+    pub fn process(&mut self, records: Vec<Record>, now: EventTime, out: &mut WriteBatch) {
+        self.process_all(&records, now, out);
+        out.records.extend(records);
+    }
+
+    fn process_all(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
         // Decoded unless its offset was below the checkpoint before this poll.
         let new: Vec<bool> = records.iter().map(|r| self.is_new(r)).collect();
         let stage = DecodeStage {
@@ -386,7 +392,6 @@ fn admit(
         alerts,
         partition: record.partition,
         offset: record.offset,
-        payload: record.payload.clone(),
     }))
 }
 
@@ -458,10 +463,10 @@ mod tests {
         let (mut whole, mut single) = (Engine::new("t", config.clone()), Engine::new("t", config));
         let (mut a, mut b) = (whole.batch(), single.batch());
         // Both saw the first records before: the large poll skips them.
-        whole.process(&records[..100], now(), &mut a);
-        whole.process(&records, now(), &mut a);
+        whole.process(records[..100].to_vec(), now(), &mut a);
+        whole.process(records.clone(), now(), &mut a);
         for r in records[..100].iter().chain(&records) {
-            single.process(std::slice::from_ref(r), now(), &mut b);
+            single.process(vec![r.clone()], now(), &mut b);
         }
         whole.flush(&mut a);
         single.flush(&mut b);
@@ -469,6 +474,7 @@ mod tests {
         assert_eq!(a.events, b.events);
         assert_eq!(a.dead_letters, b.dead_letters);
         assert_eq!(a.checkpoints, b.checkpoints);
+        assert_eq!(a.records, b.records, "every record ends in the batch");
         assert_eq!(whole.counters(), single.counters());
         assert_eq!(whole.counters().skipped, 100);
     }
@@ -492,7 +498,7 @@ mod tests {
             // Older than the 30-day TTL.
             record(0, 5, &event_json("e", "2026-10-01T10:00:00Z", "SF", "low")),
         ];
-        engine.process(&records, now(), &mut out);
+        engine.process(records.to_vec(), now(), &mut out);
         engine.flush(&mut out);
         let ids: Vec<&str> = out
             .events
@@ -510,7 +516,7 @@ mod tests {
 
         // A replay of the same records is skipped entirely.
         let mut again = engine.batch();
-        engine.process(&records, now(), &mut again);
+        engine.process(records.to_vec(), now(), &mut again);
         engine.flush(&mut again);
         assert!(again.events.is_empty() && again.dead_letters.is_empty());
         assert_eq!(engine.counters().skipped, 6);
@@ -533,7 +539,7 @@ mod tests {
             ),
             record(0, 3, &event_json("x", "2026-11-25T10:03:00Z", "SF", "low")),
         ];
-        engine.process(&records, now(), &mut out);
+        engine.process(records.to_vec(), now(), &mut out);
         assert_eq!(out.events.len(), 1);
         assert_eq!(engine.counters().repeats, 1);
         let kinds: Vec<&str> = out.dead_letters.iter().map(|d| d.kind.as_str()).collect();
@@ -551,7 +557,7 @@ mod tests {
         let mut first = Engine::new("t", config.clone());
         let mut out = first.batch();
         let original = event_json("y", "2026-11-25T10:00:00Z", "SF", "low");
-        first.process(&[record(0, 0, &original)], now(), &mut out);
+        first.process(vec![record(0, 0, &original)], now(), &mut out);
         first.flush(&mut out);
         let stored: Vec<CityEvent> = out.events.iter().map(|a| a.event.clone()).collect();
 
@@ -559,7 +565,7 @@ mod tests {
         second.resume(0, out.checkpoints.first(), &stored);
         let mut again = second.batch();
         second.process(
-            &[record(0, 0, &original), record(0, 1, &original)],
+            vec![record(0, 0, &original), record(0, 1, &original)],
             now(),
             &mut again,
         );

@@ -557,6 +557,7 @@ impl Row {
 /// A batch of some of `batch`'s rows, without checkpoints.
 fn part_of(batch: &WriteBatch, rows: &[Row]) -> WriteBatch {
     let mut part = WriteBatch::new(batch.source.clone(), batch.rules.clone());
+    part.records = batch.records.clone();
     for row in rows {
         match row {
             Row::Event(a) => part.events.push(a.clone()),
@@ -592,7 +593,7 @@ async fn without_refused(
                     return None;
                 };
                 let why = Rejection::StoreRejected(e.report());
-                let dead = a.dead_letter(&batch.source, &why, EventTime::now());
+                let dead = batch.dead_letter(a, &why, EventTime::now());
                 rows[from] = Row::Dead(dead.clone());
                 letters.push((from, dead, e));
                 // Written where the event stood, before the rows after it.

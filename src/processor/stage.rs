@@ -63,7 +63,7 @@ impl EngineStage {
         let (done, wait) = oneshot::channel();
         rayon::spawn(move || {
             let processed = std::panic::catch_unwind(AssertUnwindSafe(move || {
-                stage.engine.process(&records, now, &mut stage.batch);
+                stage.engine.process(records, now, &mut stage.batch);
                 stage
             }));
             // A panic drops `done`, and `ready` reports the engine lost.

@@ -26,7 +26,7 @@
 use crate::model::alerting::{AlertBody, Fired, WindowAlertBody, WindowBody, WindowState};
 use crate::model::{
     Accepted, Checkpoint, City, CityEvent, EventTime, EventType, Placement, Rejection, Resolution,
-    Resolutions, Severities, SeverityCounts, Span,
+    Resolutions, Severities, SeverityCounts, Span, WriteBatch,
 };
 use crate::store::StoreError;
 
@@ -39,13 +39,18 @@ pub enum Found {
     Taken(crate::model::DeadLetter),
 }
 
-/// Rule 1, for an accepted event whose key holds `existing`.
-pub fn found(source: &str, existing: &CityEvent, incoming: &Accepted, now: EventTime) -> Found {
+/// Rule 1, for an accepted event of `batch` whose key holds `existing`.
+pub fn found(
+    batch: &WriteBatch,
+    existing: &CityEvent,
+    incoming: &Accepted,
+    now: EventTime,
+) -> Found {
     if incoming.event.is_repeat_of(existing) {
         return Found::Repeat;
     }
     let rejection = Rejection::duplicate(existing, &incoming.event);
-    Found::Taken(incoming.dead_letter(source, &rejection, now))
+    Found::Taken(batch.dead_letter(incoming, &rejection, now))
 }
 
 /// Rule 3: the windows an accepted event counts in, one per resolution (start of each), or
@@ -216,7 +221,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::model::Severity;
+    use crate::model::{BatchRules, Record, Severity};
 
     fn accepted(id: &str, severity: Severity, late: bool) -> Accepted {
         let t = EventTime::from_millis(60_000);
@@ -242,7 +247,6 @@ mod tests {
             event,
             partition: 1,
             offset: 2,
-            payload: Bytes::from_static(b"{}"),
         }
     }
 
@@ -271,15 +275,23 @@ mod tests {
     #[test]
     fn a_taken_key_is_a_repeat_or_a_dead_letter() {
         let mine = accepted("a", Severity::Low, false);
+        let batch = WriteBatch {
+            records: vec![
+                Record::new(1, 1, None, Bytes::from_static(b"{1}")),
+                Record::new(1, 2, None, Bytes::from_static(b"{2}")),
+            ],
+            ..WriteBatch::new("t", BatchRules::default())
+        };
         let now = EventTime::from_millis(9);
-        assert_eq!(found("t", &mine.event, &mine, now), Found::Repeat);
+        assert_eq!(found(&batch, &mine.event, &mine, now), Found::Repeat);
         let mut other = mine.event.clone();
         other.city = City::parse("LA").unwrap();
-        let Found::Taken(dead) = found("t", &other, &mine, now) else {
+        let Found::Taken(dead) = found(&batch, &other, &mine, now) else {
             panic!("other content is a reuse");
         };
         assert_eq!(dead.kind, "duplicate_event_id");
         assert_eq!((dead.partition, dead.offset), (1, 2));
+        assert_eq!(dead.payload_prefix(), b"{2}", "its record's bytes");
         assert!(dead.reason.contains("LA/traffic/low"), "{}", dead.reason);
     }
 

@@ -245,7 +245,7 @@ fn outcome(
     if is_own(item, &batch.source, a) {
         return Ok(Outcome::Own);
     }
-    Ok(match found(&batch.source, &event_from(item)?, a, now) {
+    Ok(match found(batch, &event_from(item)?, a, now) {
         Found::Repeat => Outcome::Repeat,
         Found::Taken(dead) => Outcome::Taken(dead),
     })
@@ -271,7 +271,6 @@ mod tests {
             alerts: Vec::new(),
             partition: 0,
             offset,
-            payload: bytes::Bytes::new(),
         }
     }
 

@@ -103,7 +103,7 @@ fn insert_keys(
             Some(block) => blocks::event_in(tx, block, e.timestamp, &e.event_id)?,
             None => None,
         };
-        match stored.map(|s| found(&batch.source, &s, a.0, now)) {
+        match stored.map(|s| found(batch, &s, a.0, now)) {
             Some(Found::Taken(dead)) => written.duplicates.push(dead),
             Some(Found::Repeat) | None => written.repeats += 1,
         }
