@@ -2,7 +2,7 @@
 //! `aggregations` table (the base window under the seed's key, a rollup under its own,
 //! `keys::window_key`), that every writer with events in it adds to with a guarded increment
 //! (`guarded.rs`): its counts, and its severities in chunks of one letter per event
-//! (`v:<writer>.<offset>`), at most the cap of them in all. The index `by-series` holds every
+//! (`v:<writer><offset>`, `Writer::chunk`), at most the cap of them in all. The index `by-series` holds every
 //! attribute of the windows of one city, type and resolution by start, so a read of a range is
 //! one Query per type.
 
@@ -251,7 +251,7 @@ fn window_update(
     };
     expr.condition(condition);
     let first = &pending[0];
-    let chunk = format!("{CHUNK}{}", first.writer.at(first.parts[0].0));
+    let chunk = format!("{CHUNK}{}", first.writer.chunk(first.parts[0].0));
     expr.set(&chunk, s(&letters.letters()[..take]));
 }
 
