@@ -492,7 +492,11 @@ mod tests {
         );
         let short = Writer::new("city-events", 5).chunk((1 << 30) - 1);
         assert_eq!(short.len(), 17, "{short}");
-        assert_eq!(Writer::new("s", u32::MAX).chunk(u64::MAX).len(), 28, "the longest");
+        assert_eq!(
+            Writer::new("s", u32::MAX).chunk(u64::MAX).len(),
+            28,
+            "the longest"
+        );
     }
 
     #[test]

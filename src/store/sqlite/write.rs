@@ -83,11 +83,15 @@ fn insert_keys(
         "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
     let mut is_new = vec![false; batch.events.len()];
-    // In time order, the order of the key (stable: of two events under one key, the first in
-    // the batch is the new one), so that inserts walk the tree forwards.
-    let mut order: Vec<usize> = (0..batch.events.len()).collect();
-    order.sort_by_key(|&i| batch.events[i].event.timestamp);
-    for i in order {
+    // In time order, the order of the key (by position where times tie: of two events under
+    // one key, the first in the batch is the new one), so that inserts walk the tree forwards.
+    // Sorted as pairs, not by reaching into the events at every comparison.
+    let mut order: Vec<(EventTime, usize)> = (batch.events.iter())
+        .enumerate()
+        .map(|(i, a)| (a.event.timestamp, i))
+        .collect();
+    order.sort_unstable();
+    for (_, i) in order {
         let e = &batch.events[i].event;
         let key = params![e.timestamp.as_millis(), IdKey::of(&e.event_id), block_of[i]];
         is_new[i] = insert.execute(key)? > 0;
