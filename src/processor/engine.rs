@@ -299,9 +299,9 @@ pub fn check_time(
     Ok(ttl)
 }
 
-/// Records a poll brings from which they are decoded on all cores (rayon's pool): fewer are
-/// not worth the hand-off.
-const DECODE_IN_PARALLEL: usize = 1024;
+/// Records a poll brings from which they are decoded on all cores (rayon's pool), and the poll
+/// is processed there beside the run loop (`stage.rs`): fewer are not worth the hand-off.
+pub(super) const DECODE_IN_PARALLEL: usize = 1024;
 
 /// Records decoded ahead while the chunk before them goes through the stages.
 const DECODE_CHUNK: usize = 4096;

@@ -227,7 +227,8 @@ impl Processor {
             summary.records += taken as u64;
             let stage = self.stage.ready().await?;
             stage.engine.flush(&mut stage.batch);
-            let batch = std::mem::replace(&mut stage.batch, stage.engine.batch());
+            // The next batch is begun at the top of the loop, under the rules in force then.
+            let batch = std::mem::take(&mut stage.batch);
             let engine = (stage.engine.counters(), stage.engine.remembered_ids());
             // The previous batch was being stored while this one was read and processed; its
             // positions are committed before the next write starts, so commits stay in order.
