@@ -6,7 +6,8 @@
 //! - [`console`]: query 4, the live console table;
 //! - [`runtime`]: the async loop between a [`crate::broker::Source`] and a
 //!   [`crate::store::Sink`].
-//! - [`stage`]: the engine on rayon's pool, processing a poll while the loop reads the next.
+//! - [`stage`]: the engine beside the run loop: a large poll processed on rayon's pool while
+//!   the loop reads the next.
 //!
 //! Queries 1 to 3 end in the store: the engine hands it each accepted event with its raw row's
 //! expiry and its placement, and the store writes the raw row, the alert, and the window
