@@ -256,10 +256,10 @@ pub struct WriteBatch {
     pub dead_letters: Vec<DeadLetter>,
     pub checkpoints: Vec<Checkpoint>,
     pub rules: BatchRules,
-    /// The records the batch was made of, as they arrived, for the dead letter an accepted
-    /// event's record becomes when the store will not take it. Held whole rather than an event
-    /// holding a copy of its record's bytes: copying those cost the stage in log order a
-    /// tenth of its time.
+    /// The records the batch was made of, as they arrived (at most the run loop's
+    /// `max_batch`), for the dead letter an accepted event's record becomes when the store will
+    /// not take it. Held whole rather than an event holding a copy of its record's bytes: each
+    /// copy was an atomic increment on a shared count, 9 % of `bench --store null`'s profile.
     pub records: Vec<Record>,
 }
 
@@ -278,7 +278,8 @@ impl WriteBatch {
 
     /// The dead letter an accepted event's record becomes when the store will not take it: its
     /// record's bytes, found among the batch's records (a scan: the store finds few such
-    /// events, only ids reused beyond the engine's memory).
+    /// events, only ids reused beyond the engine's memory). Every batch the engine and the
+    /// runtime make holds its events' records; one without them gives an empty payload.
     pub fn dead_letter(&self, a: &Accepted, why: &Rejection, received_at: EventTime) -> DeadLetter {
         let record = self
             .records
