@@ -120,6 +120,7 @@ macro_rules! conformance {
                 a_batch_of_many_partitions_counts_every_event_once,
                 an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees,
                 an_id_reused_within_one_batch_is_told_apart_from_a_repeat,
+                repeats_and_reuses_within_a_large_batch_are_told_apart,
                 a_large_batch_partly_stored_before_adds_only_its_new_events,
                 contributions_of_two_sources_to_one_window_add_up,
                 a_window_keeps_at_most_the_cap_of_severities_over_many_writes,
@@ -364,6 +365,57 @@ async fn an_id_reused_within_one_batch_is_told_apart_from_a_repeat(store: &dyn S
         summary.total_events
     };
     assert_eq!((total("SF").await, total("LA").await), (1, 0));
+}
+
+/// A batch of 300 events, then 60 of them again (repeats) and 30 of their ids with other
+/// content (reuses), some of them in the same millisecond as another event: on SQLite, large
+/// enough for its keys to go in many to a statement. The first of each key is stored and only
+/// it; each reuse is a dead letter.
+async fn repeats_and_reuses_within_a_large_batch_are_told_apart(store: &dyn Store) {
+    let now = EventTime::now();
+    let start = now.saturating_sub(Span::from_mins(30));
+    let firsts: Vec<CityEvent> = (0..300usize)
+        .map(|i| {
+            // Two events to a millisecond, so that equal times hold other ids.
+            let t = start.saturating_add(Span::from_millis(i as i64 / 2));
+            let sev = Severity::ALL[i % 4];
+            event(
+                &format!("k-{i}"),
+                ["SF", "LA"][i % 2],
+                t,
+                EventType::SEED[i % 4],
+                sev,
+            )
+        })
+        .collect();
+    let mut events: Vec<Accepted> = firsts.iter().zip(0..).map(|(e, o)| on_time(e, o)).collect();
+    let repeats = firsts.iter().step_by(5);
+    let reuses = firsts.iter().step_by(10).map(|e| {
+        let mut other = e.clone();
+        other.city = City::parse("NYC").expect("a city");
+        other
+    });
+    events.extend(
+        repeats
+            .chain(reuses.collect::<Vec<_>>().iter())
+            .zip(300..)
+            .map(|(e, o)| on_time(e, o)),
+    );
+    let written = store
+        .write(Arc::new(batch("t", events)))
+        .await
+        .expect("write");
+    assert_eq!(written.repeats, 60);
+    let mut dead: Vec<u64> = written.duplicates.iter().map(|d| d.offset).collect();
+    dead.sort_unstable();
+    assert_eq!(
+        dead,
+        (360..390).collect::<Vec<u64>>(),
+        "each reuse, after the repeats"
+    );
+    assert_eq!(store.stats(now).await.expect("stats").total_events, 300);
+    let nyc = store.city_summary("NYC", now).await.expect("summary");
+    assert_eq!(nyc.total_events, 0, "no reuse is stored");
 }
 
 async fn an_id_reused_for_other_content_is_a_dead_letter_and_every_table_agrees(store: &dyn Store) {

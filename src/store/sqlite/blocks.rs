@@ -42,17 +42,34 @@ fn body<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
 }
 
 /// An event id as `raw_keys` holds it: a UUID's 16 bytes, any other id its text.
+#[derive(PartialEq, Eq)]
 pub(super) struct IdKey<'a> {
-    text: &'a str,
+    // Compared first: two UUIDs differ in 16 bytes, not 36.
     uuid: Option<[u8; 16]>,
+    text: &'a str,
 }
 
 impl<'a> IdKey<'a> {
     pub fn of(id: &'a str) -> Self {
         IdKey {
-            text: id,
             uuid: block::uuid_bytes(id),
+            text: id,
         }
+    }
+}
+
+/// For grouping equal ids: a UUID by its number (integer comparisons, not 36 bytes of text),
+/// other ids (before the UUIDs) by their text.
+impl Ord for IdKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let number = |k: &Self| k.uuid.map(u128::from_be_bytes);
+        (number(self).cmp(&number(other))).then_with(|| self.text.cmp(other.text))
+    }
+}
+
+impl PartialOrd for IdKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

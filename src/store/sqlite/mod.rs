@@ -127,6 +127,9 @@ impl SqliteStore {
         when_not_busy(|| writer.execute_batch(FILE_PRAGMAS))?;
         when_not_busy(|| create_schema(&mut writer, &path))?;
         writer.execute_batch(WRITER_PRAGMAS)?;
+        // Room for the statements of a write (about 20, more than rusqlite's default of 16,
+        // which an LRU cache met in turn would miss every time), the purge's and the outbox's.
+        writer.set_prepared_statement_cache_capacity(64);
         Checkpointer::watch(&writer);
         let manager = SqliteConnectionManager::file(&path).with_init(|c| {
             // Room for every read's statements (a first page and a later one each).

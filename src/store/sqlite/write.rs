@@ -79,22 +79,15 @@ fn insert_keys(
     for (b, members) in plan.raw.iter().enumerate() {
         members.iter().for_each(|&i| block_of[i] = first + b as i64);
     }
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-    )?;
     let mut is_new = vec![false; batch.events.len()];
-    // In time order, the order of the key (by position where times tie: of two events under
-    // one key, the first in the batch is the new one), so that inserts walk the tree forwards.
-    // Sorted as pairs, not by reaching into the events at every comparison.
-    let mut order: Vec<(EventTime, usize)> = (batch.events.iter())
-        .enumerate()
-        .map(|(i, a)| (a.event.timestamp, i))
-        .collect();
-    order.sort_unstable();
-    for (_, i) in order {
-        let e = &batch.events[i].event;
-        let key = params![e.timestamp.as_millis(), IdKey::of(&e.event_id), block_of[i]];
-        is_new[i] = insert.execute(key)? > 0;
+    let keys = distinct_keys(batch);
+    let mut chunks = keys.chunks_exact(KEYS_PER_INSERT);
+    for chunk in &mut chunks {
+        insert_many(tx, batch, chunk, &block_of, &mut is_new)?;
+    }
+    let mut one = tx.prepare_cached(INSERT_ONE)?;
+    for key in chunks.remainder() {
+        is_new[key.i] = one.execute(params![key.ts, &key.id, block_of[key.i]])? > 0;
     }
     for a in batch.events.iter().zip(&is_new).filter(|(_, new)| !**new) {
         let e = &a.0.event;
@@ -113,6 +106,65 @@ fn insert_keys(
         }
     }
     Ok(is_new)
+}
+
+/// Keys inserted by one statement: one statement per key spent as much calling SQLite as in
+/// the tree.
+const KEYS_PER_INSERT: usize = 64;
+const INSERT_ONE: &str =
+    "INSERT INTO raw_keys (ts, event_id, block) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows = vec!["(?, ?, ?)"; KEYS_PER_INSERT].join(", ");
+    format!("INSERT INTO raw_keys (ts, event_id, block) VALUES {rows} ON CONFLICT DO NOTHING")
+});
+
+/// An accepted event's key, and its position in the batch.
+struct Key<'a> {
+    ts: i64,
+    id: IdKey<'a>,
+    i: usize,
+}
+
+/// The batch's keys in key order, each once: of two events under one key, the first in the
+/// batch. Inserting in key order walks the tree forwards.
+fn distinct_keys(batch: &WriteBatch) -> Vec<Key<'_>> {
+    let mut keys: Vec<Key<'_>> = (batch.events.iter().enumerate())
+        .map(|(i, a)| Key {
+            ts: a.event.timestamp.as_millis(),
+            id: IdKey::of(&a.event.event_id),
+            i,
+        })
+        .collect();
+    keys.sort_unstable_by(|a, b| (a.ts, &a.id, a.i).cmp(&(b.ts, &b.id, b.i)));
+    keys.dedup_by(|later, earlier| later.ts == earlier.ts && later.id == earlier.id);
+    keys
+}
+
+/// Inserts [`KEYS_PER_INSERT`] distinct keys with one statement, marking the new ones.
+fn insert_many(
+    tx: &Transaction<'_>,
+    batch: &WriteBatch,
+    keys: &[Key<'_>],
+    block_of: &[i64],
+    is_new: &mut [bool],
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(&INSERT_MANY)?;
+    for (k, key) in keys.iter().enumerate() {
+        insert.raw_bind_parameter(3 * k + 1, key.ts)?;
+        insert.raw_bind_parameter(3 * k + 2, &key.id)?;
+        insert.raw_bind_parameter(3 * k + 3, block_of[key.i])?;
+    }
+    if insert.raw_execute()? == keys.len() {
+        keys.iter().for_each(|key| is_new[key.i] = true);
+        return Ok(());
+    }
+    // Some were stored before this batch. The keys are distinct, so a key holding one of this
+    // batch's blocks was inserted now.
+    for key in keys {
+        let e = &batch.events[key.i].event;
+        is_new[key.i] = blocks::key_block(tx, e.timestamp, &e.event_id)? == Some(block_of[key.i]);
+    }
+    Ok(())
 }
 
 /// The new event of this batch's block `members` stored under `e`'s key, before the block
