@@ -210,14 +210,28 @@ impl Serialize for EventType {
 
 impl<'de> Deserialize<'de> for EventType {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        name.parse().map_err(serde::de::Error::custom)
+        super::parse_str(deserializer)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_type_is_read_from_json_text_plain_or_escaped_and_refused_otherwise() {
+        let read = |json: &str| sonic_rs::from_str::<EventType>(json).map_err(|e| e.to_string());
+        assert_eq!(read(r#""traffic""#), Ok(EventType::Traffic));
+        assert_eq!(read(r#""\u0074raffic""#), Ok(EventType::Traffic));
+        assert!(
+            read(r#""parade""#)
+                .unwrap_err()
+                .contains("unknown event_type `parade`")
+        );
+        assert!(read("7").unwrap_err().contains("expected a string"));
+        let time = serde_json::from_str::<crate::model::EventTime>(r#""2026-11-25T10:00:05Z""#);
+        assert_eq!(time.ok().map(|t| t.as_millis()), Some(1_795_600_805_000));
+    }
 
     #[test]
     fn the_seeds_types_keep_their_places_and_names() {

@@ -26,3 +26,29 @@ pub use results::{
     SeverityCounts, UnknownLetter, WindowAggregate, WriteBatch, window_key,
 };
 pub use time::{EventTime, Span};
+
+/// Deserializes a `T` written as a string, by its [`FromStr`](std::str::FromStr), from the
+/// input's own text where it is not escaped. serde's `Cow<str>` outside a derive is always
+/// owned: one allocation an event, for a name parsed and dropped at once.
+pub(crate) fn parse_str<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    struct Parsed<T>(std::marker::PhantomData<T>);
+    impl<T> serde::de::Visitor<'_> for Parsed<T>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Parsed(std::marker::PhantomData))
+}

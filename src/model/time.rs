@@ -132,10 +132,17 @@ impl Serialize for EventTime {
     }
 }
 
+impl std::str::FromStr for EventTime {
+    type Err = chrono::ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventTime::parse_rfc3339(s)
+    }
+}
+
 impl<'de> Deserialize<'de> for EventTime {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        EventTime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+        super::parse_str(d)
     }
 }
 
