@@ -368,39 +368,35 @@ async fn an_id_reused_within_one_batch_is_told_apart_from_a_repeat(store: &dyn S
 }
 
 /// A batch of 300 events, then 60 of them again (repeats) and 30 of their ids with other
-/// content (reuses), some of them in the same millisecond as another event: on SQLite, large
-/// enough for its keys to go in many to a statement. The first of each key is stored and only
-/// it; each reuse is a dead letter.
+/// content (reuses), some of them in the same millisecond as another event, half of the ids
+/// UUIDs (which SQLite keeps as 16 bytes): on SQLite, large enough for its keys to go in many
+/// to a statement. The first of each key is stored and only it; each reuse is a dead letter.
 async fn repeats_and_reuses_within_a_large_batch_are_told_apart(store: &dyn Store) {
     let now = EventTime::now();
     let start = now.saturating_sub(Span::from_mins(30));
     let firsts: Vec<CityEvent> = (0..300usize)
         .map(|i| {
+            let id = match i % 2 {
+                0 => uuid::Uuid::from_u128(i as u128 * 7_919).to_string(),
+                _ => format!("k-{i}"),
+            };
             // Two events to a millisecond, so that equal times hold other ids.
             let t = start.saturating_add(Span::from_millis(i as i64 / 2));
-            let sev = Severity::ALL[i % 4];
-            event(
-                &format!("k-{i}"),
-                ["SF", "LA"][i % 2],
-                t,
-                EventType::SEED[i % 4],
-                sev,
-            )
+            let (city, sev) = (["SF", "LA"][i / 2 % 2], Severity::ALL[i % 4]);
+            event(&id, city, t, EventType::SEED[i % 4], sev)
         })
         .collect();
-    let mut events: Vec<Accepted> = firsts.iter().zip(0..).map(|(e, o)| on_time(e, o)).collect();
+    let reuses: Vec<CityEvent> = (firsts.iter().step_by(10))
+        .map(|e| CityEvent {
+            city: City::parse("NYC").expect("a city"),
+            ..e.clone()
+        })
+        .collect();
     let repeats = firsts.iter().step_by(5);
-    let reuses = firsts.iter().step_by(10).map(|e| {
-        let mut other = e.clone();
-        other.city = City::parse("NYC").expect("a city");
-        other
-    });
-    events.extend(
-        repeats
-            .chain(reuses.collect::<Vec<_>>().iter())
-            .zip(300..)
-            .map(|(e, o)| on_time(e, o)),
-    );
+    let events: Vec<Accepted> = (firsts.iter().chain(repeats).chain(&reuses))
+        .zip(0..)
+        .map(|(e, offset)| on_time(e, offset))
+        .collect();
     let written = store
         .write(Arc::new(batch("t", events)))
         .await
