@@ -303,8 +303,9 @@ pub fn check_time(
 /// is processed there beside the run loop (`stage.rs`): fewer are not worth the hand-off.
 pub(super) const DECODE_IN_PARALLEL: usize = 1024;
 
-/// Records decoded ahead while the chunk before them goes through the stages.
-const DECODE_CHUNK: usize = 4096;
+/// Records decoded ahead while the chunk before them goes through the stages: the fastest of
+/// 1 024, 2 048, 4 096 and 8 192 as measured (docs/BENCHMARKS.md).
+const DECODE_CHUNK: usize = 2048;
 
 /// The stage that needs no state, so it runs beside the rest, on every core for a large
 /// chunk: decoding, and what follows from the event and the rules alone.
