@@ -195,7 +195,7 @@ async fn a_gone_sink_fails_its_deliveries_which_are_sent_again_by_hand() {
     assert!(failed.iter().all(|d| d["last_status"] == 410));
 
     let id = failed[0]["id"].as_str().expect("an id").to_owned();
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client();
     let retry = format!("{}/api/v1/deliveries/{id}/retry", up.base());
     let post = |token: Option<&str>| {
         let request = client.post(&retry);
@@ -315,7 +315,7 @@ async fn rules_are_replaced_whole_at_run_time() {
     assert_eq!(served["rules"][0]["id"], "critical");
     assert_eq!(served["sinks"][0]["signed"], true);
 
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client();
     let put = |body: String| {
         client
             .put(format!("{}/api/v1/rules", up.base()))

@@ -373,7 +373,7 @@ pub(crate) async fn behind_faults(
         seen: Default::default(),
         upstream: server.endpoint.clone(),
         endpoint: proxy.clone(),
-        http: reqwest::Client::new(),
+        http: crate::support::http_client(),
     });
     let app = axum::Router::new()
         .fallback(axum::routing::post(faulty))

@@ -80,7 +80,7 @@ struct Client {
 impl Client {
     fn new(api: &Running) -> Self {
         Client {
-            http: reqwest::Client::new(),
+            http: crate::support::http_client(),
             url: format!("{}/api/v1/events", api.base()),
         }
     }
@@ -113,7 +113,7 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
 async fn total(api: &Running, key: &str) -> u64 {
-    let stats: Value = reqwest::Client::new()
+    let stats: Value = crate::support::http_client()
         .get(format!("{}/api/v1/stats", api.base()))
         .bearer_auth(key)
         .send()
@@ -165,7 +165,7 @@ async fn every_shape_limit_and_key_answers_as_documented() {
 
     // Reads need a read key; an ingest key is the wrong scope.
     let stats = format!("{}/api/v1/stats", api.base());
-    let http = reqwest::Client::new();
+    let http = crate::support::http_client();
     assert_eq!(http.get(&stats).send().await.expect("get").status(), 401);
     assert_eq!(
         http.get(&stats)

@@ -31,7 +31,8 @@ struct Client {
 
 impl Client {
     async fn open(api: &Running, last_event_id: Option<&str>) -> Client {
-        let mut request = reqwest::Client::new().get(format!("{}/api/v1/stream", api.base()));
+        let mut request =
+            crate::support::http_client().get(format!("{}/api/v1/stream", api.base()));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -240,7 +241,7 @@ async fn streams_are_bounded_and_a_closed_one_frees_its_place() {
     let mut admitted = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let response = reqwest::Client::new()
+        let response = crate::support::http_client()
             .get(&url)
             .timeout(Duration::from_millis(500))
             .send()

@@ -72,12 +72,15 @@ pub struct HttpProducer {
 
 impl HttpProducer {
     pub fn new(config: &HttpConfig) -> Result<Self, BrokerError> {
-        // A redirect could carry the key elsewhere: none is followed, nor any proxy.
+        // A redirect could carry the key elsewhere: none is followed, nor any proxy. A
+        // connection idle for the server's header timeout (10 s by default) is closed by the
+        // server, and a batch sent on it as it closes fails: idle ones are dropped before.
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| BrokerError::Http(format!("building the HTTP client: {e}")))?;
         Ok(HttpProducer {

@@ -90,7 +90,7 @@ impl Running {
         Running {
             child,
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: crate::support::http_client(),
             log,
         }
     }
