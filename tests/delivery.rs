@@ -674,7 +674,7 @@ async fn a_window_rule_fires_once_per_window<S: Sink + Outbox>(store: &S) {
             .map(|(i, e)| {
                 let begin = e.timestamp.window_start(five);
                 Accepted {
-                    alerts: Vec::new(),
+                    alerts: Default::default(),
                     ttl: e.timestamp.saturating_add(Span::from_days(1)),
                     placement: Placement::Window {
                         start: begin,

@@ -259,6 +259,10 @@ impl Default for Alerting {
 }
 
 /// One rule firing for one event: the alert, and the sinks it goes to.
+/// The alerts an event fires. Most events fire none or one, which it holds without an
+/// allocation.
+pub type FiredAlerts = smallvec::SmallVec<[Fired; 1]>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
     pub rule: Arc<RuleRef>,
@@ -310,7 +314,7 @@ impl Alerting {
     }
 
     /// The alerts `event` fires: one per rule it matches, in file order.
-    pub fn fire(&self, event: &CityEvent) -> Vec<Fired> {
+    pub fn fire(&self, event: &CityEvent) -> FiredAlerts {
         self.rules
             .iter()
             .zip(&self.routes)

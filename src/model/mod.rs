@@ -10,7 +10,7 @@ mod resolution;
 mod results;
 mod time;
 
-pub use alerting::{Alerting, Fired, RuleRef};
+pub use alerting::{Alerting, Fired, FiredAlerts, RuleRef};
 pub use event::{
     City, CityEvent, InvalidCity, MAX_CITY_BYTES, MAX_DESCRIPTION_BYTES, MAX_EVENT_ID_BYTES,
     SEED_CITIES, Severity, UnknownValue, is_format_char, is_plain_name,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::EventType;
-use super::alerting::{Alerting, Fired};
+use super::alerting::{Alerting, FiredAlerts};
 use super::event::{City, CityEvent, Severity};
 use super::record::{DeadLetter, Record, Rejection};
 use super::resolution::{Resolution, Resolutions};
@@ -169,7 +169,7 @@ pub struct Accepted {
     pub ttl: EventTime,
     pub placement: Placement,
     /// One per alert rule the event matches, in the rules' order.
-    pub alerts: Vec<Fired>,
+    pub alerts: FiredAlerts,
     /// Where its record sits in its log; the batch holds the record ([`WriteBatch::records`]).
     pub partition: u32,
     pub offset: u64,

@@ -83,7 +83,7 @@ mod tests {
                 start: EventTime::from_millis(0),
                 end: EventTime::from_millis(1),
             },
-            alerts: Vec::new(),
+            alerts: Default::default(),
             partition: 0,
             offset: 0,
         }

@@ -19,8 +19,8 @@ use rayon::prelude::*;
 use super::dedup::{Fingerprint, Identity, RecentIds};
 use super::window::Windows;
 use crate::model::{
-    Accepted, Alerting, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, Fired, Record,
-    Rejection, Span, WriteBatch, decode,
+    Accepted, Alerting, BatchRules, Checkpoint, CityEvent, DeadLetter, EventTime, FiredAlerts,
+    Record, Rejection, Span, WriteBatch, decode,
 };
 
 /// Event-time rules of the pipeline.
@@ -196,6 +196,9 @@ impl Engine {
     fn process_all(&mut self, records: &[Record], now: EventTime, out: &mut WriteBatch) {
         // Decoded unless its offset was below the checkpoint before this poll.
         let new: Vec<bool> = records.iter().map(|r| self.is_new(r)).collect();
+        // Room for every event at once: a batch grown one push at a time copies itself over
+        // and over as it doubles.
+        out.events.reserve(records.len());
         let stage = DecodeStage {
             source: self.source.clone(),
             alerting: self.config.rules.alerting.clone(),
@@ -318,7 +321,7 @@ struct DecodeStage {
 struct Decoded {
     event: CityEvent,
     fingerprint: Fingerprint,
-    alerts: Vec<Fired>,
+    alerts: FiredAlerts,
 }
 
 impl DecodeStage {

@@ -268,7 +268,7 @@ mod tests {
             },
             ttl: t,
             placement: crate::model::Placement::Late { watermark: t },
-            alerts: Vec::new(),
+            alerts: Default::default(),
             partition: 0,
             offset,
         }
