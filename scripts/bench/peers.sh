@@ -7,7 +7,8 @@
 #
 # EVENTS defaults to 1000000, OUT_DIR to target/bench-peers. Writes OUT_DIR/peers.csv, every
 # run's output as OUT_DIR/*.log, a Markdown table on stdout and OUT_DIR/peers.{svg,png}
-# (scripts/bench/peers_chart.py). RUNS=N repeats each system and keeps its best run (default 1).
+# (scripts/bench/peers_chart.py). RUNS=N runs N rounds of every system and keeps each one's best
+# run (default 1).
 # CITYSTREAM_SHARED is the shared dir (default ../shared beside the repo); the peers' run.sh
 # install pyspark and apache-flink into /tmp venvs on first use (minutes), and matplotlib goes
 # into PEERS_VENV (default /tmp/citystream-plot-venv). Peers print no memory figure, so their
@@ -36,38 +37,44 @@ fi
 # field NAME LINE: the value of NAME= in LINE, or nothing (peers print no peak_rss_mib).
 field() { { grep -oE "(^| )$1=[0-9.]+" <<<"$2" || true; } | tail -n1 | cut -d= -f2; }
 
-# bench SYSTEM STORE COMMAND...: runs COMMAND $runs times, appends its best run to $rows.
-rows=
-bench() {
-  local system=$1 store=$2 best= line= i rc
-  shift 2
-  for ((i = 1; i <= runs; i++)); do
-    local log=$out/$system-$store-$i.log
-    echo "peers: $system ($store) run $i/$runs, log in $log" >&2
-    [[ $system != citystream || $store != sqlite ]] || rm -rf "$out/sqlite-data"
-    local start=$SECONDS
-    rc=0; "$@" >"$log" 2>&1 || rc=$?
-    if ((rc != 0)); then
-      tail -n 20 "$log" >&2
-      echo "peers: $system ($store) failed with exit $rc, see $log" >&2
-      exit 1
-    fi
-    local got
-    got=$(grep -E 'events_per_s=[0-9]' "$log" | tail -n1) \
-      || { echo "peers: $system ($store) printed no events_per_s=, see $log" >&2; exit 1; }
-    echo "peers:   $got ($((SECONDS - start)) s wall)" >&2
-    if [[ -z $best ]] || (($(field events_per_s "$got") > best)); then
-      best=$(field events_per_s "$got") line=$got
-    fi
-  done
-  rows+="$system,$store,$(field events "$line"),$best,$(field peak_rss_mib "$line")"$'\n'
+# run SYSTEM STORE ROUND COMMAND...: runs COMMAND once and keeps the best run of SYSTEM STORE.
+declare -A best line
+run() {
+  local system=$1 store=$2 i=$3 key=$1,$2 rc=0
+  shift 3
+  local log=$out/$system-$store-$i.log
+  echo "peers: $system ($store) run $i/$runs, log in $log" >&2
+  local start=$SECONDS
+  "$@" >"$log" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    tail -n 20 "$log" >&2
+    echo "peers: $system ($store) failed with exit $rc, see $log" >&2
+    exit 1
+  fi
+  local got
+  got=$(grep -E 'events_per_s=[0-9]' "$log" | tail -n1) \
+    || { echo "peers: $system ($store) printed no events_per_s=, see $log" >&2; exit 1; }
+  echo "peers:   $got ($((SECONDS - start)) s wall)" >&2
+  if [[ -z ${best[$key]:-} ]] || (($(field events_per_s "$got") > best[$key])); then
+    best[$key]=$(field events_per_s "$got") line[$key]=$got
+  fi
 }
 
-bench citystream null "$bin" bench --input "$input" --store null
-bench citystream sqlite "$bin" bench --input "$input" --store sqlite --data-dir "$out/sqlite-data"
-rm -rf "$out/sqlite-data"
-bench spark noop "$shared/bench/spark-baseline/run.sh" "$input" seed
-bench flink blackhole "$shared/bench/flink-baseline/run.sh" "$input" seed
+# Each round runs every system once: the shared VM has slow minutes, and a round puts one on
+# every system alike, where running one system's runs back to back would put it on that one
+# (ours take seconds, a peer's a quarter of a minute each).
+for ((i = 1; i <= runs; i++)); do
+  run citystream null "$i" "$bin" bench --input "$input" --store null
+  rm -rf "$out/sqlite-data"
+  run citystream sqlite "$i" "$bin" bench --input "$input" --store sqlite --data-dir "$out/sqlite-data"
+  rm -rf "$out/sqlite-data"
+  run spark noop "$i" "$shared/bench/spark-baseline/run.sh" "$input" seed
+  run flink blackhole "$i" "$shared/bench/flink-baseline/run.sh" "$input" seed
+done
+rows=
+for key in citystream,null citystream,sqlite spark,noop flink,blackhole; do
+  rows+="$key,$(field events "${line[$key]}"),${best[$key]},$(field peak_rss_mib "${line[$key]}")"$'\n'
+done
 
 csv=$out/peers.csv
 awk -F, -v OFS=, '
