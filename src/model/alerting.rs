@@ -258,11 +258,11 @@ impl Default for Alerting {
     }
 }
 
-/// One rule firing for one event: the alert, and the sinks it goes to.
 /// The alerts an event fires. Most events fire none or one, which it holds without an
 /// allocation.
 pub type FiredAlerts = smallvec::SmallVec<[Fired; 1]>;
 
+/// One rule firing for one event: the alert, and the sinks it goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
     pub rule: Arc<RuleRef>,
