@@ -7,8 +7,9 @@
 #
 # `citystream serve` runs pinned to CPU 0 and the load generators to CPU 1. For each request:
 # wrk finds the most it serves (8 connections), then hey holds half of that rate and reports
-# the latency percentiles there. Needs wrk and hey (apt-get install wrk hey) and a release build
-# (cargo build --release --bin citystream --example history).
+# the latency percentiles there, and the server's share of its core during wrk's run (`cpu`, of
+# which `kernel`, from /proc/PID/stat). Needs wrk and hey (apt-get install wrk hey) and a
+# release build (cargo build --release --bin citystream --example history).
 set -euo pipefail
 dir=${1:?usage: history.sh DIR [SECONDS]}
 seconds=${2:-10}
@@ -33,6 +34,12 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 
+# The server's CPU time so far, user and kernel, in clock ticks; and a share of a core over a
+# run of `seconds` from two such totals.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$server/stat"; }
+tick=$(getconf CLK_TCK)
+share() { awk -v a="$1" -v b="$2" -v t="$tick" -v s="$seconds" 'BEGIN {printf "%.2f", (b - a) / t / s}'; }
+
 from=$(date -u -d '-30 days' +%Y-%m-%dT%H:00:00Z)
 # Each path as JSON, then gzipped (what a browser asks for: the answer is compressed once).
 for path in \
@@ -43,7 +50,10 @@ for path in \
   for encoding in identity gzip; do
     accept="Accept-Encoding: $encoding"
     bytes=$(curl -fsS -H "$accept" "$base$path" | wc -c)
+    read -r user0 kernel0 < <(cpu_ticks)
     out=$(taskset -c 1 wrk -t1 -c8 -d"${seconds}s" --latency -H "$accept" "$base$path")
+    read -r user1 kernel1 < <(cpu_ticks)
+    cpu=$(share $((user0 + kernel0)) $((user1 + kernel1))) kernel=$(share "$kernel0" "$kernel1")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
     lat=$(taskset -c 1 hey -z "${seconds}s" -c 4 -q "$(( half / 4 > 0 ? half / 4 : 1 ))" \
@@ -52,6 +62,6 @@ for path in \
       | grep -oE "p(50|90|99)_ms=[0-9.]+" | tr '\n' ' ')
     codes=$(awk '/responses$/ {printf "%s:%s ", $1, $2}' <<<"$lat")
     echo "history path=${path%%&from=*} encoding=$encoding windows=$windows bytes=$bytes" \
-      "max_rps=$rps half_rps=$half ${pcts}status=${codes% }"
+      "max_rps=$rps cpu=$cpu kernel=$kernel half_rps=$half ${pcts}status=${codes% }"
   done
 done
