@@ -22,8 +22,8 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use metrics::counter;
-use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use quick_cache::{OptionsBuilder, Weighter};
 
 use crate::model::EventTime;
 use crate::store::{Page, WindowPos, WindowQuery};
@@ -108,10 +108,17 @@ pub struct Answers {
 impl Answers {
     /// Keeps at most `bytes` of answers; 0 keeps none.
     pub fn new(bytes: u64) -> Self {
-        // The map is sized for answers of about 64 KB; it grows if they are smaller.
-        let items = (bytes / 65_536).max(1) as usize;
+        // The map is sized for answers of about 64 KB; it grows if they are smaller. One shard:
+        // a cache splits its bytes among its shards and keeps no answer over a shard's share,
+        // and a year of days is 2.3 MB. A read takes the shard's lock shared.
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity((bytes / 65_536).max(1) as usize)
+            .weight_capacity(bytes)
+            .shards(1)
+            .build()
+            .expect("both capacities are given");
         Answers {
-            cache: Cache::with_weighter(items, bytes, BodyLength),
+            cache: Cache::with_options(options, BodyLength, Default::default(), Default::default()),
         }
     }
 
@@ -350,6 +357,15 @@ mod tests {
         }
         assert!(answers.weight() <= bound, "{} bytes", answers.weight());
         assert!(answers.weight() > bound / 2, "{} bytes", answers.weight());
+        // An answer of a quarter of the default bound and more is kept too.
+        let answers = Answers::new(8 << 20);
+        let year = Bytes::from(vec![b' '; 2_500_000]);
+        answers.made(key("Boston", 1), Some(1), year, &HeaderMap::new());
+        assert!(
+            answers
+                .get(&key("Boston", 1), 1, &HeaderMap::new())
+                .is_some()
+        );
         let none = Answers::new(0);
         assert!(!none.keeps());
         none.made(key("Boston", 1), Some(1), json, &HeaderMap::new());
