@@ -230,6 +230,8 @@ async fn client_mistakes_get_a_json_4xx() {
         "/api/v1/events/SF?limit=1&limit=3000",
         "/api/v1/events/SF?limit=1&limit=1",
         "/api/v1/aggregations?city=NYC&city=SF",
+        "/api/v1/aggregations?city=NYC&fields=",
+        "/api/v1/aggregations?city=NYC&fields=window_start,nope",
         "/api/v1/events/S%E2%80%AEF",
         "/api/v1/alerts?city=N%E2%80%8BYC",
     ];
@@ -440,6 +442,36 @@ async fn an_answer_kept_is_served_again_until_its_city_s_windows_change() {
             .sum::<u64>()
     };
     assert_eq!(events(&after), events(&first) + 1, "not the kept answer");
+}
+
+/// `fields` shows only the fields asked for, in a window's order, with the values of the whole
+/// window; the answers of a few fields and of all are kept apart.
+#[tokio::test]
+async fn a_few_fields_of_each_window_are_shown_and_kept_apart_from_the_whole() {
+    let (_dir, state) = fixture().await;
+    let whole = "/api/v1/aggregations?city=SF&limit=1000";
+    let (_, all) = get(&state, whole).await;
+    let (status, some) = get(&state, &format!("{whole}&fields=event_count,window_start")).await;
+    assert_eq!(status, StatusCode::OK, "{some}");
+    assert_eq!(
+        (&some["count"], &some["next_cursor"]),
+        (&all["count"], &all["next_cursor"])
+    );
+    let windows = |body: &Value| body["aggregations"].as_array().expect("windows").clone();
+    assert!(!windows(&all).is_empty());
+    for (few, w) in windows(&some).iter().zip(windows(&all)) {
+        let names: Vec<&String> = few.as_object().expect("a window").keys().collect();
+        assert_eq!(names, ["window_start", "event_count"]);
+        assert_eq!(
+            (&few["window_start"], &few["event_count"]),
+            (&w["window_start"], &w["event_count"])
+        );
+    }
+    let (_, again) = get(&state, whole).await;
+    assert_eq!(
+        again, all,
+        "the whole answer is not the kept answer of a few fields"
+    );
 }
 
 /// A stream asked to end after a second ends then, having sent its snapshots; a bad ask is a 400.

@@ -44,6 +44,7 @@ from=$(date -u -d '-30 days' +%Y-%m-%dT%H:00:00Z)
 # Each path as JSON, then gzipped (what a browser asks for: the answer is compressed once).
 for path in \
   "/api/v1/aggregations?city=City0421&event_type=traffic&resolution=1h&from=$from&limit=1000" \
+  "/api/v1/aggregations?city=City0421&event_type=traffic&resolution=1h&fields=window_start,event_count,severity_counts&from=$from&limit=1000" \
   "/api/v1/aggregations?city=City0421&resolution=1h&from=$from&limit=1000" \
   "/api/v1/aggregations?city=City0421&event_type=traffic&resolution=1d&limit=1000"; do
   windows=$(curl -fsS "$base$path" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')

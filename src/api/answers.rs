@@ -25,6 +25,7 @@ use metrics::counter;
 use quick_cache::sync::Cache;
 use quick_cache::{OptionsBuilder, Weighter};
 
+use super::body::WindowFields;
 use crate::model::EventTime;
 use crate::store::{Page, WindowPos, WindowQuery};
 
@@ -40,15 +41,22 @@ pub struct AnswerKey {
     query: WindowQuery,
     after: Option<WindowPos>,
     limit: usize,
+    fields: WindowFields,
     kept_from: EventTime,
 }
 
 impl AnswerKey {
-    pub fn new(query: &WindowQuery, page: &Page<WindowPos>, kept_from: EventTime) -> Self {
+    pub fn new(
+        query: &WindowQuery,
+        page: &Page<WindowPos>,
+        fields: WindowFields,
+        kept_from: EventTime,
+    ) -> Self {
         AnswerKey {
             query: query.clone(),
             after: page.after,
             limit: page.limit,
+            fields,
             kept_from,
         }
     }
@@ -251,7 +259,12 @@ mod tests {
             resolution: BASE,
             range: TimeRange::ALL,
         };
-        AnswerKey::new(&query, &Page::first(limit), EventTime::from_millis(0))
+        AnswerKey::new(
+            &query,
+            &Page::first(limit),
+            WindowFields::ALL,
+            EventTime::from_millis(0),
+        )
     }
 
     fn headers(accept: &str) -> HeaderMap {

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
@@ -281,6 +282,81 @@ impl<'a> WindowBody<'a> {
             severities_capped: w.event_count > w.severities.len() as u64,
             severity_counts: w.severity_counts,
         }
+    }
+}
+
+/// The fields of a window an `/api/v1/aggregations` answer shows (`fields=`), all by default.
+/// A chart of counts asks for `window_start,event_count,severity_counts`: a fifth of the bytes
+/// of a month of hourly windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WindowFields(u16);
+
+impl WindowFields {
+    /// Every field, in the order a window shows them.
+    pub const NAMES: [&'static str; 9] = [
+        "partition_key",
+        "city",
+        "event_type",
+        "window_start",
+        "window_end",
+        "event_count",
+        "severities",
+        "severities_capped",
+        "severity_counts",
+    ];
+    pub const ALL: WindowFields = WindowFields((1 << Self::NAMES.len()) - 1);
+
+    /// Comma-separated names of fields, each once or more, in any order.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        list.split(',').try_fold(WindowFields(0), |fields, name| {
+            let name = name.trim();
+            match Self::NAMES.iter().position(|known| *known == name) {
+                Some(i) => Ok(WindowFields(fields.0 | 1 << i)),
+                None => Err(format!(
+                    "fields must name fields of a window ({}), got `{}`",
+                    Self::NAMES.join(", "),
+                    name.chars().take(64).collect::<String>()
+                )),
+            }
+        })
+    }
+
+    fn has(self, name: &str) -> bool {
+        let i = Self::NAMES.iter().position(|known| *known == name);
+        i.is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// A window with only the fields asked for, in the order of [`WindowBody`].
+pub struct SomeFields<'a> {
+    pub window: WindowBody<'a>,
+    pub fields: WindowFields,
+}
+
+impl Serialize for SomeFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (w, fields) = (&self.window, self.fields);
+        let mut map = serializer.serialize_map(None)?;
+        // Each name is the field's own, so a field renamed in `WindowBody` fails to build here.
+        macro_rules! some {
+            ($($field:ident),*) => {$(
+                if fields.has(stringify!($field)) {
+                    map.serialize_entry(stringify!($field), &w.$field)?;
+                }
+            )*};
+        }
+        some!(
+            partition_key,
+            city,
+            event_type,
+            window_start,
+            window_end,
+            event_count,
+            severities,
+            severities_capped,
+            severity_counts
+        );
+        map.end()
     }
 }
 

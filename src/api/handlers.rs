@@ -257,6 +257,7 @@ pub async fn cities(State(state): State<AppState>, params: Params) -> Result<Res
         ("city" = String, Query, min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "Chicago", description = "The city (required)"),
         ("event_type" = Option<EventType>, Query, description = "One event type's windows (default: all); `eventType` is accepted too"),
         ("resolution" = Option<String>, Query, example = "1h", description = "Which windows: the base window (`--window`, `5m` by default, the default here) or a rollup (`1h`, `1d`); `/api/v1/resolutions` lists them"),
+        ("fields" = Option<String>, Query, example = "window_start,event_count,severity_counts", description = "The fields of each window to show, comma-separated, in any order; they come in the order of `Window` (default: all). An unknown name is a 400"),
         Range,
         Paging,
     ),
@@ -277,8 +278,9 @@ pub async fn aggregations(
         range: params.range()?,
     };
     let page = params.page::<WindowPos>(10)?;
+    let fields = params.window_fields()?;
     let now = EventTime::now();
-    let key = AnswerKey::new(&query, &page, query.resolution.kept_from(now));
+    let key = AnswerKey::new(&query, &page, fields, query.resolution.kept_from(now));
     let version = match state.answers.keeps() {
         true => state.store.windows_version(&query.city).await?,
         false => None,
@@ -286,7 +288,7 @@ pub async fn aggregations(
     if let Some(kept) = version.and_then(|v| state.answers.get(&key, v, &headers)) {
         return Ok(kept);
     }
-    let json = windows_json(&state, &query, page, now).await?;
+    let json = windows_json(&state, &query, page, fields, now).await?;
     Ok(state.answers.made(key, version, json, &headers))
 }
 
@@ -295,6 +297,7 @@ async fn windows_json(
     state: &AppState,
     query: &WindowQuery,
     page: Page<WindowPos>,
+    fields: WindowFields,
     now: EventTime,
 ) -> Result<Bytes, ApiError> {
     let found = state.store.windows(query, one_more(&page), now).await?;
@@ -306,7 +309,7 @@ async fn windows_json(
     let rollup = !state.resolutions.is_base(resolution);
     let rendered = state
         .windows
-        .render_all(&windows, resolution, rollup)
+        .render_all(&windows, resolution, rollup, fields)
         .map_err(|e| ApiError::Internal(format!("a window as JSON: {e}")))?;
     let body = AggregationsBody {
         city: &query.city,

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::body::WindowFields;
 use super::error::ApiError;
 use crate::model::{City, EventTime, EventType, Resolution, Resolutions};
 use crate::store::outbox::DeliveryKey;
@@ -143,6 +144,13 @@ impl Params {
             }
         }
         Ok(found.map(|(_, t)| t))
+    }
+
+    /// `fields`: the fields of each window to show, comma-separated; all when absent.
+    pub fn window_fields(&self) -> Result<WindowFields, ApiError> {
+        self.get("fields").map_or(Ok(WindowFields::ALL), |list| {
+            WindowFields::parse(list).map_err(ApiError::BadRequest)
+        })
     }
 
     /// An optional time, RFC 3339.

@@ -14,7 +14,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 use serde_json::value::RawValue;
 
-use super::body::WindowBody;
+use super::body::{SomeFields, WindowBody, WindowFields};
 use crate::model::{City, EventTime, EventType, Resolution, WindowAggregate};
 
 /// Bytes of rendered windows kept by default (`--window-cache-mib`).
@@ -80,14 +80,26 @@ impl RenderedWindows {
         }
     }
 
-    /// `windows`, each a window of `resolution`, as the API shows them; `rollup` when
-    /// `resolution` is not the base window (their keys name the resolution).
+    /// `windows`, each a window of `resolution`, as the API shows them with `fields`; `rollup`
+    /// when `resolution` is not the base window (their keys name the resolution).
     pub fn render_all(
         &self,
         windows: &[WindowAggregate],
         resolution: Resolution,
         rollup: bool,
+        fields: WindowFields,
     ) -> Result<Vec<Arc<RawValue>>, serde_json::Error> {
+        if fields != WindowFields::ALL {
+            // Only whole windows are kept; the whole answer of a few fields is (`answers.rs`).
+            let some = |w| SomeFields {
+                window: WindowBody::new(w, rollup.then_some(resolution)),
+                fields,
+            };
+            return windows
+                .iter()
+                .map(|w| serde_json::value::to_raw_value(&some(w)).map(Arc::from))
+                .collect();
+        }
         let mut kept = 0;
         let rendered = windows
             .iter()
@@ -178,7 +190,12 @@ mod tests {
         rollup: bool,
     ) -> Arc<RawValue> {
         let mut all = windows
-            .render_all(std::slice::from_ref(w), resolution, rollup)
+            .render_all(
+                std::slice::from_ref(w),
+                resolution,
+                rollup,
+                WindowFields::ALL,
+            )
             .expect("render");
         all.pop().expect("one window")
     }
@@ -189,6 +206,42 @@ mod tests {
 
     fn fresh(w: &WindowAggregate) -> String {
         serde_json::to_string(&WindowBody::new(w, None)).expect("json")
+    }
+
+    #[test]
+    fn every_field_is_the_whole_window_and_a_few_are_those_in_its_order() {
+        let w = window("Chicago", 10, &[Severity::Low, Severity::High]);
+        let whole: serde_json::Value = serde_json::from_str(&fresh(&w)).expect("json");
+        let names: Vec<&str> = whole
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(names, WindowFields::NAMES);
+        let windows = RenderedWindows::default();
+        let render = |fields| {
+            let all = windows.render_all(std::slice::from_ref(&w), base(), false, fields);
+            all.expect("render")
+                .pop()
+                .expect("one window")
+                .get()
+                .to_owned()
+        };
+        assert_eq!(render(WindowFields::ALL), fresh(&w));
+        let some =
+            WindowFields::parse(" severity_counts,window_start ,window_start").expect("fields");
+        assert_eq!(
+            render(some),
+            format!(
+                r#"{{"window_start":{},"severity_counts":{}}}"#,
+                whole["window_start"], whole["severity_counts"]
+            )
+        );
+        for bad in ["", "window_start,", "Window_Start", "severities;city"] {
+            let refused = WindowFields::parse(bad).expect_err(bad);
+            assert!(refused.contains("partition_key, city"), "{refused}");
+        }
     }
 
     #[test]

@@ -195,6 +195,7 @@ test('historyPath: one type, the resolution, from and to in RFC 3339, a full pag
   assert.equal(p.get('from'), '2026-11-18T11:00:00Z');
   assert.equal(p.get('to'), '2026-11-25T11:00:00Z');
   assert.equal(p.get('limit'), '1000');
+  assert.equal(p.get('fields'), 'window_start,event_count,severity_counts');
   assert.equal(p.get('cursor'), null);
   assert.equal(new URL(historyPath('SF', 'weather', choice, 'abc=='), 'http://x').searchParams.get('cursor'), 'abc==');
 });
