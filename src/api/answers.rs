@@ -1,13 +1,13 @@
 //! Whole answers of `/api/v1/aggregations`, kept while nothing they show can have changed.
 //!
-//! An answer is fixed by its query, its page, the earliest window its resolution still keeps
-//! (`kept_from`, which moves once a window span) and the city's windows as stored. The store
-//! gives each city a windows version that every write to its windows moves and that is never
-//! given twice ([`Reader::windows_version`](crate::store::Reader::windows_version)), so an
-//! answer is served again while the version read before it holds. The version is read before
-//! the windows: an answer made from a newer state than its version only costs a miss later.
-//! An answer is at most [`MAX_AGE`] old besides: a window's stored expiry follows the writer's
-//! retention, which a `serve` configured otherwise would not see move `kept_from`.
+//! An answer is fixed by its query, its page, its `fields`, the earliest window its resolution
+//! still keeps (`kept_from`, which moves once a window span) and the city's windows as stored. The
+//! store gives each city a windows version that every write to its windows moves and that is never
+//! given twice ([`Reader::windows_version`](crate::store::Reader::windows_version)), so an answer
+//! is served again while the version read before it holds. The version is read before the windows:
+//! an answer made from a newer state than its version only costs a miss later. An answer is at most
+//! [`MAX_AGE`] old besides: a window's stored expiry follows the writer's retention, which a
+//! `serve` configured otherwise would not see move `kept_from`.
 //!
 //! A client that accepts gzip gets an answer of 1 KiB or more gzipped, a kept one compressed
 //! once: a month of hourly windows is about 390 KB as JSON and 12 KB gzipped.
