@@ -245,26 +245,34 @@ pub struct CityCountDoc {
     pub total_events: u64,
 }
 
-/// One window as the API shows it. Serialized straight from the stored value: a window holds up
-/// to `--severities-cap` severities, and going through a `serde_json::Value` would allocate a
-/// string for each.
+/// One window as the API shows it: every field, unless `fields` names fewer. Serialized
+/// straight from the stored value: a window holds up to `--severities-cap` severities, and
+/// going through a `serde_json::Value` would allocate a string for each.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Window)]
 pub struct WindowBody<'a> {
     /// The seed's key, `city#event_type#window_start`, for a base window; `…#<resolution>` for
     /// a rollup (`Chicago#traffic#2026-11-25T10:00:00Z#1h`).
+    #[schema(required = false)]
     pub partition_key: String,
+    #[schema(required = false)]
     pub city: &'a City,
+    #[schema(required = false)]
     pub event_type: EventType,
+    #[schema(required = false)]
     pub window_start: EventTime,
+    #[schema(required = false)]
     pub window_end: EventTime,
+    #[schema(required = false)]
     pub event_count: u64,
     /// Severities in the order they were stored (the seed's `collect_list`), at most
     /// `--severities-cap` of them.
-    #[schema(value_type = Vec<Severity>)]
+    #[schema(value_type = Vec<Severity>, required = false)]
     pub severities: &'a Severities,
     /// True when `severities` holds fewer than `event_count`.
+    #[schema(required = false)]
     pub severities_capped: bool,
+    #[schema(required = false)]
     pub severity_counts: SeverityCounts,
 }
 

@@ -91,6 +91,8 @@ impl RenderedWindows {
     ) -> Result<Vec<Arc<RawValue>>, serde_json::Error> {
         if fields != WindowFields::ALL {
             // Only whole windows are kept; the whole answer of a few fields is (`answers.rs`).
+            counter!("citystream_api_windows_rendered_total", "from" => "store")
+                .increment(windows.len() as u64);
             let some = |w| SomeFields {
                 window: WindowBody::new(w, rollup.then_some(resolution)),
                 fields,
