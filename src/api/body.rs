@@ -299,19 +299,44 @@ impl<'a> WindowBody<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WindowFields(u16);
 
+/// The fields a window shows, in its order: [`WindowFields::NAMES`] and what [`SomeFields`]
+/// writes come from this one list, and each name is the field's own, so a field of
+/// `WindowBody` renamed or left out of it fails to build (a test ties the order to its own).
+macro_rules! window_fields {
+    ($($field:ident),* $(,)?) => {
+        impl WindowFields {
+            /// Every field, in the order a window shows them.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
+        impl Serialize for SomeFields<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let (w, fields) = (&self.window, self.fields);
+                let mut map = serializer.serialize_map(None)?;
+                $(
+                    if fields.has(stringify!($field)) {
+                        map.serialize_entry(stringify!($field), &w.$field)?;
+                    }
+                )*
+                map.end()
+            }
+        }
+    };
+}
+
+window_fields!(
+    partition_key,
+    city,
+    event_type,
+    window_start,
+    window_end,
+    event_count,
+    severities,
+    severities_capped,
+    severity_counts,
+);
+
 impl WindowFields {
-    /// Every field, in the order a window shows them.
-    pub const NAMES: [&'static str; 9] = [
-        "partition_key",
-        "city",
-        "event_type",
-        "window_start",
-        "window_end",
-        "event_count",
-        "severities",
-        "severities_capped",
-        "severity_counts",
-    ];
     pub const ALL: WindowFields = WindowFields((1 << Self::NAMES.len()) - 1);
 
     /// Comma-separated names of fields, each once or more, in any order.
@@ -339,33 +364,6 @@ impl WindowFields {
 pub struct SomeFields<'a> {
     pub window: WindowBody<'a>,
     pub fields: WindowFields,
-}
-
-impl Serialize for SomeFields<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (w, fields) = (&self.window, self.fields);
-        let mut map = serializer.serialize_map(None)?;
-        // Each name is the field's own, so a field renamed in `WindowBody` fails to build here.
-        macro_rules! some {
-            ($($field:ident),*) => {$(
-                if fields.has(stringify!($field)) {
-                    map.serialize_entry(stringify!($field), &w.$field)?;
-                }
-            )*};
-        }
-        some!(
-            partition_key,
-            city,
-            event_type,
-            window_start,
-            window_end,
-            event_count,
-            severities,
-            severities_capped,
-            severity_counts
-        );
-        map.end()
-    }
 }
 
 #[derive(Serialize, ToSchema)]

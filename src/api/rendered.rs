@@ -231,6 +231,11 @@ mod tests {
                 .to_owned()
         };
         assert_eq!(render(WindowFields::ALL), fresh(&w));
+        let every = SomeFields {
+            window: WindowBody::new(&w, None),
+            fields: WindowFields::ALL,
+        };
+        assert_eq!(serde_json::to_string(&every).expect("json"), fresh(&w));
         let some =
             WindowFields::parse(" severity_counts,window_start ,window_start").expect("fields");
         assert_eq!(
